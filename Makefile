@@ -1,0 +1,50 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create (or refresh, when pyproject.toml changes) the virtual environment .venv first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+DEMO_OUT ?= demo-out
+
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: venv test demo bench lint llvm clean
+
+venv: $(STAMP)
+
+# Every extra (render, sim, diffusion, ray, test) so CI exercises all of them.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	@touch $@
+
+# Mitsuba's CPU differentiable variant (llvm_ad_rgb) needs LLVM 19's shared library.
+llvm:
+	@if ldconfig -p 2>/dev/null | grep -q 'libLLVM.so.19\|libLLVM-19'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing libllvm19 for mitsuba's llvm_ad_rgb variant"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libllvm19 >/dev/null; \
+	else echo "warning: libllvm19 is missing (apt-get install libllvm19); mitsuba's llvm variants will not load" >&2; fi
+
+test: venv llvm
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
+	exit $$rc
+
+demo: venv
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_OUT)
+
+bench: venv
+	$(BIN)/python bench/io_throughput.py
+
+lint: venv
+	$(BIN)/ruff check lib tools tests bench
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info

@@ -1,0 +1,14 @@
+"""The command-line skeleton every tool shares (typer): common options, config files,
+the stdin rule, record streaming and the documented exit codes.
+
+A tool builds ``app = tool_app("name", help)``, decorates each command with
+``@common_options`` (which adds ``--seed --device --batch-size --config --print-config -q -v
+--shard --engine --address --skip-invalid --deterministic`` and passes a :class:`Common`),
+and ends with ``def main(): run_app(app, "name")``.
+"""
+
+from confidently.cli.app import Common, common_options, run_app, tool_app
+from confidently.cli.inputs import input_source
+from confidently.cli.stream import stream_records
+
+__all__ = ["Common", "common_options", "input_source", "run_app", "stream_records", "tool_app"]

@@ -1,0 +1,215 @@
+"""Typer app factory, the shared options, config files, and exit codes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from confidently import __version__
+from confidently.errors import ConfidentlyError, OutputClosed, UsageError
+from confidently.run.console import configure_logging, console
+from confidently.run.shard import Shard
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID, EXIT_NO_RESULT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+@dataclass
+class Common:
+    """The options every command has, parsed once."""
+
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 64
+    quiet: bool = False
+    verbose: int = 0
+    shard: Shard = field(default_factory=Shard)
+    engine: str = "serial"
+    address: str | None = None
+    skip_invalid: bool = False
+    deterministic: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def engine_instance(self):
+        from confidently.run.engines import create_engine
+
+        return create_engine(self.engine, address=self.address)
+
+
+def _option(default: Any, *names: str, help: str, **kwargs: Any) -> Any:
+    return typer.Option(default, *names, help=help, **kwargs)
+
+
+COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
+    ("seed", int, _option(0, "--seed", help="Run seed; per-record randomness derives from (seed, id).")),
+    ("device", str, _option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto prefers an accelerator).")),
+    ("batch_size", int, _option(64, "--batch-size", min=1, help="Batch size; halved automatically on CUDA OOM.")),
+    ("config", Path, _option(None, "--config", help="YAML file of option defaults; flags on the command line win.",
+                             exists=True, dir_okay=False)),
+    ("print_config", bool, _option(False, "--print-config", help="Print the effective config (YAML) and exit.")),
+    ("quiet", bool, _option(False, "-q", "--quiet", help="Only errors on stderr.")),
+    ("verbose", int, _option(0, "-v", "--verbose", count=True, help="More detail on stderr (tracebacks on errors).")),
+    ("shard", str, _option(None, "--shard", help="Process shard i/N only (every N-th unit from i, 0-based).")),
+    ("engine", str, _option("serial", "--engine", help="serial or ray.")),
+    ("address", str, _option(None, "--address", help="Ray cluster to join (e.g. auto); default starts a local one.")),
+    ("skip_invalid", bool, _option(False, "--skip-invalid",
+                                   help="Write {\"id\":...,\"error\":...} for a bad record and go on (else exit 3).")),
+    ("deterministic", bool, _option(False, "--deterministic", help="Deterministic kernels (slower; for tests).")),
+]
+COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
+NOT_CONFIG = {"config", "print_config"}
+
+
+def _effective_config(ctx: typer.Context) -> dict[str, Any]:
+    values = {}
+    for name, value in ctx.params.items():
+        if name in NOT_CONFIG:
+            continue
+        values[name] = str(value) if isinstance(value, Path) else value
+    return values
+
+
+def _check_config_keys(ctx: typer.Context) -> None:
+    known = {param.name for param in ctx.command.params}
+    unknown = sorted(set(ctx.default_map or {}) - known)
+    if unknown:
+        raise UsageError(f"config file sets {', '.join(unknown)}, which `{ctx.command_path}` does not have; "
+                         f"its options are: {', '.join(sorted(known - NOT_CONFIG))}")
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared options to a typer command and pass them as ``common: Common``."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "common"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, annotation, default in COMMON_PARAMETERS]
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+    @functools.wraps(command)
+    def wrapper(ctx: typer.Context, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in COMMON_NAMES | {"print_config", "config"} if name in kwargs}
+        configure_logging(values["verbose"], values["quiet"])
+        _check_config_keys(ctx)
+        effective = _effective_config(ctx)
+        if values["print_config"]:
+            sys.stdout.write(yaml.safe_dump(effective, sort_keys=True))
+            raise typer.Exit(EXIT_OK)
+        common = Common(seed=values["seed"], device=values["device"], batch_size=values["batch_size"],
+                        quiet=values["quiet"], verbose=values["verbose"], shard=Shard.parse(values["shard"]),
+                        engine=values["engine"], address=values["address"], skip_invalid=values["skip_invalid"],
+                        deterministic=values["deterministic"], config=effective)
+        if common.deterministic:
+            from confidently.run.seeding import seed_everything
+
+            seed_everything(common.seed, deterministic=True)
+        return command(common=common, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
+    return wrapper
+
+
+def tool_app(name: str, help: str) -> typer.Typer:
+    """A typer app with ``--version`` and no shell-completion noise."""
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+
+    def show_version(value: bool) -> None:
+        if value:
+            sys.stdout.write(f"{name} (confidently) {__version__}\n")
+            raise typer.Exit(EXIT_OK)
+
+    @app.callback()
+    def root(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+        pass
+
+    root.__doc__ = help
+    return app
+
+
+def _config_defaults(argv: list[str]) -> dict[str, Any]:
+    """Read ``--config FILE`` ahead of parsing so its values become option defaults."""
+    for index, arg in enumerate(argv):
+        path = None
+        if arg == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is None:
+            continue
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            return {}  # click reports the missing file with the usual usage message
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--config {path}: expected a mapping of option names to values")
+        return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+    return {}
+
+
+def _command_path_defaults(command: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    if hasattr(command, "commands"):
+        return {name: _command_path_defaults(sub, defaults) for name, sub in command.commands.items()}
+    return defaults
+
+
+def run_app(app: typer.Typer, name: str, argv: list[str] | None = None) -> None:
+    """Run a tool and exit with the documented codes; no traceback unless ``-v``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv)
+    code = EXIT_OK
+    try:
+        command = typer.main.get_command(app)
+        defaults = _command_path_defaults(command, _config_defaults(argv))
+        # Without standalone mode, typer returns the code of a typer.Exit (Ctrl-C becomes 130).
+        result = command.main(argv, prog_name=name, standalone_mode=False, default_map=defaults)
+        code = result if isinstance(result, int) else EXIT_OK
+        if code == EXIT_INTERRUPTED:
+            console.print("interrupted")
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # click's usage errors (bad option, missing argument...)
+        exc.show(file=sys.stderr)
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted")
+        code = EXIT_INTERRUPTED
+    except (BrokenPipeError, OutputClosed):
+        _silence_stdout()  # the reader went away (e.g. `| head`): stop quietly
+        code = EXIT_OK
+    except ConfidentlyError as exc:
+        if verbose:
+            console.print_exception()
+        hint = f" (see `{name} --help`)" if isinstance(exc, UsageError) else ""
+        console.print(f"{name}: error: {exc}{hint}", markup=False, soft_wrap=True)
+        code = exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if verbose:
+            console.print_exception()
+        else:
+            console.print(f"{name}: error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                          markup=False, soft_wrap=True)
+        code = EXIT_FAILURE
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush cannot fail on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+

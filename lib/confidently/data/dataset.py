@@ -1,0 +1,220 @@
+"""One dataset type for every source: records plus a way to get each record's image.
+
+A source is a JSONL manifest, an image folder with class subfolders, a safetensors shard,
+or ``demo:<name>``. Every sample keeps its record (id, label, split, any other fields), so
+tools can write results next to what came in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from confidently.errors import InvalidInput
+from confidently.io.images import ImageLoader, to_channels
+from confidently.io.records import Record
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageDataset(Dataset):
+    """Records with images, as a torch ``Dataset`` of ``(image, label)`` pairs.
+
+    ``images`` (uint8 or float N×C×H×W) holds in-memory sources (demo sets, shards);
+    otherwise images are decoded from each record's ``image`` reference when asked for.
+    ``label`` is -1 for unlabelled records.
+    """
+
+    def __init__(self, records: Sequence[Record], *, name: str, classes: list[str] | None = None,
+                 images: torch.Tensor | None = None, channels: int | None = 3,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.records = list(records)
+        self.name = name
+        self.images = images
+        self.channels = channels
+        self.transform = transform
+        self._loader = ImageLoader(channels)
+        labels = [r.data.get("label") for r in self.records]
+        known = [label for label in labels if label is not None]
+        if classes is None and known:
+            classes = [str(i) for i in range(max(known) + 1)]
+        self.classes = classes
+        self._labels = [-1 if label is None else label for label in labels]
+        self.labels = torch.tensor(self._labels, dtype=torch.long)
+        if self.classes is not None and known and max(known) >= len(self.classes):
+            bad = next(r for r in self.records if (r.data.get("label") or 0) >= len(self.classes))
+            raise bad.error(f"label {bad.data['label']} is outside the {len(self.classes)} classes of {name}", "label")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.data["id"] for r in self.records]
+
+    def image(self, index: int) -> torch.Tensor:
+        """The image of record ``index`` as float C×H×W in [0, 1] (before ``transform``)."""
+        if self.images is not None:
+            image = self.images[index]
+            image = image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
+            return to_channels(image, self.channels)
+        record = self.records[index]
+        if "image" not in record.data:
+            raise record.error("missing: expected an image path or tensor reference", "image")
+        try:
+            return self._loader.load(record.data["image"], record.base_dir)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, source=record.source, line=record.line, field="image",
+                               record_id=record.id) from None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self._labels[index]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images stacked (float N×C×H×W) with their labels: the fast path for small data."""
+        if self.images is not None and self.transform is None:
+            images = self.images.float().div(255.0) if self.images.dtype == torch.uint8 else self.images.float()
+            return to_channels_batch(images, self.channels), self.labels.clone()
+        images = [self[i][0] for i in range(len(self))]
+        shapes = {tuple(img.shape) for img in images}
+        if len(shapes) > 1:
+            raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes ({sorted(shapes)[:3]}...); "
+                               "resize them (e.g. --img-size) before stacking")
+        return (torch.stack(images) if images else torch.empty(0)), self.labels.clone()
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> ImageDataset:
+        """The records at ``indices`` (same classes, images and transform)."""
+        indices = list(indices)
+        images = self.images[indices] if self.images is not None else None
+        return ImageDataset([self.records[i] for i in indices], name=name or self.name, classes=self.classes,
+                            images=images, channels=self.channels, transform=self.transform)
+
+    def fingerprint(self) -> str:
+        """A short hash of ids and labels, stored in model metadata as the training data's identity."""
+        digest = hashlib.sha256()
+        for record in self.records:
+            digest.update(json.dumps([record.data["id"], record.data.get("label")]).encode())
+        return digest.hexdigest()[:16]
+
+    def info(self, decode: bool = True) -> dict[str, Any]:
+        """Counts, classes and image shapes (decoding every image, which also checks them)."""
+        shapes: Counter = Counter()
+        if decode:
+            if self.images is not None:
+                shapes[tuple(to_channels_batch(self.images[:1].float(), self.channels).shape[1:])] = len(self)
+            else:
+                for index in range(len(self)):
+                    shapes[tuple(self.image(index).shape)] += 1
+        per_class = Counter(int(label) for label in self.labels if label >= 0)
+        splits = Counter(r.data.get("split") for r in self.records if r.data.get("split"))
+        return {"name": self.name, "count": len(self), "num_classes": self.num_classes, "classes": self.classes,
+                "per_class": {str(k): per_class[k] for k in sorted(per_class)},
+                "unlabelled": int((self.labels < 0).sum()), "splits": dict(sorted(splits.items())),
+                "shapes": [{"shape": list(shape), "count": count} for shape, count in shapes.most_common()]}
+
+
+def to_channels_batch(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    if channels is None or images.shape[1] == channels:
+        return images
+    return torch.stack([to_channels(img, channels) for img in images])
+
+
+def folder_records(root: Path) -> tuple[list[Record], list[str]]:
+    """Records of an image folder in class-subfolder layout (class = sorted subfolder index)."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InvalidInput(f"{root} has no class subfolders; expected ROOT/<class>/<image files>")
+    records = []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                rel = path.relative_to(root).as_posix()
+                records.append(Record({"id": rel, "image": rel, "label": label}, len(records) + 1, str(root), root))
+    if not records:
+        raise InvalidInput(f"{root} has class subfolders but no image files in them")
+    return records, classes
+
+
+def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
+    """A safetensors shard: ``images`` N×C×H×W (uint8 or float in [0, 1]), ``labels`` int64 N, optional ``ids``."""
+    from confidently.io.artifacts import load_artifact
+
+    tensors, meta = load_artifact(path)
+    if "images" not in tensors:
+        raise InvalidInput(f"{path} has no 'images' tensor (it has {sorted(tensors)}); a shard needs "
+                           "'images' N×C×H×W and optionally 'labels' N")
+    images = tensors["images"]
+    if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
+        raise InvalidInput(f"{path}: 'images' has shape {list(images.shape)}; expected N×C×H×W with C in 1, 3 or 4")
+    if images.is_floating_point() and images.numel() and (images.min() < 0 or images.max() > 1):
+        raise InvalidInput(f"{path}: float 'images' must lie in [0, 1]")
+    labels = tensors.get("labels")
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
+        raise InvalidInput(f"{path}: 'labels' has shape {list(labels.shape)}; expected [{images.shape[0]}]")
+    ids = meta.get("ids") or [f"{path.stem}-{i}" for i in range(images.shape[0])]
+    records = []
+    for i in range(images.shape[0]):
+        data: dict[str, Any] = {"id": str(ids[i]), "image": {"tensors": str(path), "key": "images", "index": i}}
+        if labels is not None:
+            data["label"] = int(labels[i])
+        records.append(Record(data, i + 1, str(path), path.resolve().parent))
+    return ImageDataset(records, name=str(path), classes=meta.get("classes"), images=images, channels=channels)
+
+
+def open_dataset(source: str | os.PathLike, split: str | None = None, *, channels: int | None = 3,
+                 classes: list[str] | None = None) -> ImageDataset:
+    """Open any dataset source (see the module docstring); ``split`` keeps one split only.
+
+    Manifests split on their records' ``split`` field, image folders on a ``ROOT/<split>``
+    subfolder, demo sets on their built-in seeded split.
+    """
+    from confidently.data.demo import open_demo
+    from confidently.io.records import RecordReader
+
+    text = str(source)
+    if text.startswith("demo:"):
+        return open_demo(text, split, channels=channels)
+    path = Path(text)
+    if text != "-" and not path.exists():
+        raise InvalidInput(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "
+                           "a .safetensors shard or demo:digits|shapes|photos)")
+    if path.is_dir():
+        root = path / split if split and (path / split).is_dir() else path
+        if split and root == path:
+            raise InvalidInput(f"{path} has no '{split}' subfolder; expected {path}/{split}/<class>/<images>")
+        records, folder_classes = folder_records(root)
+        return ImageDataset(records, name=str(root), classes=classes or folder_classes, channels=channels)
+    if path.suffix == ".safetensors":
+        if split:
+            raise InvalidInput(f"{path} is a shard and has no splits; make one shard per split")
+        return shard_dataset(path, channels)
+    records = list(RecordReader(text, require_image=True))
+    if split:
+        records = [r for r in records if r.data.get("split") == split]
+        if not records:
+            raise InvalidInput(f"{text} has no records with \"split\": \"{split}\"", field="split")
+    names = classes or _class_names(records)
+    return ImageDataset(records, name="<stdin>" if text == "-" else text, classes=names, channels=channels)
+
+
+def _class_names(records: Sequence[Record]) -> list[str] | None:
+    """Class names from records' optional ``class_name`` field, indexed by label."""
+    named = {r.data["label"]: r.data["class_name"] for r in records if "label" in r.data and "class_name" in r.data}
+    if not named:
+        return None
+    return [str(named.get(i, i)) for i in range(max(r.data.get("label", 0) for r in records) + 1)]

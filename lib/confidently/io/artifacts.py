@@ -1,0 +1,79 @@
+"""Safetensors artifacts with metadata naming the tool, version, config and seed.
+
+safetensors metadata is a ``str → str`` map; every value is stored JSON-encoded so numbers,
+lists and nested configs survive the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from confidently import __version__
+from confidently.errors import InvalidInput
+from confidently.io.atomic import write_bytes_atomic
+
+
+def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    return {key: json.dumps(value, separators=(",", ":"), sort_keys=True) for key, value in metadata.items()}
+
+
+def decode_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
+    decoded = {}
+    for key, value in (raw or {}).items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value  # written by another program: keep the plain string
+    return decoded
+
+
+def artifact_metadata(*, tool: str, kind: str, config: dict[str, Any] | None = None, seed: int | None = None,
+                      **extra: Any) -> dict[str, Any]:
+    """The metadata every artifact carries (see ``schemas/artifact-metadata.schema.json``)."""
+    meta = {"format": "confidently.artifact/1", "tool": tool, "kind": kind, "version": __version__,
+            "config": config or {}, "seed": seed,
+            "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    meta.update(extra)
+    return meta
+
+
+def artifact_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
+    """Serialise tensors and metadata to safetensors bytes (for files or stdout)."""
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    return save_bytes(contiguous, metadata=encode_metadata(metadata))
+
+
+def save_artifact(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Write an artifact atomically."""
+    write_bytes_atomic(path, artifact_bytes(tensors, metadata))
+
+
+def read_safetensors_bytes(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if len(data) < 8:
+        raise InvalidInput(f"not a safetensors file (only {len(data)} bytes): {name}")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len <= 0 or header_len > len(data) - 8:
+        raise InvalidInput(f"not a safetensors file (bad header): {name}")
+    try:
+        header = json.loads(data[8:8 + header_len])
+        tensors = load_bytes(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:
+        raise InvalidInput(f"not a valid safetensors file ({exc}): {name}") from None
+    return tensors, decode_metadata(header.get("__metadata__"))
+
+
+def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read an artifact: (tensors, decoded metadata). Never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"file does not exist: {path}")
+    return read_safetensors_bytes(path.read_bytes(), str(path))

@@ -1,0 +1,142 @@
+"""Images from paths or tensor references, as float tensors in [0, 1] shaped C×H×W.
+
+Paths are PNG/JPEG (anything Pillow decodes), relative to the manifest's folder or to the
+working directory for stdin. Tensor references ``{"tensors": FILE, "key": KEY, "index": I}``
+read one row of a safetensors tensor without loading the rest of the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError, safe_open
+
+from confidently.errors import InvalidInput
+
+CHANNEL_MODES = {1: "L", 3: "RGB"}
+
+
+def _resolve(path: str, base_dir: str | os.PathLike) -> str:
+    """``path`` relative to ``base_dir`` (plain string operations: this runs once per record)."""
+    if path.startswith("~"):
+        path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.join(base_dir, path)
+
+
+def to_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Make a C×H×W image have ``channels`` channels (grey → RGB by repetition, RGBA → RGB)."""
+    if channels is None or image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1 and channels == 3:
+        return image.expand(3, -1, -1).contiguous()
+    if image.shape[0] == 4 and channels == 3:
+        return image[:3].contiguous()
+    if image.shape[0] in (3, 4) and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
+        return (image[:3] * weights).sum(0, keepdim=True)
+    raise InvalidInput(f"expected an image with 1, 3 or 4 channels, got {image.shape[0]}")
+
+
+def decode_file(path: str | os.PathLike, channels: int | None = 3) -> torch.Tensor:
+    """Decode an image file with Pillow into a float C×H×W tensor in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            mode = CHANNEL_MODES.get(channels) if channels else ("RGB" if img.mode not in ("L", "RGB") else img.mode)
+            array = np.asarray(img.convert(mode) if img.mode != mode else img)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise InvalidInput(f"image file does not exist: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"not a readable image ({type(exc).__name__}: {exc}): {path}") from None
+    tensor = torch.from_numpy(array.copy())
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor.float().div_(255.0)
+
+
+class ImageLoader:
+    """Load image references, keeping recently used safetensors files open.
+
+    One loader per stream: opening a safetensors file once and slicing rows out of it is
+    what makes tensor references as cheap as files.
+    """
+
+    def __init__(self, channels: int | None = 3, max_open: int = 8):
+        self.channels = channels
+        self.max_open = max_open
+        self._open: OrderedDict[Path, Any] = OrderedDict()
+
+    def _handle(self, path: Path):
+        handle = self._open.get(path)
+        if handle is not None:
+            self._open.move_to_end(path)
+            return handle
+        if not path.is_file():
+            raise InvalidInput(f"tensor file does not exist: {path}")
+        try:
+            handle = safe_open(str(path), framework="pt")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InvalidInput(f"not a safetensors file ({exc}): {path}") from None
+        self._open[path] = handle
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return handle
+
+    def load_tensor_ref(self, ref: dict, base_dir: str | os.PathLike) -> torch.Tensor:
+        path = Path(_resolve(ref["tensors"], base_dir))
+        handle = self._handle(path)
+        key = ref["key"]
+        if key not in handle.keys():
+            raise InvalidInput(f"no tensor '{key}' in {path} (it has: {', '.join(sorted(handle.keys()))})")
+        sliced = handle.get_slice(key)
+        shape = list(sliced.get_shape())
+        index = ref.get("index")
+        if index is not None:
+            if not shape or index >= shape[0]:
+                raise InvalidInput(f"index {index} is out of range for tensor '{key}' of shape {shape} in {path}")
+            tensor = sliced[index:index + 1][0]
+        else:
+            tensor = handle.get_tensor(key)
+        return self._as_image(tensor, f"tensor '{key}' in {path}")
+
+    def _as_image(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
+        if tensor.ndim == 2:
+            tensor = tensor.unsqueeze(0)
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+            raise InvalidInput(f"{what} has shape {list(tensor.shape)}; expected C×H×W with C in 1, 3 or 4")
+        if tensor.dtype == torch.uint8:
+            tensor = tensor.float().div_(255.0)
+        elif tensor.is_floating_point():
+            tensor = tensor.float()
+            if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+                raise InvalidInput(f"{what} has values outside [0, 1]; expected uint8 or float pixels in [0, 1]")
+        else:
+            raise InvalidInput(f"{what} has dtype {tensor.dtype}; expected uint8 or a float type")
+        return to_channels(tensor, self.channels)
+
+    def load(self, ref: str | dict, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
+        base = base_dir if base_dir is not None else os.getcwd()
+        if isinstance(ref, dict):
+            return self.load_tensor_ref(ref, base)
+        return decode_file(_resolve(ref, base), self.channels)
+
+
+def load_image(ref: str | dict, base_dir: str | os.PathLike | None = None, channels: int | None = 3) -> torch.Tensor:
+    """Load one image reference (see the module docstring) as float C×H×W in [0, 1]."""
+    return ImageLoader(channels).load(ref, base_dir)
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write a float C×H×W image in [0, 1] as PNG (or JPEG by suffix), atomically."""
+    from confidently.io.atomic import atomic_write
+
+    array = (image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
+    array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    with atomic_write(path) as handle:
+        Image.fromarray(array).save(handle, format=fmt)

@@ -1,0 +1,26 @@
+"""The serial engine: every unit in this process, one after another."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from confidently.run.engines import register_engine
+
+
+@register_engine("serial")
+class SerialEngine:
+    name = "serial"
+
+    def __init__(self, **_: Any):
+        pass
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        return map(fn, items)
+
+    def map_stateful(self, factory: Callable[[], Callable[[Any], Any]], items: Iterable[Any],
+                     workers: int | None = None) -> Iterator[Any]:
+        return map(factory(), items)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,113 @@
+"""The shared CLI skeleton: exit codes, config files, --print-config, the stdin rule."""
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+import typer
+import yaml
+from confidently.cli import Common, common_options, run_app, tool_app
+from confidently.errors import InvalidInput, NoValidResult
+
+app = tool_app("probe", "A probe tool for the skeleton's tests.")
+seen: dict = {}
+
+
+@app.command()
+@common_options
+def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"), fail: str = typer.Option(None),
+       *, common: Common) -> None:
+    seen.update(name=name, limit=limit, common=common)
+    if fail == "invalid":
+        raise InvalidInput("expected an integer", source="in.jsonl", line=4, field="label")
+    if fail == "empty":
+        raise NoValidResult("nothing valid")
+    if fail == "crash":
+        raise RuntimeError("boom")
+    if fail == "interrupt":
+        raise KeyboardInterrupt
+
+
+@app.command()
+@common_options
+def other(*, common: Common) -> None:
+    seen.update(other=True)
+
+
+def invoke(*argv):
+    seen.clear()
+    with pytest.raises(SystemExit) as info:
+        run_app(app, "probe", list(argv))
+    return info.value.code
+
+
+def test_common_options_reach_the_command():
+    assert invoke("go", "n", "--seed", "9", "--shard", "1/3", "--engine", "serial", "--skip-invalid") == 0
+    common = seen["common"]
+    assert (common.seed, str(common.shard), common.skip_invalid) == (9, "1/3", True)
+    assert common.config["limit"] == 3 and common.config["name"] == "n"
+
+
+@pytest.mark.parametrize(("fail", "code"), [("invalid", 3), ("empty", 4), ("crash", 1), ("interrupt", 130)])
+def test_exit_codes(fail, code, capsys):
+    assert invoke("go", "--fail", fail) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if fail == "invalid":
+        assert "in.jsonl:4, field 'label': expected an integer" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert invoke("go", "--no-such-flag") == 2
+    assert invoke("go", "--shard", "5/2") == 2
+    assert invoke("go", "--limit", "many") == 2
+
+
+def test_verbose_shows_traceback(capsys):
+    assert invoke("go", "--fail", "crash", "-v") == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_config_sets_defaults_and_flags_win(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"limit": 7, "seed": 5, "batch-size": 8}))
+    assert invoke("go", "--config", str(config)) == 0
+    assert (seen["limit"], seen["common"].seed, seen["common"].batch_size) == (7, 5, 8)
+    assert invoke("go", "--config", str(config), "--limit", "2") == 0
+    assert seen["limit"] == 2
+    capsys.readouterr()
+    assert invoke("go", "--config", str(config), "--print-config") == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["limit"] == 7 and printed["seed"] == 5 and "name" in printed
+    assert "go" not in seen and "common" not in seen
+
+
+def test_config_with_unknown_key_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("limt: 3\n")
+    assert invoke("go", "--config", str(config)) == 2
+    assert "limt" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert invoke("--version") == 0
+    assert "probe (confidently) 0.1.0" in capsys.readouterr().out
+
+
+def test_terminal_on_stdin_is_a_usage_error(tmp_path):
+    """`dataset info` with nothing piped in prints usage and exits 2 instead of waiting."""
+    from tests.conftest import tool_path
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.run([tool_path("dataset"), "info"], stdin=secondary, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    os.close(primary)
+    os.close(secondary)
+    assert proc.returncode == 2, proc.stderr
+    assert "no input" in proc.stderr
+
+
+if __name__ == "__main__":
+    run_app(app, "probe", sys.argv[1:])

@@ -1,0 +1,77 @@
+"""Shared fixtures: one torch thread, the installed executables, tiny trained models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tool_path(name: str) -> str:
+    installed = BIN / name
+    return str(installed if installed.exists() else ROOT / "bin" / name)
+
+
+class ToolResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_tool(tmp_path):
+    """Run an installed tool as a user would; returns code, stdout, stderr and parsed records."""
+
+    def run(name: str, *args: str, input: str | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> ToolResult:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+        proc = subprocess.run([tool_path(name), *map(str, args)], input=input if input is not None else "",
+                              capture_output=True, text=True, cwd=cwd or tmp_path, env=env, timeout=timeout)
+        return ToolResult(proc)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_tensors():
+    from confidently.data import open_dataset
+
+    return open_dataset("demo:digits", "train").tensors(), open_dataset("demo:digits", "test").tensors()
+
+
+@pytest.fixture(scope="session")
+def trained_resnet(digits_tensors):
+    """A tiny ResNet trained on demo:digits (about 10 s on one core)."""
+    from confidently.models import create_model
+    from confidently.training import TrainConfig, train_classifier
+
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", 10, classes=[str(i) for i in range(10)])
+    (train, _) = digits_tensors
+    return train_classifier(model, *train, TrainConfig(epochs=5, lr=3e-3, shift=2))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+from confidently.data import open_dataset
+from confidently.errors import InvalidInput
+from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.images import save_image
+from safetensors.torch import save_file
+
+
+def make_folder(root, classes=("cat", "dog"), per_class=3):
+    for name in classes:
+        for i in range(per_class):
+            save_image(torch.rand(3, 8, 8), root / name / f"{i}.png")
+
+
+def test_image_folder_layout(tmp_path):
+    make_folder(tmp_path / "data")
+    data = open_dataset(tmp_path / "data")
+    assert data.classes == ["cat", "dog"] and len(data) == 6
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data[4][0].shape == (3, 8, 8)
+
+
+def test_image_folder_split_subfolders(tmp_path):
+    make_folder(tmp_path / "data" / "train")
+    make_folder(tmp_path / "data" / "test", per_class=1)
+    assert len(open_dataset(tmp_path / "data", "test")) == 2
+    with pytest.raises(InvalidInput, match="no 'val' subfolder"):
+        open_dataset(tmp_path / "data", "val")
+
+
+def test_manifest_relative_to_its_folder_and_split_filter(tmp_path):
+    make_folder(tmp_path / "d")
+    lines = [{"id": f"r{i}", "image": f"cat/{i}.png", "label": 0, "split": "train" if i else "test"} for i in range(3)]
+    (tmp_path / "d" / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    data = open_dataset(tmp_path / "d" / "m.jsonl", "train")
+    assert data.ids == ["r1", "r2"]
+    assert data.image(0).shape == (3, 8, 8)
+
+
+def test_manifest_bad_image_names_line(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id":"a","image":"a.png"}\n{"id":"b","image":"gone.png"}\n')
+    save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
+    data = open_dataset(tmp_path / "m.jsonl")
+    with pytest.raises(InvalidInput) as info:
+        data.image(1)
+    assert info.value.line == 2 and info.value.field == "image"
+
+
+def test_shard_source(tmp_path):
+    images = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    meta = artifact_metadata(tool="dataset", kind="shard", classes=["a", "b"])
+    save_artifact(tmp_path / "s.safetensors", {"images": images, "labels": torch.tensor([0, 1, 1, 0])}, meta)
+    data = open_dataset(tmp_path / "s.safetensors")
+    assert data.classes == ["a", "b"] and data.labels.tolist() == [0, 1, 1, 0]
+    assert torch.equal(data.tensors()[0], images.float() / 255)
+    assert data.records[2].data["image"] == {"tensors": str(tmp_path / "s.safetensors"), "key": "images", "index": 2}
+
+
+def test_shard_needs_images(tmp_path):
+    save_file({"pixels": torch.zeros(2, 3, 4, 4)}, tmp_path / "s.safetensors")
+    with pytest.raises(InvalidInput, match="no 'images'"):
+        open_dataset(tmp_path / "s.safetensors")
+
+
+def test_label_outside_classes(tmp_path):
+    make_folder(tmp_path / "d", classes=("a",), per_class=1)
+    (tmp_path / "m.jsonl").write_text('{"id":"x","image":"d/a/0.png","label":4,"class_name":"z"}\n'
+                                      '{"id":"y","image":"d/a/0.png","label":0,"class_name":"a"}\n')
+    assert open_dataset(tmp_path / "m.jsonl").classes == ["a", "1", "2", "3", "z"]
+    with pytest.raises(InvalidInput, match="outside the 2 classes"):
+        open_dataset(tmp_path / "m.jsonl", classes=["a", "b"])
+
+
+def test_missing_source():
+    with pytest.raises(InvalidInput, match="dataset not found"):
+        open_dataset("no/such/thing.jsonl")
+
+
+def test_subset_and_fingerprint():
+    data = open_dataset("demo:digits", "test")
+    part = data.subset([0, 5, 9])
+    assert part.ids == [data.ids[i] for i in (0, 5, 9)]
+    assert torch.equal(part.tensors()[0][1], data.tensors()[0][5])
+    assert part.fingerprint() != data.fingerprint() and part.fingerprint() == data.subset([0, 5, 9]).fingerprint()

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+from confidently.errors import InvalidInput
+from confidently.io.images import ImageLoader, load_image, save_image
+from PIL import Image
+from safetensors.torch import save_file
+
+
+def test_png_round_trip_is_exact(tmp_path):
+    image = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8).float() / 255
+    save_image(image, tmp_path / "a.png")
+    loaded = load_image("a.png", tmp_path)
+    assert loaded.shape == (3, 9, 7) and loaded.dtype == torch.float32
+    assert torch.equal(loaded, image)
+
+
+def test_grey_and_rgba_become_rgb(tmp_path):
+    Image.fromarray(np.full((4, 5), 128, np.uint8), "L").save(tmp_path / "g.png")
+    Image.fromarray(np.zeros((4, 5, 4), np.uint8), "RGBA").save(tmp_path / "a.png")
+    assert load_image("g.png", tmp_path).shape == (3, 4, 5)
+    assert load_image("a.png", tmp_path).shape == (3, 4, 5)
+    assert load_image("g.png", tmp_path, channels=1).shape == (1, 4, 5)
+
+
+def test_tensor_reference_reads_one_row(tmp_path):
+    images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    save_file({"images": images, "f": torch.rand(3, 4, 4)}, tmp_path / "x.safetensors")
+    loader = ImageLoader()
+    row = loader.load({"tensors": "x.safetensors", "key": "images", "index": 3}, tmp_path)
+    assert torch.equal(row, images[3].float() / 255)
+    whole = loader.load({"tensors": "x.safetensors", "key": "f"}, tmp_path)
+    assert whole.shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize(("ref", "words"), [
+    ({"tensors": "x.safetensors", "key": "nope", "index": 0}, "no tensor 'nope'"),
+    ({"tensors": "x.safetensors", "key": "images", "index": 5}, "out of range"),
+    ({"tensors": "x.safetensors", "key": "flat", "index": 0}, "shape"),
+    ({"tensors": "x.safetensors", "key": "wide"}, "shape"),
+    ({"tensors": "x.safetensors", "key": "big"}, "outside [0, 1]"),
+    ({"tensors": "missing.safetensors", "key": "images"}, "does not exist"),
+    ("missing.png", "does not exist"),
+    ("broken.png", "not a readable image"),
+    ("text.png", "not a readable image"),
+])
+def test_bad_references(tmp_path, ref, words):
+    save_file({"images": torch.zeros(5, 3, 4, 4, dtype=torch.uint8), "flat": torch.zeros(2, 4),
+               "wide": torch.zeros(7, 4, 4), "big": torch.full((3, 2, 2), 2.0)}, tmp_path / "x.safetensors")
+    save_image(torch.rand(3, 16, 16), tmp_path / "full.png")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(InvalidInput, match=words if words != "outside [0, 1]" else r"outside \[0, 1\]"):
+        load_image(ref, tmp_path)

@@ -1,0 +1,202 @@
+"""`dataset`: export any dataset source to files + manifest, describe it, split it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
+from confidently.data import open_dataset, split_by_class, split_records
+from confidently.data.dataset import ImageDataset
+from confidently.errors import InvalidInput, UsageError
+from confidently.io.atomic import atomic_write
+from confidently.io.images import save_image
+from confidently.io.records import Record, RecordWriter, dumps_record, rebase_refs
+from confidently.run import console
+from rich.table import Table
+
+app = tool_app("dataset", "Bundled datasets and exports: any source to image files + a JSONL manifest.")
+
+SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stem(record_id: str) -> str:
+    """A file name for an id; ids that had to change get a short hash so they stay unique."""
+    stem = SAFE.sub("_", record_id).strip("._") or "image"
+    return stem if stem == record_id else f"{stem}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
+
+
+class Exporter:
+    """Writes one record's image under ``out`` and returns its manifest record."""
+
+    def __init__(self, dataset: ImageDataset, out: Path, image_format: str):
+        self.dataset = dataset
+        self.out = out
+        self.suffix = ".png" if image_format == "png" else ".jpg"
+        self.index = {record.id: i for i, record in enumerate(dataset.records)}
+
+    def __call__(self, record: Record) -> dict[str, Any]:
+        index = self.index[record.id]
+        image = self.dataset.image(index)
+        label = int(self.dataset.labels[index])
+        folder = self.out / file_stem(self.dataset.classes[label]) if label >= 0 and self.dataset.classes else self.out
+        path = folder / (file_stem(record.id) + self.suffix)
+        save_image(image, path)
+        data = {key: value for key, value in record.data.items() if key not in ("image", "mask")}
+        data["image"] = str(path)  # as --out was given: relative to the working directory, or absolute
+        if label >= 0 and self.dataset.classes:
+            data.setdefault("class_name", self.dataset.classes[label])
+        return data
+
+
+@app.command()
+@common_options
+def export(source: str = typer.Argument(..., help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
+           out: Path = typer.Option(..., "--out", help="Folder for the image files (created)."),
+           split: str = typer.Option(None, "--split", help="Only this split (train, test, ...)."),
+           limit: int = typer.Option(None, "--limit", min=0, help="Only the first N records."),
+           image_format: str = typer.Option("png", "--format", help="png (lossless) or jpg."),
+           *, common: Common) -> None:
+    """Write the images of SOURCE under --out and their manifest (JSONL) to stdout.
+
+    Labelled images go to OUT/<class>/, so OUT is also an image folder dataset. Without
+    --shard, OUT/manifest.jsonl is written too, with paths relative to OUT.
+    """
+    if image_format not in ("png", "jpg"):
+        raise UsageError(f"--format {image_format!r}: choose png or jpg")
+    dataset = open_dataset(input_source(source, "a manifest") if source == "-" else source, split)
+    records = dataset.records[:limit] if limit is not None else dataset.records
+    exporter = Exporter(dataset, out, image_format)
+    written: list[dict[str, Any]] = []
+
+    class Tee(RecordWriter):
+        def write(self, record: dict[str, Any]) -> None:
+            super().write(record)
+            written.append(record)
+
+    stream_records(records, exporter, common, Tee(sys.stdout))
+    if common.shard.count == 1:
+        with atomic_write(out / "manifest.jsonl", "w") as handle:
+            for record in written:
+                if "error" not in record:
+                    handle.write(dumps_record(rebase_refs(record, Path.cwd(), out)) + "\n")
+    console.log(f"exported {len(written)} images to {out}")
+
+
+@app.command()
+@common_options
+def info(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
+         split: str = typer.Option(None, "--split", help="Only this split."),
+         decode: bool = typer.Option(True, "--decode/--no-decode",
+                                     help="Decode every image (checks them, reports shapes)."),
+         *, common: Common) -> None:
+    """Counts, classes, splits and image shapes of a dataset, as one JSON object on stdout."""
+    dataset = open_dataset(input_source(source, "a manifest"), split)
+    summary = dataset.info(decode=decode)
+    sys.stdout.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    table = Table(title=summary["name"], show_header=False)
+    table.add_row("records", str(summary["count"]))
+    table.add_row("classes", str(summary["num_classes"]))
+    table.add_row("splits", ", ".join(f"{k}: {v}" for k, v in summary["splits"].items()) or "-")
+    shapes = ", ".join(f"{'×'.join(map(str, s['shape']))} ({s['count']})" for s in summary["shapes"])
+    table.add_row("shapes", shapes or "-")
+    console.print(table)
+
+
+def _parse_fractions(text: str) -> dict[str, float]:
+    fractions: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--fractions {text!r}: expected NAME=FRACTION,..., e.g. train=0.8,val=0.2") from None
+    if any(not name for name in fractions) or any(v < 0 for v in fractions.values()) or sum(fractions.values()) <= 0:
+        raise UsageError(f"--fractions {text!r}: names must be non-empty and fractions >= 0 with a positive sum")
+    return fractions
+
+
+def _parse_class_groups(specs: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for spec in specs:
+        name, _, members = spec.partition(":")
+        try:
+            labels = []
+            for piece in members.split(","):
+                low, _, high = piece.partition("-")
+                labels.extend(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise UsageError(f"--classes {spec!r}: expected NAME:LABELS, e.g. source:0-4 or target:5,7,9") from None
+        groups[name] = labels
+    return groups
+
+
+@app.command()
+@common_options
+def split(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard or -."),
+          fractions: str = typer.Option("train=0.8,val=0.2", "--fractions", help="NAME=FRACTION,... to split into."),
+          by: str = typer.Option("records", "--by", help="records (stratified by label) or classes (tasks)."),
+          classes: list[str] = typer.Option(None, "--classes", help="With --by classes: NAME:LABELS, repeatable."),
+          stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Split each label alike."),
+          relabel: bool = typer.Option(False, "--relabel", help="With --by classes: renumber labels 0..k-1 per task."),
+          out: Path = typer.Option(None, "--out", help="Also write OUT/<split>.jsonl for each split."),
+          *, common: Common) -> None:
+    """Seeded split of a dataset's records (train/val) or classes (source/target tasks).
+
+    Each record goes to stdout with its "split" set. The split depends only on ids, labels
+    and --seed, not on input order.
+    """
+    text = input_source(source, "a manifest")
+    if text.startswith("demo:"):
+        raise UsageError(f"{text} has no files to point at; export it first: "
+                         f"dataset export {text} --out DIR > manifest.jsonl")
+    dataset = open_dataset(text, None)
+    labels = dataset.labels.tolist()
+    if by == "records":
+        names = split_records(dataset.ids, labels, _parse_fractions(fractions), common.seed, stratify)
+        new_labels = labels
+    elif by == "classes":
+        if dataset.num_classes == 0 or min(labels) < 0:
+            raise InvalidInput(f"{dataset.name}: --by classes needs every record to have a label", field="label")
+        groups = _parse_class_groups(classes) if classes else _parse_fractions(fractions)
+        try:
+            task_of = split_by_class(dataset.num_classes, groups, common.seed)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        names = [task_of.get(label, "") for label in labels]
+        members = {task: sorted(label for label, t in task_of.items() if t == task) for task in set(task_of.values())}
+        new_labels = [members[task].index(label) if relabel and task else label
+                      for task, label in zip(names, labels, strict=True)]
+    else:
+        raise UsageError(f"--by {by!r}: choose records or classes")
+    writer = RecordWriter()
+    per_split: dict[str, list[dict[str, Any]]] = {}
+    for record, name, label in zip(dataset.records, names, new_labels, strict=True):
+        if not name:
+            continue  # a class left out of every explicit group
+        data = rebase_refs(record.data, record.base_dir, Path.cwd())
+        data["split"] = name
+        if "label" in data and relabel:
+            if dataset.classes:
+                data["class_name"] = dataset.classes[data["label"]]
+            data["label"] = label
+        writer.write(data)
+        per_split.setdefault(name, []).append(data)
+    if out is not None:
+        for name, rows in per_split.items():
+            with atomic_write(out / f"{file_stem(name)}.jsonl", "w") as handle:
+                handle.writelines(dumps_record(rebase_refs(row, Path.cwd(), out)) + "\n" for row in rows)
+    console.log(", ".join(f"{name}: {len(rows)}" for name, rows in sorted(per_split.items())))
+
+
+def main() -> None:
+    run_app(app, "dataset")
+
+
+if __name__ == "__main__":
+    main()
