@@ -7,24 +7,26 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "dataset: export the digits test split to PNG files + a manifest"
-dataset export demo:digits --split test --out "$OUT/digits" > "$OUT/digits.jsonl"
-dataset info "$OUT/digits.jsonl" > "$OUT/digits-info.json"
+# `dataset export` prints the manifest with paths relative to the working directory and also
+# writes DIR/manifest.jsonl with paths relative to DIR; the demo keeps the latter.
+step "dataset: export the digits train/test splits to PNG files + manifests"
+dataset export demo:digits --split train --out "$OUT/digits-train" > /dev/null
+dataset export demo:digits --split test --out "$OUT/digits-test" > /dev/null
+dataset info "$OUT/digits-test/manifest.jsonl" > "$OUT/digits-test-info.json"
 
 step "dataset: a source/target class split of demo:shapes for transfer experiments"
-dataset export "demo:shapes?classes=10&per_class=40" --out "$OUT/shapes" > "$OUT/shapes.jsonl"
-dataset split "$OUT/shapes.jsonl" --by classes --classes source:0-4 --classes target:5-9 --relabel \
+dataset export "demo:shapes?classes=10&per_class=40" --out "$OUT/shapes" > /dev/null
+dataset split "$OUT/shapes/manifest.jsonl" --by classes --classes source:0-4 --classes target:5-9 --relabel \
   --out "$OUT/shapes-tasks" > /dev/null
 
 step "dataset: real photographs shipped with scikit-image / scikit-learn"
-dataset export demo:photos --out "$OUT/photos" > "$OUT/photos.jsonl"
+dataset export demo:photos --out "$OUT/photos" > /dev/null
 
 cat >&2 <<MSG
 
 Outputs:
-  $OUT/digits/            digits test split as PNG (class subfolders) + manifest.jsonl
-  $OUT/digits.jsonl       the same manifest, paths relative to this folder
-  $OUT/digits-info.json   counts, classes and shapes
-  $OUT/shapes-tasks/      source.jsonl and target.jsonl: two different 5-class tasks
-  $OUT/photos.jsonl       real photos for immunize
+  $OUT/digits-train/, $OUT/digits-test/   PNG files in class subfolders + manifest.jsonl
+  $OUT/digits-test-info.json              counts, classes and shapes
+  $OUT/shapes-tasks/                      source.jsonl and target.jsonl: two different 5-class tasks
+  $OUT/photos/manifest.jsonl              real photos (for immunize)
 MSG

@@ -79,7 +79,7 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
             super().write(record)
             written.append(record)
 
-    stream_records(records, exporter, common, Tee(sys.stdout))
+    stream_records(records, exporter, common, Tee(sys.stdout), total=len(records), description="exporting")
     if common.shard.count == 1:
         with atomic_write(out / "manifest.jsonl", "w") as handle:
             for record in written:

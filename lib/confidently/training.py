@@ -2,26 +2,35 @@
 
 One loop for every tool that trains (advtrain, certify fit, plant-backdoor, influence):
 optimizer and schedule by name, seeded shuffling and augmentation, an optional
-``perturb(model, images, labels)`` hook through which adversarial training (or ablation as
-augmentation) replaces the batch, and per-epoch metrics handed to a callback.
+``perturb(model, images, labels, generator)`` hook through which adversarial training (or
+ablation as augmentation) replaces the batch, mixed precision on CUDA, a checkpoint every
+epoch that ``resume`` continues bit-for-bit, and data-parallel training when launched by
+``torchrun`` (each rank trains on its slice of every global batch; rank 0 writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from confidently.data.transforms import random_flip, random_shift
-from confidently.errors import UsageError
+from confidently.errors import InvalidInput, UsageError
+from confidently.run.seeding import derive_seed
 
-Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+CHECKPOINT_FORMAT = "confidently.checkpoint/1"
 
 
 @dataclass
@@ -35,109 +44,266 @@ class TrainConfig:
     optimizer: str = "adamw"
     schedule: str = "onecycle"
     momentum: float = 0.9
+    step_every: int = 0  # ``step`` schedule: divide by 10 every N epochs (0: at 50 % and 75 %)
+    peak_epoch: float = 0.0  # ``cyclic`` schedule: epoch of the peak (0: the middle)
     shift: int = 0
     flip: bool = False
     label_smoothing: float = 0.0
+    freeze_bn: bool = False
+    amp: bool = False
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float,
+                   momentum: float) -> torch.optim.Optimizer:
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise UsageError(f"unknown optimizer {name!r}; choose sgd or adamw")
 
 
-def make_schedule(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int,
+def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedules: ``onecycle``/``cyclic`` (triangular warm-up then decay), ``cosine``, ``step``
-    (÷10 at 50 % and 75 %), ``constant``."""
-    total_steps = max(total_steps, 1)
-    if name in ("onecycle", "cyclic"):
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
-                                                   pct_start=0.25 if name == "onecycle" else 0.5,
-                                                   anneal_strategy="cos" if name == "onecycle" else "linear")
+    """Per-step schedules: ``onecycle`` (cosine, 25 % warm-up), ``cyclic`` (linear 0 → lr at
+    ``peak_epoch`` → 0), ``cosine``, ``step`` (÷10 every ``step_every`` epochs) and ``constant``."""
+    total = max(config.epochs * steps_per_epoch, 1)
+    name = config.schedule
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+    if name == "cyclic":
+        peak = max(1, int((config.peak_epoch or config.epochs / 2) * steps_per_epoch))
+
+        def triangle(step: int) -> float:
+            return step / peak if step < peak else max(0.0, (total - step) / max(total - peak, 1))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     if name == "step":
-        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        if config.step_every:
+            every = config.step_every * steps_per_epoch
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 ** (step // every))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.1 ** ((step >= total * 0.5) + (step >= total * 0.75)))
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     raise UsageError(f"unknown schedule {name!r}; choose onecycle, cyclic, cosine, step or constant")
 
 
 @torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+    """Predicted classes of ``model`` (in eval mode) for float images in [0, 1]."""
+    was_training = model.training
+    model.eval()
+    out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
 def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
                       device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on float images in [0, 1]."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        correct += int((model(batch).argmax(1).cpu() == labels[start:start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(len(images), 1)
+    return float((predict(model, images, batch_size, device) == labels).float().mean()) if len(images) else 0.0
+
+
+def mean_per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """The mean of per-class recalls (the thesis's metric for unbalanced datasets)."""
+    recalls = [float((predictions[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> Distributed:
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def init_distributed_from_env() -> Distributed:
+    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed.current()
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+class Checkpoint:
+    """Model, optimizer and RNG state after each epoch, in one safetensors file (no pickle)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, epoch: int,
+             history: list[dict[str, Any]], config: TrainConfig) -> None:
+        from confidently.io.artifacts import artifact_metadata, save_artifact
+
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+        state = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in state["state"].items():
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{name}"] = value.detach().cpu()
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        tensors["rng.generator"] = generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = artifact_metadata(tool="training", kind="checkpoint", config=config.as_dict(), seed=config.seed,
+                                 checkpoint_format=CHECKPOINT_FORMAT, epoch=epoch, history=history,
+                                 param_groups=state["param_groups"], optimizer_scalars=scalars)
+        save_artifact(self.path, tensors, meta)
+
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator) -> tuple[int, list[dict[str, Any]]]:
+        from confidently.io.artifacts import load_artifact
+
+        tensors, meta = load_artifact(self.path)
+        if meta.get("checkpoint_format") != CHECKPOINT_FORMAT:
+            raise InvalidInput(f"{self.path} is not a training checkpoint")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, values in meta.get("optimizer_scalars", {}).items():
+            state.setdefault(int(index), {}).update(values)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        return int(meta["epoch"]), list(meta.get("history", []))
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *,
                      device: torch.device | str = "cpu", perturb: Perturb | None = None,
-                     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                     parameters=None) -> nn.Module:
+                     parameters: Iterable[nn.Parameter] | None = None,
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False) -> nn.Module:
     """Train ``model`` in place on float images in [0, 1] with integer labels.
 
     ``parameters`` restricts what is optimised (fixed-feature transfer trains the head only).
-    ``on_epoch`` receives ``{"epoch", "loss", "train_acc", "test_acc"?, "lr", "seconds"}``.
+    ``evaluate(model)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
+    ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}`` (on rank 0 only). With
+    ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
     """
     if len(images) == 0:
         raise UsageError("no training images")
     num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UsageError(f"training labels span {int(labels.min())}..{int(labels.max())} but the model has "
-                         f"{num_classes} classes (set --num-classes to match the data)")
+    if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise InvalidInput(f"training labels span {int(labels.min())}..{int(labels.max())} but the model has "
+                           f"{num_classes} classes (set --num-classes to match the data)", field="label")
+    device = torch.device(device)
+    ranks = Distributed.current()
     model.to(device)
-    params = list(parameters if parameters is not None else model.parameters())
+    trained = model
+    if ranks.world > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, params, config.lr, config.weight_decay, config.momentum)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    schedule = make_schedule(config.schedule, optimizer, config.lr, steps_per_epoch * config.epochs, steps_per_epoch)
+    schedule = make_schedule(config, optimizer, steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
-    for epoch in range(config.epochs):
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda"
+                                  and not torch.cuda.is_bf16_supported())
+    start_epoch, history = 0, []
+    store = Checkpoint(checkpoint) if checkpoint is not None else None
+    if resume and store is not None and store.path.exists():
+        start_epoch, history = store.load(model, optimizer, generator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fast-forwarding the schedule without optimizer steps
+            for _ in range(start_epoch * steps_per_epoch):
+                schedule.step()
+    for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        model.train()
+        _set_train_mode(model, config.freeze_bn)
         order = torch.randperm(len(images), generator=generator)
-        total_loss, correct = 0.0, 0
-        for start in range(0, len(images), config.batch_size):
+        total_loss = correct = seen = 0.0
+        for step, start in enumerate(range(0, len(images), config.batch_size)):
             index = order[start:start + config.batch_size]
+            if len(index) < ranks.world:
+                continue  # every rank needs a share of the batch
             batch, target = images[index], labels[index]
+            # Augment the whole global batch on every rank, so the shared generator stays in step.
             if config.shift:
                 batch = random_shift(batch, config.shift, generator)
             if config.flip:
                 batch = random_flip(batch, generator)
-            batch, target = batch.to(device), target.to(device)
+            batch, target = batch[ranks.rank::ranks.world].to(device), target[ranks.rank::ranks.world].to(device)
             if perturb is not None:
-                batch = perturb(model, batch, target)
-                model.train()
-            logits = model(batch)
-            loss = F.cross_entropy(logits, target, label_smoothing=config.label_smoothing)
+                attack_rng = torch.Generator().manual_seed(derive_seed(config.seed, "attack", epoch, step, ranks.rank))
+                batch = perturb(model, batch, target, attack_rng)
+                _set_train_mode(model, config.freeze_bn)
+            with _autocast(device, config.amp):
+                logits = trained(batch)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
-            total_loss += loss.item() * len(index)
-            correct += int((logits.argmax(1) == target).sum())
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / len(images),
-                                   "train_acc": correct / len(images), "lr": optimizer.param_groups[0]["lr"]}
-        if eval_data is not None:
-            metrics["test_acc"] = evaluate_accuracy(model, *eval_data, device=device)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch + 1}; "
+                                         "lower the learning rate (or eps)")
+            total_loss += loss.item() * len(target)
+            correct += float((logits.argmax(1) == target).sum())
+            seen += len(target)
+        total_loss, correct, seen = ranks.sum(total_loss, correct, seen)
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1),
+                                   "train_acc": correct / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if evaluate is not None and ranks.is_main:
+            metrics.update(evaluate(model))
         metrics["seconds"] = time.perf_counter() - started
-        if on_epoch is not None:
+        history.append(metrics)
+        if store is not None and ranks.is_main:
+            store.save(model, optimizer, generator, epoch + 1, history, config)
+        if on_epoch is not None and ranks.is_main:
             on_epoch(metrics)
     model.eval()
     return model

@@ -15,6 +15,7 @@ from typing import Any
 from confidently.cli.app import Common
 from confidently.errors import InvalidInput, NoValidResult
 from confidently.io.records import Record, RecordWriter, error_record
+from confidently.run.console import progress
 
 
 class _Guarded:
@@ -33,17 +34,22 @@ class _Guarded:
 
 
 def stream_records(records: Iterable[Record | InvalidInput], process: Callable[[Record], dict[str, Any]],
-                   common: Common, writer: RecordWriter | None = None) -> tuple[int, int]:
+                   common: Common, writer: RecordWriter | None = None, total: int | None = None,
+                   description: str = "records") -> tuple[int, int]:
     """Process and write records; returns (valid results, errors).
 
     ``records`` may contain :class:`InvalidInput` items (a reader's bad lines, see
     ``RecordReader(yield_errors=True)``); they are reported like records that fail to process.
+    ``total`` (the input count, when known) sizes the progress bar shown on a terminal.
     """
     writer = writer or RecordWriter()
     engine = common.engine_instance()
     valid = errors = 0
     try:
-        for result in engine.map(_Guarded(process), common.shard.select(records)):
+        if total is not None and common.shard.count > 1:
+            total = len(range(common.shard.index, total, common.shard.count))
+        results = engine.map(_Guarded(process), common.shard.select(records))
+        for result in progress(results, total, description):
             if isinstance(result, InvalidInput):
                 if not common.skip_invalid:
                     raise result
