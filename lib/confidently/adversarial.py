@@ -177,12 +177,14 @@ def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targeted
 
 
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PGDConfig, *,
-               generator: torch.Generator | None = None, targeted: bool = False) -> torch.Tensor:
+               generator: torch.Generator | None = None, init: torch.Tensor | None = None,
+               targeted: bool = False) -> torch.Tensor:
     """Adversarial examples for ``images`` (N×C×H×W in [0, 1]) within ``config``'s ball and [0, 1].
 
-    ``targeted`` moves towards ``labels`` instead of away from them. Restarts run as one
-    batch; for each example the first restart that fools the model wins, otherwise the one
-    with the highest loss.
+    ``targeted`` moves towards ``labels`` instead of away from them. ``init`` is a starting
+    perturbation (e.g. random starts drawn per record); otherwise random starts come from
+    ``generator``. Restarts run as one batch; for each example the first restart that fools
+    the model wins, otherwise the one with the highest loss.
     """
     if config.eps == 0 or config.steps == 0:
         return images.detach().clone()
@@ -194,8 +196,12 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
     was_training = model.training
     model.eval()
     try:
-        delta = (constraint.random_start(x.shape, config.eps, generator, x.device) if random_start
-                 else torch.zeros_like(x))
+        if init is not None and runs == 1:
+            delta = constraint.project(init.to(x.device), config.eps)
+        elif random_start:
+            delta = constraint.random_start(x.shape, config.eps, generator, x.device)
+        else:
+            delta = torch.zeros_like(x)
         delta = (x + delta).clamp(0, 1) - x
         best_delta, best_loss = delta.clone(), torch.full((len(x),), -float("inf"), device=x.device)
         alpha = config.alpha

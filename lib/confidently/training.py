@@ -78,7 +78,16 @@ def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
     total = max(config.epochs * steps_per_epoch, 1)
     name = config.schedule
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25)
+        warm = max(1, int(0.25 * total))
+
+        def one_cycle(step: int) -> float:
+            # cosine from lr/25 up to lr over the first quarter, then cosine down to ~0
+            if step < warm:
+                return 0.04 + 0.96 * (1 - math.cos(math.pi * step / warm)) / 2
+            return 4e-6 + (1 - 4e-6) * (1 + math.cos(math.pi * min(step - warm, total - warm) /
+                                                     max(total - warm, 1))) / 2
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
     if name == "cyclic":
         peak = max(1, int((config.peak_epoch or config.epochs / 2) * steps_per_epoch))
 
@@ -221,14 +230,14 @@ class Checkpoint:
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *,
                      device: torch.device | str = "cpu", perturb: Perturb | None = None,
-                     evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+                     evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
                      parameters: Iterable[nn.Parameter] | None = None,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False) -> nn.Module:
     """Train ``model`` in place on float images in [0, 1] with integer labels.
 
     ``parameters`` restricts what is optimised (fixed-feature transfer trains the head only).
-    ``evaluate(model)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
+    ``evaluate(model, epoch)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
     ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}`` (on rank 0 only). With
     ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
     """
@@ -298,7 +307,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1),
                                    "train_acc": correct / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if evaluate is not None and ranks.is_main:
-            metrics.update(evaluate(model))
+            metrics.update(evaluate(model, epoch + 1))
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
         if store is not None and ranks.is_main:

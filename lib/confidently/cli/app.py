@@ -37,6 +37,7 @@ class Common:
     skip_invalid: bool = False
     deterministic: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    explicit: set[str] = field(default_factory=set)  # options set on the command line or in --config
 
     def engine_instance(self):
         from confidently.run.engines import create_engine
@@ -77,6 +78,12 @@ def _effective_config(ctx: typer.Context) -> dict[str, Any]:
     return values
 
 
+def _explicit(ctx: typer.Context) -> set[str]:
+    """Options the user chose (flag or config file), as opposed to defaults: presets may fill the rest."""
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", None)}
+
+
 def _check_config_keys(ctx: typer.Context) -> None:
     known = {param.name for param in ctx.command.params}
     unknown = sorted(set(ctx.default_map or {}) - known)
@@ -105,7 +112,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         common = Common(seed=values["seed"], device=values["device"], batch_size=values["batch_size"],
                         quiet=values["quiet"], verbose=values["verbose"], shard=Shard.parse(values["shard"]),
                         engine=values["engine"], address=values["address"], skip_invalid=values["skip_invalid"],
-                        deterministic=values["deterministic"], config=effective)
+                        deterministic=values["deterministic"], config=effective, explicit=_explicit(ctx))
         if common.deterministic:
             from confidently.run.seeding import seed_everything
 

@@ -85,12 +85,20 @@ class ImageDataset(Dataset):
             image = self.transform(image)
         return image, self._labels[index]
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images stacked (float N×C×H×W) with their labels: the fast path for small data."""
+    def tensors(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images stacked (float N×C×H×W, resized to size×size if given) with their labels.
+
+        The fast path for data that fits in memory.
+        """
+        from confidently.data.transforms import resize
+
         if self.images is not None and self.transform is None:
             images = self.images.float().div(255.0) if self.images.dtype == torch.uint8 else self.images.float()
-            return to_channels_batch(images, self.channels), self.labels.clone()
+            images = to_channels_batch(images, self.channels)
+            return (resize(images, size) if size else images), self.labels.clone()
         images = [self[i][0] for i in range(len(self))]
+        if size:
+            images = [resize(image, size) for image in images]
         shapes = {tuple(img.shape) for img in images}
         if len(shapes) > 1:
             raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes ({sorted(shapes)[:3]}...); "

@@ -26,7 +26,8 @@ PICKLE_HINT = ("it looks like a pickled PyTorch checkpoint (.pt/.pth); pickles c
                "if you trust where it came from")
 
 
-def _looks_pickled(head: bytes) -> bool:
+def looks_pickled(head: bytes) -> bool:
+    """A zip archive (torch.save) or a pickle protocol header."""
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
@@ -44,7 +45,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.is_file():
         raise InvalidInput(f"model file does not exist: {path}")
     data = path.read_bytes()
-    if _looks_pickled(data[:4]):
+    if looks_pickled(data[:4]):
         raise InvalidInput(f"{path}: {PICKLE_HINT}")
     tensors, metadata = read_safetensors_bytes(data, str(path))
     if metadata.get("format") != MODEL_FORMAT:

@@ -77,3 +77,12 @@ class Classifier(nn.Module):
         if self.is_vit and (x.shape[-2] != height or x.shape[-1] != width):
             raise InvalidInput(f"model {self.arch} takes {height}×{width} images; got {x.shape[-2]}×{x.shape[-1]} "
                                f"(resize the data, e.g. --img-size {height})")
+        was_training = self.training
+        try:
+            with torch.no_grad():
+                self.eval()(x[:1].to(self.normalize.mean.device))
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise InvalidInput(f"model {self.arch} cannot take {x.shape[-2]}×{x.shape[-1]} images ({exc}); "
+                               "choose another --img-size") from None
+        finally:
+            self.train(was_training)

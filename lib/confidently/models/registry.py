@@ -117,8 +117,8 @@ def create_model(arch: str, num_classes: int, *, in_chans: int = 3, img_size: in
 
 
 def _per_channel(values: tuple[float, ...], channels: int, name: str) -> tuple[float, ...]:
-    if len(values) == 1:
-        return values * channels
+    if len(set(values)) == 1:  # one value for every channel
+        return values[:1] * channels
     if len(values) != channels:
         raise UsageError(f"{name} has {len(values)} values for a {channels}-channel input")
     return values

@@ -10,6 +10,7 @@ import torch
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from confidently.models.registry import register_arch
 
@@ -42,3 +43,42 @@ def tiny_resnet(num_classes: int, in_chans: int = 3, img_size: int | None = 32, 
     """ResNet with one BasicBlock per stage; about 320k parameters."""
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, in_chans=in_chans,
                   channels=tuple(channels), stem_width=stem_width)
+
+
+class SmallCNN(nn.Module):
+    """Three 3×3 conv–BN–ReLU layers (the second and third stride 2), global average pooling
+    and a linear head: the advtrain spec's pilot model. Exposes timm's classifier API so
+    transfer can swap its head."""
+
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 16):
+        super().__init__()
+        layers, channels = [], in_chans
+        for index, out in enumerate((width, 2 * width, 4 * width)):
+            layers += [nn.Conv2d(channels, out, 3, stride=1 if index == 0 else 2, padding=1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled if pre_logits else self.fc(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+@register_arch("small_cnn", img_size=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+def small_cnn(num_classes: int, in_chans: int = 3, img_size: int | None = 8, *, width: int = 16) -> SmallCNN:
+    """About 25k parameters; any input size (global pooling)."""
+    return SmallCNN(num_classes, in_chans, width)

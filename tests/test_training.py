@@ -1,0 +1,136 @@
+"""The shared training loop: schedules, checkpoints, resume, label checks, data parallelism."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from confidently.adversarial import AdversarialPerturb, PGDConfig
+from confidently.errors import InvalidInput
+from confidently.models import create_model
+from confidently.run import seed_everything
+from confidently.training import Checkpoint, TrainConfig, make_optimizer, make_schedule, train_classifier
+from safetensors.torch import save_file
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits_tensors):
+    (images, labels), _ = digits_tensors
+    return images[:192], labels[:192]
+
+
+def lrs(config: TrainConfig, steps_per_epoch: int = 10) -> list[float]:
+    optimizer = make_optimizer(config.optimizer, [torch.nn.Parameter(torch.zeros(1))], config.lr, 0.0, 0.9)
+    schedule = make_schedule(config, optimizer, steps_per_epoch)
+    values = []
+    for _ in range(config.epochs * steps_per_epoch):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return values
+
+
+def test_schedules():
+    cyclic = lrs(TrainConfig(epochs=10, lr=0.1, schedule="cyclic", peak_epoch=2, optimizer="sgd"))
+    assert cyclic[0] == 0 and max(cyclic) == pytest.approx(0.1) and cyclic.index(max(cyclic)) == 20
+    step = lrs(TrainConfig(epochs=9, lr=0.1, schedule="step", step_every=3, optimizer="sgd"))
+    assert step[0] == pytest.approx(0.1) and step[30] == pytest.approx(0.01) and step[60] == pytest.approx(0.001)
+    cosine = lrs(TrainConfig(epochs=4, lr=0.1, schedule="cosine", optimizer="sgd"))
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] < 0.001
+
+
+def train(images, labels, epochs, checkpoint=None, resume=False, eps=0.0):
+    seed_everything(0, deterministic=True)
+    model = create_model("tiny_resnet", 10)
+    perturb = AdversarialPerturb(PGDConfig.training("l2", eps, random_start=True)) if eps else None
+    config = TrainConfig(epochs=epochs, lr=3e-3, batch_size=32, shift=2, optimizer="sgd", schedule="onecycle")
+    return train_classifier(model, images, labels, config, perturb=perturb, checkpoint=checkpoint, resume=resume)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(small_digits, tmp_path):
+    images, labels = small_digits
+    whole = train(images, labels, 3, eps=0.5)
+    checkpoint = tmp_path / "run.ckpt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(metrics):
+        if metrics["epoch"] == 2:
+            raise Killed
+
+    seed_everything(0, deterministic=True)
+    model = create_model("tiny_resnet", 10)
+    config = TrainConfig(epochs=3, lr=3e-3, batch_size=32, shift=2, optimizer="sgd", schedule="onecycle")
+    with pytest.raises(Killed):
+        train_classifier(model, images, labels, config, checkpoint=checkpoint, on_epoch=kill_after_two,
+                         perturb=AdversarialPerturb(PGDConfig.training("l2", 0.5, random_start=True)))
+    resumed = train(images, labels, 3, checkpoint=checkpoint, resume=True, eps=0.5)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_is_safetensors_with_optimizer_state(small_digits, tmp_path):
+    images, labels = small_digits
+    train(images, labels, 1, checkpoint=tmp_path / "c.ckpt")
+    from confidently.io.artifacts import load_artifact
+
+    tensors, meta = load_artifact(tmp_path / "c.ckpt")
+    assert meta["epoch"] == 1 and any(k.startswith("optim.") for k in tensors) and "rng.generator" in tensors
+    with pytest.raises(InvalidInput):
+        save_file({"x": torch.zeros(1)}, tmp_path / "other.ckpt")
+        Checkpoint(tmp_path / "other.ckpt").load(create_model("tiny_resnet", 10), None, torch.Generator())
+
+
+def test_labels_outside_the_model_classes(small_digits):
+    images, labels = small_digits
+    with pytest.raises(InvalidInput, match="--num-classes"):
+        train_classifier(create_model("tiny_resnet", 5), images, labels, TrainConfig(epochs=1))
+
+
+DDP_SCRIPT = r"""
+import os, sys, torch
+torch.set_num_threads(1)
+from confidently.training import TrainConfig, train_classifier, init_distributed_from_env
+from confidently.models import create_model, save_model
+from confidently.adversarial import AdversarialPerturb, PGDConfig
+from confidently.data import open_dataset
+ranks = init_distributed_from_env()
+images, labels = open_dataset("demo:digits", "train").tensors()
+images, labels = images[:96], labels[:96]
+torch.manual_seed(0)
+model = create_model("tiny_vit", 10, depth=1)
+log = []
+train_classifier(model, images, labels, TrainConfig(epochs=2, lr=1e-3, batch_size=32, shift=2),
+                 perturb=AdversarialPerturb(PGDConfig.training("l2", 0.5)), on_epoch=log.append)
+if ranks.is_main:
+    save_model(model, sys.argv[1], training={"epochs_logged": len(log)})
+torch.save  # noqa
+"""
+
+
+@pytest.mark.slow
+def test_ddp_on_two_gloo_processes_matches_one_process(tmp_path):
+    """A LayerNorm ViT sees the same gradients whether a batch is split over 2 ranks or not."""
+    from confidently.io.model_files import read_model_file
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    ddp = subprocess.run([*torchrun, str(script), str(tmp_path / "ddp.safetensors")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.safetensors")], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, meta = read_model_file(tmp_path / "ddp.safetensors")
+    b, _ = read_model_file(tmp_path / "one.safetensors")
+    assert meta["training"]["epochs_logged"] == 2  # rank 0 logged and wrote once
+    start = create_model("tiny_vit", 10, depth=1)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=2e-5), key
+    moved = [k for k in a if k.startswith("net.") and not torch.equal(a[k], torch.manual_seed(0) and
+                                                                         start.state_dict()[k])]
+    assert moved  # it trained

@@ -1,0 +1,165 @@
+"""`advtrain` as a user runs it: train → eval → attack → features → transfer → import, and bad input."""
+
+import json
+
+import pytest
+import torch
+from confidently.data import open_dataset
+from confidently.io.model_files import read_model_file
+from confidently.models import create_model, load_model
+from confidently.schema import schema_errors
+from safetensors.torch import save_file
+
+DIGITS = ["--data", "demo:digits", "--split", "train"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("advtrain")
+
+
+@pytest.fixture(scope="module")
+def models(workdir):
+    """A standard and an eps-1 (l2) tiny ResNet on digits, trained through the CLI."""
+    import os
+    import subprocess
+
+    from tests.conftest import tool_path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results = {}
+    for name, eps in (("std", "0"), ("robust", "1")):
+        proc = subprocess.run([tool_path("advtrain"), "train", *DIGITS, "--val", "demo:digits", "--val-split", "test",
+                               "--epochs", "4", "--eps", eps, "--out", f"{name}.safetensors"], cwd=workdir,
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        results[name] = [json.loads(line) for line in proc.stdout.splitlines()]
+    return results
+
+
+def test_train_writes_metrics_and_a_model_file(models, workdir):
+    metrics = models["robust"]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    assert all(m["kind"] == "metric" and m["eps"] == 1.0 and "val_adv_acc" in m for m in metrics)
+    _, meta = read_model_file(workdir / "robust.safetensors")
+    assert schema_errors(meta, "model-metadata") == []
+    training = meta["training"]
+    assert training["recipe"] == "adversarial" and training["eps"] == 1.0 and training["attack_steps"] == 3
+    assert not (workdir / "robust.safetensors.ckpt").exists()  # checkpoint removed after a finished run
+
+
+def test_rerun_is_a_no_op_without_force(run_tool, workdir, models):
+    before = (workdir / "std.safetensors").stat().st_mtime_ns
+    result = run_tool("advtrain", "train", *DIGITS, "--epochs", "1", "--out", "std.safetensors", cwd=workdir)
+    assert result.returncode == 0 and result.stdout == "" and "nothing to do" in result.stderr
+    assert (workdir / "std.safetensors").stat().st_mtime_ns == before
+
+
+def test_eval_robust_model_beats_standard_at_its_eps(run_tool, workdir, models):
+    rows = {}
+    for name in ("std", "robust"):
+        result = run_tool("advtrain", "eval", "--model", f"{name}.safetensors", "--data", "demo:digits", "--split",
+                          "test", "--eps", "0,1", "--steps", "10", cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        rows[name] = {r["eps"]: r for r in result.records}
+    for name in rows:
+        assert rows[name][0.0]["adv_acc"] == rows[name][0.0]["nat_acc"]  # eps 0 = clean accuracy
+        assert rows[name][1.0]["adv_acc"] <= rows[name][1.0]["nat_acc"]  # robust <= clean
+    assert rows["robust"][1.0]["adv_acc"] > rows["std"][1.0]["adv_acc"] + 0.1
+    assert rows["std"][1.0]["adv_acc"] < rows["std"][1.0]["nat_acc"] - 0.3
+
+
+def test_attack_writes_a_dataset_other_tools_read(run_tool, workdir, models):
+    result = run_tool("advtrain", "attack", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",
+                      "--constraint", "linf", "--eps", "8/255", "--steps", "5", "--random-start", "--shard-out",
+                      "adv.safetensors", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    records = result.records
+    assert len(records) == 359 and all(schema_errors(r, "image-record") == [] for r in records)
+    assert all(r["advtrain"]["norm"] <= 8 / 255 + 1e-6 for r in records)
+    (workdir / "adv.jsonl").write_text(result.stdout)
+    adversarial = open_dataset(workdir / "adv.jsonl")
+    clean = open_dataset("demo:digits", "test")
+    assert adversarial.ids == clean.ids
+    assert not torch.equal(adversarial.tensors()[0], clean.tensors()[0])
+    fooled = sum(r["advtrain"]["pred_adv"] != r["label"] for r in records)
+    assert fooled > sum(r["advtrain"]["pred_clean"] != r["label"] for r in records)
+    half = run_tool("advtrain", "attack", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",
+                    "--constraint", "linf", "--eps", "8/255", "--steps", "5", "--random-start", "--shard", "1/2",
+                    "--shard-out", "adv-1.safetensors", cwd=workdir)
+    by_id = {r["id"]: r["advtrain"]["pred_adv"] for r in records}
+    assert all(by_id[r["id"]] == r["advtrain"]["pred_adv"] for r in half.records)  # (seed, id) randomness
+
+
+def test_features_shard(run_tool, workdir, models):
+    result = run_tool("advtrain", "features", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",
+                      "--out", "feats.safetensors", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    from confidently.io.artifacts import load_artifact
+
+    tensors, meta = load_artifact(workdir / "feats.safetensors")
+    assert tensors["features"].shape == (359, 128) and meta["tool"] == "advtrain"
+    assert result.records[5]["advtrain"]["features"]["index"] == 5
+
+
+def test_transfer_fixed_and_full(run_tool, workdir, models):
+    manifest = run_tool("dataset", "export", "demo:shapes?classes=4&per_class=30", "--out", "shapes", cwd=workdir)
+    (workdir / "shapes.jsonl").write_text(manifest.stdout)
+    for mode in ("fixed", "full"):
+        result = run_tool("advtrain", "transfer", "--source", "robust.safetensors", "--data", "shapes.jsonl",
+                          "--val", "shapes.jsonl", "--mode", mode, "--epochs", "3", "--out", f"t-{mode}.safetensors",
+                          cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        summary = result.records[-1]
+        assert summary["kind"] == "summary" and summary["mode"] == mode and summary["source_eps"] == 1.0
+        assert 0 <= summary["top1"] <= 1
+        model = load_model(workdir / f"t-{mode}.safetensors")
+        assert model.num_classes == 4 and model.classes[0] == "red circle"
+        assert model.training_info["source"]["training"]["eps"] == 1.0
+
+
+def test_import_safetensors_and_pickles(run_tool, workdir):
+    source = create_model("tiny_resnet", 3).eval()
+    robustness_style = {f"module.model.{k}": v for k, v in source.net.state_dict().items()}
+    robustness_style.update({f"module.attacker.model.{k}": v for k, v in source.net.state_dict().items()})
+    robustness_style["module.normalizer.new_mean"] = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)
+    robustness_style["module.normalizer.new_std"] = torch.tensor([0.5, 0.5, 0.5]).view(3, 1, 1)
+    torch.save({"model": robustness_style, "epoch": 3}, workdir / "robust.pt")
+    refused = run_tool("advtrain", "import", "robust.pt", "--arch", "tiny_resnet", "--out", "imp.safetensors",
+                       cwd=workdir)
+    assert refused.returncode == 3 and "--trust-pickle" in refused.stderr and not (workdir / "imp.safetensors").exists()
+    accepted = run_tool("advtrain", "import", "robust.pt", "--arch", "tiny_resnet", "--trust-pickle", "--out",
+                        "imp.safetensors", cwd=workdir)
+    assert accepted.returncode == 0, accepted.stderr
+    imported = load_model(workdir / "imp.safetensors")
+    assert imported.mean == pytest.approx((0.1, 0.2, 0.3)) and imported.num_classes == 3
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(imported.net(x), source.net(x))
+    save_file(source.net.state_dict(), workdir / "plain.safetensors")
+    plain = run_tool("advtrain", "import", "plain.safetensors", "--arch", "tiny_resnet", "--out", "p.safetensors",
+                     cwd=workdir)
+    assert plain.returncode == 0, plain.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["train", *DIGITS, "--eps", "-1", "--out", "x.safetensors"], 2, "eps must be >= 0"),
+    (["train", *DIGITS, "--constraint", "l3", "--eps", "1", "--out", "x.safetensors"], 2, "unknown norm"),
+    (["train", *DIGITS, "--eps", "1", "--attack-steps", "0", "--out", "x.safetensors"], 2, "0 steps"),
+    (["train", *DIGITS, "--num-classes", "5", "--out", "x.safetensors"], 3, "--num-classes"),
+    (["train", *DIGITS, "--arch", "tiny_vit", "--img-size", "2", "--out", "x.safetensors"], 3, "cannot take"),
+    (["train", *DIGITS, "--eps", "1/zero", "--out", "x.safetensors"], 2, "not a number"),
+    (["eval", "--model", "std.safetensors", "--data", "five.jsonl"], 3, "outside the model's 10 classes"),
+    (["transfer", "--source", "std.safetensors", "--data", "five.jsonl", "--num-classes", "3", "--out", "t.st"], 3,
+     "--num-classes is 3"),
+    (["eval", "--model", "five.jsonl", "--data", "five.jsonl"], 3, "not a safetensors file"),
+])
+def test_bad_input(run_tool, workdir, models, args, code, words):
+    from confidently.io.images import save_image
+
+    save_image(torch.rand(3, 32, 32), workdir / "img" / "a.png")
+    (workdir / "five.jsonl").write_text('{"id":"a","image":"img/a.png","label":12}\n{"id":"b","image":"img/a.png",'
+                                        '"label":0}\n')
+    result = run_tool("advtrain", *args, cwd=workdir)
+    assert result.returncode == code, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert not (workdir / "x.safetensors").exists()

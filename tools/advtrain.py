@@ -1,0 +1,448 @@
+"""`advtrain`: standard and PGD-adversarial training, robustness evaluation, adversarial
+examples as a dataset, penultimate features, robust transfer learning, weight import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from confidently import __version__
+from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint, pgd_attack
+from confidently.cli import Common, common_options, run_app, tool_app
+from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
+from confidently.errors import InvalidInput, UsageError
+from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.records import RecordWriter
+from confidently.models import create_model, load_model, save_model
+from confidently.models.classifier import Classifier
+from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
+from confidently.run import console, record_generator, resolve_device, with_batch_backoff
+from confidently.training import (
+    Distributed,
+    TrainConfig,
+    init_distributed_from_env,
+    mean_per_class_accuracy,
+    predict,
+)
+from confidently.transfer import transfer as transfer_model
+
+app = tool_app("advtrain", "Robust training, robustness evaluation and robust transfer learning.")
+
+# Recipes a preset fills in where the user gave no value (flags and --config win).
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 64, "epochs": 30,
+             "schedule": "cyclic", "peak_epoch": 6},
+    "cifar": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 128, "epochs": 150,
+              "schedule": "step", "step_every": 50, "shift": 4, "flip": True},
+    "imagenet-robust": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
+                        "epochs": 90, "schedule": "step", "step_every": 30, "flip": True},
+    "transfer-thesis": {"optimizer": "sgd", "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 64, "epochs": 150,
+                        "schedule": "step", "step_every": 50, "flip": True},
+}
+RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule", "step_every",
+               "peak_epoch", "shift", "flip", "amp")
+
+
+def parse_eps(text: str) -> float:
+    value = evaluate_expression(text)
+    if value < 0:
+        raise UsageError(f"eps must be >= 0, got {text}")
+    return value
+
+
+def parse_eps_list(text: str) -> list[float]:
+    return [parse_eps(part) for part in text.split(",") if part.strip()]
+
+
+def load_data(source: str, split: str | None, size: int | None) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
+    dataset = open_dataset(source, split)
+    images, labels = dataset.tensors(size)
+    return dataset, images, labels
+
+
+def recipe(common: Common, preset: str | None, values: dict[str, Any]) -> TrainConfig:
+    """The training recipe: explicit options, then the preset, then the option defaults."""
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown --preset {preset!r}; choose {', '.join(PRESETS)}")
+    chosen = dict(values, batch_size=common.batch_size)
+    for key, value in (PRESETS.get(preset) or {}).items():
+        if key not in common.explicit:
+            chosen[key] = value
+    return TrainConfig(seed=common.seed, **{k: chosen[k] for k in RECIPE_KEYS})
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise InvalidInput(f"{what} has labels {int(labels.min())}..{int(labels.max())}, outside the model's "
+                           f"{num_classes} classes (set --num-classes to match the data)", field="label")
+
+
+def accuracy_metrics(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig | None,
+                     device: torch.device, batch_size: int, seed: int) -> dict[str, float]:
+    """Clean (and, with ``attack``, PGD) accuracy and mean-per-class accuracy."""
+    clean = predict(model, images, batch_size, device)
+    metrics = {"nat_acc": float((clean == labels).float().mean()), "mpc_nat": mean_per_class_accuracy(clean, labels)}
+    if attack is not None and attack.eps > 0:
+        adversarial = attack_batches(model, images, labels, attack, device, batch_size, seed)
+        adv = predict(model, adversarial, batch_size, device)
+        metrics.update(adv_acc=float((adv == labels).float().mean()), mpc_adv=mean_per_class_accuracy(adv, labels))
+    return metrics
+
+
+def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig,
+                   device: torch.device, batch_size: int, seed: int) -> torch.Tensor:
+    """PGD over a whole tensor in batches, halving the batch on CUDA out-of-memory."""
+
+    def run(size: int) -> torch.Tensor:
+        out = []
+        for start in range(0, len(images), size):
+            generator = torch.Generator(device=device).manual_seed(seed + start)
+            out.append(pgd_attack(model, images[start:start + size].to(device), labels[start:start + size].to(device),
+                                  attack, generator=generator).cpu())
+        return torch.cat(out) if out else images[:0]
+
+    return with_batch_backoff(run, batch_size)[0]
+
+
+def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
+    if ranks is None or ranks.is_main:
+        RecordWriter().write({"tool": "advtrain", "version": __version__, **record})
+
+
+@app.command()
+@common_options
+def train(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
+          split: str = typer.Option(None, "--split", help="Only this split of --data (e.g. train)."),
+          val: str = typer.Option(None, "--val", help="Validation data, evaluated every --eval-every epochs."),
+          val_split: str = typer.Option(None, "--val-split", help="Only this split of --val (e.g. test)."),
+          arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit or any timm name."),
+          num_classes: int = typer.Option(None, "--num-classes", help="Default: from the data."),
+          img_size: int = typer.Option(None, "--img-size", help="Resize images to this size (default: as stored)."),
+          constraint: str = typer.Option("l2", "--constraint", help="Attack norm: l2 or linf."),
+          eps: str = typer.Option("0", "--eps", help="Attack radius in [0,1] pixel units (0 = standard training)."),
+          attack_steps: int = typer.Option(3, "--attack-steps", help="PGD steps per training batch."),
+          attack_lr: str = typer.Option("2*eps/3", "--attack-lr", help="PGD step size (expression in eps)."),
+          random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
+          use_best: bool = typer.Option(True, "--use-best/--no-use-best", help="Keep the highest-loss PGD iterate."),
+          epochs: int = typer.Option(10, "--epochs", min=1),
+          lr: float = typer.Option(3e-3, "--lr"),
+          optimizer: str = typer.Option("adamw", "--optimizer", help="sgd or adamw."),
+          schedule: str = typer.Option("onecycle", "--schedule", help="onecycle, cyclic, cosine, step or constant."),
+          weight_decay: float = typer.Option(0.05, "--weight-decay"),
+          momentum: float = typer.Option(0.9, "--momentum"),
+          step_every: int = typer.Option(0, "--step-every", help="step schedule: divide the LR by 10 every N epochs."),
+          peak_epoch: float = typer.Option(0.0, "--peak-epoch", help="cyclic schedule: epoch of the LR peak."),
+          shift: int = typer.Option(2, "--shift", help="Random translation augmentation, in pixels."),
+          flip: bool = typer.Option(False, "--flip/--no-flip", help="Random horizontal flips."),
+          amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
+          preset: str = typer.Option(None, "--preset", help=f"A recipe: {', '.join(PRESETS)}."),
+          eval_every: int = typer.Option(1, "--eval-every", min=1),
+          out: Path = typer.Option(..., "--out", help="Model file to write (.safetensors)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out."),
+          force: bool = typer.Option(False, "--force", help="Train again even if --out exists."),
+          *, common: Common) -> None:
+    """Train a classifier, standard (eps 0) or PGD-adversarial; per-epoch metrics on stdout."""
+    ranks = init_distributed_from_env()
+    device = resolve_device(common.device)
+    if ranks.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if out.exists() and not force and not resume:
+        console.log(f"{out} exists: nothing to do (--force retrains, --resume continues)")
+        return
+    config = recipe(common, preset, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
+                                     "momentum": momentum, "epochs": epochs, "schedule": schedule,
+                                     "step_every": step_every, "peak_epoch": peak_epoch, "shift": shift,
+                                     "flip": flip, "amp": amp})
+    attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
+                                use_best=use_best)
+    dataset, images, labels = load_data(data, split, img_size)
+    classes = num_classes or dataset.num_classes
+    if not classes:
+        raise InvalidInput(f"{data} has no labels; training needs labelled images", field="label")
+    check_labels(labels, classes, data)
+    model = create_model(arch, classes, in_chans=images.shape[1], img_size=img_size or images.shape[-1],
+                         classes=dataset.classes if dataset.num_classes == classes else None)
+    model.check_input(images[:1])
+    val_data = load_data(val, val_split, img_size)[1:] if val else None
+    if val_data is not None:
+        check_labels(val_data[1], classes, val)
+
+    def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
+        if val_data is None or (epoch % eval_every and epoch != config.epochs):
+            return {}
+        metrics = accuracy_metrics(trained, *val_data, attack if attack.eps > 0 else None, device,
+                                   common.batch_size, common.seed)
+        return {f"val_{key}": value for key, value in metrics.items()}
+
+    def log_epoch(metrics: dict[str, Any]) -> None:
+        emit({"kind": "metric", "cmd": "train", "constraint": attack.constraint, "eps": attack.eps,
+              "seed": common.seed, **metrics}, ranks)
+
+    from confidently.training import train_classifier
+
+    checkpoint = out.with_name(out.name + ".ckpt")
+    train_classifier(model, images, labels, config, device=device,
+                     perturb=AdversarialPerturb(attack) if attack.eps > 0 else None, evaluate=evaluate,
+                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume)
+    if ranks.is_main:
+        save_model(model.cpu(), out, training={
+            "tool": "advtrain", "recipe": "adversarial" if attack.eps > 0 else "standard",
+            "constraint": attack.constraint, "eps": attack.eps, "attack_steps": attack.steps,
+            "attack_lr": str(attack.step_size), "random_start": attack.random_start, "use_best": attack.use_best,
+            "config": config.as_dict(), "seed": common.seed, "data": dataset.fingerprint()})
+        checkpoint.unlink(missing_ok=True)
+        console.log(f"wrote {out}")
+
+
+@app.command("eval")
+@common_options
+def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
+                        data: str = typer.Option(..., "--data"),
+                        split: str = typer.Option(None, "--split"),
+                        constraint: str = typer.Option("l2", "--constraint", help="l2 or linf."),
+                        eps: str = typer.Option("0,0.25,0.5,1", "--eps", help="Comma-separated radii (8/255 works)."),
+                        steps: int = typer.Option(20, "--steps", help="PGD steps (the thesis reports 20 and 100)."),
+                        step_size: str = typer.Option("2.5*eps/steps", "--step-size"),
+                        restarts: int = typer.Option(0, "--restarts", min=0),
+                        random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
+                        *, common: Common) -> None:
+    """Clean and PGD accuracy for each eps: one JSON record per eps on stdout."""
+    device = resolve_device(common.device)
+    get_constraint(constraint)
+    radii = parse_eps_list(eps)
+    model = load_model(model_path, device)
+    _, images, labels = load_data(data, split, model.input_size[-1])
+    check_labels(labels, model.num_classes, data)
+    for radius in radii:
+        attack = PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
+                                      random_start=random_start)
+        metrics = accuracy_metrics(model, images, labels, attack, device, common.batch_size, common.seed)
+        metrics.setdefault("adv_acc", metrics["nat_acc"])
+        metrics.setdefault("mpc_adv", metrics["mpc_nat"])
+        emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "constraint": constraint,
+              "eps": radius, "steps": steps, "step_size": attack.alpha, "restarts": restarts, "n": len(labels),
+              "seed": common.seed, **metrics})
+
+
+@app.command()
+@common_options
+def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
+           data: str = typer.Option(..., "--data"),
+           split: str = typer.Option(None, "--split"),
+           constraint: str = typer.Option("linf", "--constraint"),
+           eps: str = typer.Option("8/255", "--eps"),
+           steps: int = typer.Option(20, "--steps"),
+           step_size: str = typer.Option("2.5*eps/steps", "--step-size"),
+           random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
+           targeted: int = typer.Option(None, "--target-label", help="Targeted attack towards this class."),
+           shard_out: Path = typer.Option(..., "--shard-out", help="Safetensors shard for the adversarial images."),
+           *, common: Common) -> None:
+    """Adversarial images as a dataset: a shard of images plus one manifest record per input on stdout.
+
+    Records keep their fields; "image" points into the shard and "advtrain" says what was done.
+    Random starts derive from (seed, id), so results do not depend on batching or sharding.
+    """
+    device = resolve_device(common.device)
+    config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
+    model = load_model(model_path, device)
+    dataset, images, labels = load_data(data, split, model.input_size[-1])
+    if targeted is not None:
+        check_labels(torch.tensor([targeted]), model.num_classes, "--target-label")
+    else:
+        check_labels(labels, model.num_classes, data)
+    keep = [i for i in range(len(dataset)) if common.shard.owns(i)]
+    images, labels = images[keep], labels[keep]
+    goal = torch.full_like(labels, targeted) if targeted is not None else labels
+    constraint_fn = get_constraint(constraint)
+    adversarial = []
+
+    def run(size: int) -> list[torch.Tensor]:
+        out = []
+        for start in range(0, len(images), size):
+            batch = images[start:start + size].to(device)
+            init = None
+            if random_start:
+                init = torch.stack([constraint_fn.random_start(batch.shape[1:], config.eps,
+                                                               record_generator(common.seed, dataset.ids[keep[i]]),
+                                                               device) for i in range(start, start + len(batch))])
+            out.append(pgd_attack(model, batch, goal[start:start + size].to(device), config, init=init,
+                                  targeted=targeted is not None).cpu())
+        return out
+
+    adversarial = torch.cat(with_batch_backoff(run, common.batch_size)[0]) if len(images) else images
+    clean_pred = predict(model, images, common.batch_size, device)
+    adv_pred = predict(model, adversarial, common.batch_size, device)
+    meta = artifact_metadata(tool="advtrain", kind="adversarial-images", config=common.config, seed=common.seed,
+                             ids=[dataset.ids[i] for i in keep], classes=dataset.classes)
+    save_artifact(shard_out, {"images": adversarial, "labels": labels}, meta)
+    writer = RecordWriter()
+    for row, index in enumerate(keep):
+        record = dict(dataset.records[index].data)
+        original = record.get("image")
+        record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
+        record["advtrain"] = {"adv_of": original, "constraint": constraint, "eps": config.eps, "steps": steps,
+                              "pred_clean": int(clean_pred[row]), "pred_adv": int(adv_pred[row]),
+                              "norm": float(constraint_fn.norm((adversarial[row] - images[row])[None])[0])}
+        if targeted is not None:
+            record["advtrain"]["target"] = targeted
+        writer.write(record)
+
+
+@app.command()
+@common_options
+def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
+             data: str = typer.Option(..., "--data", help="Target task training data."),
+             split: str = typer.Option(None, "--split"),
+             val: str = typer.Option(None, "--val", help="Target task validation data."),
+             val_split: str = typer.Option(None, "--val-split"),
+             mode: str = typer.Option("fixed", "--mode", help="fixed (new head on frozen features) or full."),
+             freeze_to: str = typer.Option(None, "--freeze-to", help="Freeze up to and including STAGE (e.g. layer2)."),
+             bn_stats: str = typer.Option("update", "--bn-stats", help="update (thesis) or freeze batch-norm stats."),
+             num_classes: int = typer.Option(None, "--num-classes", help="Target classes (default: from the data)."),
+             epochs: int = typer.Option(20, "--epochs", min=1),
+             lr: float = typer.Option(None, "--lr", help="Default 0.01 for fixed, 0.001 for full (thesis)."),
+             optimizer: str = typer.Option("sgd", "--optimizer"),
+             schedule: str = typer.Option("cosine", "--schedule"),
+             weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+             momentum: float = typer.Option(0.9, "--momentum"),
+             step_every: int = typer.Option(0, "--step-every"),
+             peak_epoch: float = typer.Option(0.0, "--peak-epoch"),
+             shift: int = typer.Option(0, "--shift"),
+             flip: bool = typer.Option(False, "--flip/--no-flip"),
+             amp: bool = typer.Option(False, "--amp"),
+             preset: str = typer.Option(None, "--preset", help=f"A recipe: {', '.join(PRESETS)}."),
+             out: Path = typer.Option(..., "--out"),
+             resume: bool = typer.Option(False, "--resume"),
+             force: bool = typer.Option(False, "--force"),
+             *, common: Common) -> None:
+    """Transfer a source model to a target task; per-epoch metrics and a summary on stdout."""
+    if mode not in ("fixed", "full"):
+        raise UsageError(f"--mode {mode!r}: choose fixed or full")
+    if bn_stats not in ("update", "freeze"):
+        raise UsageError(f"--bn-stats {bn_stats!r}: choose update or freeze")
+    if out.exists() and not force and not resume:
+        console.log(f"{out} exists: nothing to do (--force retrains)")
+        return
+    device = resolve_device(common.device)
+    source_model = load_model(source, device)
+    dataset, images, labels = load_data(data, split, source_model.input_size[-1])
+    classes = dataset.num_classes
+    if num_classes is not None and classes and num_classes != classes:
+        raise InvalidInput(f"{data} has {classes} classes but --num-classes is {num_classes}; "
+                           "drop --num-classes or relabel the target data", field="label")
+    classes = num_classes or classes
+    if not classes:
+        raise InvalidInput(f"{data} has no labels; transfer needs a labelled target task", field="label")
+    check_labels(labels, classes, data)
+    config = recipe(common, preset, {"optimizer": optimizer, "lr": lr if lr is not None else
+                                     (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
+                                     "momentum": momentum, "epochs": epochs, "schedule": schedule,
+                                     "step_every": step_every, "peak_epoch": peak_epoch, "shift": shift,
+                                     "flip": flip, "amp": amp})
+    config.freeze_bn = bn_stats == "freeze"
+    val_data = load_data(val, val_split, source_model.input_size[-1])[1:] if val else None
+    source_eps = source_model.training_info.get("eps")
+
+    def evaluate(model: Classifier, epoch: int) -> dict[str, Any]:
+        if val_data is None:
+            return {}
+        return {f"val_{k}": v for k, v in accuracy_metrics(model, *val_data, None, device, common.batch_size,
+                                                           common.seed).items()}
+
+    def log_epoch(metrics: dict[str, Any]) -> None:
+        emit({"kind": "metric", "cmd": "transfer", "mode": mode, "source_eps": source_eps, "seed": common.seed,
+              **metrics})
+
+    model = transfer_model(source_model, images, labels, config, mode=mode, freeze_to=freeze_to,
+                           num_classes=classes, classes=dataset.classes if dataset.num_classes == classes else None,
+                           device=device, evaluate=evaluate, on_epoch=log_epoch,
+                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume)
+    model.training_info.update(tool="advtrain", seed=common.seed, data=dataset.fingerprint(), source_file=str(source),
+                               bn_stats=bn_stats)
+    save_model(model.cpu(), out)
+    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
+    summary = {"kind": "summary", "cmd": "transfer", "mode": freeze_to and f"freeze_to:{freeze_to}" or mode,
+               "source": str(source), "source_eps": source_eps,
+               "source_constraint": source_model.training_info.get("constraint"), "seed": common.seed,
+               "out": str(out)}
+    if val_data is not None:
+        metrics = accuracy_metrics(model, *val_data, None, torch.device("cpu"), common.batch_size, common.seed)
+        summary.update(top1=metrics["nat_acc"], mean_per_class=metrics["mpc_nat"])
+    emit(summary)
+
+
+@app.command()
+@common_options
+def features(model_path: Path = typer.Option(..., "--model"),
+             data: str = typer.Option(..., "--data"),
+             split: str = typer.Option(None, "--split"),
+             out: Path = typer.Option(..., "--out", help="Safetensors shard: features N×D, labels N."),
+             *, common: Common) -> None:
+    """Penultimate features of a dataset as a safetensors shard (for fast linear probes)."""
+    device = resolve_device(common.device)
+    model = load_model(model_path, device)
+    dataset, images, labels = load_data(data, split, model.input_size[-1])
+    keep = [i for i in range(len(dataset)) if common.shard.owns(i)]
+
+    def run(size: int) -> torch.Tensor:
+        with torch.no_grad():
+            chunks = [model.features(images[keep[s:s + size]].to(device)).float().cpu()
+                      for s in range(0, len(keep), size)]
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+    feats = with_batch_backoff(run, common.batch_size)[0]
+    ids = [dataset.ids[i] for i in keep]
+    save_artifact(out, {"features": feats, "labels": labels[keep]},
+                  artifact_metadata(tool="advtrain", kind="features", config=common.config, seed=common.seed,
+                                    ids=ids, classes=dataset.classes, model=str(model_path)))
+    writer = RecordWriter()
+    for row, index in enumerate(keep):
+        writer.write({**dataset.records[index].data,
+                      "advtrain": {"features": {"tensors": str(out), "key": "features", "index": row}}})
+
+
+@app.command("import")
+@common_options
+def import_weights(weights: Path = typer.Argument(..., help="State dict: .safetensors (or a pickle: --trust-pickle)."),
+                   arch: str = typer.Option(..., "--arch", help="timm name (or tiny arch) the weights belong to."),
+                   num_classes: int = typer.Option(None, "--num-classes", help="Default: read off the classifier."),
+                   img_size: int = typer.Option(None, "--img-size"),
+                   mean: str = typer.Option(None, "--mean", help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+                   std: str = typer.Option(None, "--std"),
+                   classes_file: Path = typer.Option(None, "--classes", help="Text file with one class name per line."),
+                   trust_pickle: bool = typer.Option(False, "--trust-pickle",
+                                                     help="Allow loading a pickled checkpoint (it can run code)."),
+                   out: Path = typer.Option(..., "--out"),
+                   *, common: Common) -> None:
+    """Convert timm / torchvision / robustness-library weights into a confidently model file."""
+    if trust_pickle:
+        console.print("[yellow]warning:[/] --trust-pickle: a pickled checkpoint can run arbitrary code when loaded")
+    raw = read_foreign_weights(weights, trust_pickle)
+    classes = num_classes or classifier_width(raw)
+    if not classes:
+        raise UsageError("cannot tell the number of classes from the weights; give --num-classes")
+    names = classes_file.read_text().split("\n") if classes_file else None
+    names = [n for n in names if n] if names else None
+    model = create_model(arch, classes, img_size=img_size, classes=names)
+    state, normalization = convert_state_dict(raw, model.net)
+    model.net.load_state_dict(state)
+    parsed_mean = [float(v) for v in mean.split(",")] if mean else normalization.get("mean")
+    parsed_std = [float(v) for v in std.split(",")] if std else normalization.get("std")
+    if parsed_mean or parsed_std:
+        model = create_model(arch, classes, img_size=img_size, classes=names, mean=tuple(parsed_mean or model.mean),
+                             std=tuple(parsed_std or model.std))
+        model.net.load_state_dict(state)
+    save_model(model, out, training={"tool": "advtrain", "recipe": "imported", "source_file": weights.name})
+    emit({"kind": "import", "cmd": "import", "arch": arch, "num_classes": classes, "mean": list(model.mean),
+          "std": list(model.std), "out": str(out)})
+
+
+def main() -> None:
+    run_app(app, "advtrain")
+
+
+if __name__ == "__main__":
+    main()
