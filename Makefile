@@ -40,8 +40,12 @@ test: venv llvm
 demo: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_OUT)
 
+# torchattacks is the peer for the PGD benchmark; --no-deps keeps its old requests/tqdm pins out.
 bench: venv
+	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/io_throughput.py
+	$(BIN)/python bench/advtrain_pgd.py
+	$(BIN)/python bench/advtrain_pgd.py --constraint linf --eps 0.03
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

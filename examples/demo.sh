@@ -22,6 +22,26 @@ dataset split "$OUT/shapes/manifest.jsonl" --by classes --classes source:0-4 --c
 step "dataset: real photographs shipped with scikit-image / scikit-learn"
 dataset export demo:photos --out "$OUT/photos" > /dev/null
 
+step "advtrain: a standard and an l2-robust (eps 1) tiny ResNet on digits"
+advtrain train --data "$OUT/digits-train/manifest.jsonl" --val "$OUT/digits-test/manifest.jsonl" \
+  --epochs 4 --eps 0 --out "$OUT/digits-std.safetensors" > "$OUT/digits-std.metrics.jsonl"
+advtrain train --data "$OUT/digits-train/manifest.jsonl" --val "$OUT/digits-test/manifest.jsonl" \
+  --epochs 4 --eps 1 --out "$OUT/digits-robust.safetensors" > "$OUT/digits-robust.metrics.jsonl"
+
+step "advtrain: clean and PGD accuracy of both"
+for name in std robust; do
+  advtrain eval --model "$OUT/digits-$name.safetensors" --data "$OUT/digits-test/manifest.jsonl" \
+    --constraint l2 --eps 0,0.5,1 --steps 20
+done > "$OUT/robustness.jsonl"
+
+step "advtrain: fixed-feature transfer of both to the shapes target task"
+dataset split "$OUT/shapes-tasks/target.jsonl" --fractions train=0.5,val=0.5 --out "$OUT/target" > /dev/null
+for name in std robust; do
+  advtrain transfer --source "$OUT/digits-$name.safetensors" --data "$OUT/target/train.jsonl" \
+    --val "$OUT/target/val.jsonl" --mode fixed --epochs 30 --batch-size 16 --out "$OUT/shapes-from-$name.safetensors"
+done > "$OUT/transfer.jsonl"
+jq -c 'select(.kind == "summary") | {source_eps, mode, top1}' "$OUT/transfer.jsonl" >&2 2>/dev/null || true
+
 cat >&2 <<MSG
 
 Outputs:
@@ -29,4 +49,7 @@ Outputs:
   $OUT/digits-test-info.json              counts, classes and shapes
   $OUT/shapes-tasks/                      source.jsonl and target.jsonl: two different 5-class tasks
   $OUT/photos/manifest.jsonl              real photos (for immunize)
+  $OUT/digits-{std,robust}.safetensors    standard and robust models (+ .metrics.jsonl per epoch)
+  $OUT/robustness.jsonl                   clean / PGD accuracy per eps of both
+  $OUT/transfer.jsonl                     per-epoch metrics and the summary of both transfers
 MSG

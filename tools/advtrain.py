@@ -28,6 +28,7 @@ from confidently.training import (
     predict,
 )
 from confidently.transfer import transfer as transfer_model
+from rich.table import Table
 
 app = tool_app("advtrain", "Robust training, robustness evaluation and robust transfer learning.")
 
@@ -216,6 +217,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     model = load_model(model_path, device)
     _, images, labels = load_data(data, split, model.input_size[-1])
     check_labels(labels, model.num_classes, data)
+    table = Table("eps", "clean acc", "robust acc", title=f"{model_path.name}: {constraint} PGD-{steps}")
     for radius in radii:
         attack = PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
                                       random_start=random_start)
@@ -225,6 +227,8 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
         emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "constraint": constraint,
               "eps": radius, "steps": steps, "step_size": attack.alpha, "restarts": restarts, "n": len(labels),
               "seed": common.seed, **metrics})
+        table.add_row(f"{radius:g}", f"{metrics['nat_acc']:.3f}", f"{metrics['adv_acc']:.3f}")
+    console.print(table)
 
 
 @app.command()

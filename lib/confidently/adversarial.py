@@ -202,28 +202,28 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
             delta = constraint.random_start(x.shape, config.eps, generator, x.device)
         else:
             delta = torch.zeros_like(x)
-        delta = (x + delta).clamp(0, 1) - x
-        best_delta, best_loss = delta.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+        adversarial = (x + delta).clamp(0, 1)
+        if config.use_best:
+            best, best_loss = adversarial.clone(), torch.full((len(x),), -float("inf"), device=x.device)
         alpha = config.alpha
         for _ in range(config.steps):
-            delta.requires_grad_(True)
-            losses = _loss(model, x + delta, y, targeted)
-            grad, = torch.autograd.grad(losses.sum(), delta)
+            adversarial.requires_grad_(True)
+            losses = _loss(model, adversarial, y, targeted)
+            grad, = torch.autograd.grad(losses.sum(), adversarial)
             with torch.no_grad():
+                adversarial = adversarial.detach()
                 if config.use_best:
                     improved = losses.detach() > best_loss
                     best_loss = torch.where(improved, losses.detach(), best_loss)
-                    best_delta[improved] = delta.detach()[improved]
-                delta = constraint.project(constraint.step(delta.detach(), grad, alpha), config.eps)
-                delta = (x + delta).clamp(0, 1) - x
+                    best[improved] = adversarial[improved]
+                delta = constraint.project(constraint.step(adversarial - x, grad, alpha), config.eps)
+                adversarial = (x + delta).clamp_(0, 1)
         with torch.no_grad():
-            if config.use_best or runs > 1:
-                losses = _loss(model, x + delta, y, targeted)
+            if config.use_best:
+                losses = _loss(model, adversarial, y, targeted)
                 improved = losses > best_loss
-                best_delta[improved] = delta[improved]
-                best_loss = torch.where(improved, losses, best_loss)
-                delta = best_delta if config.use_best else delta
-            adversarial = (x + delta).clamp(0, 1)
+                best[improved] = adversarial[improved]
+                adversarial = best
             if runs > 1:
                 adversarial = _pick_restart(model, adversarial, y, _loss(model, adversarial, y, targeted), runs,
                                             targeted)
