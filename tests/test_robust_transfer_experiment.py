@@ -12,7 +12,6 @@ import statistics
 
 import pytest
 import torch
-
 from confidently.adversarial import AdversarialPerturb, PGDConfig
 from confidently.data import open_dataset
 from confidently.models import create_model

@@ -100,7 +100,7 @@ def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor
     def run(size: int) -> torch.Tensor:
         out = []
         for start in range(0, len(images), size):
-            generator = torch.Generator(device=device).manual_seed(seed + start)
+            generator = torch.Generator().manual_seed(seed + start)  # random starts are drawn on the CPU
             out.append(pgd_attack(model, images[start:start + size].to(device), labels[start:start + size].to(device),
                                   attack, generator=generator).cpu())
         return torch.cat(out) if out else images[:0]
@@ -261,7 +261,6 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     images, labels = images[keep], labels[keep]
     goal = torch.full_like(labels, targeted) if targeted is not None else labels
     constraint_fn = get_constraint(constraint)
-    adversarial = []
 
     def run(size: int) -> list[torch.Tensor]:
         out = []
@@ -269,9 +268,9 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
             batch = images[start:start + size].to(device)
             init = None
             if random_start:
-                init = torch.stack([constraint_fn.random_start(batch.shape[1:], config.eps,
-                                                               record_generator(common.seed, dataset.ids[keep[i]]),
-                                                               device) for i in range(start, start + len(batch))])
+                init = torch.cat([constraint_fn.random_start((1, *batch.shape[1:]), config.eps,
+                                                             record_generator(common.seed, dataset.ids[keep[i]]),
+                                                             device) for i in range(start, start + len(batch))])
             out.append(pgd_attack(model, batch, goal[start:start + size].to(device), config, init=init,
                                   targeted=targeted is not None).cpu())
         return out

@@ -163,3 +163,22 @@ def test_bad_input(run_tool, workdir, models, args, code, words):
     assert result.returncode == code, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not (workdir / "x.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_log_and_write_once(workdir):
+    """`torchrun --nproc-per-node 2 advtrain train`: one metric line per epoch, one model file."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tool_path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           tool_path("advtrain"), "train", *DIGITS, "--epochs", "2", "--eps", "0.5", "--out",
+                           "ddp.safetensors"], cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert load_model(workdir / "ddp.safetensors").training_info["eps"] == 0.5
