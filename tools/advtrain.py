@@ -286,9 +286,11 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
         record = dict(dataset.records[index].data)
         original = record.get("image")
         record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
-        record["advtrain"] = {"adv_of": original, "constraint": constraint, "eps": config.eps, "steps": steps,
+        record["advtrain"] = {"adv_of": record["id"], "constraint": constraint, "eps": config.eps, "steps": steps,
                               "pred_clean": int(clean_pred[row]), "pred_adv": int(adv_pred[row]),
                               "norm": float(constraint_fn.norm((adversarial[row] - images[row])[None])[0])}
+        if original is not None:
+            record["advtrain"]["source_image"] = original
         if targeted is not None:
             record["advtrain"]["target"] = targeted
         writer.write(record)
@@ -403,8 +405,10 @@ def features(model_path: Path = typer.Option(..., "--model"),
                                     ids=ids, classes=dataset.classes, model=str(model_path)))
     writer = RecordWriter()
     for row, index in enumerate(keep):
-        writer.write({**dataset.records[index].data,
-                      "advtrain": {"features": {"tensors": str(out), "key": "features", "index": row}}})
+        record = dict(dataset.records[index].data)
+        record["advtrain"] = {**record.get("advtrain", {}),
+                              "features": {"tensors": str(out), "key": "features", "index": row}}
+        writer.write(record)
 
 
 @app.command("import")
