@@ -167,7 +167,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     model = create_model(arch, classes, in_chans=images.shape[1], img_size=img_size or images.shape[-1],
                          classes=dataset.classes if dataset.num_classes == classes else None)
     model.check_input(images[:1])
-    val_data = load_data(val, val_split, img_size)[1:] if val else None
+    val_data = load_data(val, val_split, img_size or images.shape[-1])[1:] if val else None
     if val_data is not None:
         check_labels(val_data[1], classes, val)
 
