@@ -185,3 +185,57 @@ def vote_counts(votes: torch.Tensor, num_classes: int) -> torch.Tensor:
     valid = votes >= 0
     counts.scatter_add_(1, votes.clamp_min(0), valid.long())
     return counts
+
+
+class AblationTraining:
+    """Training on random ablations (thesis A.1.3): one random ablation of the set per image.
+
+    Use as ``train_classifier(..., perturb=hook, forward=hook.forward)``: ``perturb`` blanks
+    the pixels outside each image's band; ``forward`` runs a ViT on the tokens with a visible
+    pixel, so training sees what certification will (train and certify in the same mode).
+    """
+
+    def __init__(self, ablation: Ablation, height: int, width: int, drop_tokens: bool):
+        self.masks = ablation.masks(height, width)
+        self.drop_tokens = drop_tokens
+        self._current: torch.Tensor | None = None
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        choice = torch.randint(0, len(self.masks), (len(images),), generator=generator)
+        self._current = self.masks[choice].to(images.device)
+        return images * self._current[:, None]
+
+    def forward(self, model: Classifier, images: torch.Tensor) -> torch.Tensor:
+        if not self.drop_tokens or self._current is None:
+            return model(images)
+        keep = token_keep_mask(self._current, vit_patch_size(model.net), "any")
+        return vit_forward_kept(model.net, model.normalize(images), keep)
+
+
+def summarize_certificates(results: list[dict]) -> dict:
+    """Dataset figures from per-image ``certify`` results (recomputed from records, never averaged).
+
+    Certified accuracy is never reported without the clean (smoothed) and base accuracy next to it.
+    """
+    labelled = [r for r in results if r.get("label") is not None]
+    sizes = sorted({m for r in results for m in r.get("certified", {})}, key=int)
+
+    def fraction(predicate, rows) -> float | None:
+        return sum(1 for r in rows if predicate(r)) / len(rows) if rows else None
+
+    histogram: dict[str, int] = {}
+    for r in results:
+        key = str(r["max_certified_patch"])
+        histogram[key] = histogram.get(key, 0) + 1
+    return {
+        "n": len(results), "n_labeled": len(labelled),
+        "clean_acc": fraction(lambda r: r["correct"], labelled),
+        "base_acc": fraction(lambda r: r["base_pred"] == r["label"], labelled),
+        "ablation_acc": (sum(r["ablation_acc"] for r in labelled) / len(labelled)) if labelled else None,
+        "certified_acc": {m: fraction(lambda r, m=m: r["certified_correct"][m], labelled) for m in sizes},
+        "certified_wrong": {m: fraction(lambda r, m=m: r["certified"][m] and not r["correct"], labelled)
+                            for m in sizes},
+        "mean_gap": sum(r["gap"] for r in results) / len(results) if results else None,
+        "max_patch_hist": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
+    }

@@ -233,10 +233,13 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
                      parameters: Iterable[nn.Parameter] | None = None,
+                     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False) -> nn.Module:
     """Train ``model`` in place on float images in [0, 1] with integer labels.
 
     ``parameters`` restricts what is optimised (fixed-feature transfer trains the head only).
+    ``forward(model, batch)`` replaces ``model(batch)`` (certify trains ViTs on kept tokens only;
+    single-process only).
     ``evaluate(model, epoch)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
     ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}`` (on rank 0 only). With
     ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
@@ -251,6 +254,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     ranks = Distributed.current()
     model.to(device)
     trained = model
+    if ranks.world > 1 and forward is not None:
+        raise UsageError("a custom forward cannot run under DistributedDataParallel; train in one process")
     if ranks.world > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -290,7 +295,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                 batch = perturb(model, batch, target, attack_rng)
                 _set_train_mode(model, config.freeze_bn)
             with _autocast(device, config.amp):
-                logits = trained(batch)
+                logits = forward(model, batch) if forward is not None else trained(batch)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

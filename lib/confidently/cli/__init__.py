@@ -9,6 +9,6 @@ and ends with ``def main(): run_app(app, "name")``.
 
 from confidently.cli.app import Common, common_options, run_app, tool_app
 from confidently.cli.inputs import input_source
-from confidently.cli.stream import stream_records
+from confidently.cli.stream import stream_batches, stream_records
 
-__all__ = ["Common", "common_options", "input_source", "run_app", "stream_records", "tool_app"]
+__all__ = ["Common", "common_options", "input_source", "run_app", "stream_batches", "stream_records", "tool_app"]

@@ -1,0 +1,107 @@
+"""`certify` as a user runs it: fit → export | run → summarize, shards, geometry, gates, bad input."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+from confidently.io.images import save_image
+from confidently.schema import schema_errors
+
+from tests.conftest import tool_path
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A tiny ResNet fitted on column ablations (b = 8) and 40 exported test digits."""
+    root = tmp_path_factory.mktemp("certify")
+    fit = subprocess.run([tool_path("certify"), "fit", "--data", "demo:digits", "--split", "train", "--arch",
+                          "tiny_resnet", "--pretrain-epochs", "3", "--epochs", "3", "--ablation-size", "8", "--out",
+                          "base.safetensors"], cwd=root, capture_output=True, text=True, env=ENV, timeout=600)
+    assert fit.returncode == 0, fit.stderr
+    stages = [json.loads(line)["stage"] for line in fit.stdout.splitlines()]
+    assert stages == ["full"] * 3 + ["ablation"] * 3
+    export = subprocess.run([tool_path("dataset"), "export", "demo:digits", "--split", "test", "--limit", "40",
+                             "--out", "digits"], cwd=root, capture_output=True, text=True, env=ENV, timeout=300)
+    (root / "test.jsonl").write_text(export.stdout)
+    return root
+
+
+def certify(workdir, *args, input=None):
+    return subprocess.run([tool_path("certify"), *args], cwd=workdir, capture_output=True, text=True, env=ENV,
+                          input=input if input is not None else "", timeout=600)
+
+
+def records(proc):
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_run_records_and_summary(workdir):
+    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--patch-sizes", "1,2,3",
+                   "--summary", "summary.json")
+    assert proc.returncode == 0, proc.stderr
+    rows = records(proc)
+    source = [json.loads(line) for line in (workdir / "test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in source]
+    for row in rows:
+        assert schema_errors(row, "image-record") == []
+        result = row["certify"]
+        assert result["ablation"] == {"type": "column", "size": 8, "stride": 1, "n": 32, "null": "zero",
+                                      "drop_tokens": False}
+        assert result["vote"]["total"] == 32 and result["delta"] == {"1": 8, "2": 9, "3": 10}
+        certified = [result["certified"][m] for m in ("1", "2", "3")]
+        assert certified == sorted(certified, reverse=True)  # a certificate at m holds for smaller patches
+        assert result["certified"]["1"] == (result["gap"] > 16)
+    summary = json.loads((workdir / "summary.json").read_text())
+    accuracies = [summary["certified_acc"][m] for m in ("1", "2", "3")]
+    assert accuracies == sorted(accuracies, reverse=True) and accuracies[0] <= summary["clean_acc"]
+    assert summary["base_acc"] is not None and summary["clean_acc"] > 0.3
+    again = certify(workdir, "summarize", "-", input=proc.stdout)
+    recomputed = json.loads(again.stdout)
+    assert {k: v for k, v in summary.items() if k not in ("config", "model")} == recomputed
+
+
+def test_shards_reassemble_the_full_run(workdir):
+    full = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "-q").stdout.splitlines()
+    parts = [certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--shard", f"{i}/3", "-q")
+             for i in range(3)]
+    merged = [line for part in parts for line in part.stdout.splitlines()]
+    assert sorted(merged, key=full.index) == full and len(merged) == len(full)
+
+
+def test_delta_geometry(workdir):
+    proc = certify(workdir, "delta", "--height", "224", "--width", "224", "--ablation-size", "19", "--stride", "10",
+                   "--patch-sizes", "23,32")
+    rows = {r["m"]: r for r in records(proc)}
+    assert rows[32]["delta"] == 6 and rows[32]["delta_closed_form"] == 5 and rows[23]["delta"] == 5
+    assert "unsound" in proc.stderr
+
+
+def test_fail_under_gate_exits_4(workdir):
+    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--patch-sizes", "1",
+                   "--fail-under", "1=1.01")
+    assert proc.returncode == 4 and "under the gate" in proc.stderr
+    assert len(proc.stdout.splitlines()) == 40  # the records were written before the gate
+
+
+def test_bad_image_size_names_line_and_field(workdir):
+    save_image(torch.rand(3, 16, 16), workdir / "small.png")
+    lines = (workdir / "test.jsonl").read_text().splitlines()[:2] + ['{"id":"small","image":"small.png"}']
+    (workdir / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    proc = certify(workdir, "run", "bad.jsonl", "--model", "base.safetensors")
+    assert proc.returncode == 3 and "bad.jsonl:3, field 'image'" in proc.stderr and "16×16" in proc.stderr
+    assert len(proc.stdout.splitlines()) == 2
+    skipped = certify(workdir, "run", "bad.jsonl", "--model", "base.safetensors", "--skip-invalid")
+    assert skipped.returncode == 0 and "error" in records(skipped)[2]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--ablation", "diagonal"], "unknown ablation"), (["--tie", "loose"], "--tie"),
+    (["--drop-tokens", "on"], "needs a ViT"), (["--patch-sizes", "0"], "must be >= 1"),
+])
+def test_usage_errors(workdir, args, words):
+    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", *args)
+    assert proc.returncode == 2 and words in proc.stderr
