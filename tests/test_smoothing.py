@@ -189,3 +189,15 @@ def test_an_upstream_mask_stays_removed(column_model):
     changed[:, :, :4] = torch.rand(6, 3, 4, 8)
     assert torch.equal(ablation_votes(column_model, images, ablation, visible=hidden),
                        ablation_votes(column_model, changed, ablation, visible=hidden))
+
+
+def test_restride_selects_the_coarser_set_and_huge_sets_are_refused():
+    for kind in ("column", "block", "both"):
+        fine = Ablation(kind, 4, 2)
+        coarse, keep = fine.restride(12, 16, 4)
+        assert torch.equal(fine.masks(12, 16)[keep], coarse.masks(12, 16))
+    with pytest.raises(UsageError, match="multiple"):
+        Ablation("column", 4, 2).restride(12, 16, 3)
+    with pytest.raises(UsageError, match="--allow-huge"):
+        Ablation("block", 19, 1).check(224, 224, [32])
+    Ablation("block", 19, 1).check(224, 224, [32], max_ablations=None)

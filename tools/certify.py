@@ -14,12 +14,13 @@ from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.data import open_dataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
-from confidently.run import console, resolve_device
+from confidently.run import Shard, console, resolve_device
 from confidently.smoothing import (
     ABLATIONS,
     Ablation,
@@ -53,24 +54,59 @@ def resolve_drop(mode: str, model: Classifier) -> bool:
     return model.is_vit if mode == "auto" else mode == "on"
 
 
-class Certifier:
-    """Certifies a batch of records: votes over every ablation, counts, certificates."""
+class Certificates:
+    """Turns votes into certificate results: counts, smoothed class, gap, Δ and certificates per size."""
 
-    def __init__(self, model: Classifier, ablation: Ablation, patch_sizes: list[int], tie: str, exact: bool,
-                 drop_tokens: bool, batch_size: int, seed: int):
-        self.model = model
-        self.ablation = ablation
-        self.patch_sizes = patch_sizes
-        self.tie = tie
-        self.drop_tokens = drop_tokens
-        self.batch_size = batch_size
-        self.seed = seed
-        self.channels, self.height, self.width = model.input_size
+    def __init__(self, ablation: Ablation, height: int, width: int, num_classes: int, patch_sizes: list[int],
+                 tie: str, exact: bool, rule: dict[str, Any], drop_tokens: bool, seed: int):
+        self.ablation, self.height, self.width = ablation, height, width
+        self.num_classes, self.patch_sizes, self.tie = num_classes, patch_sizes, tie
+        self.rule, self.drop_tokens, self.seed = rule, drop_tokens, seed
         # Δ for every patch side, once: certificates at the requested sizes and the largest certified size.
-        self.deltas = {m: ablation.delta(self.height, self.width, m, exact)
-                       for m in range(1, max(self.height, self.width) + 1)}
+        self.deltas = {m: ablation.delta(height, width, m, exact) for m in range(1, max(height, width) + 1)}
+
+    def results(self, votes: torch.Tensor, base: torch.Tensor, labels: list[int | None]) -> list[dict[str, Any]]:
+        counts = vote_counts(votes, self.num_classes)
+        certified_at = {m: certify_counts(counts, delta, self.tie)[1] for m, delta in self.deltas.items()}
+        pred = certify_counts(counts, 0, self.tie)[0]
+        return [self._result(votes[row], counts[row], int(pred[row]), int(base[row]), labels[row],
+                             {m: bool(c[row]) for m, c in certified_at.items()}) for row in range(len(counts))]
+
+    def _result(self, votes: torch.Tensor, counts: torch.Tensor, pred: int, base: int, label: int | None,
+                certified_at: dict[int, bool]) -> dict[str, Any]:
+        ranked = sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))
+        runner_up = ranked[1] if len(ranked) > 1 else None
+        gap = int(counts[pred]) - (int(counts[runner_up]) if runner_up is not None else 0)
+        certified = {str(m): certified_at[m] for m in self.patch_sizes}
+        return {
+            "version": __version__, "seed": self.seed, "pred": pred, "base_pred": base,
+            "correct": None if label is None else pred == label,
+            "ablation": {"type": self.ablation.kind, "size": self.ablation.size, "stride": self.ablation.stride,
+                         "n": len(votes), "null": "zero", "drop_tokens": self.drop_tokens},
+            "vote": {**self.rule, "total": int(counts.sum())},
+            "counts_top": [[c, int(counts[c])] for c in ranked[:3]], "runner_up": runner_up, "gap": gap,
+            "delta": {str(m): self.deltas[m] for m in self.patch_sizes}, "certified": certified,
+            "certified_correct": {m: ok and label is not None and pred == label for m, ok in certified.items()},
+            "max_certified_patch": max((m for m, ok in certified_at.items() if ok), default=0),  # Δ grows with m
+            "ablation_acc": None if label is None else float(
+                (votes[:, label] if votes.ndim == 2 else votes == label).float().mean()),
+        }
+
+
+class Certifier:
+    """Certifies a batch of records: loads them, votes over the ablations, and hands back results.
+
+    With ``which`` (an ``--ablation-shard``) it only collects votes: certificates need them all.
+    """
+
+    def __init__(self, model: Classifier, certificates: Certificates, batch_size: int, theta: float | None,
+                 which: list[int] | None = None):
+        self.model, self.certificates, self.batch_size, self.theta, self.which = model, certificates, batch_size, \
+            theta, which
+        self.channels, self.height, self.width = model.input_size
         self.loader = ImageLoader(self.channels)
         self.mask_loader = ImageLoader(1)
+        self.collected: list[tuple[str, int | None, torch.Tensor, int]] = []  # (id, label, votes, base prediction)
 
     def _load(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         if "image" not in record.data:
@@ -111,39 +147,54 @@ class Certifier:
         images = torch.stack([loaded[i][0] for i in good])
         visible = torch.stack([loaded[i][1] for i in good])
         device = self.model.normalize.mean.device
-        votes = ablation_votes(self.model, images.to(device), self.ablation, drop_tokens=self.drop_tokens,
-                               batch_size=self.batch_size, visible=visible.to(device))
-        counts = vote_counts(votes, self.model.num_classes)
+        votes = ablation_votes(self.model, images.to(device), self.certificates.ablation,
+                               drop_tokens=self.certificates.drop_tokens, batch_size=self.batch_size,
+                               visible=visible.to(device), theta=self.theta, which=self.which)
         with torch.no_grad():
             base = self.model(images.to(device)).argmax(1).cpu()
-        certified_at = {m: certify_counts(counts, delta, self.tie)[1] for m, delta in self.deltas.items()}
-        pred = certify_counts(counts, 0, self.tie)[0]
-        for row, index in enumerate(good):
-            results[index] = self._record(records[index], votes[row], counts[row], int(pred[row]), int(base[row]),
-                                          {m: bool(c[row]) for m, c in certified_at.items()})
+        self.collected += [(records[i].id, records[i].data.get("label"), votes[row], int(base[row]))
+                           for row, i in enumerate(good)]
+        if self.which is not None:
+            for index in good:
+                results[index] = {**records[index].data, "certify": {"partial": True, "ablations": len(self.which)}}
+            return results
+        labels = [records[i].data.get("label") for i in good]
+        for row, result in enumerate(self.certificates.results(votes, base, labels)):
+            results[good[row]] = {**records[good[row]].data, "certify": result}
         return results
 
-    def _record(self, record: Record, votes: torch.Tensor, counts: torch.Tensor, pred: int, base: int,
-                certified_at: dict[int, bool]) -> dict[str, Any]:
-        label = record.data.get("label")
-        ranked = sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))
-        runner_up = ranked[1] if len(ranked) > 1 else None
-        gap = int(counts[pred]) - (int(counts[runner_up]) if runner_up is not None else 0)
-        largest = max((m for m, ok in certified_at.items() if ok), default=0)  # Δ grows with m
-        certified = {str(m): certified_at[m] for m in self.patch_sizes}
-        result = {
-            "version": __version__, "seed": self.seed, "pred": pred, "base_pred": base,
-            "correct": None if label is None else pred == label,
-            "ablation": {"type": self.ablation.kind, "size": self.ablation.size, "stride": self.ablation.stride,
-                         "n": len(votes), "null": "zero", "drop_tokens": self.drop_tokens},
-            "vote": {"rule": "argmax", "total": int(counts.sum())},
-            "counts_top": [[c, int(counts[c])] for c in ranked[:3]], "runner_up": runner_up, "gap": gap,
-            "delta": {str(m): self.deltas[m] for m in self.patch_sizes}, "certified": certified,
-            "certified_correct": {m: ok and label is not None and pred == label for m, ok in certified.items()},
-            "max_certified_patch": largest,
-            "ablation_acc": None if label is None else float((votes == label).float().mean()),
-        }
-        return {**record.data, "certify": result}
+
+def fraction_sizes(text: str, height: int, width: int) -> list[int]:
+    """Patch sides from fractions of the image area: m = round(sqrt(f·h·w)) (1 %, 2 %, 3 % of 224² → 22, 32, 39)."""
+    try:
+        fractions = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--patch-frac {text!r}: expected fractions, e.g. 0.01,0.02") from None
+    return sorted({max(1, round((f * height * width) ** 0.5)) for f in fractions})
+
+
+def save_votes(path: Path, certifier: Certifier, geometry: Ablation, height: int, width: int,
+               which: list[int] | None, rule: dict[str, Any], drop: bool, model: str, common: Common) -> None:
+    """Every ablation's vote, so other patch sizes, strides and tie rules need no model (``recertify``)."""
+    total = geometry.count(height, width)
+    computed = torch.zeros(total, dtype=torch.bool)
+    computed[which if which is not None else slice(None)] = True
+    rows = certifier.collected
+    if rule["rule"] == "argmax":
+        votes = torch.full((len(rows), total), -2, dtype=torch.int16)  # -2: another ablation shard's
+        for row, (_, _, vote, _) in enumerate(rows):
+            votes[row, computed] = vote.to(torch.int16)
+    else:
+        votes = torch.zeros((len(rows), total, certifier.model.num_classes), dtype=torch.uint8)
+        for row, (_, _, vote, _) in enumerate(rows):
+            votes[row, computed] = vote.to(torch.uint8)
+    meta = artifact_metadata(tool="certify", kind="votes", config=common.config, seed=common.seed,
+                             ids=[r[0] for r in rows], labels=[r[1] for r in rows],
+                             geometry={"kind": geometry.kind, "size": geometry.size, "stride": geometry.stride,
+                                       "height": height, "width": width},
+                             rule=rule, drop_tokens=drop, num_classes=certifier.model.num_classes, model=model)
+    save_artifact(path, {"votes": votes, "computed": computed,
+                         "base_pred": torch.tensor([r[3] for r in rows], dtype=torch.long)}, meta)
 
 
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
@@ -185,22 +236,43 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         ablation_size: int = typer.Option(None, "--ablation-size", help="Band width b (default: as trained)."),
         stride: int = typer.Option(1, "--stride", min=1),
         patch_sizes: str = typer.Option("1,2", "--patch-sizes", help="Patch sides m to certify, e.g. 2,4."),
+        patch_frac: str = typer.Option(None, "--patch-frac", help="Patch sizes as fractions of the image area."),
+        vote: str = typer.Option("argmax", "--vote", help="argmax, or threshold (a vote per class with p >= θ)."),
+        theta: float = typer.Option(0.2, "--theta", help="Threshold for --vote threshold."),
         tie: str = typer.Option("strict", "--tie", help="strict (thesis) or index (Levine & Feizi)."),
         delta_mode: str = typer.Option("exact", "--delta", help="exact (sound) or closed-form (the thesis's)."),
         drop_tokens: str = typer.Option("auto", "--drop-tokens", help="auto (on for ViTs), on or off."),
         summary: Path = typer.Option(None, "--summary", help="Write the dataset summary (JSON) here."),
         fail_under: str = typer.Option(None, "--fail-under", help="M=FRAC: exit 4 if certified acc at M < FRAC."),
+        votes_out: Path = typer.Option(None, "--votes-out", help="Store every ablation's vote (for recertify)."),
+        ablation_shard: str = typer.Option(None, "--ablation-shard", help="j/M: only every M-th ablation from j "
+                                           "(needs --votes-out; merge with recertify)."),
+        allow_huge: bool = typer.Option(False, "--allow-huge", help="Allow more than 10,000 ablations per image."),
         *, common: Common) -> None:
     """Certify each image record: smoothed class, votes, margin, certificates (one record each on stdout)."""
     if tie not in ("strict", "index"):
         raise UsageError(f"--tie {tie!r}: choose strict or index")
     if delta_mode not in ("exact", "closed-form"):
         raise UsageError(f"--delta {delta_mode!r}: choose exact or closed-form")
-    sizes = parse_sizes(patch_sizes)
+    if vote not in ("argmax", "threshold"):
+        raise UsageError(f"--vote {vote!r}: choose argmax or threshold")
+    if not 0 < theta <= 1:
+        raise UsageError(f"--theta {theta}: expected 0 < θ <= 1")
     device = resolve_device(common.device)
     model = load_model(model_path, device)
+    _, height, width = model.input_size
+    sizes = parse_sizes(patch_sizes) if patch_frac is None else fraction_sizes(patch_frac, height, width)
     trained = model.training_info.get("ablation") or {}
     geometry = Ablation(ablation or trained.get("kind", "column"), ablation_size or trained.get("size", 4), stride)
+    geometry.check(height, width, sizes, None if allow_huge else 10_000)
+    which = None
+    if ablation_shard:
+        if votes_out is None:
+            raise UsageError("--ablation-shard needs --votes-out: partial votes only certify once merged")
+        part = Shard.parse(ablation_shard)
+        which = [i for i in range(geometry.count(height, width)) if part.owns(i)]
+    if votes_out is not None and common.engine != "serial":
+        raise UsageError("--votes-out collects votes in this process; use --engine serial (or --shard)")
     drop = resolve_drop(drop_tokens, model)
     if "drop_tokens" in model.training_info and model.training_info["drop_tokens"] != drop:
         console.print(f"[yellow]warning:[/] {model_path} was trained with drop_tokens="
@@ -211,7 +283,10 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         if looser:
             console.print(f"[yellow]warning:[/] the closed-form Δ is below the exact one at m = {looser}: "
                           "those certificates are not sound")
-    certifier = Certifier(model, geometry, sizes, tie, delta_mode == "exact", drop, common.batch_size, common.seed)
+    rule = {"rule": vote, "theta": theta if vote == "threshold" else None}
+    certificates = Certificates(geometry, height, width, model.num_classes, sizes, tie, delta_mode == "exact", rule,
+                                drop, common.seed)
+    certifier = Certifier(model, certificates, common.batch_size, theta if vote == "threshold" else None, which)
     results: list[dict[str, Any]] = []
 
     class Collect(RecordWriter):
@@ -223,10 +298,78 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
     reader = RecordReader(input_source(source, "image records"), require_image=True, yield_errors=True)
     stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=Collect(),
                    description="certifying")
+    if votes_out is not None:
+        save_votes(votes_out, certifier, geometry, height, width, which, rule, drop, str(model_path), common)
+    if which is not None:
+        console.log(f"wrote votes of {len(which)} of {geometry.count(height, width)} ablations to {votes_out}; "
+                    "merge the ablation shards with `certify recertify`")
+        return
     result = summarize_certificates(results)
     result.update(config=common.config, model=str(model_path))
     write_summary(result, summary)
     check_gate(result, fail_under)
+
+
+def load_votes(paths: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Merge votes files of one geometry (ablation shards add up); (votes, base predictions, metadata)."""
+    merged = computed = base = meta = None
+    for path in paths:
+        tensors, this = load_artifact(path)
+        if this.get("kind") != "votes" or "votes" not in tensors:
+            raise InvalidInput(f"{path} is not a certify votes file (write one with `certify run --votes-out`)")
+        if meta is None:
+            merged, computed, base, meta = tensors["votes"].clone(), tensors["computed"].clone(), \
+                tensors["base_pred"], this
+            continue
+        for key in ("geometry", "rule", "ids", "num_classes"):
+            if this.get(key) != meta.get(key):
+                raise InvalidInput(f"{path} differs from {paths[0]} in {key}; only ablation shards of one run merge")
+        overlap = computed & tensors["computed"]
+        if overlap.any():
+            raise InvalidInput(f"{path} repeats ablations already in the other files")
+        merged[:, tensors["computed"]] = tensors["votes"][:, tensors["computed"]]
+        computed |= tensors["computed"]
+    if not bool(computed.all()):
+        missing = int((~computed).sum())
+        raise InvalidInput(f"{missing} ablations have no votes in {', '.join(paths)}; pass every ablation shard")
+    return merged, base, meta
+
+
+@app.command()
+@common_options
+def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from `run --votes-out`, comma-separated."),
+              stride: int = typer.Option(None, "--stride", help="A multiple of the stride the votes were taken at."),
+              patch_sizes: str = typer.Option("1,2", "--patch-sizes"),
+              patch_frac: str = typer.Option(None, "--patch-frac"),
+              tie: str = typer.Option("strict", "--tie"),
+              delta_mode: str = typer.Option("exact", "--delta"),
+              summary: Path = typer.Option(None, "--summary"),
+              fail_under: str = typer.Option(None, "--fail-under"),
+              *, common: Common) -> None:
+    """Certificates from stored votes, without the model: other patch sizes, strides or tie rules."""
+    merged, base, meta = load_votes([part for part in votes.split(",") if part])
+    geo = meta["geometry"]
+    height, width = geo["height"], geo["width"]
+    geometry = Ablation(geo["kind"], geo["size"], geo["stride"])
+    if stride is not None:
+        geometry, keep = geometry.restride(height, width, stride)
+        merged = merged[:, keep]
+    sizes = parse_sizes(patch_sizes) if patch_frac is None else fraction_sizes(patch_frac, height, width)
+    votes_tensor = merged.long() if meta["rule"]["rule"] == "argmax" else merged.bool()
+    certificates = Certificates(geometry, height, width, meta["num_classes"], sizes, tie, delta_mode == "exact",
+                                meta["rule"], meta["drop_tokens"], meta["seed"])
+    writer = RecordWriter()
+    results = []
+    for record_id, label, result in zip(meta["ids"], meta["labels"], certificates.results(votes_tensor, base,
+                                                                                         meta["labels"]), strict=True):
+        record = {"id": record_id, "certify": result}
+        if label is not None:
+            record["label"] = label
+        writer.write(record)
+        results.append({**result, "label": label})
+    summary_data = summarize_certificates(results)
+    write_summary(summary_data, summary)
+    check_gate(summary_data, fail_under)
 
 
 @app.command()

@@ -88,6 +88,40 @@ class Ablation:
             out.append((rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, height, width))
         return torch.from_numpy(np.concatenate(out))
 
+    def starts(self, height: int, width: int) -> list[tuple[int | None, int | None]]:
+        """(row start, column start) of each ablation, in mask order (None: the axis is not banded)."""
+        out: list[tuple[int | None, int | None]] = []
+        for axes in self._parts():
+            rows = range(0, height, self.stride) if "rows" in axes else [None]
+            cols = range(0, width, self.stride) if "cols" in axes else [None]
+            out += [(r, c) for r in rows for c in cols]
+        return out
+
+    def restride(self, height: int, width: int, stride: int) -> tuple[Ablation, list[int]]:
+        """The same ablations at a coarser ``stride`` (a multiple of this one), and which of ours they are."""
+        if stride % self.stride:
+            raise UsageError(f"--stride {stride} must be a multiple of the stride the votes were taken at "
+                             f"({self.stride})")
+        keep = [i for i, (r, c) in enumerate(self.starts(height, width))
+                if (r is None or r % stride == 0) and (c is None or c % stride == 0)]
+        return Ablation(self.kind, self.size, stride), keep
+
+    def check(self, height: int, width: int, patch_sizes: list[int] = (), max_ablations: int | None = 10_000) -> None:
+        """Refuse geometries that make no sense or that would take an unreasonable number of forwards."""
+        side = {"column": width, "row": height}.get(self.kind, min(height, width))
+        if self.size > side:
+            raise UsageError(f"--ablation-size {self.size} is larger than the image side ({side})")
+        if self.stride > self.size:
+            raise UsageError(f"--stride {self.stride} is larger than the ablation size {self.size}: some pixels "
+                             "would never be seen")
+        for patch in patch_sizes:
+            if patch >= min(height, width):
+                raise UsageError(f"patch size {patch} is not smaller than the image ({height}×{width})")
+        count = self.count(height, width)
+        if max_ablations is not None and count > max_ablations:
+            raise UsageError(f"{self.kind} ablations of size {self.size} at stride {self.stride} on {height}×{width} "
+                             f"images take {count} forwards per image; raise --stride or pass --allow-huge")
+
     def count(self, height: int, width: int) -> int:
         per_axis = {"rows": math.ceil(height / self.stride), "cols": math.ceil(width / self.stride)}
         return sum(math.prod(per_axis[a] for a in axes) for axes in self._parts())
@@ -141,9 +175,14 @@ def max_certified_patch(counts: torch.Tensor, ablation: Ablation, height: int, w
 
 
 def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, *, drop_tokens: bool | None = None,
-                   batch_size: int = 256, visible: torch.Tensor | None = None,
-                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """The base classifier's vote (argmax class) for every image × ablation, as N×A int64.
+                   batch_size: int = 256, visible: torch.Tensor | None = None, theta: float | None = None,
+                   which: list[int] | None = None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The base classifier's votes for every image × ablation.
+
+    With the default argmax rule: N×A int64 classes. With a threshold ``theta`` (Levine &
+    Feizi): N×A×k booleans, a vote for every class whose softmax probability is ≥ θ (an
+    ablation may vote for none). ``which`` evaluates only those ablation indices (the others
+    are left to other ``--ablation-shard`` runs) and the result has one column per index.
 
     Masked pixels are 0 in [0, 1] space (normalisation comes after, inside the model).
     ``drop_tokens`` (default: on for ViTs) runs only tokens with a visible pixel.
@@ -152,12 +191,15 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
     """
     height, width = images.shape[-2:]
     masks = ablation.masks(height, width).to(images.device)
+    if which is not None:
+        masks = masks[which]
     drop = model.is_vit if drop_tokens is None else drop_tokens
     if drop and not model.is_vit:
         raise UsageError(f"--drop-tokens on needs a ViT; {model.arch} is not one")
     patch = vit_patch_size(model.net) if drop else 0
     per_forward = max(1, batch_size // max(len(images), 1))
-    votes = torch.empty(len(images), len(masks), dtype=torch.long)
+    shape = (len(images), len(masks)) if theta is None else (len(images), len(masks), model.num_classes)
+    votes = torch.empty(shape, dtype=torch.long if theta is None else torch.bool)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -172,7 +214,11 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
                 logits = vit_forward_kept(model.net, model.normalize(batch), token_keep_mask(flat, patch, "any"))
             else:
                 logits = model(batch)
-            votes[:, start:start + len(chunk)] = logits.argmax(1).view(len(chunk), len(images)).T.cpu()
+            if theta is None:
+                votes[:, start:start + len(chunk)] = logits.argmax(1).view(len(chunk), len(images)).T.cpu()
+            else:
+                above = logits.float().softmax(1) >= theta
+                votes[:, start:start + len(chunk)] = above.view(len(chunk), len(images), -1).transpose(0, 1).cpu()
             if progress is not None:
                 progress(len(chunk))
     model.train(was_training)
@@ -180,7 +226,9 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
 
 
 def vote_counts(votes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """N×k counts from N×A votes (a vote of -1 abstains)."""
+    """N×k counts from N×A class votes (-1 abstains) or N×A×k threshold votes."""
+    if votes.ndim == 3:
+        return votes.long().sum(dim=1)
     counts = torch.zeros(len(votes), num_classes, dtype=torch.long)
     valid = votes >= 0
     counts.scatter_add_(1, votes.clamp_min(0), valid.long())

@@ -111,3 +111,8 @@ def test_terminal_on_stdin_is_a_usage_error(tmp_path):
 
 if __name__ == "__main__":
     run_app(app, "probe", sys.argv[1:])
+
+
+def test_errors_show_even_when_quiet(capsys):
+    assert invoke("go", "--fail", "invalid", "-q") == 3
+    assert "expected an integer" in capsys.readouterr().err

@@ -105,3 +105,48 @@ def test_bad_image_size_names_line_and_field(workdir):
 def test_usage_errors(workdir, args, words):
     proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", *args)
     assert proc.returncode == 2 and words in proc.stderr
+
+
+def certify_fields(proc):
+    return [record["certify"] for record in records(proc)]
+
+
+def test_recertify_equals_run_for_ablation_shards_and_strides(workdir):
+    full = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--votes-out", "v.safetensors", "-q")
+    assert full.returncode == 0, full.stderr
+    assert certify_fields(certify(workdir, "recertify", "--votes", "v.safetensors", "-q")) == certify_fields(full)
+    for j in range(3):
+        part = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--ablation-shard", f"{j}/3",
+                       "--votes-out", f"v{j}.safetensors", "-q")
+        assert part.returncode == 0, part.stderr
+    merged = certify(workdir, "recertify", "--votes", "v0.safetensors,v1.safetensors,v2.safetensors", "-q")
+    assert certify_fields(merged) == certify_fields(full)
+    missing = certify(workdir, "recertify", "--votes", "v0.safetensors,v1.safetensors")
+    assert missing.returncode == 3 and "pass every ablation shard" in missing.stderr
+    strided = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--stride", "4", "-q")
+    restrided = certify(workdir, "recertify", "--votes", "v.safetensors", "--stride", "4", "-q")
+    assert certify_fields(restrided) == certify_fields(strided)
+    assert certify_fields(strided)[0]["ablation"]["n"] == 8
+
+
+def test_threshold_votes(workdir):
+    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--vote", "threshold", "--theta",
+                   "0.6", "-q")
+    assert proc.returncode == 0, proc.stderr
+    for result in certify_fields(proc):
+        assert result["vote"] == {"rule": "threshold", "theta": 0.6, "total": result["vote"]["total"]}
+        assert result["vote"]["total"] <= 32  # θ > 0.5: at most one vote per ablation
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--patch-sizes", "32"], "not smaller than the image"), (["--ablation-size", "40"], "larger than the image"),
+    (["--stride", "9"], "larger than the ablation size"),
+    (["--ablation", "block", "--ablation-size", "1", "--stride", "1"], None),
+    (["--ablation-shard", "0/2"], "needs --votes-out"),
+])
+def test_bad_geometry(workdir, args, words):
+    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", *args, "-q")
+    if words is None:  # 1,024 block ablations are fine; the huge-count guard is tested in the library
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 2 and words in proc.stderr

@@ -199,20 +199,25 @@ def run_app(app: typer.Typer, name: str, argv: list[str] | None = None) -> None:
         if verbose:
             console.print_exception()
         hint = f" (see `{name} --help`)" if isinstance(exc, UsageError) else ""
-        console.print(f"{name}: error: {exc}{hint}", markup=False, soft_wrap=True)
+        _error(f"{name}: error: {exc}{hint}")
         code = exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if verbose:
             console.print_exception()
         else:
-            console.print(f"{name}: error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-                          markup=False, soft_wrap=True)
+            _error(f"{name}: error: {type(exc).__name__}: {exc} (run with -v for the traceback)")
         code = EXIT_FAILURE
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
     sys.exit(code)
+
+
+def _error(message: str) -> None:
+    """Errors reach stderr even under -q."""
+    console.quiet = False
+    console.print(message, markup=False, soft_wrap=True)
 
 
 def _silence_stdout() -> None:
