@@ -201,3 +201,21 @@ def test_restride_selects_the_coarser_set_and_huge_sets_are_refused():
     with pytest.raises(UsageError, match="--allow-huge"):
         Ablation("block", 19, 1).check(224, 224, [32])
     Ablation("block", 19, 1).check(224, 224, [32], max_ablations=None)
+
+
+def test_patch_attack_finds_no_flip_on_certified_images_and_finds_some_elsewhere(column_model):
+    from confidently.smoothing import patch_attack, patch_contents
+
+    images, labels = open_dataset("demo:digits?size=8", "test").tensors()
+    images, labels = images[:30], labels[:30]
+    ablation = Ablation("column", 3, 1)
+    votes = ablation_votes(column_model, images, ablation)
+    counts = vote_counts(votes, 10)
+    _, certified = certify_counts(counts, ablation.delta(8, 8, 2))
+    fillers = patch_contents(["zeros", "ones", "noise", "swap"], 2, 3, torch.Generator().manual_seed(0), images[0])
+    assert set(fillers) == {"zeros", "ones", "noise", "swap"}
+    for i in torch.nonzero(certified).flatten().tolist():
+        assert patch_attack(column_model, images[i], votes[i], ablation, 2, fillers) == []
+    found = sum(bool(patch_attack(column_model, images[i], votes[i], ablation, 5, patch_contents(
+        ["zeros", "ones"], 5, 3, torch.Generator().manual_seed(0)))) for i in torch.nonzero(~certified).flatten()[:8])
+    assert found > 0  # the harness does detect flips where nothing is certified

@@ -13,20 +13,22 @@ import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.data import open_dataset
-from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
-from confidently.run import Shard, console, resolve_device
+from confidently.run import Shard, console, record_generator, resolve_device
 from confidently.smoothing import (
     ABLATIONS,
     Ablation,
     AblationTraining,
     ablation_votes,
     certify_counts,
+    patch_attack,
+    patch_contents,
     summarize_certificates,
     vote_counts,
 )
@@ -370,6 +372,79 @@ def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from
     summary_data = summarize_certificates(results)
     write_summary(summary_data, summary)
     check_gate(summary_data, fail_under)
+
+
+@app.command()
+@common_options
+def check(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+          model_path: Path = typer.Option(..., "--model"),
+          ablation: str = typer.Option(None, "--ablation"),
+          ablation_size: int = typer.Option(None, "--ablation-size"),
+          stride: int = typer.Option(1, "--stride", min=1),
+          patch_size: int = typer.Option(2, "--patch-size", min=1),
+          contents: str = typer.Option("zeros,ones,noise,swap", "--contents",
+                                       help="Patch fillers: zeros, ones, noise, swap (a runner-up image's region)."),
+          positions: int = typer.Option(0, "--positions", min=0, help="Random placements per image (0: every one)."),
+          vote: str = typer.Option("argmax", "--vote"),
+          theta: float = typer.Option(0.2, "--theta"),
+          tie: str = typer.Option("strict", "--tie"),
+          drop_tokens: str = typer.Option("auto", "--drop-tokens"),
+          *, common: Common) -> None:
+    """Attack every certified image with real patches; exit 1 if any certified prediction flips.
+
+    A CI smoke test of soundness: a certificate is a proof, so no placement and no content
+    may change a certified prediction. Exit 4 if no image was certified (nothing was checked).
+    """
+    device = resolve_device(common.device)
+    model = load_model(model_path, device)
+    channels, height, width = model.input_size
+    trained = model.training_info.get("ablation") or {}
+    geometry = Ablation(ablation or trained.get("kind", "column"), ablation_size or trained.get("size", 4), stride)
+    geometry.check(height, width, [patch_size])
+    drop = resolve_drop(drop_tokens, model)
+    threshold = theta if vote == "threshold" else None
+    rule = {"rule": vote, "theta": threshold}
+    certificates = Certificates(geometry, height, width, model.num_classes, [patch_size], tie, True, rule, drop,
+                                common.seed)
+    certifier = Certifier(model, certificates, common.batch_size, threshold)
+    reader = RecordReader(input_source(source, "image records"), require_image=True)
+    records = list(common.shard.select(reader))
+    images = [certifier._load(record)[0] for record in records]
+    labels = [record.data.get("label") for record in records]
+    votes = ablation_votes(model, torch.stack(images).to(device), geometry, drop_tokens=drop,
+                           batch_size=common.batch_size, theta=threshold).cpu()
+    with torch.no_grad():
+        base = model(torch.stack(images).to(device)).argmax(1).cpu()
+    results = certificates.results(votes, base, labels)
+    writer = RecordWriter()
+    checked = flipped = 0
+    names = [name.strip() for name in contents.split(",") if name.strip()]
+    for index, (record, result) in enumerate(zip(records, results, strict=True)):
+        report: dict[str, Any] = {"patch": patch_size, "certified": result["certified"][str(patch_size)],
+                                  "pred": result["pred"]}
+        if report["certified"]:
+            donor = next((images[j] for j, label in enumerate(labels) if label == result["runner_up"]
+                          and j != index), None)
+            generator = record_generator(common.seed, record.id)
+            fillers = patch_contents(names, patch_size, channels, generator, donor)
+            places = None
+            if positions:
+                rows = torch.randint(0, height - patch_size + 1, (positions,), generator=generator).tolist()
+                cols = torch.randint(0, width - patch_size + 1, (positions,), generator=generator).tolist()
+                places = list(zip(rows, cols, strict=True))
+            flips = patch_attack(model, images[index].to(device), votes[index], geometry, patch_size, fillers,
+                                 places, drop_tokens=drop, theta=threshold, batch_size=common.batch_size)
+            report.update(placements=len(places) if places else (height - patch_size + 1) * (width - patch_size + 1),
+                          contents=sorted(fillers), flips=flips[:10], flipped=bool(flips))
+            checked += 1
+            flipped += bool(flips)
+        writer.write({**record.data, "certify": {"version": __version__, "check": report}})
+    console.log(f"checked {checked} certified images with {patch_size}×{patch_size} patches: {flipped} flipped")
+    if flipped:
+        raise ConfidentlyError(f"{flipped} certified predictions flipped under a real patch: the certificate is "
+                               "not sound for this model and geometry")
+    if not checked:
+        raise NoValidResult(f"no image was certified at {patch_size}×{patch_size}; nothing was checked")
 
 
 @app.command()

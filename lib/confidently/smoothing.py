@@ -287,3 +287,52 @@ def summarize_certificates(results: list[dict]) -> dict:
         "mean_gap": sum(r["gap"] for r in results) / len(results) if results else None,
         "max_patch_hist": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
     }
+
+
+def patch_contents(names: list[str], patch: int, channels: int, generator: torch.Generator,
+                   donor: torch.Tensor | None = None) -> dict[str, Callable[[int, int], torch.Tensor]]:
+    """Patch fillers by name: ``zeros``, ``ones``, ``noise`` and ``swap`` (the same region of ``donor``,
+    an image of another class). Each maps a placement (row, col) to a C×m×m patch."""
+    noise = torch.rand(channels, patch, patch, generator=generator)
+    makers: dict[str, Callable[[int, int], torch.Tensor]] = {
+        "zeros": lambda r, c: torch.zeros(channels, patch, patch),
+        "ones": lambda r, c: torch.ones(channels, patch, patch),
+        "noise": lambda r, c: noise,
+    }
+    if donor is not None:
+        makers["swap"] = lambda r, c: donor[:, r:r + patch, c:c + patch]
+    unknown = [n for n in names if n not in (*makers, "swap")]
+    if unknown:
+        raise UsageError(f"unknown patch contents {unknown}; choose zeros, ones, noise, swap")
+    return {name: makers[name] for name in names if name in makers}
+
+
+def patch_attack(model: Classifier, image: torch.Tensor, votes: torch.Tensor, ablation: Ablation, patch: int,
+                 contents: dict[str, Callable[[int, int], torch.Tensor]],
+                 positions: list[tuple[int, int]] | None = None, *, drop_tokens: bool | None = None,
+                 theta: float | None = None, batch_size: int = 256) -> list[dict]:
+    """Paste real patches on ``image`` and recompute the smoothed class; return every placement that flips it.
+
+    Only ablations that see the patch can change, so only they are re-run (the others keep
+    their ``votes``); this is the empirical side of the certificate (``certify check``).
+    """
+    height, width = image.shape[-2:]
+    masks = ablation.masks(height, width)
+    counts = vote_counts(votes[None], model.num_classes)
+    original = int(smoothed_prediction(counts)[0])
+    if positions is None:
+        positions = [(r, c) for r in range(height - patch + 1) for c in range(width - patch + 1)]
+    flips = []
+    for row, col in positions:
+        touched = masks[:, row:row + patch, col:col + patch].flatten(1).any(1).nonzero().flatten().tolist()
+        for name, make in contents.items():
+            attacked = image.clone()
+            attacked[:, row:row + patch, col:col + patch] = make(row, col)
+            new = votes.clone()
+            if touched:
+                new[touched] = ablation_votes(model, attacked[None], ablation, drop_tokens=drop_tokens, theta=theta,
+                                              which=touched, batch_size=batch_size)[0]
+            pred = int(smoothed_prediction(vote_counts(new[None], model.num_classes))[0])
+            if pred != original:
+                flips.append({"row": row, "col": col, "content": name, "pred": pred})
+    return flips

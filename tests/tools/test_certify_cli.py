@@ -150,3 +150,13 @@ def test_bad_geometry(workdir, args, words):
         assert proc.returncode == 0, proc.stderr
         return
     assert proc.returncode == 2 and words in proc.stderr
+
+
+def test_check_attacks_certified_images(workdir):
+    proc = certify(workdir, "check", "test.jsonl", "--model", "base.safetensors", "--patch-size", "1",
+                   "--positions", "6", "--contents", "zeros,ones,noise")
+    assert proc.returncode in (0, 4), proc.stderr
+    reports = [r["certify"]["check"] for r in records(proc)]
+    checked = [r for r in reports if r["certified"]]
+    assert all(not r["flipped"] and r["placements"] == 6 for r in checked)
+    assert (proc.returncode == 4) == (not checked)
