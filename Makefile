@@ -40,8 +40,10 @@ test: venv llvm
 demo: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_OUT)
 
-# torchattacks is the peer for the PGD benchmark; --no-deps keeps its old requests/tqdm pins out.
+# Peers for the benchmarks: the `bench` extra (ART), and torchattacks with --no-deps, which keeps
+# its old requests/tqdm pins out of the environment.
 bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/io_throughput.py
 	$(BIN)/python bench/advtrain_pgd.py

@@ -44,7 +44,7 @@ jq -c 'select(.kind == "summary") | {source_eps, mode, top1}' "$OUT/transfer.jso
 
 step "certify: a tiny ViT for smoothing (full images, then column ablations) and certified predictions"
 certify fit --data "$OUT/digits-train/manifest.jsonl" --arch tiny_vit --ablation-size 8 \
-  --pretrain-epochs 8 --epochs 3 --out "$OUT/digits-smoothed-vit.safetensors" > "$OUT/digits-smoothed-vit.metrics.jsonl"
+  --pretrain-epochs 12 --epochs 10 --batch-size 32 --out "$OUT/digits-smoothed-vit.safetensors" > "$OUT/digits-smoothed-vit.metrics.jsonl"
 head -100 "$OUT/digits-test/manifest.jsonl" | (cd "$OUT/digits-test" && certify run \
   --model ../digits-smoothed-vit.safetensors --patch-sizes 1,2 --summary ../certify-summary.json) > "$OUT/certified.jsonl"
 

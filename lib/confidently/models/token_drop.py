@@ -87,7 +87,7 @@ def _blocks(vit: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch
 def vit_forward_kept(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
     """Logits of ``vit`` on normalised images ``x`` using only the tokens where ``keep`` is True.
 
-    ``keep`` is N booleans (shared by the batch) or B×N. Class and register tokens are
+    ``keep`` is N (or 1×N) booleans shared by the batch, or B×N. Class and register tokens are
     always kept. The result equals running every token with the dropped ones masked out of
     attention (:func:`vit_forward_masked`), at the cost of the kept tokens only.
     """
@@ -95,8 +95,8 @@ def vit_forward_kept(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor, pre_lo
     batch, _, dim = tokens.shape
     prefix = vit.num_prefix_tokens
     keep = keep.to(tokens.device).bool()
-    if keep.ndim == 1:
-        keep = keep.expand(batch, -1)
+    if keep.ndim == 1 or keep.shape[0] == 1:  # one keep set shared by the batch
+        keep = keep.reshape(-1).expand(batch, -1)
     if keep.shape != (batch, tokens.shape[1] - prefix):
         raise ValueError(f"keep mask has shape {list(keep.shape)}; expected [{batch}, {tokens.shape[1] - prefix}]")
     counts = keep.sum(1)

@@ -1,0 +1,65 @@
+"""The thesis's chapter-1 experiment on demo data (spec certify §4.2), through the library.
+
+Tiny ViTs (4×4 patches, 64 tokens) in two stages — full images, then random column
+ablations of width 8 — one with token dropping and one without, certified with column
+ablations (b = 8) at strides 1, 2 and 4 against 1×1 and 2×2 patches.
+"""
+
+import time
+
+import pytest
+import torch
+from confidently.data import open_dataset
+from confidently.models import create_model, token_keep_mask, vit_forward_kept
+from confidently.smoothing import Ablation, AblationTraining, ablation_votes, certify_counts, vote_counts
+from confidently.training import TrainConfig, train_classifier
+
+
+def smoothed_vit(images, labels, drop):
+    torch.manual_seed(0)
+    model = create_model("tiny_vit", 10, depth=2)
+    train_classifier(model, images, labels, TrainConfig(epochs=12, lr=1e-3, batch_size=32, schedule="cosine"))
+    hook = AblationTraining(Ablation("column", 8), 32, 32, drop)
+    train_classifier(model, images, labels, TrainConfig(epochs=10, lr=3e-4, batch_size=32, schedule="cosine"),
+                     perturb=hook, forward=hook.forward)
+    return model
+
+
+def drop_speedup(model, batch, keep) -> tuple[float, float]:
+    """Seconds of a full-token forward over a kept-token forward of the same ablated batch, and the ideal ratio."""
+    timings = []
+    with torch.no_grad():
+        for run in (lambda: model.net(batch), lambda: vit_forward_kept(model.net, batch, keep)):
+            run()
+            started = time.perf_counter()
+            for _ in range(5):
+                run()
+            timings.append(time.perf_counter() - started)
+    return timings[0] / timings[1], keep.numel() / int(keep.sum())
+
+
+@pytest.mark.slow
+def test_smoothed_tiny_vits_certify_digits():
+    train, test = open_dataset("demo:digits", "train").tensors(), open_dataset("demo:digits", "test").tensors()
+    images, labels = test
+    clean = {}
+    for drop in (True, False):
+        model = smoothed_vit(*train, drop)
+        for stride in (1, 2, 4):
+            ablation = Ablation("column", 8, stride)
+            counts = vote_counts(ablation_votes(model, images, ablation, drop_tokens=drop), 10)
+            pred, _ = certify_counts(counts, 0)
+            accuracy = float((pred == labels).float().mean())
+            certified = [float(((pred == labels) & certify_counts(counts, ablation.delta(32, 32, m))[1]).float().mean())
+                         for m in (1, 2)]
+            print(f"drop={drop} stride={stride}: clean {accuracy:.3f}, certified 1×1 {certified[0]:.3f}, "
+                  f"2×2 {certified[1]:.3f}")
+            assert 0 < certified[0] <= accuracy and certified[1] <= certified[0]
+            if stride == 1:
+                clean[drop] = accuracy
+        if drop:
+            mask = Ablation("column", 8).masks(32, 32)[3]
+            gain, ideal = drop_speedup(model, model.normalize(images[:128] * mask), token_keep_mask(mask, 4, "any"))
+            print(f"token dropping speed-up: {gain:.2f}x (ideal {ideal:.1f}x)")
+            assert gain > 1.5
+    assert abs(clean[True] - clean[False]) < 0.1  # dropping tokens costs little accuracy (thesis Fig. A.5)
