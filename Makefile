@@ -48,6 +48,7 @@ bench: venv
 	$(BIN)/python bench/io_throughput.py
 	$(BIN)/python bench/advtrain_pgd.py
 	$(BIN)/python bench/advtrain_pgd.py --constraint linf --eps 0.03
+	$(BIN)/python bench/certify_speed.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

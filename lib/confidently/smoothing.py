@@ -200,11 +200,17 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
     per_forward = max(1, batch_size // max(len(images), 1))
     shape = (len(images), len(masks)) if theta is None else (len(images), len(masks), model.num_classes)
     votes = torch.empty(shape, dtype=torch.long if theta is None else torch.bool)
+    # Ablations that keep the same number of tokens share forwards, so a plain gather serves
+    # them (no padding, no attention mask); an upstream mask makes counts per image, so it pads.
+    order = torch.arange(len(masks))
+    if drop and visible is None:
+        order = torch.sort(token_keep_mask(masks, patch, "any").sum(1).cpu(), stable=True).indices
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, len(masks), per_forward):
-            chunk = masks[start:start + per_forward]
+            index = order[start:start + per_forward]
+            chunk = masks[index.to(masks.device)]
             kept = chunk[:, None].expand(-1, len(images), -1, -1)  # A'×N×H×W
             if visible is not None:
                 kept = kept & visible[None].bool()
@@ -215,10 +221,10 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
             else:
                 logits = model(batch)
             if theta is None:
-                votes[:, start:start + len(chunk)] = logits.argmax(1).view(len(chunk), len(images)).T.cpu()
+                votes[:, index] = logits.argmax(1).view(len(chunk), len(images)).T.cpu()
             else:
                 above = logits.float().softmax(1) >= theta
-                votes[:, start:start + len(chunk)] = above.view(len(chunk), len(images), -1).transpose(0, 1).cpu()
+                votes[:, index] = above.view(len(chunk), len(images), -1).transpose(0, 1).cpu()
             if progress is not None:
                 progress(len(chunk))
     model.train(was_training)
