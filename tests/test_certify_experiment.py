@@ -11,7 +11,15 @@ import pytest
 import torch
 from confidently.data import open_dataset
 from confidently.models import create_model, token_keep_mask, vit_forward_kept
-from confidently.smoothing import Ablation, AblationTraining, ablation_votes, certify_counts, vote_counts
+from confidently.smoothing import (
+    Ablation,
+    AblationTraining,
+    ablation_votes,
+    certify_counts,
+    patch_attack,
+    patch_contents,
+    vote_counts,
+)
 from confidently.training import TrainConfig, train_classifier
 
 
@@ -23,6 +31,24 @@ def smoothed_vit(images, labels, drop):
     train_classifier(model, images, labels, TrainConfig(epochs=10, lr=3e-4, batch_size=32, schedule="cosine"),
                      perturb=hook, forward=hook.forward)
     return model
+
+
+def check_certified_vit(model, images, labels):
+    """`certify check` on the trained ViT: real 1×1 and 2×2 patches never flip a certified image."""
+    ablation = Ablation("column", 8)
+    votes = ablation_votes(model, images, ablation, drop_tokens=True)
+    counts = vote_counts(votes, 10)
+    generator = torch.Generator().manual_seed(0)
+    for patch in (1, 2):
+        pred, certified = certify_counts(counts, ablation.delta(32, 32, patch))
+        chosen = torch.nonzero(certified).flatten().tolist()
+        assert chosen
+        for i in chosen[:15]:
+            donor = images[(labels != pred[i]).nonzero()[0, 0]]
+            fillers = patch_contents(["zeros", "ones", "noise", "swap"], patch, 3, generator, donor)
+            places = torch.randint(0, 33 - patch, (12, 2), generator=generator).tolist()
+            assert patch_attack(model, images[i], votes[i], ablation, patch, fillers,
+                                [tuple(p) for p in places], drop_tokens=True) == []
 
 
 def drop_speedup(model, batch, keep) -> tuple[float, float]:
@@ -58,6 +84,7 @@ def test_smoothed_tiny_vits_certify_digits():
             if stride == 1:
                 clean[drop] = accuracy
         if drop:
+            check_certified_vit(model, images, labels)
             mask = Ablation("column", 8).masks(32, 32)[3]
             gain, ideal = drop_speedup(model, model.normalize(images[:128] * mask), token_keep_mask(mask, 4, "any"))
             print(f"token dropping speed-up: {gain:.2f}x (ideal {ideal:.1f}x)")
