@@ -110,7 +110,7 @@ class Certifier:
         self.mask_loader = ImageLoader(1)
         self.collected: list[tuple[str, int | None, torch.Tensor, int]] = []  # (id, label, votes, base prediction)
 
-    def _load(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_record(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         if "image" not in record.data:
             raise record.error("missing: expected an image path or tensor reference", "image")
         try:
@@ -139,7 +139,7 @@ class Certifier:
         loaded: list[tuple[torch.Tensor, torch.Tensor] | InvalidInput] = []
         for record in records:
             try:
-                loaded.append(self._load(record))
+                loaded.append(self.load_record(record))
             except InvalidInput as exc:
                 loaded.append(exc)
         good = [i for i, item in enumerate(loaded) if not isinstance(item, InvalidInput)]
@@ -409,7 +409,7 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
     certifier = Certifier(model, certificates, common.batch_size, threshold)
     reader = RecordReader(input_source(source, "image records"), require_image=True)
     records = list(common.shard.select(reader))
-    images = [certifier._load(record)[0] for record in records]
+    images = [certifier.load_record(record)[0] for record in records]
     labels = [record.data.get("label") for record in records]
     votes = ablation_votes(model, torch.stack(images).to(device), geometry, drop_tokens=drop,
                            batch_size=common.batch_size, theta=threshold).cpu()
