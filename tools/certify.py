@@ -48,6 +48,12 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def model_geometry(model: Classifier, kind: str | None, size: int | None, stride: int) -> Ablation:
+    """The ablation set asked for, defaulting to what the model was trained with."""
+    trained = model.training_info.get("ablation") or {}
+    return Ablation(kind or trained.get("kind", "column"), size or trained.get("size", 4), stride)
+
+
 def resolve_drop(mode: str, model: Classifier) -> bool:
     if mode not in ("auto", "on", "off"):
         raise UsageError(f"--drop-tokens {mode!r}: choose auto, on or off")
@@ -135,6 +141,16 @@ class Certifier:
             raise record.error(f"label {label} is outside the model's {self.model.num_classes} classes", "label")
         return image, visible
 
+    def votes_and_base(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every ablation's vote and the unablated (base) prediction for a batch of images."""
+        device = self.model.normalize.mean.device
+        votes = ablation_votes(self.model, images.to(device), self.certificates.ablation,
+                               drop_tokens=self.certificates.drop_tokens, batch_size=self.batch_size,
+                               visible=visible.to(device), theta=self.theta, which=self.which)
+        with torch.no_grad():
+            base = self.model(images.to(device)).argmax(1).cpu()
+        return votes.cpu(), base
+
     def __call__(self, records: list[Record]) -> list[dict[str, Any] | InvalidInput]:
         loaded: list[tuple[torch.Tensor, torch.Tensor] | InvalidInput] = []
         for record in records:
@@ -146,14 +162,8 @@ class Certifier:
         results: list[dict[str, Any] | InvalidInput] = list(loaded)  # errors stay in place
         if not good:
             return results
-        images = torch.stack([loaded[i][0] for i in good])
-        visible = torch.stack([loaded[i][1] for i in good])
-        device = self.model.normalize.mean.device
-        votes = ablation_votes(self.model, images.to(device), self.certificates.ablation,
-                               drop_tokens=self.certificates.drop_tokens, batch_size=self.batch_size,
-                               visible=visible.to(device), theta=self.theta, which=self.which)
-        with torch.no_grad():
-            base = self.model(images.to(device)).argmax(1).cpu()
+        votes, base = self.votes_and_base(torch.stack([loaded[i][0] for i in good]),
+                                          torch.stack([loaded[i][1] for i in good]))
         self.collected += [(records[i].id, records[i].data.get("label"), votes[row], int(base[row]))
                            for row, i in enumerate(good)]
         if self.which is not None:
@@ -264,8 +274,7 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
     model = load_model(model_path, device)
     _, height, width = model.input_size
     sizes = parse_sizes(patch_sizes) if patch_frac is None else fraction_sizes(patch_frac, height, width)
-    trained = model.training_info.get("ablation") or {}
-    geometry = Ablation(ablation or trained.get("kind", "column"), ablation_size or trained.get("size", 4), stride)
+    geometry = model_geometry(model, ablation, ablation_size, stride)
     geometry.check(height, width, sizes, None if allow_huge else 10_000)
     which = None
     if ablation_shard:
@@ -398,8 +407,7 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
     device = resolve_device(common.device)
     model = load_model(model_path, device)
     channels, height, width = model.input_size
-    trained = model.training_info.get("ablation") or {}
-    geometry = Ablation(ablation or trained.get("kind", "column"), ablation_size or trained.get("size", 4), stride)
+    geometry = model_geometry(model, ablation, ablation_size, stride)
     geometry.check(height, width, [patch_size])
     drop = resolve_drop(drop_tokens, model)
     threshold = theta if vote == "threshold" else None
@@ -409,12 +417,10 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
     certifier = Certifier(model, certificates, common.batch_size, threshold)
     reader = RecordReader(input_source(source, "image records"), require_image=True)
     records = list(common.shard.select(reader))
-    images = [certifier.load_record(record)[0] for record in records]
+    loaded = [certifier.load_record(record) for record in records]
+    images = [image for image, _ in loaded]
     labels = [record.data.get("label") for record in records]
-    votes = ablation_votes(model, torch.stack(images).to(device), geometry, drop_tokens=drop,
-                           batch_size=common.batch_size, theta=threshold).cpu()
-    with torch.no_grad():
-        base = model(torch.stack(images).to(device)).argmax(1).cpu()
+    votes, base = certifier.votes_and_base(torch.stack(images), torch.stack([visible for _, visible in loaded]))
     results = certificates.results(votes, base, labels)
     writer = RecordWriter()
     checked = flipped = 0
