@@ -108,13 +108,22 @@ def _seeded_split(labels: np.ndarray, test_fraction: float, seed: int) -> list[s
 
 
 @register_demo("digits")
-def digits(size: int = 32, seed: int = 0, test_fraction: float = 0.2) -> DemoData:
-    """scikit-learn's 1,797 bundled 8×8 handwritten digits, upsampled to size×size RGB (1437/360)."""
+def digits(size: int = 32, seed: int = 0, test_fraction: float = 0.2, background: str = "black") -> DemoData:
+    """scikit-learn's 1,797 bundled 8×8 handwritten digits, upsampled to size×size RGB (1437/360).
+
+    ``background=noisy`` puts the strokes on grey noise (0.5 + N(0, 0.1²), strokes +0.5): black
+    is then out of distribution, as it is for natural images (the missingness experiments).
+    """
     from sklearn.datasets import load_digits
 
+    if background not in ("black", "noisy"):
+        raise InvalidInput(f"demo:digits background={background!r}: choose black or noisy")
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)
     images = F.interpolate(images, size=(size, size), mode="nearest" if size % 8 == 0 else "bilinear")
+    if background == "noisy":
+        noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)) * 0.1
+        images = 0.5 + noise + 0.5 * images
     images = images.clamp(0, 1).mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     labels = bunch.target.astype(int)
     return DemoData(images, labels.tolist(), _seeded_split(labels, test_fraction, seed),

@@ -1,0 +1,58 @@
+"""A classifier that sees images with parts missing: one fill, many (image, visibility) pairs.
+
+Rows name an image of the batch and a visibility mask, so a thousand LIME perturbations of
+one image never copy it a thousand times; rows run in chunks of ``batch_size`` (bounded
+memory). With ``drop``, a ViT drops every token that touches a removed pixel (``partial =
+"drop"``, the conservative rule of thesis E.2) or keeps tokens with any visible pixel
+(``partial = "keep"``, certify's rule; their removed pixels are zeroed) — the shared
+:func:`~confidently.models.token_drop.token_keep_mask` with the rule spelled out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from confidently.errors import UsageError
+from confidently.missingness.fills import FILL_NAMES, Fill
+from confidently.models.classifier import Classifier
+from confidently.models.token_drop import token_keep_mask, vit_forward_kept, vit_patch_size
+
+PARTIAL_RULES = {"drop": "all", "keep": "any"}
+
+
+class MissingnessModel:
+    """``model`` under missingness ``fill``; ``logits(images, rows, visible, seeds)`` in chunks."""
+
+    def __init__(self, model: Classifier, fill: Fill, batch_size: int = 256, partial: str = "drop"):
+        if fill.drops_tokens and not model.is_vit:
+            pixel_fills = ", ".join(name for name in FILL_NAMES if name != "drop")
+            raise UsageError(f"--fill drop removes tokens and needs a vision transformer; {model.arch} is not one. "
+                             f"Fills that work on it: {pixel_fills}")
+        if partial not in PARTIAL_RULES:
+            raise UsageError(f"--partial {partial!r}: choose drop (drop any touched token) or keep")
+        self.model, self.fill, self.batch_size, self.partial = model, fill, max(1, batch_size), partial
+        self.device = model.normalize.mean.device
+        self.patch = vit_patch_size(model.net) if fill.drops_tokens else None
+
+    def _chunk_logits(self, images: torch.Tensor, visible: torch.Tensor, seeds: Sequence[int] | None) -> torch.Tensor:
+        if not self.fill.drops_tokens:
+            return self.model(self.fill(images, visible, seeds))
+        keep = token_keep_mask(visible, self.patch, PARTIAL_RULES[self.partial])
+        if self.partial == "keep":
+            images = images * visible[:, None].to(images.dtype)
+        return vit_forward_kept(self.model.net, self.model.normalize(images), keep)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, rows: torch.Tensor, visible: torch.Tensor,
+               seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits (R×C) for rows ``rows`` (indices into ``images``) with visibility ``visible`` (R×H×W)."""
+        out = []
+        images = images.to(self.device)
+        for start in range(0, len(rows), self.batch_size):
+            stop = start + self.batch_size
+            chunk_seeds = None if seeds is None else seeds[start:stop]
+            out.append(self._chunk_logits(images[rows[start:stop].to(self.device)],
+                                          visible[start:stop].to(self.device), chunk_seeds).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.model.num_classes)

@@ -1,0 +1,831 @@
+"""`ablate`: remove image features without missingness bias; missingness-bias curves, LIME,
+LIME consistency across baseline colours, the top-k faithfulness test, and ROAR-style retraining."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from confidently import __version__
+from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
+from confidently.data import open_dataset
+from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+from confidently.io.atomic import atomic_write
+from confidently.io.images import ImageLoader
+from confidently.io.records import Record, RecordReader, RecordWriter
+from confidently.missingness import (
+    Features,
+    LimeConfig,
+    MissingnessModel,
+    MissingnessTraining,
+    color_fills,
+    curve_ks,
+    explain,
+    feature_scores,
+    from_label_map,
+    list_orders,
+    list_units,
+    make_features,
+    make_fill,
+    missingness_curves,
+    needs_scores,
+    pairwise_jaccard,
+    removal_flags,
+    removal_order,
+    saliency_maps,
+    summarize_consistency,
+    summarize_curves,
+    summarize_topk,
+    visible_after_removal,
+)
+from confidently.models import create_model, load_model, save_model
+from confidently.models.classifier import Classifier
+from confidently.run import console, derive_seed, record_generator, resolve_device
+from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
+from rich.table import Table
+
+app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME, consistency, top-k test.")
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "cpu-tiny": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 12,
+                 "schedule": "cosine"},
+    "thesis-resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
+                      "epochs": 90, "schedule": "step", "step_every": 30, "flip": True},
+    "thesis-deit": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512, "epochs": 300,
+                    "schedule": "cosine", "label_smoothing": 0.1, "flip": True},
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+class Segments:
+    """Precomputed label maps (``segments`` int [N,H,W]) keyed by the ids in the file's metadata."""
+
+    def __init__(self, path: Path):
+        tensors, meta = load_artifact(path)
+        if "segments" not in tensors or tensors["segments"].ndim != 3:
+            raise InvalidInput(f"{path} has no 'segments' tensor shaped N×H×W")
+        self.path, self.maps = path, tensors["segments"]
+        ids = meta.get("ids") or []
+        if len(ids) != len(self.maps):
+            raise InvalidInput(f"{path} needs an 'ids' list in its metadata, one per segment map")
+        self.rows = {record_id: row for row, record_id in enumerate(ids)}
+
+    def get(self, record: Record, height: int, width: int) -> Features:
+        if record.id not in self.rows:
+            raise record.error(f"no segment map for id {record.id!r} in {self.path}", "id")
+        labels = self.maps[self.rows[record.id]]
+        if tuple(labels.shape) != (height, width):
+            raise record.error(f"segment map in {self.path} is {labels.shape[0]}×{labels.shape[1]} but the image is "
+                               f"{height}×{width}", "segments")
+        return from_label_map(labels)
+
+
+class Inputs:
+    """Loads image records (at the model's size, when there is a model) and the features of each."""
+
+    def __init__(self, unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
+                 size: tuple[int, int, int] | None):
+        if unit not in list_units():
+            raise UsageError(f"--unit {unit!r}: choose {', '.join(list_units())}")
+        self.unit, self.patch_size, self.ragged, self.superpixels = unit, patch_size, ragged, superpixels
+        self.segments = Segments(segments) if segments else None
+        self.size = size
+        self.loader = ImageLoader(size[0] if size else 3)
+        self._grid: dict[tuple[int, int], Features] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"unit": "segments" if self.segments else self.unit,
+                "patch_size": self.patch_size if self.unit == "patch" and not self.segments else None}
+
+    def check_geometry(self) -> None:
+        """Refuse a bad patch size before reading any record (exit 2)."""
+        if self.size and self.unit == "patch" and not self.segments:
+            make_features("patch", torch.zeros(self.size), patch_size=self.patch_size, ragged=self.ragged)
+
+    def load(self, record: Record) -> tuple[torch.Tensor, Features]:
+        if "image" not in record.data:
+            raise record.error("missing: expected an image path or tensor reference", "image")
+        try:
+            image = self.loader.load(record.data["image"], record.base_dir)
+        except InvalidInput as exc:
+            raise record.error(exc.message, "image") from None
+        height, width = image.shape[-2:]
+        if self.size and (height, width) != self.size[1:]:
+            raise record.error(f"image is {height}×{width} but the model takes {self.size[1]}×{self.size[2]} "
+                               "(resize upstream)", "image")
+        if self.segments:
+            return image, self.segments.get(record, height, width)
+        if self.unit == "patch":
+            if (height, width) not in self._grid:
+                self._grid[(height, width)] = make_features("patch", image, patch_size=self.patch_size,
+                                                            ragged=self.ragged)
+            return image, self._grid[(height, width)]
+        try:
+            return image, make_features(self.unit, image, segments=self.superpixels, boxes=record.data.get("boxes"))
+        except InvalidInput as exc:
+            raise record.error(exc.message, exc.field or "boxes") from None
+
+
+class RowsById:
+    """A safetensors file of per-record rows (orders or explanations) found by record id."""
+
+    def __init__(self, path: Path, key: str, kind: str, hint: str):
+        tensors, meta = load_artifact(path)
+        if key not in tensors:
+            raise InvalidInput(f"{path} has no '{key}' tensor; expected {hint}")
+        self.path, self.rows, self.meta = path, tensors[key], meta
+        self.counts = tensors.get("counts")
+        self.index = {record_id: row for row, record_id in enumerate(meta.get("ids") or [])}
+        self.kind = kind
+
+    def get(self, record: Record, count: int) -> torch.Tensor:
+        if record.id not in self.index:
+            raise record.error(f"no {self.kind} for id {record.id!r} in {self.path}", "id")
+        row = self.rows[self.index[record.id]]
+        stored = int((row >= 0).sum()) if self.counts is None else int(self.counts[self.index[record.id]])
+        if stored != count:
+            raise record.error(f"the {self.kind} in {self.path} ranks {stored} features but this image has {count} "
+                               "(same --unit and --patch-size as when it was made?)", "id")
+        return row[:count].long()
+
+
+def padded(rows: list[torch.Tensor], fill: float, dtype: torch.dtype) -> torch.Tensor:
+    width = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), fill, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row.to(dtype)
+    return out
+
+
+class Orders:
+    """Removal orders from a file (``--orders``) or computed per record (random, or saliency of ``--ref-model``)."""
+
+    def __init__(self, name: str | None, path: Path | None, ref_model: Path | None, device: torch.device,
+                 seed: int, batch_size: int):
+        if path is None and name is None:
+            name = "random"
+        if path is not None and name not in (None, "given"):
+            raise UsageError("give either --orders FILE or --order NAME, not both")
+        if name not in (None, "given") and name not in list_orders():
+            raise UsageError(f"--order {name!r}: choose {', '.join([*list_orders(), 'given'])}")
+        if name == "given" and path is None:
+            raise UsageError("--order given needs --orders FILE")
+        self.file = RowsById(path, "orders", "orders", "an orders file from `ablate order --out`") if path else None
+        self.name = self.file.meta.get("order", "given") if self.file else name
+        self.ref = load_model(ref_model, device) if ref_model and needs_scores(self.name) and not self.file else None
+        if not self.file and needs_scores(self.name) and self.ref is None:
+            raise UsageError(f"--order {self.name} ranks features by a reference model's saliency: pass --ref-model")
+        self.seed, self.batch_size = seed, batch_size
+
+    def compute(self, records: list[Record], images: torch.Tensor,
+                features: list[Features]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """(orders, feature scores or None) for a batch."""
+        if self.file:
+            return [self.file.get(r, f.count) for r, f in zip(records, features, strict=True)], [None] * len(records)
+        scores: list[torch.Tensor | None] = [None] * len(records)
+        if self.ref is not None:
+            if tuple(images.shape[1:]) != self.ref.input_size:
+                raise UsageError(f"--ref-model takes {self.ref.input_size} images, these are {tuple(images.shape[1:])}")
+            maps = saliency_maps(self.ref, images, self.batch_size)
+            scores = [feature_scores(maps[i], f.labels, f.count) for i, f in enumerate(features)]
+        orders = [removal_order(self.name, f.count, s, record_generator(self.seed, r.id, "order"))
+                  for r, f, s in zip(records, features, scores, strict=True)]
+        return orders, scores
+
+
+def batch_job(records: list[Record], load: Callable[[Record], Any],
+              compute: Callable[[list[Record], list[Any]], list[dict]]) -> list[dict | InvalidInput]:
+    """Load each record (a bad one becomes its error, in place) and compute the good ones together."""
+    loaded: list[Any] = []
+    for record in records:
+        try:
+            loaded.append(load(record))
+        except InvalidInput as exc:
+            loaded.append(exc)
+    good = [i for i, item in enumerate(loaded) if not isinstance(item, InvalidInput)]
+    results: list[dict[str, Any] | InvalidInput] = list(loaded)
+    if good:
+        for i, result in zip(good, compute([records[i] for i in good], [loaded[i] for i in good]), strict=True):
+            results[i] = result
+    return results
+
+
+def open_model(path: Path, common: Common) -> Classifier:
+    return load_model(path, resolve_device(common.device))
+
+
+def base_result(schema: str, common: Common, **fields: Any) -> dict[str, Any]:
+    return {"schema": schema, "version": __version__, "seed": common.seed, **fields}
+
+
+class Collect(RecordWriter):
+    """Writes records and keeps their ``ablate`` results for a summary."""
+
+    def __init__(self):
+        super().__init__()
+        self.results: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        super().write(record)
+        if "ablate" in record:
+            self.results.append(record["ablate"])
+
+
+def write_json(summary: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        with atomic_write(path, "w") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
+
+
+def read_records(source: str | None, what: str) -> RecordReader:
+    return RecordReader(input_source(source, what), require_image=True, yield_errors=True)
+
+
+UNIT_OPTION = typer.Option("patch", "--unit", help="Removal units: patch, superpixel or boxes (a record's list).")
+PATCH_OPTION = typer.Option(16, "--patch-size", min=1, help="Grid patch side q (--unit patch).")
+RAGGED_OPTION = typer.Option(False, "--ragged", help="Allow a q that does not divide the image.")
+SUPERPIXELS_OPTION = typer.Option(150, "--superpixels", min=2, help="SLIC segments asked for (--unit superpixel).")
+SEGMENTS_OPTION = typer.Option(None, "--segments", help="Precomputed label maps (safetensors 'segments' N×H×W, ids).")
+FILL_HELP = "black, mean, color:R,G,B, random-color, random-noise, blur, or drop (ViTs: drop the tokens)."
+PARTIAL_OPTION = typer.Option("drop", "--partial", help="drop: drop a token when any of its pixels is removed; "
+                              "keep: keep it while any pixel is visible.")
+
+
+def make_inputs(unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
+                model: Classifier | None) -> Inputs:
+    inputs = Inputs(unit, patch_size, ragged, superpixels, segments, model.input_size if model else None)
+    inputs.check_geometry()
+    return inputs
+
+
+def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> MissingnessModel:
+    return MissingnessModel(model, make_fill(fill, tuple(model.normalize.mean.flatten().tolist())), batch_size,
+                            partial)
+
+
+def fill_seeds(seed: int, records: list[Record], purpose: str, count: int) -> list[list[int]]:
+    return [[derive_seed(seed, r.id, purpose, t) for t in range(count)] for r in records]
+
+
+# ----------------------------------------------------------------------------- order
+
+
+@app.command()
+@common_options
+def order(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+          order_name: str = typer.Option("random", "--order", help="random, saliency or saliency-reverse."),
+          ref_model: Path = typer.Option(None, "--ref-model", "--model",
+                                         help="Reference model whose saliency ranks features."),
+          unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+          superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+          out: Path = typer.Option(..., "--out", help="orders.safetensors (orders int32 N×F, scores, counts)."),
+          *, common: Common) -> None:
+    """Removal orders, stored once so every model is tested on the same order."""
+    device = resolve_device(common.device)
+    orders = Orders(order_name, None, ref_model, device, common.seed, common.batch_size)
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, orders.ref)
+    kept: list[tuple[str, torch.Tensor, torch.Tensor | None]] = []
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        images = torch.stack([image for image, _ in loaded])
+        features = [f for _, f in loaded]
+        rows, scores = orders.compute(records, images, features)
+        kept.extend(zip([r.id for r in records], rows, scores, strict=True))
+        return [{**r.data, "ablate": base_result("ablate-order/v1", common, order=orders.name, features=f.count,
+                                                 **inputs.describe(), first=row[:10].tolist())}
+                for r, f, row in zip(records, features, rows, strict=True)]
+
+    writer = RecordWriter()
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
+                   common, batch_size=common.batch_size, writer=writer, description="ordering")
+    tensors = {"orders": padded([row for _, row, _ in kept], -1, torch.int32),
+               "counts": torch.tensor([len(row) for _, row, _ in kept], dtype=torch.int32)}
+    if orders.ref is not None:
+        tensors["scores"] = padded([s for _, _, s in kept], float("nan"), torch.float32)
+    save_artifact(out, tensors, artifact_metadata(tool="ablate", kind="orders", config=common.config, seed=common.seed,
+                                                  ids=[i for i, _, _ in kept], order=orders.name,
+                                                  ref_model=str(ref_model) if orders.ref is not None else None,
+                                                  **inputs.describe()))
+    console.log(f"wrote {len(kept)} {orders.name} orders to {out}")
+
+
+# ----------------------------------------------------------------------------- curve
+
+
+@app.command()
+@common_options
+def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+          model_path: Path = typer.Option(..., "--model", help="Classifier (.safetensors)."),
+          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
+          partial: str = PARTIAL_OPTION,
+          orders_path: Path = typer.Option(None, "--orders", help="Orders from `ablate order --out`."),
+          order_name: str = typer.Option(None, "--order", help="random (default), saliency, saliency-reverse."),
+          ref_model: Path = typer.Option(None, "--ref-model", help="Saliency reference for --order saliency*."),
+          step: int = typer.Option(2, "--step", min=1),
+          kmax: int = typer.Option(None, "--kmax", min=0, help="Last k (default: every feature)."),
+          unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+          superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+          summary: Path = typer.Option(None, "--summary", help="Write the dataset summary (JSON) here."),
+          class_similarity: Path = typer.Option(None, "--class-similarity",
+                                                help="C×C class similarity ('sim'), e.g. WordNet Wu–Palmer."),
+          *, common: Common) -> None:
+    """Missingness-bias curves: predictions as the first k features of an order are removed."""
+    model = open_model(model_path, common)
+    mmodel = missingness(model, fill, partial, common.batch_size)
+    orders = Orders(order_name, orders_path, ref_model, mmodel.device, common.seed, common.batch_size)
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    similarity = load_similarity(class_similarity, model.num_classes)
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        images = torch.stack([image for image, _ in loaded])
+        features = [f for _, f in loaded]
+        rows, _ = orders.compute(records, images, features)
+        out = []
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(features):
+            groups.setdefault(tuple(curve_ks(f.count, step, kmax)), []).append(i)
+        results: dict[int, dict[str, Any]] = {}
+        for ks, members in groups.items():
+            seeds = fill_seeds(common.seed, [records[i] for i in members], "fill", 0)
+            if mmodel.fill.random:
+                seeds = [[derive_seed(common.seed, records[i].id, "fill", k) for k in ks] for i in members]
+            curves = missingness_curves(mmodel, images[members], [features[i] for i in members],
+                                        [rows[i] for i in members], list(ks), seeds=seeds if mmodel.fill.random
+                                        else None)
+            for row, i in enumerate(members):
+                results[i] = base_result("ablate-curve/v1", common, model=str(model_path), fill=fill,
+                                         true_removal=mmodel.fill.true_removal, partial=partial
+                                         if mmodel.fill.drops_tokens else None, order=orders.name,
+                                         **inputs.describe(), features=features[i].count, ks=list(ks),
+                                         num_classes=model.num_classes, pred0=int(curves.pred0[row]),
+                                         pred=curves.pred[row].tolist(),
+                                         p_orig=[round(float(p), 6) for p in curves.p_orig[row]],
+                                         first_flip_k=curves.first_flip()[row])
+        for i, record in enumerate(records):
+            out.append({**record.data, "ablate": results[i]})
+        return out
+
+    writer = Collect()
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
+                   common, batch_size=common.batch_size, writer=writer, description="curves")
+    if not writer.results:
+        return
+    result = summarize_curves(writer.results, model.num_classes, model.classes, similarity)
+    result["config"] = common.config
+    write_json(result, summary)
+    show_curve(result)
+
+
+def load_similarity(path: Path | None, num_classes: int) -> torch.Tensor | None:
+    if path is None:
+        return None
+    tensors, _ = load_artifact(path)
+    sim = tensors.get("sim")
+    if sim is None or tuple(sim.shape) != (num_classes, num_classes):
+        raise InvalidInput(f"{path}: expected a 'sim' tensor of shape {num_classes}×{num_classes} "
+                           f"(got {None if sim is None else list(sim.shape)})")
+    return sim.float()
+
+
+def show_curve(summary: dict[str, Any]) -> None:
+    table = Table("k", "unchanged", "class entropy (norm)", "p(orig)",
+                  title=f"missingness bias: fill {summary['fill']}, order {summary['order']}, n={summary['n']}")
+    ks = summary["ks"]
+    shown = sorted({0, *ks[:: max(1, len(ks) // 8)], ks[-1]})
+    for j, k in enumerate(ks):
+        if k in shown:
+            table.add_row(str(k), f"{summary['frac_unchanged'][j]:.3f}", f"{summary['class_entropy_norm'][j]:.3f}",
+                          f"{summary['p_orig_mean'][j]:.3f}")
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- lime
+
+
+def lime_batch_size(samples: int, height: int, width: int, batch_size: int) -> int:
+    """Images per LIME batch so that their T visibility masks stay under ~64 MB."""
+    return max(1, min(batch_size, (1 << 26) // max(1, samples * height * width)))
+
+
+def explain_batch(mmodel: MissingnessModel, backend: str, config: LimeConfig, common: Common, records: list[Record],
+                  loaded: list[tuple[torch.Tensor, Features]]):
+    images = torch.stack([image for image, _ in loaded])
+    features = [f for _, f in loaded]
+    generators = [record_generator(common.seed, r.id, "lime") for r in records]
+    seeds = fill_seeds(common.seed, records, "lime-fill", config.samples) if mmodel.fill.random else None
+    return explain(backend, mmodel, images, features, config, generators, seeds), features
+
+
+LIME_OPTIONS = {
+    "samples": typer.Option(1000, "--samples", min=2, help="Perturbations per image T."),
+    "kernel_width": typer.Option(0.25, "--kernel-width"),
+    "ridge_alpha": typer.Option(1.0, "--ridge-alpha"),
+    "target": typer.Option("prob", "--target", help="prob (the reference code) or logit (the thesis text)."),
+    "include_original": typer.Option(True, "--include-original/--no-include-original",
+                                     help="z_0 = all features kept (as the lime package)."),
+    "backend": typer.Option("own", "--backend", help="own (batched) or lime (the reference package)."),
+}
+
+
+@app.command()
+@common_options
+def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+         model_path: Path = typer.Option(..., "--model"),
+         fill: str = typer.Option("black", "--fill", help=FILL_HELP),
+         partial: str = PARTIAL_OPTION,
+         samples: int = LIME_OPTIONS["samples"], kernel_width: float = LIME_OPTIONS["kernel_width"],
+         ridge_alpha: float = LIME_OPTIONS["ridge_alpha"], target: str = LIME_OPTIONS["target"],
+         include_original: bool = LIME_OPTIONS["include_original"], backend: str = LIME_OPTIONS["backend"],
+         unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+         superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+         out: Path = typer.Option(None, "--out", help="scores.safetensors (scores, ranking, intercept, pred0)."),
+         *, common: Common) -> None:
+    """LIME explanations under the chosen missingness; rankings for the top-k test."""
+    model = open_model(model_path, common)
+    mmodel = missingness(model, fill, partial, common.batch_size)
+    config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    kept: list[tuple[str, Any]] = []
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        explanations, features = explain_batch(mmodel, backend, config, common, records, loaded)
+        kept.extend(zip([r.id for r in records], explanations, strict=True))
+        out_records = []
+        for record, explanation, f in zip(records, explanations, features, strict=True):
+            ranking = explanation.ranking
+            out_records.append({**record.data, "ablate": base_result(
+                "ablate-lime/v1", common, model=str(model_path), fill=fill, backend=backend, **config.as_dict(),
+                **inputs.describe(), features=f.count, pred0=explanation.pred0, ranking_top=ranking[:20].tolist(),
+                score_top=[round(float(explanation.scores[j]), 6) for j in ranking[:20]],
+                intercept=round(explanation.intercept, 6), r2=round(explanation.r2, 6))})
+        return out_records
+
+    _, height, width = model.input_size
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
+                   common, batch_size=lime_batch_size(samples, height, width, common.batch_size),
+                   description="explaining")
+    if out is not None:
+        save_artifact(out, {"scores": padded([e.scores for _, e in kept], float("nan"), torch.float32),
+                            "ranking": padded([e.ranking for _, e in kept], -1, torch.int32),
+                            "counts": torch.tensor([len(e.scores) for _, e in kept], dtype=torch.int32),
+                            "intercept": torch.tensor([e.intercept for _, e in kept], dtype=torch.float32),
+                            "pred0": torch.tensor([e.pred0 for _, e in kept], dtype=torch.int64)},
+                      artifact_metadata(tool="ablate", kind="explanations", config=common.config, seed=common.seed,
+                                        ids=[i for i, _ in kept], model=str(model_path), fill=fill,
+                                        backend=backend, lime=config.as_dict(), **inputs.describe()))
+        console.log(f"wrote {len(kept)} explanations to {out}")
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+@app.command()
+@common_options
+def consistency(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+                model_path: Path = typer.Option(..., "--model"),
+                colors: str = typer.Option("binary8", "--colors",
+                                           help="binary8, or fills separated by ';' (e.g. 'black;mean;blur')."),
+                fill: str = typer.Option(None, "--fill", help="drop: ViT token dropping (consistent by construction)."),
+                partial: str = PARTIAL_OPTION,
+                ks_text: str = typer.Option(None, "--k", help="k values, e.g. 1,2,4,8 (default: 1..F)."),
+                samples: int = LIME_OPTIONS["samples"], kernel_width: float = LIME_OPTIONS["kernel_width"],
+                ridge_alpha: float = LIME_OPTIONS["ridge_alpha"], target: str = LIME_OPTIONS["target"],
+                include_original: bool = LIME_OPTIONS["include_original"],
+                unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+                superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+                summary: Path = typer.Option(None, "--summary"),
+                *, common: Common) -> None:
+    """Do LIME's rankings agree across baseline colours? Jaccard of top-k sets over every colour pair.
+
+    Every colour sees the same perturbations (seeded by record id), so only the fill differs.
+    With ``--fill drop`` no colour is involved: one explanation stands for all, Jaccard = 1.
+    """
+    model = open_model(model_path, common)
+    config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
+    if fill not in (None, "drop"):
+        raise UsageError("--fill is only for drop; give pixel colours with --colors")
+    fills = ["drop"] if fill == "drop" else [f.name for f in color_fills(colors)]
+    models = [missingness(model, name, partial, common.batch_size) for name in fills]
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        per_fill = [explain_batch(m, "own", config, common, records, loaded)[0] for m in models]
+        out = []
+        for i, (record, (_, f)) in enumerate(zip(records, loaded, strict=True)):
+            ks = parse_ks(ks_text, f.count)
+            rankings = [explanations[i].ranking for explanations in per_fill]
+            if len(rankings) == 1:  # drop: no colour, one explanation
+                jaccard = [[1.0] * len(ks)]
+            else:
+                jaccard = pairwise_jaccard(rankings, ks).tolist()
+            means = torch.tensor(jaccard).mean(0).tolist()
+            out.append({**record.data, "ablate": base_result(
+                "ablate-consistency/v1", common, model=str(model_path), fills=fills, **config.as_dict(),
+                **inputs.describe(), features=f.count, ks=ks, pairs=len(jaccard), jaccard=jaccard,
+                jaccard_mean=means, by_construction=len(rankings) == 1)})
+        return out
+
+    _, height, width = model.input_size
+    writer = Collect()
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
+                   common, batch_size=lime_batch_size(samples, height, width, common.batch_size), writer=writer,
+                   description="consistency")
+    if writer.results:
+        result = summarize_consistency(writer.results)
+        write_json(result, summary)
+        show_series("LIME consistency (Jaccard of top-k)", result["ks"],
+                    {"mean": result["jaccard_mean"], "random": result["random_reference"]})
+
+
+def parse_ks(text: str | None, count: int) -> list[int]:
+    if not text:
+        return list(range(1, count + 1))
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UsageError(f"--k {text!r}: expected comma-separated integers") from None
+    if not ks or ks[0] < 1 or ks[-1] > count:
+        raise UsageError(f"--k {text!r}: values must lie in 1..{count} (the number of features)")
+    return ks
+
+
+def show_series(title: str, ks: list[int], series: dict[str, list[float]]) -> None:
+    table = Table("k", *series, title=title)
+    shown = sorted({ks[0], *ks[:: max(1, len(ks) // 8)], ks[-1]})
+    for j, k in enumerate(ks):
+        if k in shown:
+            table.add_row(str(k), *(f"{values[j]:.3f}" for values in series.values()))
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- topk
+
+
+@app.command()
+@common_options
+def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+         model_path: Path = typer.Option(..., "--model", help="The model whose behaviour is explained."),
+         fill: str = typer.Option("black", "--fill", help=FILL_HELP),
+         partial: str = PARTIAL_OPTION,
+         explanations: str = typer.Option(..., "--explanations",
+                                          help="Comma-separated explanation files (`ablate lime --out`) or random."),
+         kmax: int = typer.Option(50, "--kmax", min=1),
+         step: int = typer.Option(2, "--step", min=1),
+         keep_top: bool = typer.Option(False, "--keep-top", help="Remove everything except the top k instead."),
+         unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+         superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+         summary: Path = typer.Option(None, "--summary"),
+         *, common: Common) -> None:
+    """Is an explanation faithful? Remove its top-k features and watch the prediction (faster flips: more faithful)."""
+    model = open_model(model_path, common)
+    mmodel = missingness(model, fill, partial, common.batch_size)
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    sources: list[tuple[str, RowsById | None]] = []
+    for part in (p.strip() for p in explanations.split(",")):
+        if not part:
+            continue
+        if part == "random":
+            sources.append(("random", None))
+            continue
+        path = Path(part)
+        name = path.stem
+        while name in {n for n, _ in sources}:
+            name += "'"
+        sources.append((name, RowsById(path, "ranking", "explanation", "explanations from `ablate lime --out`")))
+    if not sources:
+        raise UsageError("--explanations: give at least one file or random")
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        images = torch.stack([image for image, _ in loaded])
+        features = [f for _, f in loaded]
+        fewest = min(f.count for f in features)
+        ks = curve_ks(fewest, step, min(kmax, fewest))
+        per_source = []
+        for name, rows in sources:
+            rankings = [rows.get(r, f.count) if rows else
+                        removal_order("random", f.count, None, record_generator(common.seed, r.id, "random-rank"))
+                        for r, f in zip(records, features, strict=True)]
+            seeds = [[derive_seed(common.seed, r.id, "topk-fill", k) for k in ks] for r in records] \
+                if mmodel.fill.random else None
+            per_source.append((name, ks, missingness_curves(mmodel, images, features, rankings, ks, keep_top, seeds)))
+        return [{**record.data, "ablate": base_result(
+            "ablate-topk/v1", common, model=str(model_path), fill=fill, keep_top=keep_top, **inputs.describe(),
+            features=features[i].count, ks=per_source[0][1], pred0=int(per_source[0][2].pred0[i]),
+            unchanged={name: curves.unchanged()[i].int().tolist() for name, _, curves in per_source})}
+            for i, record in enumerate(records)]
+
+    writer = Collect()
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
+                   common, batch_size=common.batch_size, writer=writer, description="top-k test")
+    if writer.results:
+        result = summarize_topk(writer.results)
+        write_json(result, summary)
+        show_series(f"top-k test ({'keep' if keep_top else 'remove'} top k): fraction unchanged", result["ks"],
+                    {name: s["frac_unchanged"] for name, s in result["sources"].items()})
+
+
+# ----------------------------------------------------------------------------- apply
+
+
+class Buffer(RecordWriter):
+    """Holds records until the tensors they point to are on disk."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.held.append(record)
+
+    def release(self) -> None:
+        for record in self.held:
+            RecordWriter.write(self, record)
+
+
+@app.command()
+@common_options
+def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
+          remove: int = typer.Option(None, "--remove", min=0, help="Remove K features."),
+          remove_frac: float = typer.Option(None, "--remove-frac", help="Remove this fraction of the features."),
+          order_name: str = typer.Option("random", "--order", help="random, saliency, saliency-reverse or given."),
+          orders_path: Path = typer.Option(None, "--orders", help="Orders file (with --order given)."),
+          ref_model: Path = typer.Option(None, "--ref-model", help="Saliency reference for --order saliency*."),
+          fill: str = typer.Option("black", "--fill", help=FILL_HELP + " drop writes masks only."),
+          unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
+          superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
+          out: Path = typer.Option(..., "--out", help="masked.safetensors: images (filled) and masks (255 = visible)."),
+          *, common: Common) -> None:
+    """Ablated images and masks as records other tools read (`certify run` honours the mask)."""
+    if (remove is None) == (remove_frac is None):
+        raise UsageError("give exactly one of --remove K or --remove-frac F")
+    if remove_frac is not None and not 0.0 <= remove_frac <= 1.0:
+        raise UsageError(f"--remove-frac {remove_frac}: expected a fraction in [0, 1]")
+    device = resolve_device(common.device)
+    orders = Orders(None if order_name == "given" and orders_path else order_name, orders_path, ref_model, device,
+                    common.seed, common.batch_size)
+    filler = make_fill(fill)
+    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, orders.ref)
+    images_out: list[torch.Tensor] = []
+    masks_out: list[torch.Tensor] = []
+    shape: list[tuple[int, ...]] = []
+
+    def load(record: Record) -> tuple[torch.Tensor, Features]:
+        image, features = inputs.load(record)
+        if shape and tuple(image.shape) != shape[0]:
+            raise record.error(f"image is {list(image.shape)} but earlier ones are {list(shape[0])}; one output file "
+                               "holds one image size (resize upstream)", "image")
+        shape[:1] = [tuple(image.shape)]
+        k = remove if remove is not None else round(remove_frac * features.count)
+        if k > features.count:
+            raise record.error(f"--remove {k} is more than the {features.count} features of this image", "image")
+        return image, features
+
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
+        images = torch.stack([image for image, _ in loaded])
+        features = [f for _, f in loaded]
+        rows, _ = orders.compute(records, images, features)
+        results = []
+        for i, (record, f, row) in enumerate(zip(records, features, rows, strict=True)):
+            k = remove if remove is not None else round(remove_frac * f.count)
+            visible = visible_after_removal(f.labels, removal_flags(row, [k], f.count))
+            index = len(masks_out)
+            masks_out.append(visible[0].to(torch.uint8) * 255)
+            data = {**record.data, "mask": {"tensors": str(out), "key": "masks", "index": index}}
+            if not filler.drops_tokens:
+                seeds = [derive_seed(common.seed, record.id, "apply-fill")] if filler.random else None
+                images_out.append(filler(images[i:i + 1], visible, seeds)[0])
+                data["image"] = {"tensors": str(out), "key": "images", "index": index}
+            data["ablate"] = base_result("ablate-apply/v1", common, fill=fill, true_removal=filler.true_removal,
+                                         order=orders.name, **inputs.describe(), features=f.count, k=k,
+                                         removed=sorted(row[:k].tolist()))
+            results.append(data)
+        return results
+
+    writer = Buffer()
+    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, load, compute), common,
+                   batch_size=common.batch_size, writer=writer, description="ablating")
+    tensors = {"masks": torch.stack(masks_out) if masks_out else torch.zeros(0, 0, 0, dtype=torch.uint8)}
+    if images_out:
+        tensors["images"] = torch.stack(images_out).float()
+    save_artifact(out, tensors, artifact_metadata(tool="ablate", kind="masked", config=common.config,
+                                                  seed=common.seed, fill=fill, order=orders.name,
+                                                  ids=[r["id"] for r in writer.held if "ablate" in r]))
+    writer.release()
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@app.command()
+@common_options
+def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
+        split: str = typer.Option(None, "--split"),
+        val: str = typer.Option(None, "--val"),
+        val_split: str = typer.Option(None, "--val-split"),
+        arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit, small_cnn or a timm name."),
+        init: Path = typer.Option(None, "--init", help="Fine-tune this model instead of training from scratch."),
+        fill: str = typer.Option("black", "--fill", help=FILL_HELP),
+        partial: str = PARTIAL_OPTION,
+        remove_frac: float = typer.Option(0.5, "--remove-frac", help="Fraction of patches removed per image."),
+        patch_size: int = typer.Option(16, "--patch-size", min=1),
+        recipe: str = typer.Option("cpu-tiny", "--recipe", help=", ".join(RECIPES)),
+        epochs: int = typer.Option(None, "--epochs", min=1),
+        lr: float = typer.Option(None, "--lr"),
+        out: Path = typer.Option(..., "--out"),
+        force: bool = typer.Option(False, "--force"),
+        *, common: Common) -> None:
+    """ROAR-style retraining: remove a random fraction of patches from every training image."""
+    if recipe not in RECIPES:
+        raise UsageError(f"--recipe {recipe!r}: choose {', '.join(RECIPES)}")
+    if out.exists() and not force:
+        console.log(f"{out} exists: nothing to do (--force retrains)")
+        return
+    device = resolve_device(common.device)
+    dataset = open_dataset(data, split)
+    if init is not None:
+        model = load_model(init, device)
+        images, labels = dataset.tensors(model.input_size[-1])
+    else:
+        images, labels = dataset.tensors()
+        if not dataset.num_classes:
+            raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
+        model = create_model(arch, dataset.num_classes, in_chans=images.shape[1], img_size=images.shape[-1],
+                             classes=dataset.classes)
+    model.check_input(images[:1])
+    filler = missingness(model, fill, partial, common.batch_size).fill
+    hook = MissingnessTraining(filler, images.shape[-2], images.shape[-1], patch_size, remove_frac, partial)
+    settings = {**RECIPES[recipe], **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {})}
+    if "batch_size" in common.explicit:
+        settings["batch_size"] = common.batch_size
+    config = TrainConfig(**settings, seed=common.seed)
+    val_data = open_dataset(val, val_split).tensors(images.shape[-1]) if val else None
+    writer = RecordWriter()
+
+    def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
+        return {"val_acc": evaluate_accuracy(trained, *val_data, device=device)} if val_data else {}
+
+    def log(metrics: dict[str, Any]) -> None:
+        writer.write({"tool": "ablate", "version": __version__, "kind": "metric", "cmd": "fit", "seed": common.seed,
+                      **metrics})
+
+    train_classifier(model, images, labels, config, device=device, perturb=hook, forward=hook.forward,
+                     evaluate=evaluate, on_epoch=log)
+    save_model(model.cpu(), out, training={
+        "tool": "ablate", "recipe": recipe, "config": config.as_dict(), "init": str(init) if init else None,
+        "missingness": {"fill": fill, "remove_frac": remove_frac, "patch_size": patch_size, "partial": partial},
+        "seed": common.seed, "data": dataset.fingerprint()})
+    console.log(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- summarize
+
+SUMMARIES = {"ablate-curve/v1": "curve", "ablate-consistency/v1": "consistency", "ablate-topk/v1": "topk"}
+
+
+@app.command()
+@common_options
+def summarize(source: str = typer.Argument(None, help="ablate records (JSONL file, or - / stdin)."),
+              class_similarity: Path = typer.Option(None, "--class-similarity",
+                                                    help="C×C class similarity ('sim') for curve summaries."),
+              *, common: Common) -> None:
+    """Recompute dataset summaries from records (e.g. the `cat` of shards); one JSON per kind on stdout."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in RecordReader(input_source(source, "ablate records"), validate=False):
+        if "error" in record.data:
+            continue
+        result = record.data.get("ablate")
+        if not isinstance(result, dict) or result.get("schema") not in SUMMARIES:
+            raise record.error("expected the output of `ablate curve`, `consistency` or `topk`", "ablate")
+        groups.setdefault(result["schema"], []).append(result)
+    if not groups:
+        raise NoValidResult("no ablate records to summarize")
+    for schema, results in groups.items():
+        kind = SUMMARIES[schema]
+        try:
+            if kind == "curve":
+                num_classes = results[0].get("num_classes")
+                similarity = load_similarity(class_similarity, num_classes) if class_similarity else None
+                summary = summarize_curves(results, num_classes, None, similarity)
+            elif kind == "consistency":
+                summary = summarize_consistency(results)
+            else:
+                summary = summarize_topk(results)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def main() -> None:
+    run_app(app, "ablate")
+
+
+if __name__ == "__main__":
+    main()
