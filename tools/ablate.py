@@ -53,7 +53,7 @@ from rich.table import Table
 app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME, consistency, top-k test.")
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "cpu-tiny": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 12,
+    "cpu-tiny": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 12,
                  "schedule": "cosine"},
     "thesis-resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
                       "epochs": 90, "schedule": "step", "step_every": 30, "flip": True},
@@ -267,7 +267,7 @@ def make_inputs(unit: str, patch_size: int, ragged: bool, superpixels: int, segm
 
 
 def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> MissingnessModel:
-    return MissingnessModel(model, make_fill(fill, tuple(model.normalize.mean.flatten().tolist())), batch_size,
+    return MissingnessModel(model, make_fill(fill, model.mean), batch_size,
                             partial)
 
 

@@ -43,10 +43,10 @@ def summarize_curves(records: Sequence[dict], num_classes: int | None = None, cl
         preds = [r["pred"][j] for r in records]
         unchanged.append(sum(p == q for p, q in zip(preds, pred0, strict=True)) / n)
         entropy.append(class_entropy(preds))
-        p_mean.append(sum(r["p_orig"][j] for r in records) / n)
+        p_mean.append(math.fsum(r["p_orig"][j] for r in records) / n)  # exact: shard order cannot matter
         if similarity is not None:
             changed = [float(similarity[q, p]) for p, q in zip(preds, pred0, strict=True) if p != q]
-            wup.append(sum(changed) / len(changed) if changed else None)
+            wup.append(math.fsum(changed) / len(changed) if changed else None)
     half = min(range(len(ks)), key=lambda j: abs(ks[j] - ks[-1] / 2))
     share = Counter(r["pred"][half] for r in records)
     share0 = Counter(pred0)
@@ -62,7 +62,7 @@ def summarize_curves(records: Sequence[dict], num_classes: int | None = None, cl
         "wup_changed": wup if similarity is not None else None, "p_orig_mean": p_mean,
         "auc_unchanged": curve_auc(ks, unchanged), "k_half": ks[half],
         "top_classes_at_half": [[name(c), count / n, (count - share0.get(c, 0)) / n]
-                                for c, count in share.most_common(top)],
+                                for c, count in sorted(share.items(), key=lambda item: (-item[1], item[0]))[:top]],
     }
 
 
@@ -73,7 +73,7 @@ def summarize_consistency(records: Sequence[dict]) -> dict[str, Any]:
     ks = _check_same(records, "ks")
     count = _check_same(records, "features")
     pairs = torch.tensor([r["jaccard"] for r in records], dtype=torch.float64)  # N×P×K
-    pair_means = pairs.mean(0)  # P×K
+    pair_means = pairs.sort(dim=0).values.sum(0) / len(pairs)  # P×K; sorted first so shard order cannot matter
     mean = pair_means.mean(0)
     spread = 1.96 * pair_means.std(0, unbiased=True) / math.sqrt(len(pair_means)) if len(pair_means) > 1 else \
         torch.zeros_like(mean)
