@@ -48,6 +48,26 @@ certify fit --data "$OUT/digits-train/manifest.jsonl" --arch tiny_vit --ablation
 head -100 "$OUT/digits-test/manifest.jsonl" | (cd "$OUT/digits-test" && certify run \
   --model ../digits-smoothed-vit.safetensors --patch-sizes 1,2 --summary ../certify-summary.json) > "$OUT/certified.jsonl"
 
+step "ablate: missingness bias of a tiny CNN (black patches) and a tiny ViT (dropped tokens)"
+dataset export "demo:digits?background=noisy" --split test --out "$OUT/noisy-test" > /dev/null
+for arch in tiny_resnet tiny_vit; do
+  advtrain train --data "demo:digits?background=noisy" --split train --arch "$arch" --optimizer adamw --lr 1e-3 \
+    --weight-decay 0 --schedule cosine --epochs 12 --batch-size 32 --out "$OUT/noisy-$arch.safetensors" > /dev/null
+done
+head -200 "$OUT/noisy-test/manifest.jsonl" > "$OUT/noisy-test/first200.jsonl"  # paths resolve from its folder
+ablate order "$OUT/noisy-test/first200.jsonl" --ref-model "$OUT/noisy-tiny_resnet.safetensors" \
+  --order saliency-reverse --patch-size 4 --out "$OUT/least-salient.safetensors" > /dev/null
+for order in random least-salient; do
+  ORDERS=(--order random); [ "$order" = least-salient ] && ORDERS=(--orders "$OUT/least-salient.safetensors")
+  for model in cnn-black:tiny_resnet:black vit-drop:tiny_vit:drop; do
+    IFS=: read -r name arch fill <<< "$model"
+    ablate curve "$OUT/noisy-test/first200.jsonl" --model "$OUT/noisy-$arch.safetensors" --fill "$fill" \
+      --patch-size 4 --step 4 "${ORDERS[@]}" --summary "$OUT/curve-$name-$order.json" -q > "$OUT/curve-$name-$order.jsonl"
+  done
+  ablate plot "$OUT/curve-cnn-black-$order.json" "$OUT/curve-vit-drop-$order.json" --labels "CNN black,ViT drop" \
+    --title "missingness bias, $order order (digits on noise)" --out "$OUT/missingness-$order.png"
+done
+
 cat >&2 <<MSG
 
 Outputs:
@@ -60,4 +80,6 @@ Outputs:
   $OUT/transfer.jsonl                     per-epoch metrics and the summary of both transfers
   $OUT/certified.jsonl                    per-image certificates of the smoothed tiny ViT
   $OUT/certify-summary.json               clean, base and certified accuracy per patch size
+  $OUT/missingness-{random,least-salient}.png  bias curves: CNN with black patches vs ViT dropping tokens
+  $OUT/curve-*.json(l)                    per-image curves and their summaries
 MSG

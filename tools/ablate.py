@@ -44,6 +44,7 @@ from confidently.missingness import (
     summarize_topk,
     visible_after_removal,
 )
+from confidently.missingness.plots import plot_summaries
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.run import console, derive_seed, record_generator, resolve_device
@@ -821,6 +822,30 @@ def summarize(source: str = typer.Argument(None, help="ablate records (JSONL fil
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         sys.stdout.write(json.dumps(summary) + "\n")
+
+
+@app.command()
+@common_options
+def plot(summaries: list[Path] = typer.Argument(..., help="Summary JSON files of one kind (curve, topk, consistency)."),
+         labels: str = typer.Option(None, "--labels", help="Comma-separated legend names (default: file names)."),
+         title: str = typer.Option(None, "--title"),
+         out: Path = typer.Option(..., "--out", help="Image file: .png, .svg or .pdf."),
+         *, common: Common) -> None:
+    """Draw summaries side by side: e.g. a CNN with black fill against a ViT that drops tokens."""
+    names = [part.strip() for part in labels.split(",")] if labels else [path.stem for path in summaries]
+    if len(names) != len(summaries):
+        raise UsageError(f"--labels names {len(names)} lines for {len(summaries)} summaries")
+    loaded = []
+    for path in summaries:
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"{path}: not a readable summary JSON ({exc})") from None
+    try:
+        plot_summaries(loaded, names, out, title)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    console.log(f"wrote {out}")
 
 
 def main() -> None:
