@@ -36,10 +36,10 @@ class MissingnessModel:
         self.device = model.normalize.mean.device
         self.patch = vit_patch_size(model.net) if fill.drops_tokens else None
 
-    def _chunk_logits(self, images: torch.Tensor, visible: torch.Tensor, seeds: Sequence[int] | None) -> torch.Tensor:
-        if not self.fill.drops_tokens:
+    def _chunk_logits(self, images: torch.Tensor, visible: torch.Tensor, seeds: Sequence[int] | None,
+                      keep: torch.Tensor | None) -> torch.Tensor:
+        if keep is None:
             return self.model(self.fill(images, visible, seeds))
-        keep = token_keep_mask(visible, self.patch, PARTIAL_RULES[self.partial])
         if self.partial == "keep":
             images = images * visible[:, None].to(images.dtype)
         return vit_forward_kept(self.model.net, self.model.normalize(images), keep)
@@ -47,12 +47,23 @@ class MissingnessModel:
     @torch.no_grad()
     def logits(self, images: torch.Tensor, rows: torch.Tensor, visible: torch.Tensor,
                seeds: Sequence[int] | None = None) -> torch.Tensor:
-        """Logits (R×C) for rows ``rows`` (indices into ``images``) with visibility ``visible`` (R×H×W)."""
-        out = []
+        """Logits (R×C) for rows ``rows`` (indices into ``images``) with visibility ``visible`` (R×H×W).
+
+        With ``drop``, rows run sorted by their kept-token count, so a chunk pads to nearly
+        its own length and the forward costs what the kept tokens cost.
+        """
         images = images.to(self.device)
+        keep = order = None
+        if self.fill.drops_tokens:
+            keep = token_keep_mask(visible, self.patch, PARTIAL_RULES[self.partial])
+            order = torch.sort(keep.sum(1), stable=True).indices
+        out = torch.empty(len(rows), self.model.num_classes)
         for start in range(0, len(rows), self.batch_size):
-            stop = start + self.batch_size
-            chunk_seeds = None if seeds is None else seeds[start:stop]
-            out.append(self._chunk_logits(images[rows[start:stop].to(self.device)],
-                                          visible[start:stop].to(self.device), chunk_seeds).float().cpu())
-        return torch.cat(out) if out else torch.empty(0, self.model.num_classes)
+            index = torch.arange(start, min(start + self.batch_size, len(rows)))
+            if order is not None:
+                index = order[index]
+            chunk_seeds = None if seeds is None else [seeds[i] for i in index.tolist()]
+            out[index] = self._chunk_logits(images[rows[index].to(self.device)], visible[index].to(self.device),
+                                            chunk_seeds, None if keep is None else keep[index].to(self.device)
+                                            ).float().cpu()
+        return out
