@@ -379,7 +379,7 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
                    common, batch_size=common.batch_size, writer=writer, description="curves")
     if not writer.results:
         return
-    result = summarize_curves(writer.results, model.num_classes, model.classes, similarity)
+    result = summarize_curves(writer.results, model.num_classes, None, similarity)  # as `summarize` computes it
     result["config"] = common.config
     write_json(result, summary)
     show_curve(result)
@@ -608,6 +608,8 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
         images = torch.stack([image for image, _ in loaded])
         features = [f for _, f in loaded]
         fewest = min(f.count for f in features)
+        if kmax > fewest and "kmax" in common.explicit:
+            raise UsageError(f"--kmax {kmax}: an image has only {fewest} features to remove")
         ks = curve_ks(fewest, step, min(kmax, fewest))
         per_source = []
         for name, rows in sources:
