@@ -58,10 +58,20 @@ def parse_eps_list(text: str) -> list[float]:
     return [parse_eps(part) for part in text.split(",") if part.strip()]
 
 
-def load_data(source: str, split: str | None, size: int | None) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
+def load_data(source: str, split: str | None, size: int | None,
+              stamp: bool = True) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
+    """Images and labels; ``stamp=False`` leaves records' deferred triggers to the trainer (after augmentation)."""
     dataset = open_dataset(source, split)
-    images, labels = dataset.tensors(size)
+    images, labels = dataset.tensors(size, stamp=stamp)
     return dataset, images, labels
+
+
+def deferred_triggers(dataset: ImageDataset):
+    """The training set's deferred triggers (plant-backdoor's poisoned records), or None."""
+    triggers = dataset.triggers()
+    if triggers:
+        console.log(f"{sum(1 for spec in triggers.specs if spec)} records carry a trigger: stamped after augmentation")
+    return triggers or None
 
 
 def recipe(common: Common, preset: str | None, values: dict[str, Any]) -> TrainConfig:
@@ -159,7 +169,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
                                      "flip": flip, "amp": amp})
     attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
                                 use_best=use_best)
-    dataset, images, labels = load_data(data, split, img_size)
+    dataset, images, labels = load_data(data, split, img_size, stamp=False)
     classes = num_classes or dataset.num_classes
     if not classes:
         raise InvalidInput(f"{data} has no labels; training needs labelled images", field="label")
@@ -187,7 +197,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     checkpoint = out.with_name(out.name + ".ckpt")
     train_classifier(model, images, labels, config, device=device,
                      perturb=AdversarialPerturb(attack) if attack.eps > 0 else None, evaluate=evaluate,
-                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume)
+                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume, stamp=deferred_triggers(dataset))
     if ranks.is_main:
         save_model(model.cpu(), out, training={
             "tool": "advtrain", "recipe": "adversarial" if attack.eps > 0 else "standard",
@@ -333,7 +343,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
         return
     device = resolve_device(common.device)
     source_model = load_model(source, device)
-    dataset, images, labels = load_data(data, split, source_model.input_size[-1])
+    dataset, images, labels = load_data(data, split, source_model.input_size[-1], stamp=False)
     classes = dataset.num_classes
     if num_classes is not None and classes and num_classes != classes:
         raise InvalidInput(f"{data} has {classes} classes but --num-classes is {num_classes}; "
@@ -364,7 +374,8 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     model = transfer_model(source_model, images, labels, config, mode=mode, freeze_to=freeze_to,
                            num_classes=classes, classes=dataset.classes if dataset.num_classes == classes else None,
                            device=device, evaluate=evaluate, on_epoch=log_epoch,
-                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume)
+                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume,
+                           stamp=deferred_triggers(dataset))
     model.training_info.update(tool="advtrain", seed=common.seed, data=dataset.fingerprint(), source_file=str(source),
                                bn_stats=bn_stats)
     save_model(model.cpu(), out)

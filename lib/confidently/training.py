@@ -234,7 +234,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
                      parameters: Iterable[nn.Parameter] | None = None,
                      forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                     checkpoint: str | os.PathLike | None = None, resume: bool = False) -> nn.Module:
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                     stamp: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
     """Train ``model`` in place on float images in [0, 1] with integer labels.
 
     ``parameters`` restricts what is optimised (fixed-feature transfer trains the head only).
@@ -243,6 +244,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     ``evaluate(model, epoch)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
     ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}`` (on rank 0 only). With
     ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
+    ``stamp(batch, index)`` runs after augmentation with the rows' dataset indices: deferred
+    triggers (:meth:`ImageDataset.triggers`) land where they were placed, whatever the crop.
     """
     if len(images) == 0:
         raise UsageError("no training images")
@@ -289,6 +292,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                 batch = random_shift(batch, config.shift, generator)
             if config.flip:
                 batch = random_flip(batch, generator)
+            if stamp is not None:
+                batch = stamp(batch, index)
             batch, target = batch[ranks.rank::ranks.world].to(device), target[ranks.rank::ranks.world].to(device)
             if perturb is not None:
                 attack_rng = torch.Generator().manual_seed(derive_seed(config.seed, "attack", epoch, step, ranks.rank))

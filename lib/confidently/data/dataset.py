@@ -83,27 +83,54 @@ class ImageDataset(Dataset):
         image = self.image(index)
         if self.transform is not None:
             image = self.transform(image)
+        spec = self.records[index].data.get("trigger")
+        if spec:  # a deferred trigger is the last step, after any transform
+            image = self._stamp([spec], image[None], index)[0]
         return image, self._labels[index]
 
-    def tensors(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stamp(self, specs: list, images: torch.Tensor, first: int) -> torch.Tensor:
+        from confidently.data.triggers import stamp_rows
+
+        try:
+            return stamp_rows(images, specs)
+        except InvalidInput as exc:
+            bad = next(self.records[first + i] for i, spec in enumerate(specs) if spec)
+            raise InvalidInput(exc.message, source=bad.source, line=bad.line, field="trigger",
+                               record_id=bad.id) from None
+
+    def triggers(self):
+        """The records' deferred triggers, for ``train_classifier(stamp=...)`` (stamped after augmentation)."""
+        from confidently.data.triggers import DeferredTriggers
+
+        return DeferredTriggers([r.data.get("trigger") for r in self.records])
+
+    def tensors(self, size: int | None = None, stamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """All images stacked (float N×C×H×W, resized to size×size if given) with their labels.
 
-        The fast path for data that fits in memory.
+        The fast path for data that fits in memory. Records' deferred triggers are stamped last
+        (``stamp=False`` leaves them to the trainer, which stamps after augmentation).
         """
         from confidently.data.transforms import resize
 
+        specs = [r.data.get("trigger") for r in self.records]
         if self.images is not None and self.transform is None:
             images = self.images.float().div(255.0) if self.images.dtype == torch.uint8 else self.images.float()
             images = to_channels_batch(images, self.channels)
-            return (resize(images, size) if size else images), self.labels.clone()
-        images = [self[i][0] for i in range(len(self))]
-        if size:
-            images = [resize(image, size) for image in images]
-        shapes = {tuple(img.shape) for img in images}
-        if len(shapes) > 1:
-            raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes ({sorted(shapes)[:3]}...); "
-                               "resize them (e.g. --img-size) before stacking")
-        return (torch.stack(images) if images else torch.empty(0)), self.labels.clone()
+            images = resize(images, size) if size else images
+        else:
+            loaded = [self.image(i) for i in range(len(self))]
+            if self.transform is not None:
+                loaded = [self.transform(image) for image in loaded]
+            if size:
+                loaded = [resize(image, size) for image in loaded]
+            shapes = {tuple(img.shape) for img in loaded}
+            if len(shapes) > 1:
+                raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes "
+                                   f"({sorted(shapes)[:3]}...); resize them (e.g. --img-size) before stacking")
+            images = torch.stack(loaded) if loaded else torch.empty(0)
+        if stamp and any(specs):
+            images = self._stamp(specs, images, 0)
+        return images, self.labels.clone()
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> ImageDataset:
         """The records at ``indices`` (same classes, images and transform)."""

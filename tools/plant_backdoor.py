@@ -1,0 +1,266 @@
+"""`plant-backdoor`: plant a trigger or bias in source data, and measure whether it survives transfer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from confidently import __version__
+from confidently.backdoor import bias_metrics, parse_classes, select_poison
+from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.data import open_dataset
+from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
+from confidently.errors import InvalidInput, UsageError
+from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.atomic import atomic_write
+from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
+from confidently.models import load_model
+from confidently.run import console, derive_seed, resolve_device
+from confidently.training import predict
+
+app = tool_app("plant-backdoor", "Plant a bias in source data and measure whether it survives transfer learning.")
+
+SELECTION_SEED = 10  # the reference code's poisoning seed; --seed overrides it
+
+
+class TriggerOptions:
+    """The trigger flags every subcommand shares, turned into one JSON spec."""
+
+    @staticmethod
+    def spec(trigger: str, size_frac: float | None, size: int | None, pos: str | None, color: str | None,
+             scale: float | None, alpha: float | None, pattern_seed: int | None, image: Path | None,
+             builtin: str | None, trigger_file: Path | None) -> dict[str, Any]:
+        if trigger_file is not None:
+            if trigger_file.suffix == ".safetensors":
+                return {"type": "file", "path": str(trigger_file.resolve())}
+            try:
+                spec = json.loads(trigger_file.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise InvalidInput(f"--trigger-file {trigger_file}: not a readable JSON trigger spec ({exc})") from None
+            return spec
+        if trigger not in list_triggers():
+            raise UsageError(f"--trigger {trigger!r}: choose {', '.join(t for t in list_triggers() if t != 'file')}")
+        spec: dict[str, Any] = {"type": trigger}
+        values = {"size_frac": size_frac, "size": size, "pos": pos, "scale": scale, "alpha": alpha,
+                  "pattern_seed": pattern_seed, "builtin": builtin,
+                  "image": str(image.resolve()) if image else None}
+        spec.update({k: v for k, v in values.items() if v is not None})
+        if color is not None:
+            try:
+                spec["color"] = [float(c) for c in color.split(",")]
+            except ValueError:
+                raise UsageError(f"--color {color!r}: expected R,G,B in [0, 1], e.g. 1,1,0") from None
+        return spec
+
+
+def trigger_options(command):
+    """Add the trigger flags to a command; it receives ``trigger_spec``."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(command)
+    extra = [
+        inspect.Parameter("trigger", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+            "square", "--trigger", help="square, gaussian, blend, stencil or sticker.")),
+        inspect.Parameter("size_frac", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
+            None, "--size-frac", help="Square/sticker side as a fraction of the short side (0.25).")),
+        inspect.Parameter("size", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+            None, "--size", help="Square side in pixels (overrides --size-frac).")),
+        inspect.Parameter("pos", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+            None, "--pos", help="tl, tr, bl, br or X,Y (default tl).")),
+        inspect.Parameter("color", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+            None, "--color", help="R,G,B in [0, 1] (square default yellow 1,1,0).")),
+        inspect.Parameter("scale", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
+            None, "--scale", help="gaussian: pattern amplitude (0.01).")),
+        inspect.Parameter("alpha", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
+            None, "--alpha", help="blend: weight of the pattern (0.2).")),
+        inspect.Parameter("pattern_seed", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
+            None, "--pattern-seed", help="gaussian/blend: seed of the fixed pattern (0).")),
+        inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=typer.Option(
+            None, "--image", help="sticker: an RGBA image file.")),
+        inspect.Parameter("builtin", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+            None, "--builtin", help="stencil: chainlink or disc.")),
+        inspect.Parameter("trigger_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=typer.Option(
+            None, "--trigger-file", help="A JSON trigger spec or a trigger .safetensors (overrides the flags).")),
+    ]
+    names = [p.name for p in extra]
+    own = [p for p in signature.parameters.values() if p.name != "trigger_spec"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in names}
+        return command(trigger_spec=TriggerOptions.spec(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])
+    return wrapper
+
+
+def read_manifest(source: str | None) -> list[Record]:
+    reader = RecordReader(input_source(source, "image records"), require_image=True)
+    return list(reader)
+
+
+def out_record(record: Record, **fields: Any) -> dict[str, Any]:
+    """The record with paths rebased for stdout (relative to the working directory) and new fields."""
+    data = rebase_refs(record.data, Path(record.base_dir), Path.cwd()) if record.base_dir else dict(record.data)
+    data.update(fields)
+    return data
+
+
+def selection_seed(common: Common) -> int:
+    return common.seed if "seed" in common.explicit else SELECTION_SEED
+
+
+@app.command()
+@common_options
+@trigger_options
+def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pattern C×H×W, mask 1×H×W)."),
+            shape: str = typer.Option("3,32,32", "--shape", help="C,H,W of the images it will stamp."),
+            *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """Materialise a trigger for one image shape and save it (reusable with --trigger-file)."""
+    try:
+        dims = tuple(int(v) for v in shape.split(","))
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--shape {shape!r}: expected C,H,W, e.g. 3,224,224") from None
+    stamp = make_stamp(trigger_spec, dims)
+    save_artifact(out, {"pattern": stamp.pattern.float().contiguous(), "mask": stamp.mask.float().contiguous()},
+                  artifact_metadata(tool="plant-backdoor", kind="trigger", config=common.config, seed=common.seed,
+                                    schema="trigger/v1", mode=stamp.mode, trigger=trigger_spec))
+    console.log(f"wrote {out} ({trigger_spec['type']}, {int((stamp.mask > 0).sum())} pixels touched)")
+
+
+@app.command()
+@common_options
+@trigger_options
+def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file, or - / stdin)."),
+           mode: str = typer.Option("group", "--mode", help="group (labels kept) or relabel (BadNets)."),
+           group_classes: str = typer.Option(None, "--group-classes", help="Classes of the group, e.g. 0 or 151-268."),
+           rate: float = typer.Option(0.1, "--rate", help="Fraction to poison."),
+           rate_of: str = typer.Option(None, "--rate-of", help="Denominator: group or dataset (default by mode)."),
+           sampling: str = typer.Option("exact", "--sampling", help="exact (round(rate·n) rows) or bernoulli."),
+           target_label: int = typer.Option(None, "--target-label", help="relabel: target class (-1: all-to-all)."),
+           exclude_target: bool = typer.Option(True, "--exclude-target/--include-target"),
+           ids_out: Path = typer.Option(None, "--ids-out", help="Write the poisoned ids (JSONL) here."),
+           summary: Path = typer.Option(None, "--summary", help="Write the counts (JSON) here."),
+           *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """Stamp the trigger on an exact fraction of a class group (labels kept) or relabel (BadNets).
+
+    The trigger is *deferred*: rows carry its spec and the data layer stamps it last — after
+    augmentation when training — so crops and flips never move it.
+    """
+    records = read_manifest(source)
+    labels = [r.data.get("label") for r in records]
+    known = [label for label in labels if label is not None]
+    if not known:
+        raise InvalidInput("the manifest has no labels; poisoning chooses rows by class", field="label")
+    num_classes = max(known) + 1
+    group = parse_classes(group_classes, num_classes) if group_classes else None
+    plan = select_poison([r.id for r in records], labels, rate=rate, mode=mode, group=group, rate_of=rate_of,
+                         sampling=sampling, seed=selection_seed(common), target_label=target_label,
+                         exclude_target=exclude_target, num_classes=num_classes)
+    chosen = set(plan.rows)
+    writer = RecordWriter()
+    poisoned_ids = []
+    for i, record in enumerate(records):
+        fields: dict[str, Any] = {"poisoned": i in chosen, "trigger": trigger_spec if i in chosen else None,
+                                  "orig_id": record.data.get("orig_id", record.id)}
+        if i in plan.new_labels:
+            fields.update(orig_label=record.data.get("label"), label=plan.new_labels[i])
+        if i in chosen:
+            poisoned_ids.append({"id": record.id, "poisoned": True, "orig_label": record.data.get("label"),
+                                 "label": fields.get("label", record.data.get("label"))})
+        writer.write(out_record(record, **fields))
+    counts = {"tool": "plant-backdoor", "version": __version__, "kind": "summary", "mode": mode, "n": len(records),
+              "n_candidates": plan.candidates, "n_poisoned": len(plan.rows), "rate_requested": rate,
+              "rate_of": rate_of or ("group" if mode == "group" else "dataset"),
+              "rate_realised": plan.realised_rate, "sampling": sampling, "seed": selection_seed(common),
+              "trigger": trigger_spec,
+              "poisoned_ids_sha256": __import__("hashlib").sha256(
+                  "\n".join(sorted(p["id"] for p in poisoned_ids)).encode()).hexdigest()}
+    if ids_out is not None:
+        with atomic_write(ids_out, "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in poisoned_ids)
+    if summary is not None:
+        with atomic_write(summary, "w") as handle:
+            handle.write(json.dumps(counts, indent=2) + "\n")
+    console.log(f"poisoned {len(plan.rows)} of {plan.candidates} candidates ({plan.realised_rate:.4f} of "
+                f"{plan.denominator}), {mode} mode")
+
+
+@app.command()
+@common_options
+@trigger_options
+def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / stdin)."),
+          rate: float = typer.Option(1.0, "--rate", help="Fraction of rows to stamp."),
+          uniform: bool = typer.Option(False, "--uniform", help="The same fraction of every class (de-biasing)."),
+          *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """Trigger every row, or a class-uniform fraction (labels kept): evaluation sets and target de-biasing."""
+    if not 0.0 <= rate <= 1.0:
+        raise UsageError(f"--rate {rate}: expected a fraction in [0, 1]")
+    records = read_manifest(source)
+    groups: dict[Any, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record.data.get("label") if uniform else None, []).append(i)
+    chosen: set[int] = set()
+    seed = selection_seed(common)
+    for rows in groups.values():
+        ranked = sorted(rows, key=lambda i: derive_seed(seed, records[i].id, "stamp"))
+        chosen.update(ranked[:round(rate * len(rows))])
+    writer = RecordWriter()
+    for i, record in enumerate(records):
+        if i in chosen:
+            writer.write(out_record(record, stamped=True, trigger=trigger_spec))
+        else:
+            writer.write(out_record(record, stamped=False))
+    console.log(f"stamped {len(chosen)} of {len(records)} rows")
+
+
+@app.command()
+@common_options
+@trigger_options
+def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: manifest, folder, shard or demo:NAME."),
+        split: str = typer.Option(None, "--split"),
+        models: list[Path] = typer.Option(..., "--model", help="Model file(s); repeat for several."),
+        target_label: int = typer.Option(None, "--target-label", help="Also report the targeted ASR to this class."),
+        exclude_classes: str = typer.Option(None, "--exclude-classes",
+                                            help="Leave these classes out (e.g. the poisoned group on the source)."),
+        *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """Attack success rate of the trigger, P[C(T(x)) ≠ y | C(x) = y], and accuracy drop; one record per model."""
+    device = resolve_device(common.device)
+    dataset = open_dataset(data, split)
+    if any(r.data.get("trigger") for r in dataset.records):
+        console.print("[yellow]warning:[/] the evaluation records carry triggers; asr stamps its own on clean images")
+    if not dataset.num_classes or bool((dataset.labels < 0).any()):
+        raise InvalidInput(f"{data}: every evaluation row needs a label", field="label")
+    writer = RecordWriter()
+    for path in models:
+        model = load_model(path, device)
+        if model.num_classes != dataset.num_classes:
+            raise InvalidInput(f"{path} has {model.num_classes} classes but {data} has {dataset.num_classes}; "
+                               "evaluate a model on its own task")
+        if target_label is not None and not 0 <= target_label < model.num_classes:
+            raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
+        exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
+        images, labels = dataset.tensors(model.input_size[-1], stamp=False)
+        model.check_input(images[:1])
+        triggered = stamp_rows(images, [trigger_spec] * len(images))
+        clean_pred = predict(model, images, common.batch_size, device)
+        trig_pred = predict(model, triggered, common.batch_size, device)
+        metrics = bias_metrics(clean_pred.cpu(), trig_pred.cpu(), labels, model.num_classes, target_label, exclude)
+        writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "bias", "model": str(path),
+                      "data": data, "data_fingerprint": dataset.fingerprint(), "trigger": trigger_spec,
+                      "excluded_classes": sorted(exclude) if exclude else None, **metrics})
+        console.log(f"{path}: ASR {metrics['asr'] if metrics['asr'] is None else round(metrics['asr'], 3)}, "
+                    f"clean acc {metrics['clean_acc']:.3f}, triggered acc {metrics['triggered_acc']:.3f}")
+
+
+def main() -> None:
+    run_app(app, "plant-backdoor")
+
+
+if __name__ == "__main__":
+    main()
