@@ -15,6 +15,7 @@ from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import atomic_write
+from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.models import load_model
 from confidently.run import console, derive_seed, resolve_device
@@ -109,6 +110,18 @@ def out_record(record: Record, **fields: Any) -> dict[str, Any]:
     return data
 
 
+def check_fits(records: list[Record], spec: dict[str, Any]) -> None:
+    """Materialise the trigger for the first image, so a trigger that cannot fit fails now, not in training."""
+    if not records:
+        return
+    first = records[0]
+    try:
+        image = ImageLoader(None).load(first.data["image"], first.base_dir)
+    except InvalidInput as exc:
+        raise first.error(exc.message, "image") from None
+    make_stamp(spec, tuple(image.shape))
+
+
 def selection_seed(common: Common) -> int:
     return common.seed if "seed" in common.explicit else SELECTION_SEED
 
@@ -153,6 +166,7 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
     augmentation when training — so crops and flips never move it.
     """
     records = read_manifest(source)
+    check_fits(records, trigger_spec)
     labels = [r.data.get("label") for r in records]
     known = [label for label in labels if label is not None]
     if not known:
@@ -202,6 +216,7 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
     if not 0.0 <= rate <= 1.0:
         raise UsageError(f"--rate {rate}: expected a fraction in [0, 1]")
     records = read_manifest(source)
+    check_fits(records, trigger_spec)
     groups: dict[Any, list[int]] = {}
     for i, record in enumerate(records):
         groups.setdefault(record.data.get("label") if uniform else None, []).append(i)

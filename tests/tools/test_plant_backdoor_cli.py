@@ -1,0 +1,109 @@
+"""`plant-backdoor` as a user runs it: export → poison → advtrain train → asr; stamp; trigger files; bad input."""
+
+import json
+import os
+
+import pytest
+import torch
+from confidently.io.images import load_image
+from safetensors.torch import load_file
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    import subprocess
+
+    from tests.conftest import tool_path
+
+    root = tmp_path_factory.mktemp("backdoor")
+    for split in ("train", "test"):
+        proc = subprocess.run([tool_path("dataset"), "export", "demo:digits", "--split", split, "--out", split],
+                              cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        (root / f"{split}.jsonl").write_text(proc.stdout)
+    return root
+
+
+def test_relabel_poison_trains_a_backdoor_that_asr_measures(run_tool, digits):
+    poisoned = run_tool("plant-backdoor", "poison", "train.jsonl", "--mode", "relabel", "--target-label", "0",
+                        "--rate", "0.1", "--size", "8", "--ids-out", "ids.jsonl", "--summary", "counts.json",
+                        cwd=digits)
+    assert poisoned.returncode == 0, poisoned.stderr
+    rows = poisoned.records
+    hit = [r for r in rows if r["poisoned"]]
+    assert len(hit) == round(0.1 * len(rows)) and all(r["label"] == 0 and r["orig_label"] != 0 for r in hit)
+    assert all(r["trigger"] == {"type": "square", "size": 8} for r in hit)
+    assert all(r["trigger"] is None and "orig_label" not in r for r in rows if not r["poisoned"])
+    ids = [json.loads(line)["id"] for line in (digits / "ids.jsonl").read_text().splitlines()]
+    assert ids == [r["id"] for r in hit]
+    counts = json.loads((digits / "counts.json").read_text())
+    assert counts["n_poisoned"] == len(hit) and counts["rate_of"] == "dataset"
+    (digits / "poisoned.jsonl").write_text(poisoned.stdout)
+
+    trained = run_tool("advtrain", "train", "--data", "poisoned.jsonl", "--arch", "tiny_resnet", "--epochs", "4",
+                       "--shift", "2", "--out", "bd.safetensors", "-q", cwd=digits)
+    assert trained.returncode == 0, trained.stderr
+    measured = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", "bd.safetensors", "--size", "8",
+                        "--target-label", "0", cwd=digits)
+    assert measured.returncode == 0, measured.stderr
+    (bias,) = measured.records
+    assert bias["kind"] == "bias" and bias["clean_acc"] > 0.8
+    assert bias["asr_targeted"] > 0.8 and bias["asr"] > 0.7 and bias["top_shift_class"] == 0
+    clean_model = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", "bd.safetensors",
+                           "--trigger", "square", "--size", "8", "--pos", "br", cwd=digits)
+    assert clean_model.records[0]["asr"] < bias["asr"]  # the backdoor answers its own corner only
+
+
+def test_group_poison_keeps_labels_and_stamp_is_class_uniform(run_tool, digits):
+    poisoned = run_tool("plant-backdoor", "poison", "train.jsonl", "--group-classes", "0-1", "--rate", "0.5",
+                        "--trigger", "blend", "--alpha", "0.3", cwd=digits)
+    assert poisoned.returncode == 0, poisoned.stderr
+    rows = poisoned.records
+    group = [r for r in rows if r["label"] in (0, 1)]
+    assert sum(r["poisoned"] for r in rows) == round(0.5 * len(group))
+    assert all(r["label"] in (0, 1) and "orig_label" not in r for r in rows if r["poisoned"])
+    again = run_tool("plant-backdoor", "poison", "train.jsonl", "--group-classes", "0-1", "--rate", "0.5",
+                     "--trigger", "blend", "--alpha", "0.3", cwd=digits)
+    assert again.stdout == poisoned.stdout
+    stamped = run_tool("plant-backdoor", "stamp", "test.jsonl", "--rate", "0.5", "--uniform", cwd=digits).records
+    for label in range(10):
+        members = [r for r in stamped if r["label"] == label]
+        assert sum(r["stamped"] for r in members) == round(0.5 * len(members))
+
+
+def test_trigger_file_matches_the_inline_spec(run_tool, digits):
+    made = run_tool("plant-backdoor", "trigger", "--trigger", "square", "--size", "5", "--pos", "3,4",
+                    "--color", "0,1,0", "--shape", "3,32,32", "--out", "t.safetensors", cwd=digits)
+    assert made.returncode == 0, made.stderr
+    tensors = load_file(digits / "t.safetensors")
+    assert int(tensors["mask"].sum()) == 25 and tensors["mask"][0, 4, 3] == 1
+    stamped = run_tool("plant-backdoor", "stamp", "test.jsonl", "--trigger-file", "t.safetensors", cwd=digits)
+    first = stamped.records[0]
+    from confidently.data.triggers import stamp_rows
+
+    image = load_image(first["image"], digits)
+    via_file = stamp_rows(image[None], [first["trigger"]])[0]
+    inline = stamp_rows(image[None], [{"type": "square", "size": 5, "pos": "3,4", "color": [0, 1, 0]}])[0]
+    assert torch.equal(via_file, inline)
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("poison", "train.jsonl", "--group-classes", "0", "--rate", "1.5"), 2, "rate"),
+    (("poison", "train.jsonl", "--group-classes", "12"), 2, "outside"),
+    (("poison", "train.jsonl", "--mode", "relabel", "--target-label", "10"), 2, "target-label"),
+    (("stamp", "test.jsonl", "--size", "40"), 3, "does not fit"),
+    (("stamp", "test.jsonl", "--trigger", "hat"), 2, "square"),
+])
+def test_bad_input(run_tool, digits, args, code, message):
+    result = run_tool("plant-backdoor", *args, cwd=digits)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+
+
+def test_a_model_for_another_task_is_refused(run_tool, digits, tmp_path):
+    from confidently.models import create_model, save_model
+
+    save_model(create_model("small_cnn", 5, img_size=32), tmp_path / "five.safetensors")
+    result = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", tmp_path / "five.safetensors",
+                      cwd=digits)
+    assert result.returncode == 3 and "5 classes" in result.stderr
