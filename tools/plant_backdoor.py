@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 from confidently import __version__
 from confidently.backdoor import bias_metrics, parse_classes, select_poison
+from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
 from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
-from confidently.errors import InvalidInput, UsageError
+from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import atomic_write
 from confidently.io.images import ImageLoader
@@ -20,6 +23,7 @@ from confidently.io.records import Record, RecordReader, RecordWriter, rebase_re
 from confidently.models import load_model
 from confidently.run import console, derive_seed, resolve_device
 from confidently.training import predict
+from rich.table import Table
 
 app = tool_app("plant-backdoor", "Plant a bias in source data and measure whether it survives transfer learning.")
 
@@ -271,6 +275,123 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
                       "excluded_classes": sorted(exclude) if exclude else None, **metrics})
         console.log(f"{path}: ASR {metrics['asr'] if metrics['asr'] is None else round(metrics['asr'], 3)}, "
                     f"clean acc {metrics['clean_acc']:.3f}, triggered acc {metrics['triggered_acc']:.3f}")
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise UsageError(f"{option}: give at least one value")
+    return values
+
+
+def load_split(source: str, split: str | None, classes: str | None, size: int | None) -> Split:
+    dataset = open_dataset(source, split)
+    chosen = sorted(parse_classes(classes, dataset.num_classes or None)) if classes else None
+    return Split.from_dataset(dataset, chosen, size)
+
+
+def show_summary(summary: dict[str, Any]) -> None:
+    table = Table("source rate", "mode", "wd", "de-bias", "n", "target ASR", "clean acc", "Δacc",
+                  title="bias transfer (mean ± std over seeds)")
+
+    def cell(stat: dict[str, Any]) -> str:
+        return "-" if stat["mean"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+    for row in summary["settings"]:
+        table.add_row(str(row["source_rate"]), row["mode"], f"{row['wd']:g}", f"{row['debias_rate']:g}", str(row["n"]),
+                      cell(row["asr"]), cell(row["target_clean_acc"]), cell(row["delta_acc"]))
+    console.print(table)
+
+
+@app.command()
+@common_options
+@trigger_options
+def experiment(source: str = typer.Option(..., "--source", help="Source training data (manifest, folder, demo:NAME)."),
+               source_split: str = typer.Option(None, "--source-split"),
+               source_test: str = typer.Option(None, "--source-test", help="Source test data (default --source)."),
+               source_test_split: str = typer.Option(None, "--source-test-split"),
+               source_classes: str = typer.Option(None, "--source-classes", help="Keep these classes, e.g. 0-4."),
+               target: str = typer.Option(..., "--target", help="Target training data."),
+               target_split: str = typer.Option(None, "--target-split"),
+               target_test: str = typer.Option(None, "--target-test", help="Target test data (default --target)."),
+               target_test_split: str = typer.Option(None, "--target-test-split"),
+               target_classes: str = typer.Option(None, "--target-classes", help="Keep these classes, e.g. 5-9."),
+               img_size: int = typer.Option(None, "--img-size"),
+               poison_mode: str = typer.Option("relabel", "--poison-mode", help="group or relabel."),
+               group_classes: str = typer.Option(None, "--group-classes"),
+               target_label: int = typer.Option(0, "--target-label", help="relabel: target class (-1: all-to-all)."),
+               rates: str = typer.Option("0,0.1", "--rates", help="Source poison rates (0 = the clean source)."),
+               rate_of: str = typer.Option(None, "--rate-of"),
+               modes: str = typer.Option("fixed,full,scratch", "--modes", help="fixed, full, scratch."),
+               wd: str = typer.Option("5e-4", "--wd", help="Target weight decays, e.g. 5e-4,5e-3,5e-2."),
+               debias_rate: str = typer.Option("0", "--debias-rate", help="Target de-biasing fractions, e.g. 0,0.5."),
+               seeds: str = typer.Option("0", "--seeds", help="Seeds, e.g. 0-4 or 0,3."),
+               arch: str = typer.Option("small_cnn", "--arch"),
+               preset: str = typer.Option("bias-cpu", "--preset", help=", ".join(PRESETS)),
+               epochs_source: int = typer.Option(None, "--epochs-source", min=1),
+               epochs_target: int = typer.Option(None, "--epochs-target", min=1),
+               summary: Path = typer.Option(None, "--summary", help="Write mean/std per setting (JSON) here."),
+               *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """The whole grid: clean vs poisoned source × fixed/full/scratch × weight decays × de-biasing × seeds.
+
+    One record per run on stdout; sources are trained once per (rate, seed) and shared by the target runs.
+    """
+    if preset not in PRESETS:
+        raise UsageError(f"--preset {preset!r}: choose {', '.join(PRESETS)}")
+    if poison_mode == "group" and not group_classes:
+        raise UsageError("--poison-mode group needs --group-classes")
+    device = resolve_device(common.device)
+    src = load_split(source, source_split, source_classes, img_size)
+    size = img_size or src.images.shape[-1]
+    src_test = load_split(source_test or source, source_test_split, source_classes, size)
+    tgt = load_split(target, target_split, target_classes, size)
+    tgt_test = load_split(target_test or target, target_test_split, target_classes, size)
+    make_stamp(trigger_spec, tuple(src.images.shape[1:]))
+    configs = PRESETS[preset]
+    grid = Grid(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), weight_decays=parse_floats(wd, "--wd"),
+                debias_rates=parse_floats(debias_rate, "--debias-rate"),
+                seeds=tuple(sorted(parse_classes(seeds))), arch=arch,
+                source_config=replace(configs["source"], epochs=epochs_source or configs["source"].epochs),
+                target_config=replace(configs["target"], epochs=epochs_target or configs["target"].epochs))
+    rate_values = parse_floats(rates, "--rates")
+    if any(not 0 <= r <= 1 for r in rate_values):
+        raise UsageError(f"--rates {rates!r}: rates must lie in [0, 1]")
+    poisoning = Poisoning(poison_mode, rate_values,
+                          frozenset(parse_classes(group_classes, src.num_classes)) if group_classes else frozenset(),
+                          target_label if poison_mode == "relabel" else None, rate_of,
+                          common.seed if "seed" in common.explicit else SELECTION_SEED)
+    writer = RecordWriter()
+    runs = []
+    for run in run_grid(src, src_test, tgt, tgt_test, trigger_spec, poisoning, grid, device=device,
+                        batch_size=common.batch_size, log=console.log):
+        run.update(version=__version__, arch=arch, preset=preset, trigger=trigger_spec)
+        writer.write(run)
+        runs.append(run)
+    result = summarize_runs(runs)
+    if summary is not None:
+        with atomic_write(summary, "w") as handle:
+            handle.write(json.dumps(result, indent=2) + "\n")
+    show_summary(result)
+
+
+@app.command()
+@common_options
+def summarize(source: str = typer.Argument(None, help="experiment run records (JSONL file, or - / stdin)."),
+              *, common: Common) -> None:
+    """Mean and spread per setting from run records (e.g. the `cat` of several machines' runs); JSON on stdout."""
+    runs = []
+    for record in RecordReader(input_source(source, "run records"), validate=False):
+        if record.data.get("kind") != "run":
+            raise record.error("expected a run record of `plant-backdoor experiment`", "kind")
+        runs.append(record.data)
+    if not runs:
+        raise NoValidResult("no run records to summarize")
+    result = summarize_runs(runs)
+    sys.stdout.write(json.dumps(result) + "\n")
+    show_summary(result)
 
 
 def main() -> None:

@@ -1,0 +1,211 @@
+"""The bias-transfer grid (thesis §7.2): poisoned vs clean source × transfer mode × weight decay ×
+target de-biasing × seeds; one record per run, then mean and spread per setting.
+
+Every training goes through :func:`~confidently.training.train_classifier` and
+:func:`~confidently.transfer.transfer` (the recipes ``advtrain`` uses); poisoned rows are
+triggered after augmentation by the trainer's ``stamp`` hook, keyed by row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from confidently.backdoor.metrics import bias_metrics
+from confidently.backdoor.poison import select_poison
+from confidently.data.triggers import DeferredTriggers, stamp_rows
+from confidently.errors import UsageError
+from confidently.models import create_model
+from confidently.models.classifier import Classifier
+from confidently.run.seeding import derive_seed
+from confidently.training import TrainConfig, predict, train_classifier
+from confidently.transfer import transfer
+
+MODES = ("fixed", "full", "scratch")
+
+PRESETS: dict[str, dict[str, TrainConfig]] = {
+    # The spec's CPU pilot: 8×8 digits, a width-16 CNN, cyclic schedules.
+    "bias-cpu": {
+        "source": TrainConfig(epochs=30, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                              schedule="cyclic", peak_epoch=5),
+        "target": TrainConfig(epochs=30, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                              schedule="cyclic", peak_epoch=5),
+    },
+    # Thesis App. G.1.1 / G.1.2 (ImageNet source, CIFAR-10-like target); batch sizes as printed.
+    "bias-thesis": {
+        "source": TrainConfig(epochs=16, batch_size=1024, lr=0.5, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                              schedule="cyclic", peak_epoch=2, flip=True),
+        "target": TrainConfig(epochs=15, batch_size=1024, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                              schedule="cyclic", peak_epoch=5, flip=True),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """In-memory images (float N×C×H×W in [0, 1]), labels and row ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1
+
+    @classmethod
+    def from_dataset(cls, dataset, classes: Sequence[int] | None = None, size: int | None = None) -> Split:
+        """The rows of ``classes`` (relabelled 0..k-1 in the given order), stamped with any deferred triggers."""
+        images, labels = dataset.tensors(size)
+        ids = dataset.ids
+        if classes is not None:
+            order = list(classes)
+            rows = [i for i, label in enumerate(labels.tolist()) if label in order]
+            if not rows:
+                raise UsageError(f"no row is labelled with the classes {order}")
+            remap = {label: position for position, label in enumerate(order)}
+            images, ids = images[rows], [ids[i] for i in rows]
+            labels = torch.tensor([remap[int(labels[i])] for i in rows])
+        return cls(images, labels, ids)
+
+
+@dataclass(frozen=True)
+class Poisoning:
+    """How the source is poisoned: ``mode`` group (labels kept) or relabel, at each of ``rates`` (0 = clean)."""
+
+    mode: str = "relabel"
+    rates: tuple[float, ...] = (0.0, 0.1)
+    group: frozenset[int] = frozenset()
+    target_label: int | None = 0
+    rate_of: str | None = None
+    selection_seed: int = 10
+
+
+@dataclass(frozen=True)
+class Grid:
+    modes: tuple[str, ...] = ("fixed", "full", "scratch")
+    weight_decays: tuple[float, ...] = (5e-4,)
+    debias_rates: tuple[float, ...] = (0.0,)
+    seeds: tuple[int, ...] = (0,)
+    arch: str = "small_cnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    source_config: TrainConfig = field(default_factory=lambda: PRESETS["bias-cpu"]["source"])
+    target_config: TrainConfig = field(default_factory=lambda: PRESETS["bias-cpu"]["target"])
+
+    def check(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown:
+            raise UsageError(f"--modes {','.join(unknown)}: choose from {', '.join(MODES)}")
+        if any(not 0 <= r <= 1 for r in self.debias_rates):
+            raise UsageError("--debias-rate values must lie in [0, 1]")
+
+
+def _asr(model: Classifier, split: Split, trigger: dict[str, Any], batch_size: int, device, **kwargs) -> dict:
+    clean = predict(model, split.images, batch_size, device).cpu()
+    triggered = predict(model, stamp_rows(split.images, [trigger] * len(split.images)), batch_size, device).cpu()
+    return bias_metrics(clean, triggered, split.labels, model.num_classes, **kwargs)
+
+
+def _uniform_rows(split: Split, rate: float, seed: int) -> list[int]:
+    """A class-uniform fraction of the rows (target de-biasing: the trigger carries no label information)."""
+    rows: list[int] = []
+    for label in split.labels.unique().tolist():
+        members = [i for i in range(len(split.ids)) if int(split.labels[i]) == label]
+        members.sort(key=lambda i: derive_seed(seed, split.ids[i], "debias"))
+        rows += members[:round(rate * len(members))]
+    return sorted(rows)
+
+
+def poison_split(split: Split, poisoning: Poisoning, rate: float, trigger: dict[str, Any]) -> tuple[Split, list]:
+    """The source with ``rate`` poisoned: relabelled labels and the per-row triggers (None: clean)."""
+    if rate == 0:
+        return split, [None] * len(split.ids)
+    plan = select_poison(split.ids, split.labels.tolist(), rate=rate, mode=poisoning.mode,
+                         group=set(poisoning.group), rate_of=poisoning.rate_of, seed=poisoning.selection_seed,
+                         target_label=poisoning.target_label, num_classes=split.num_classes)
+    labels = split.labels.clone()
+    for row, label in plan.new_labels.items():
+        labels[row] = label
+    specs: list = [None] * len(split.ids)
+    for row in plan.rows:
+        specs[row] = trigger
+    return replace(split, labels=labels), specs
+
+
+def run_grid(source: Split, source_test: Split, target: Split, target_test: Split, trigger: dict[str, Any],
+             poisoning: Poisoning, grid: Grid, *, device: torch.device | str = "cpu", batch_size: int = 256,
+             log: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """One record per (source rate, seed, mode, weight decay, de-bias rate).
+
+    A source model is trained once per (rate, seed) and fanned out to every target run.
+    """
+    grid.check()
+    for rate in poisoning.rates:
+        for seed in grid.seeds:
+            started = time.perf_counter()
+            poisoned, specs = poison_split(source, poisoning, rate, trigger)
+            torch.manual_seed(derive_seed(seed, "source-init") % 2**63)
+            src_model = create_model(grid.arch, source.num_classes, in_chans=source.images.shape[1],
+                                     img_size=source.images.shape[-1], **grid.arch_kwargs)
+            train_classifier(src_model, poisoned.images, poisoned.labels, replace(grid.source_config, seed=seed),
+                             device=device, stamp=DeferredTriggers(specs))
+            exclude = set(poisoning.group) if poisoning.mode == "group" else None
+            target_label = poisoning.target_label if poisoning.mode == "relabel" else None
+            src = _asr(src_model, source_test, trigger, batch_size, device,
+                       target_label=target_label if target_label is not None and target_label >= 0 else None,
+                       exclude=exclude)
+            source_seconds = time.perf_counter() - started
+            if log:
+                log(f"source rate {rate} seed {seed}: clean acc {src['clean_acc']:.3f}, ASR {src['asr']}")
+            for debias in grid.debias_rates:
+                debias_specs = [None] * len(target.ids)
+                for row in _uniform_rows(target, debias, seed) if debias else []:
+                    debias_specs[row] = trigger
+                for mode in grid.modes:
+                    for wd in grid.weight_decays:
+                        started = time.perf_counter()
+                        config = replace(grid.target_config, weight_decay=wd, seed=seed)
+                        if mode == "scratch":
+                            torch.manual_seed(derive_seed(seed, "scratch-init") % 2**63)
+                            model = create_model(grid.arch, target.num_classes, in_chans=target.images.shape[1],
+                                                 img_size=target.images.shape[-1], **grid.arch_kwargs)
+                            train_classifier(model, target.images, target.labels, config, device=device,
+                                             stamp=DeferredTriggers(debias_specs))
+                        else:
+                            torch.manual_seed(derive_seed(seed, "head-init") % 2**63)
+                            model = transfer(src_model, target.images, target.labels, config, mode=mode,
+                                             num_classes=target.num_classes, device=device,
+                                             stamp=DeferredTriggers(debias_specs))
+                        tgt = _asr(model, target_test, trigger, batch_size, device)
+                        yield {"kind": "run", "tool": "plant-backdoor", "poison_mode": poisoning.mode,
+                               "source_rate": rate, "mode": mode, "wd": wd, "debias_rate": debias, "seed": seed,
+                               "source_clean_acc": src["clean_acc"], "source_asr": src["asr"],
+                               "source_asr_targeted": src["asr_targeted"], "target_clean_acc": tgt["clean_acc"],
+                               "asr": tgt["asr"], "delta_acc": tgt["delta_acc"], "tv_pred_shift": tgt["tv_pred_shift"],
+                               "source_time_s": round(source_seconds, 3),
+                               "time_s": round(time.perf_counter() - started, 3)}
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, standard deviation and n of each metric per (poison mode, source rate, mode, wd, de-bias rate)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        key = (run["poison_mode"], run["source_rate"], run["mode"], run["wd"], run["debias_rate"])
+        groups.setdefault(key, []).append(run)
+    settings = []
+    for key, members in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
+        row: dict[str, Any] = dict(zip(("poison_mode", "source_rate", "mode", "wd", "debias_rate"), key, strict=True))
+        row["n"] = len(members)
+        for metric in ("asr", "target_clean_acc", "delta_acc", "source_asr", "source_clean_acc"):
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            mean = math.fsum(values) / len(values) if values else None
+            spread = (math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                      if len(values) > 1 else 0.0 if values else None)
+            row[metric] = {"mean": mean, "std": spread}
+        settings.append(row)
+    return {"kind": "summary", "tool": "plant-backdoor", "runs": len(runs), "settings": settings}
