@@ -107,3 +107,20 @@ def test_a_model_for_another_task_is_refused(run_tool, digits, tmp_path):
     result = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", tmp_path / "five.safetensors",
                       cwd=digits)
     assert result.returncode == 3 and "5 classes" in result.stderr
+
+
+def test_experiment_grid_and_summarize(run_tool, digits):
+    grid = run_tool("plant-backdoor", "experiment", "--source", "demo:digits?size=8", "--source-split", "train",
+                    "--source-test-split", "test", "--source-classes", "0-4", "--target", "demo:digits?size=8",
+                    "--target-split", "train", "--target-test-split", "test", "--target-classes", "5-9",
+                    "--size", "2", "--color", "1,1,1", "--rates", "0,0.1", "--modes", "fixed,scratch",
+                    "--seeds", "0-1", "--epochs-source", "3", "--epochs-target", "2", "--summary", "grid.json",
+                    cwd=digits)
+    assert grid.returncode == 0, grid.stderr
+    runs = grid.records
+    assert len(runs) == 2 * 2 * 2 and all(r["kind"] == "run" and 0 <= r["target_clean_acc"] <= 1 for r in runs)
+    again = run_tool("plant-backdoor", "summarize", input=grid.stdout, cwd=digits)
+    assert json.loads(again.stdout) == json.loads((digits / "grid.json").read_text())
+    bad = run_tool("plant-backdoor", "experiment", "--source", "demo:digits?size=8", "--target", "demo:digits?size=8",
+                   "--source-classes", "0-12", cwd=digits)
+    assert bad.returncode == 2 and "outside" in bad.stderr

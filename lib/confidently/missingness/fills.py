@@ -39,8 +39,7 @@ class Fill:
             return images
         if self.random and (seeds is None or len(seeds) != len(images)):
             raise ValueError(f"fill {self.name!r} is random: pass one seed per image")
-        v = visible[:, None].to(images.dtype)
-        return images * v + self.replace(images, seeds) * (1 - v)
+        return torch.where(visible[:, None].to(images.device).bool(), images, self.replace(images, seeds))
 
 
 def _constant(color: Sequence[float]) -> Callable[[torch.Tensor, Sequence[int] | None], torch.Tensor]:

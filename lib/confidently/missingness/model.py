@@ -44,6 +44,22 @@ class MissingnessModel:
             images = images * visible[:, None].to(images.dtype)
         return vit_forward_kept(self.model.net, self.model.normalize(images), keep)
 
+    def forward_chunks(self, count: int, order: torch.Tensor | None, kept: torch.Tensor | None):
+        """Row indices per forward: ``batch_size`` rows, and with ``drop`` a new chunk wherever the
+        kept-token count changes once a chunk holds an eighth of a batch (little padding, big forwards)."""
+        if order is None:
+            yield from torch.arange(count).split(self.batch_size)
+            return
+        least = max(1, self.batch_size // 8)
+        counts = kept[order].tolist()
+        start = 0
+        for stop in range(1, count + 1):
+            full = stop - start == self.batch_size
+            changes = stop < count and counts[stop] != counts[stop - 1] and stop - start >= least
+            if full or changes or stop == count:
+                yield order[start:stop]
+                start = stop
+
     @torch.no_grad()
     def logits(self, images: torch.Tensor, rows: torch.Tensor, visible: torch.Tensor,
                seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -58,10 +74,7 @@ class MissingnessModel:
             keep = token_keep_mask(visible, self.patch, PARTIAL_RULES[self.partial])
             order = torch.sort(keep.sum(1), stable=True).indices
         out = torch.empty(len(rows), self.model.num_classes)
-        for start in range(0, len(rows), self.batch_size):
-            index = torch.arange(start, min(start + self.batch_size, len(rows)))
-            if order is not None:
-                index = order[index]
+        for index in self.forward_chunks(len(rows), order, None if keep is None else keep.sum(1)):
             chunk_seeds = None if seeds is None else [seeds[i] for i in index.tolist()]
             out[index] = self._chunk_logits(images[rows[index].to(self.device)], visible[index].to(self.device),
                                             chunk_seeds, None if keep is None else keep[index].to(self.device)
