@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import typer
 from confidently import __version__
 from confidently.backdoor import bias_metrics, parse_classes, select_poison
@@ -126,6 +127,34 @@ def check_fits(records: list[Record], spec: dict[str, Any]) -> None:
     make_stamp(spec, tuple(image.shape))
 
 
+def write_materialized(path: Path, records: list[Record], chosen: set[int], spec: dict[str, Any],
+                       new_labels: dict[int, int]) -> list[dict[str, Any]]:
+    """Stamp the chosen rows' pixels and write every row as uint8 into one shard; tensor references per row.
+
+    Augmentation can then crop or flip the trigger away (deferred triggers cannot be moved).
+    """
+    loader = ImageLoader(None)
+    images = []
+    for i, record in enumerate(records):
+        try:
+            image = loader.load(record.data["image"], record.base_dir)
+        except InvalidInput as exc:
+            raise record.error(exc.message, "image") from None
+        if images and image.shape != images[0].shape:
+            raise record.error(f"image is {list(image.shape)} but the first is {list(images[0].shape)}; a shard holds "
+                               "one size (resize upstream)", "image")
+        if i in chosen:
+            image = make_stamp(spec, tuple(image.shape))(image[None])[0]
+        images.append(image)
+    labels = [new_labels.get(i, r.data.get("label", -1)) for i, r in enumerate(records)]
+    stacked = torch.stack(images).mul(255).round().clamp(0, 255).to(torch.uint8)
+    save_artifact(path, {"images": stacked, "labels": torch.tensor(labels, dtype=torch.int64)},
+                  artifact_metadata(tool="plant-backdoor", kind="shard", ids=[r.id for r in records], trigger=spec))
+    console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can move "
+                  "them (deferred triggers, the default, cannot)")
+    return [{"tensors": str(path), "key": "images", "index": i} for i in range(len(records))]
+
+
 def selection_seed(common: Common) -> int:
     return common.seed if "seed" in common.explicit else SELECTION_SEED
 
@@ -163,6 +192,8 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
            exclude_target: bool = typer.Option(True, "--exclude-target/--include-target"),
            ids_out: Path = typer.Option(None, "--ids-out", help="Write the poisoned ids (JSONL) here."),
            summary: Path = typer.Option(None, "--summary", help="Write the counts (JSON) here."),
+           materialize: Path = typer.Option(None, "--materialize",
+                                            help="Write stamped uint8 images into this shard instead of deferring."),
            *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Stamp the trigger on an exact fraction of a class group (labels kept) or relabel (BadNets).
 
@@ -181,13 +212,20 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
                          sampling=sampling, seed=selection_seed(common), target_label=target_label,
                          exclude_target=exclude_target, num_classes=num_classes)
     chosen = set(plan.rows)
+    shard_refs = write_materialized(materialize, records, chosen, trigger_spec, plan.new_labels) \
+        if materialize else None
     writer = RecordWriter()
     poisoned_ids = []
     for i, record in enumerate(records):
         fields: dict[str, Any] = {"poisoned": i in chosen, "trigger": trigger_spec if i in chosen else None,
                                   "orig_id": record.data.get("orig_id", record.id)}
+        if shard_refs is not None:  # the pixels are stamped already: nothing is deferred
+            fields.update(image=shard_refs[i], trigger=None,
+                          materialized_trigger=trigger_spec if i in chosen else None)
         if i in plan.new_labels:
             fields.update(orig_label=record.data.get("label"), label=plan.new_labels[i])
+            if "class_name" in record.data:  # the exported name is the original class's
+                fields.update(orig_class_name=record.data["class_name"], class_name=None)
         if i in chosen:
             poisoned_ids.append({"id": record.id, "poisoned": True, "orig_label": record.data.get("label"),
                                  "label": fields.get("label", record.data.get("label"))})

@@ -124,3 +124,22 @@ def test_experiment_grid_and_summarize(run_tool, digits):
     bad = run_tool("plant-backdoor", "experiment", "--source", "demo:digits?size=8", "--target", "demo:digits?size=8",
                    "--source-classes", "0-12", cwd=digits)
     assert bad.returncode == 2 and "outside" in bad.stderr
+
+
+def test_materialised_pixels_equal_deferred_ones(run_tool, digits):
+    from confidently.data import open_dataset
+
+    common = ("train.jsonl", "--mode", "relabel", "--target-label", "3", "--rate", "0.05", "--size", "6",
+              "--pos", "br")
+    deferred = run_tool("plant-backdoor", "poison", *common, cwd=digits)
+    shard = run_tool("plant-backdoor", "poison", *common, "--materialize", "m.safetensors", cwd=digits)
+    assert deferred.returncode == 0 and shard.returncode == 0, shard.stderr
+    (digits / "deferred.jsonl").write_text(deferred.stdout)
+    (digits / "shard.jsonl").write_text(shard.stdout)
+    assert all(r["trigger"] is None for r in shard.records)
+    assert [r["materialized_trigger"] for r in shard.records] == [r["trigger"] for r in deferred.records]
+    a, labels_a = open_dataset(str(digits / "deferred.jsonl")).tensors()
+    b, labels_b = open_dataset(str(digits / "shard.jsonl")).tensors()
+    assert torch.equal(labels_a, labels_b) and torch.equal(a, b)
+    relabelled = next(r for r in shard.records if r["poisoned"])
+    assert relabelled["class_name"] is None and relabelled["orig_class_name"] == str(relabelled["orig_label"])
