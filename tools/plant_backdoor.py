@@ -315,6 +315,96 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
                     f"clean acc {metrics['clean_acc']:.3f}, triggered acc {metrics['triggered_acc']:.3f}")
 
 
+def parse_cell(text: str) -> tuple[dict[str, str], int]:
+    """``label=1,person=1:400`` → ({"label": "1", "person": "1"}, 400)."""
+    conditions, _, count = text.rpartition(":")
+    try:
+        wanted = int(count)
+        pairs = dict(part.split("=", 1) for part in conditions.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--cell {text!r}: expected FIELD=VALUE[,FIELD=VALUE...]:COUNT, e.g. label=1,person=0:400"
+                         ) from None
+    if not pairs or wanted < 0:
+        raise UsageError(f"--cell {text!r}: give at least one FIELD=VALUE and a count >= 0")
+    return pairs, wanted
+
+
+def field_value(record: Record, name: str) -> Any:
+    """A record field, looked up at the top level and then under ``attrs``."""
+    if name in record.data:
+        return record.data[name]
+    return (record.data.get("attrs") or {}).get(name)
+
+
+@app.command()
+@common_options
+def subset(source: str = typer.Argument(None, help="Manifest with attributes (JSONL file, or - / stdin)."),
+           cells: list[str] = typer.Option(..., "--cell", help="FIELD=VALUE[,...]:COUNT rows to draw; repeat."),
+           exclude: Path = typer.Option(None, "--exclude", help="A JSONL of records whose ids must not be drawn."),
+           *, common: Common) -> None:
+    """Attribute-controlled biased or balanced subsets: exactly COUNT rows per cell, drawn by (seed, id).
+
+    Fields are matched at the top level of a record or under its ``attrs`` (e.g. ``person``, ``male``).
+    Fails when a cell cannot be filled: nothing is silently down-sampled.
+    """
+    records = read_manifest(source)
+    banned: set[str] = set()
+    if exclude is not None:
+        banned = {r.id for r in RecordReader(str(exclude), validate=False)}
+    taken: set[int] = set()
+    chosen: list[tuple[int, str]] = []
+    for text in cells:
+        conditions, wanted = parse_cell(text)
+        members = [i for i, r in enumerate(records) if i not in taken and r.id not in banned
+                   and all(str(field_value(r, k)) == v for k, v in conditions.items())]
+        if len(members) < wanted:
+            raise InvalidInput(f"--cell {text!r} asks for {wanted} rows but only {len(members)} match "
+                               "(none are drawn twice, excluded ids are skipped)")
+        members.sort(key=lambda i: derive_seed(common.seed, records[i].id, "subset"))
+        taken.update(members[:wanted])
+        chosen += [(i, text) for i in members[:wanted]]
+    writer = RecordWriter()
+    for i, text in sorted(chosen):
+        writer.write(out_record(records[i], cell=text))
+    console.log(f"drew {len(chosen)} rows over {len(cells)} cells")
+
+
+@app.command()
+@common_options
+@trigger_options
+def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifest, folder, shard or demo:NAME."),
+          split: str = typer.Option(None, "--split"),
+          models: list[str] = typer.Option(..., "--model", help="NAME=PATH or PATH; repeat."),
+          *, trigger_spec: dict[str, Any], common: Common) -> None:
+    """Does an overlaid feature skew predictions? Class histograms with and without it, per model.
+
+    Overlay e.g. the procedural chain-link fence (``--trigger stencil --builtin chainlink``): a
+    transferred model that inherited the feature piles predictions onto a few classes, a scratch one not.
+    """
+    device = resolve_device(common.device)
+    dataset = open_dataset(data, split)
+    writer = RecordWriter()
+    for entry in models:
+        name, _, path = entry.rpartition("=")
+        path = Path(path)
+        model = load_model(path, device)
+        images, labels = dataset.tensors(model.input_size[-1], stamp=False)
+        clean = predict(model, images, common.batch_size, device).cpu()
+        overlaid = predict(model, stamp_rows(images, [trigger_spec] * len(images)), common.batch_size, device).cpu()
+        clean_hist = torch.bincount(clean, minlength=model.num_classes).double()
+        over_hist = torch.bincount(overlaid, minlength=model.num_classes).double()
+        n = max(len(images), 1)
+        share = over_hist / n
+        positive = share[share > 0]
+        writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "probe", "name": name or path.stem,
+                      "model": str(path), "data": data, "trigger": trigger_spec, "n": len(images),
+                      "hist_clean": clean_hist.long().tolist(), "hist_overlay": over_hist.long().tolist(),
+                      "top_class": int(share.argmax()), "top_share": float(share.max()),
+                      "tv_to_clean": float(0.5 * (share - clean_hist / n).abs().sum()),
+                      "kl_to_uniform": float((positive * (positive * model.num_classes).log()).sum()),
+                      "changed": float((clean != overlaid).double().mean())})
+
+
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())

@@ -143,3 +143,32 @@ def test_materialised_pixels_equal_deferred_ones(run_tool, digits):
     assert torch.equal(labels_a, labels_b) and torch.equal(a, b)
     relabelled = next(r for r in shard.records if r["poisoned"])
     assert relabelled["class_name"] is None and relabelled["orig_class_name"] == str(relabelled["orig_label"])
+
+
+def test_subset_draws_exact_cells_and_respects_exclusions(run_tool, digits):
+    cells = ("--cell", "label=1:30", "--cell", "label=2,split=train:20")
+    first = run_tool("plant-backdoor", "subset", "train.jsonl", *cells, cwd=digits)
+    assert first.returncode == 0, first.stderr
+    rows = first.records
+    assert sum(r["label"] == 1 for r in rows) == 30 and sum(r["label"] == 2 for r in rows) == 20
+    assert all(r["cell"] in ("label=1:30", "label=2,split=train:20") for r in rows)
+    (digits / "first.jsonl").write_text(first.stdout)
+    second = run_tool("plant-backdoor", "subset", "train.jsonl", "--cell", "label=1:30", "--exclude", "first.jsonl",
+                      cwd=digits)
+    assert not {r["id"] for r in second.records} & {r["id"] for r in rows}
+    too_many = run_tool("plant-backdoor", "subset", "train.jsonl", "--cell", "label=1:100000", cwd=digits)
+    assert too_many.returncode == 3 and "only" in too_many.stderr
+
+
+def test_probe_reports_histograms_per_model(run_tool, digits, tmp_path):
+    from confidently.models import create_model, save_model
+
+    save_model(create_model("small_cnn", 10, img_size=32), tmp_path / "m.safetensors")
+    model = f"scratch={tmp_path / 'm.safetensors'}"
+    result = run_tool("plant-backdoor", "probe", "--data", "test.jsonl", "--model", model, "--trigger", "stencil",
+                      "--builtin", "chainlink", cwd=digits)
+    assert result.returncode == 0, result.stderr
+    (record,) = result.records
+    assert record["name"] == "scratch" and sum(record["hist_overlay"]) == record["n"] == sum(record["hist_clean"])
+    assert 0 <= record["tv_to_clean"] <= 1 and record["kl_to_uniform"] >= 0
+    assert record["top_share"] == max(record["hist_overlay"]) / record["n"]
