@@ -68,6 +68,12 @@ for order in random least-salient; do
     --title "missingness bias, $order order (digits on noise)" --out "$OUT/missingness-$order.png"
 done
 
+step "plant-backdoor: does a backdoor planted in the source survive transfer? (a small grid, 2 seeds)"
+plant-backdoor experiment --source "demo:digits?size=8" --source-split train --source-test-split test \
+  --source-classes 0-4 --target "demo:digits?size=8" --target-split train --target-test-split test \
+  --target-classes 5-9 --size 2 --color 1,1,1 --rates 0,0.1 --modes fixed,full,scratch --wd 5e-4,5e-2 \
+  --seeds 0-1 --summary "$OUT/bias-transfer-summary.json" > "$OUT/bias-transfer-runs.jsonl"
+
 cat >&2 <<MSG
 
 Outputs:
@@ -82,4 +88,6 @@ Outputs:
   $OUT/certify-summary.json               clean, base and certified accuracy per patch size
   $OUT/missingness-{random,least-salient}.png  bias curves: CNN with black patches vs ViT dropping tokens
   $OUT/curve-*.json(l)                    per-image curves and their summaries
+  $OUT/bias-transfer-runs.jsonl           one record per (source, mode, wd, seed) run of the bias-transfer grid
+  $OUT/bias-transfer-summary.json         target ASR and clean accuracy, mean ± std per setting
 MSG
