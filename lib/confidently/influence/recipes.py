@@ -1,0 +1,300 @@
+"""What one influence job trains: pre-train on the included source units, transfer to every target task,
+and return each task's logits on its test examples. Recipes are registered by kind:
+
+- ``image``: a recipe file (TOML, YAML or JSON) naming a source dataset, its architecture and recipe,
+  and target tasks (fixed-feature or full transfer) — through the shared trainer and transfer;
+- ``demo-shapes``: the built-in CPU recipe on ``demo:shapes`` (source colour–shape classes, a target
+  task of other combinations: sources sharing a colour or shape should help);
+- ``synthetic-concepts``: the spec's small world with planted helpful source classes (MLPs, seconds);
+- ``oracle-linear``: outputs f(t_j; S) = b_j + Σ_k W[k, j]·1[k ∈ S] + noise, for exact tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from confidently.errors import InvalidInput, UsageError
+
+
+@dataclass
+class TaskResult:
+    logits: torch.Tensor  # n×C on the task's test examples
+    labels: torch.Tensor  # n
+
+
+class Recipe:
+    """A training pipeline for the farm: ``run(include, seed)`` → (source accuracy, {task: TaskResult})."""
+
+    kind: str = ""
+    config: dict[str, Any]
+    num_units: int
+    unit_names: list[str]
+
+    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+        raise NotImplementedError
+
+    def checksum(self) -> str:
+        return hashlib.sha256(json.dumps({"kind": self.kind, **self.config}, sort_keys=True,
+                                         default=str).encode()).hexdigest()
+
+
+_RECIPES: dict[str, Callable[[dict[str, Any]], Recipe]] = {}
+
+
+def register_recipe(kind: str):
+    def wrap(factory):
+        _RECIPES[kind] = factory
+        return factory
+
+    return wrap
+
+
+def list_recipes() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def load_recipe(spec: str | dict[str, Any]) -> Recipe:
+    """A built-in recipe by kind (``demo-shapes``, ``synthetic-concepts``, ``oracle-linear``) or a recipe file."""
+    if isinstance(spec, dict):
+        config = spec
+    elif spec in _RECIPES:
+        config = {"kind": spec}
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise UsageError(f"--recipe {spec!r}: not a file and not a built-in recipe ({', '.join(list_recipes())})")
+        text = path.read_text()
+        try:
+            if path.suffix == ".toml":
+                config = tomllib.loads(text)
+            elif path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                config = yaml.safe_load(text)
+            else:
+                config = json.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"{path}: not a readable recipe ({exc})") from None
+        config.setdefault("kind", "image")
+        base = path.parent
+        for section in [config.get("source", {}), *config.get("target", [])]:
+            for key in ("data", "train", "test"):
+                value = section.get(key)
+                if isinstance(value, str) and not value.startswith("demo:") and not Path(value).is_absolute():
+                    section[key] = str((base / value).resolve())
+    kind = config.get("kind")
+    if kind not in _RECIPES:
+        raise UsageError(f"recipe kind {kind!r}: choose {', '.join(list_recipes())}")
+    return _RECIPES[kind](config)
+
+
+# ----------------------------------------------------------------------------- oracle-linear
+
+
+@register_recipe("oracle-linear")
+class OracleLinear(Recipe):
+    """f_i(t_j) = b_j + Σ_k W[k, j]·M_ik + N(0, σ²) as ``logit_correct`` (label 0, other logit 0)."""
+
+    kind = "oracle-linear"
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = {"units": 20, "targets": 30, "noise": 0.1, "world_seed": 0, "helper": 3, "harmful": 7,
+                       **{k: v for k, v in config.items() if k != "kind"}}
+        units, targets = self.config["units"], self.config["targets"]
+        generator = torch.Generator().manual_seed(self.config["world_seed"])
+        self.weights = 0.05 * torch.randn(units, targets, generator=generator)
+        self.weights[self.config["helper"]] = 1.0
+        self.weights[self.config["harmful"]] = -1.0
+        self.bias = torch.randn(targets, generator=generator)
+        self.num_units, self.unit_names = units, [str(k) for k in range(units)]
+
+    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+        mask = torch.zeros(self.num_units)
+        mask[include] = 1
+        generator = torch.Generator().manual_seed(seed)
+        noise = self.config["noise"] * torch.randn(self.config["targets"], generator=generator)
+        values = self.bias + mask @ self.weights + noise
+        logits = torch.stack([values, torch.zeros_like(values)], dim=1)
+        return None, {"oracle": TaskResult(logits, torch.zeros(len(values), dtype=torch.long))}
+
+
+# ----------------------------------------------------------------------------- synthetic-concepts
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, dim: int, width: int, bottleneck: int, classes: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, bottleneck), nn.ReLU())
+        self.head = nn.Linear(bottleneck, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int,
+         generator: torch.Generator, params=None) -> None:
+    optimizer = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr)
+    for _ in range(steps):
+        index = torch.randint(0, len(x), (min(batch, len(x)),), generator=generator)
+        loss = nn.functional.cross_entropy(model(x[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@register_recipe("synthetic-concepts")
+class SyntheticConcepts(Recipe):
+    """16 concepts in R^32. Source classes 0–3 carry the concepts the target needs (0–3), classes 4–18
+    two nuisance concepts, class 19 mixes 0 and 1; target class j = concept j + a nuisance concept.
+    A bottleneck MLP (32→64→6) is pre-trained, then a linear probe is fitted on its frozen features."""
+
+    kind = "synthetic-concepts"
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = {"concepts": 16, "dim": 32, "per_class": 150, "target_train": 30, "target_test": 150,
+                       "steps": 150, "lr": 1e-2, "batch": 256, "noise": 0.6, "world_seed": 0,
+                       **{k: v for k, v in config.items() if k != "kind"}}
+        c = self.config
+        generator = torch.Generator().manual_seed(c["world_seed"])
+        concepts = torch.linalg.qr(torch.randn(c["dim"], c["dim"], generator=generator)).Q[:, :c["concepts"]].T * 3
+        recipes = [[k] for k in range(4)]
+        nuisance = list(range(4, c["concepts"]))
+        for k in range(15):
+            recipes.append([nuisance[k % len(nuisance)], nuisance[(k * 5 + 3) % len(nuisance)]])
+        recipes.append([0, 1])
+        self.sources = []
+        for members in recipes:
+            weights = torch.rand(c["per_class"], len(members), generator=generator) + 0.5
+            x = weights @ concepts[members] + c["noise"] * torch.randn(c["per_class"], c["dim"], generator=generator)
+            self.sources.append(x)
+
+        def target(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+            xs, ys = [], []
+            for j in range(4):
+                extra = torch.randint(4, c["concepts"], (count,), generator=generator)
+                x = concepts[j] * (torch.rand(count, 1, generator=generator) + 0.5) + concepts[extra] * \
+                    (torch.rand(count, 1, generator=generator) + 0.5)
+                xs.append(x + c["noise"] * torch.randn(count, c["dim"], generator=generator))
+                ys.append(torch.full((count,), j))
+            return torch.cat(xs), torch.cat(ys)
+
+        self.target_train, self.target_test = target(c["target_train"]), target(c["target_test"])
+        self.num_units, self.unit_names = len(recipes), [f"class-{k}" for k in range(len(recipes))]
+
+    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+        c = self.config
+        generator = torch.Generator().manual_seed(seed % 2**63)
+        torch.manual_seed(seed % 2**63)
+        x = torch.cat([self.sources[k] for k in include])
+        y = torch.cat([torch.full((len(self.sources[k]),), i) for i, k in enumerate(include)])
+        model = _Bottleneck(c["dim"], 64, 6, len(include))
+        _fit(model, x, y, c["steps"], c["lr"], c["batch"], generator)
+        with torch.no_grad():
+            source_acc = float((model(x).argmax(1) == y).float().mean())
+        probe = nn.Linear(6, 4)
+        body = model.body.requires_grad_(False)
+        _fit(nn.Sequential(body, probe), *self.target_train, c["steps"], c["lr"], c["batch"], generator,
+             probe.parameters())
+        with torch.no_grad():
+            logits = probe(body(self.target_test[0]))
+        return source_acc, {"concepts": TaskResult(logits, self.target_test[1])}
+
+
+# ----------------------------------------------------------------------------- image recipes
+
+
+def _train_config(section: dict[str, Any], defaults: dict[str, Any]):
+    from confidently.training import TrainConfig
+
+    values = {**defaults, **{k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__}}
+    return TrainConfig(**values)
+
+
+@register_recipe("image")
+class ImageRecipe(Recipe):
+    """``[source]`` data/split/classes/arch + training keys; ``[[target]]`` name/train/test/classes/mode +
+    training keys (TrainConfig names: epochs, lr, batch_size, optimizer, schedule, peak_epoch, ...).
+    Units are the source classes (``source.classes``, default all), relabelled 0..K-1 in that order."""
+
+    kind = "image"
+
+    def __init__(self, config: dict[str, Any]):
+        from confidently.backdoor.experiment import Split
+        from confidently.data import open_dataset
+
+        self.config = config
+        source = config.get("source") or {}
+        targets = config.get("target") or []
+        if "data" not in source or not targets:
+            raise InvalidInput("an image recipe needs [source] data = ... and at least one [[target]]")
+        dataset = open_dataset(source["data"], source.get("split"))
+        classes = source.get("classes") or list(range(dataset.num_classes))
+        size = source.get("img_size")
+        self.source = Split.from_dataset(dataset, classes, size)
+        self.size = self.source.images.shape[-1]
+        self.num_units = len(classes)
+        names = dataset.classes or [str(k) for k in range(dataset.num_classes)]
+        self.unit_names = [names[k] for k in classes]
+        self.tasks = {}
+        for task in targets:
+            train = open_dataset(task["train"], task.get("train_split"))
+            test = open_dataset(task.get("test", task["train"]), task.get("test_split"))
+            chosen = task.get("classes")
+            self.tasks[task.get("name", f"target{len(self.tasks)}")] = (
+                task, Split.from_dataset(train, chosen, self.size), Split.from_dataset(test, chosen, self.size))
+
+    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+        from confidently.models import create_model
+        from confidently.run.seeding import derive_seed
+        from confidently.training import predict, train_classifier
+        from confidently.transfer import transfer
+
+        source = self.config["source"]
+        rows = [i for i, label in enumerate(self.source.labels.tolist()) if label in set(include)]
+        remap = {unit: position for position, unit in enumerate(include)}
+        labels = torch.tensor([remap[int(self.source.labels[i])] for i in rows])
+        images = self.source.images[rows]
+        torch.manual_seed(derive_seed(seed, "source") % 2**63)
+        model = create_model(source.get("arch", "small_cnn"), len(include), in_chans=images.shape[1],
+                             img_size=self.size)
+        config = replace(_train_config(source, {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "schedule": "cyclic",
+                                                "peak_epoch": 2, "weight_decay": 5e-4}), seed=seed % 2**31)
+        train_classifier(model, images, labels, config)
+        source_acc = float((predict(model, images) == labels).float().mean())
+        out = {}
+        for name, (task, train, test) in self.tasks.items():
+            torch.manual_seed(derive_seed(seed, "head", name) % 2**63)
+            target_config = replace(_train_config(task, {"epochs": 10, "lr": 0.05, "optimizer": "sgd",
+                                                         "schedule": "cyclic", "peak_epoch": 2,
+                                                         "weight_decay": 5e-4}), seed=seed % 2**31)
+            tuned = transfer(model, train.images, train.labels, target_config, mode=task.get("mode", "fixed"),
+                             num_classes=train.num_classes)
+            tuned.eval()
+            with torch.no_grad():
+                logits = torch.cat([tuned(test.images[i:i + 256]) for i in range(0, len(test.images), 256)])
+            out[name] = TaskResult(logits, test.labels)
+        return source_acc, out
+
+
+@register_recipe("demo-shapes")
+def demo_shapes(config: dict[str, Any]) -> Recipe:
+    """12 colour–shape source classes and a 4-class target of other combinations, 16×16, small CNN."""
+    spec = "demo:shapes?classes=16&size=16&per_class=60"
+    recipe = ImageRecipe({
+        "source": {"data": spec, "split": "train", "classes": list(range(12)), "arch": "small_cnn", "epochs": 8,
+                   "batch_size": 64, **config.get("source", {})},
+        "target": [{"name": "shapes4", "train": spec, "train_split": "train", "test_split": "test",
+                    "classes": [12, 13, 14, 15], "mode": "fixed", "epochs": 8, "batch_size": 32}],
+    })
+    recipe.kind = "demo-shapes"
+    recipe.config = {"kind": "demo-shapes", **recipe.config}
+    return recipe

@@ -1,0 +1,90 @@
+"""One farm job: train, transfer, record every output, and write one safetensors file atomically.
+
+Re-running a finished job is a no-op (its file exists with the same plan, job and recipe), so a
+killed farm resumes by running the plan again; a half-written file never exists (write + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from confidently.influence.outputs import all_outputs
+from confidently.influence.plan import check_job
+from confidently.influence.recipes import Recipe, load_recipe
+from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+
+RESULT_KIND = "influence.result"
+
+
+def result_path(out_dir: str | os.PathLike, job: dict[str, Any]) -> Path:
+    return Path(out_dir) / str(job["run_id"]) / f"job-{int(job['job_id']):06d}.safetensors"
+
+
+def finished(path: Path, job: dict[str, Any], recipe_sha: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        _, meta = load_artifact(path)
+    except Exception:  # an unreadable file is redone, never trusted
+        return False
+    return (meta.get("plan_sha256"), meta.get("job_id"), meta.get("recipe_sha256")) == (
+        job.get("plan_sha256"), job["job_id"], recipe_sha)
+
+
+def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
+    """Run ``job`` unless its result exists; returns the ``influence.result`` record."""
+    check_job(job)
+    if job["num_units"] != recipe.num_units:
+        raise ValueError(f"job {job['job_id']} has {job['num_units']} units; the recipe has {recipe.num_units}")
+    path = result_path(out_dir, job)
+    recipe_sha = recipe.checksum()
+    base = {"kind": RESULT_KIND, "schema": 1, "run_id": job["run_id"], "job_id": job["job_id"], "path": str(path)}
+    if not overwrite and finished(path, job, recipe_sha):
+        _, meta = load_artifact(path)
+        return {**base, "status": "done-before", "source_acc": meta.get("source_acc"),
+                "target_acc": meta.get("target_acc"), "seconds": 0.0}
+    started = time.perf_counter()
+    source_acc, results = recipe.run(job["include"], int(job["train_seed"]))
+    mask = torch.zeros(recipe.num_units, dtype=torch.bool)
+    mask[job["include"]] = True
+    tensors: dict[str, torch.Tensor] = {"mask": mask}
+    target_acc = {}
+    for task, result in results.items():
+        for name, values in all_outputs(result.logits, result.labels).items():
+            tensors[f"{task}/{name}"] = values.contiguous()
+        tensors[f"{task}/labels"] = result.labels.long().contiguous()
+        target_acc[task] = float(tensors[f"{task}/correct"].mean())
+    seconds = time.perf_counter() - started
+    meta = artifact_metadata(tool="influence", kind="result", seed=int(job["train_seed"]) % 2**63,
+                             run_id=job["run_id"], job_id=job["job_id"], plan_sha256=job.get("plan_sha256"),
+                             recipe_sha256=recipe_sha, recipe_kind=recipe.kind, mode=job.get("mode"),
+                             order=job.get("order"), k=job.get("k"), rep=job.get("rep"), source_acc=source_acc,
+                             target_acc=target_acc, seconds=seconds, hostname=socket.gethostname(),
+                             torch=torch.__version__)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_artifact(path, tensors, meta)
+    return {**base, "status": "ok", "source_acc": source_acc, "target_acc": target_acc, "seconds": round(seconds, 3)}
+
+
+class JobRunner:
+    """A picklable worker for engines (``map_stateful``): loads the recipe once per worker process."""
+
+    def __init__(self, recipe_spec: str | dict[str, Any], out_dir: str, overwrite: bool = False):
+        self.recipe_spec, self.out_dir, self.overwrite = recipe_spec, out_dir, overwrite
+        self._recipe: Recipe | None = None
+
+    def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
+        if self._recipe is None:
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            self._recipe = load_recipe(self.recipe_spec)
+        try:
+            return run_job(self._recipe, job, self.out_dir, self.overwrite)
+        except Exception as exc:  # one failed job must not sink the farm; its record says why
+            return {"kind": RESULT_KIND, "schema": 1, "run_id": job.get("run_id"), "job_id": job.get("job_id"),
+                    "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
