@@ -134,20 +134,21 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
     Augmentation can then crop or flip the trigger away (deferred triggers cannot be moved).
     """
     loader = ImageLoader(None)
-    images = []
+    stacked: torch.Tensor | None = None
     for i, record in enumerate(records):
         try:
             image = loader.load(record.data["image"], record.base_dir)
         except InvalidInput as exc:
             raise record.error(exc.message, "image") from None
-        if images and image.shape != images[0].shape:
-            raise record.error(f"image is {list(image.shape)} but the first is {list(images[0].shape)}; a shard holds "
-                               "one size (resize upstream)", "image")
+        if stacked is None:  # one uint8 array, filled in place: no float copy of the whole set
+            stacked = torch.empty((len(records), *image.shape), dtype=torch.uint8)
+        elif image.shape != stacked.shape[1:]:
+            raise record.error(f"image is {list(image.shape)} but the first is {list(stacked.shape[1:])}; a shard "
+                               "holds one size (resize upstream)", "image")
         if i in chosen:
             image = make_stamp(spec, tuple(image.shape))(image[None])[0]
-        images.append(image)
+        stacked[i] = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
     labels = [new_labels.get(i, r.data.get("label", -1)) for i, r in enumerate(records)]
-    stacked = torch.stack(images).mul(255).round().clamp(0, 255).to(torch.uint8)
     save_artifact(path, {"images": stacked, "labels": torch.tensor(labels, dtype=torch.int64)},
                   artifact_metadata(tool="plant-backdoor", kind="shard", ids=[r.id for r in records], trigger=spec))
     console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can move "

@@ -61,7 +61,7 @@ def subset_plan(num_units: int, num_models: int, alpha: float = 0.5, sampling: s
 def counterfactual_plan(overall: torch.Tensor, orders: Sequence[str], ks: Sequence[int], runs: int, seed: int = 0,
                         run_id: str = "counterfactual") -> list[dict[str, Any]]:
     """Jobs that train on every unit except k: the most negative (``bottom``), most positive (``top``) or
-    random ones, ``runs`` times each (ranking ties broken by unit index)."""
+    random ones, ``runs`` times each (ranking ties broken by unit index). k = 0 becomes one ``full`` set."""
     count = len(overall)
     values = overall.tolist()
     ascending = sorted(range(count), key=lambda k: (values[k], k))
@@ -70,13 +70,19 @@ def counterfactual_plan(overall: torch.Tensor, orders: Sequence[str], ks: Sequen
     for order in orders:
         if order not in ("bottom", "top", "random"):
             raise UsageError(f"--order {order!r}: choose bottom, top or random")
-        for k in ks:
-            if not 0 <= k < count:
-                raise UsageError(f"k = {k}: must lie in 0..{count - 1} (at least one unit stays)")
+    for k in ks:
+        if not 0 <= k < count:
+            raise UsageError(f"k = {k}: must lie in 0..{count - 1} (at least one unit stays)")
+    if 0 in ks:  # removing nothing is the full source, whatever the order: run it once
+        orders = ["full", *orders]
+    for order in orders:
+        for k in ([0] if order == "full" else [k for k in ks if k > 0]):
             for rep in range(runs):
                 if order == "random":
                     generator = torch.Generator().manual_seed(derive_seed(seed, run_id, "random", k, rep))
                     exclude = sorted(torch.randperm(count, generator=generator)[:k].tolist())
+                elif order == "full":
+                    exclude = []
                 else:
                     exclude = sorted((ascending if order == "bottom" else descending)[:k])
                 include = sorted(set(range(count)) - set(exclude))

@@ -1,0 +1,118 @@
+"""`influence` as a user runs it: plan | train | estimate, resume, shards and Ray, queries, counterfactual, bad input."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import BIN, ROOT
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
+       "PATH": os.pathsep.join([str(BIN), str(ROOT / "bin"), os.environ.get("PATH", "")])}
+
+
+def shell(cwd, command):
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          env=ENV, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("influence")
+    done = shell(root, "influence plan --recipe oracle-linear --num-models 40 --run-id o > plan.jsonl && "
+                       "influence train plan.jsonl --recipe oracle-linear --out-dir results > done.jsonl")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def records(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_plan_train_estimate_ranks_the_planted_units(farm):
+    ranking = shell(farm, "influence estimate done.jsonl --output logit_correct --out infl.safetensors")
+    assert ranking.returncode == 0, ranking.stderr
+    ranks = records(ranking.stdout)
+    assert ranks[0]["unit"] == 3 and ranks[-1]["unit"] == 7  # the oracle's planted helper and harmful unit
+    assert [r["rank"] for r in ranks] == list(range(1, 21))
+    tensors = load_file(farm / "infl.safetensors")
+    assert tensors["influence"].shape == (20, 30) and int(tensors["n_in"].sum()) == 40 * 10
+    top = records(shell(farm, "influence top infl.safetensors --sign neg --k 1").stdout)
+    assert top[0]["unit"] == 7
+    explained = json.loads(shell(farm, "influence explain infl.safetensors --target 0 --k 2").stdout)
+    assert explained["negative"][0]["unit"] == 7 and explained["positive"][0]["unit"] == 3
+    subpop = records(shell(farm, "influence subpop infl.safetensors --source 3 --k 4").stdout)
+    assert len(subpop) == 4 and all(r["influence"] > 0.5 for r in subpop)
+
+
+def test_rerun_resume_shards_and_partial_sums_give_the_same_estimate(farm):
+    again = shell(farm, "influence train plan.jsonl --recipe oracle-linear --out-dir results")
+    assert {r["status"] for r in records(again.stdout)} == {"done-before"}
+    one = shell(farm, "influence estimate --results results --output logit_correct").stdout
+    # a killed farm: remove some results, re-run, only the missing ones are trained
+    for name in ("job-000005.safetensors", "job-000017.safetensors"):
+        (farm / "results" / "o" / name).unlink()
+    status = json.loads(shell(farm, "influence status --plan plan.jsonl --out-dir results").stdout)
+    assert status["missing"] == 2 and status["array"] == "5,17"
+    resumed = records(shell(farm, "influence train plan.jsonl --recipe oracle-linear --out-dir results").stdout)
+    assert sorted(r["job_id"] for r in resumed if r["status"] == "ok") == [5, 17]
+    assert shell(farm, "influence estimate --results results --output logit_correct").stdout == one
+    sharded = shell(farm, "for i in 0 1; do influence train plan.jsonl --recipe oracle-linear --out-dir s "
+                          "--shard $i/2 > s$i.jsonl; done; "
+                          "influence estimate s0.jsonl --output logit_correct --partial-out p0.safetensors && "
+                          "influence estimate s1.jsonl --output logit_correct --partial-out p1.safetensors && "
+                          "influence estimate --merge p0.safetensors --merge p1.safetensors")
+    assert sharded.returncode == 0, sharded.stderr
+    assert [r["unit"] for r in records(sharded.stdout)] == [r["unit"] for r in records(one)]
+    assert [r["overall"] for r in records(sharded.stdout)] == pytest.approx([r["overall"] for r in records(one)],
+                                                                            abs=2e-6)
+
+
+def test_counterfactual_jobs_run_and_summarize(farm):
+    shell(farm, "influence estimate done.jsonl --output logit_correct --out infl.safetensors > /dev/null")
+    result = shell(farm, "influence counterfactual --influence infl.safetensors --ks 0,2 --runs 2 "
+                         "| influence train --recipe oracle-linear --out-dir cf | influence summarize")
+    assert result.returncode == 0, result.stderr
+    rows = {(r["order"], r["k"]): r for r in records(result.stdout)}
+    assert set(rows) == {("full", 0), ("bottom", 2), ("top", 2), ("random", 2)}
+    assert all(r["runs"] == 2 for r in rows.values())
+
+
+def test_slurm_script_runs_one_job_per_array_task(farm):
+    script = shell(farm, "influence slurm-script --plan plan.jsonl --recipe oracle-linear --out-dir results "
+                         "--concurrency 8 --partition gpu")
+    assert "#SBATCH --array=0-39%8" in script.stdout and "--job-index $SLURM_ARRAY_TASK_ID" in script.stdout
+    one = shell(farm, "influence train --plan plan.jsonl --job-index 12 --recipe oracle-linear --out-dir single")
+    (result,) = records(one.stdout)
+    assert result["job_id"] == 12 and (farm / "single" / "o" / "job-000012.safetensors").exists()
+
+
+@pytest.mark.parametrize("command, code, message", [
+    ("influence plan --num-units 10 --num-models 5 --alpha 1.0", 2, "alpha"),
+    ("influence train --plan plan.jsonl --job-index 99 --recipe oracle-linear --out-dir x", 2, "beyond the plan"),
+    ("influence train plan.jsonl --recipe nonsense --out-dir x", 2, "recipe"),
+])
+def test_bad_input(farm, command, code, message):
+    result = shell(farm, command)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+
+
+def test_results_of_another_plan_are_refused(farm):
+    mixed = shell(farm, "influence plan --recipe oracle-linear --num-models 4 --run-id o --seed 9 "
+                        "| influence train --recipe oracle-linear --out-dir other > /dev/null && "
+                        "cp other/o/job-000000.safetensors results/o/job-009999.safetensors && "
+                        "influence estimate --results results")
+    (farm / "results" / "o" / "job-009999.safetensors").unlink()
+    assert mixed.returncode == 3 and "another plan" in mixed.stderr
+
+
+@pytest.mark.ray
+def test_ray_farm_equals_the_serial_one(farm):
+    ray = shell(farm, "influence train plan.jsonl --recipe oracle-linear --out-dir ray --engine ray > ray.jsonl && "
+                      "influence estimate ray.jsonl --output logit_correct")
+    assert ray.returncode == 0, ray.stderr
+    serial = shell(farm, "influence estimate --results results --output logit_correct")
+    assert ray.stdout == serial.stdout
