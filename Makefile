@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python bench/advtrain_pgd.py --constraint linf --eps 0.03
 	$(BIN)/python bench/certify_speed.py
 	$(BIN)/python bench/ablate_lime.py
+	$(BIN)/python bench/plant_backdoor.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

@@ -1,4 +1,4 @@
-"""`influence` as a user runs it: plan | train | estimate, resume, shards and Ray, queries, counterfactual, bad input."""
+"""`influence` as a user runs it: plan | train | estimate, resume, shards, Ray, queries, counterfactual, bad input."""
 
 import json
 import os
