@@ -181,7 +181,7 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
     else:
         masks, outputs, labels, meta = load_results(result_files(source, results), target, output)
         sums = InfluenceSums.empty(masks.shape[1], labels).add(masks, outputs)
-    info = {k: meta.get(k) for k in ("run_id", "plan_sha256", "recipe_kind", "target")}
+    info = {k: meta.get(k) for k in ("run_id", "plan_sha256", "recipe_kind", "target", "unit_names", "granularity")}
     info.update(output=output, estimator="diffmeans", num_models=sums.models)
     if partial_out is not None:
         save_artifact(partial_out, sums.tensors(), artifact_metadata(tool="influence", kind="partial", **info))
@@ -284,6 +284,33 @@ def explain(influence_path: Path = typer.Argument(..., help="influence.safetenso
         "negative": [{"unit": u, "influence": round(float(column[u]), 6)} for u in ranked(column, "neg")[:k]],
         "positive": [{"unit": u, "influence": round(float(column[u]), 6)} for u in ranked(column, "pos")[:k]],
     }) + "\n")
+
+
+@app.command()
+@common_options
+def leakage(influence_path: Path = typer.Argument(..., help="influence.safetensors of example-granularity units."),
+            k: int = typer.Option(5, "--k", min=1),
+            *, common: Common) -> None:
+    """Per target example, the source units that help it most (near-duplicates: leakage), and overall the
+    most harmful source units (mislabelled, ambiguous or misleading images). One record per target."""
+    tensors, meta = load_influence(influence_path)
+    influence = tensors["influence"]
+    names = json.loads(meta["unit_names"]) if isinstance(meta.get("unit_names"), str) else meta.get("unit_names")
+    if influence.shape[0] < 10 * influence.shape[1] and meta.get("granularity") == "class":
+        console.print("[yellow]note:[/] these units are classes; leakage is meant for example-granularity influences")
+
+    def unit(u: int) -> dict[str, Any]:
+        return {"unit": u, "name": names[u] if names else str(u)}
+
+    writer = RecordWriter()
+    for target in range(influence.shape[1]):
+        column = influence[:, target]
+        writer.write({"kind": "influence.leakage", "target_index": target, "label": int(tensors["labels"][target]),
+                      "top_positive": [{**unit(u), "influence": round(float(column[u]), 6)}
+                                       for u in ranked(column, "pos")[:k]]})
+    writer.write({"kind": "influence.leakage", "scope": "overall",
+                  "most_negative": [{**unit(u), "influence": round(float(tensors["overall"][u]), 6)}
+                                    for u in ranked(tensors["overall"], "neg")[:k]]})
 
 
 def parse_ks(text: str) -> list[int]:

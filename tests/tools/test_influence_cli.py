@@ -116,3 +116,33 @@ def test_ray_farm_equals_the_serial_one(farm):
     assert ray.returncode == 0, ray.stderr
     serial = shell(farm, "influence estimate --results results --output logit_correct")
     assert ray.stdout == serial.stdout
+
+
+def test_a_recipe_file_with_example_units_feeds_leakage(tmp_path):
+    (tmp_path / "recipe.toml").write_text('''
+[source]
+data = "demo:shapes?classes=4&size=8&per_class=6"
+split = "train"
+classes = [0, 1]
+granularity = "example"
+epochs = 2
+batch_size = 8
+
+[[target]]
+name = "pair"
+train = "demo:shapes?classes=4&size=8&per_class=6"
+train_split = "train"
+test_split = "test"
+classes = [2, 3]
+epochs = 2
+batch_size = 8
+''')
+    run = shell(tmp_path, "influence plan --recipe recipe.toml --num-models 6 --run-id ex "
+                          "| influence train --recipe recipe.toml --out-dir r "
+                          "| influence estimate --target pair --out infl.safetensors > /dev/null && "
+                          "influence leakage infl.safetensors --k 2")
+    assert run.returncode == 0, run.stderr
+    rows = records(run.stdout)
+    per_target, overall = rows[:-1], rows[-1]
+    assert per_target and all(len(r["top_positive"]) == 2 for r in per_target)
+    assert overall["scope"] == "overall" and overall["most_negative"][0]["name"].startswith("shapes")

@@ -223,7 +223,8 @@ def _train_config(section: dict[str, Any], defaults: dict[str, Any]):
 class ImageRecipe(Recipe):
     """``[source]`` data/split/classes/arch + training keys; ``[[target]]`` name/train/test/classes/mode +
     training keys (TrainConfig names: epochs, lr, batch_size, optimizer, schedule, peak_epoch, ...).
-    Units are the source classes (``source.classes``, default all), relabelled 0..K-1 in that order."""
+    Units are the source classes (``source.classes``, default all), relabelled 0..K-1 in that order, or
+    with ``source.granularity = "example"`` every source image."""
 
     kind = "image"
 
@@ -241,9 +242,14 @@ class ImageRecipe(Recipe):
         size = source.get("img_size")
         self.source = Split.from_dataset(dataset, classes, size)
         self.size = self.source.images.shape[-1]
-        self.num_units = len(classes)
+        self.granularity = source.get("granularity", "class")
+        if self.granularity not in ("class", "example"):
+            raise InvalidInput(f"source granularity {self.granularity!r}: choose class or example")
         names = dataset.classes or [str(k) for k in range(dataset.num_classes)]
-        self.unit_names = [names[k] for k in classes]
+        if self.granularity == "class":
+            self.num_units, self.unit_names = len(classes), [names[k] for k in classes]
+        else:  # every source image is a unit (leakage, misleading examples): needs many more models
+            self.num_units, self.unit_names = len(self.source.ids), list(self.source.ids)
         self.tasks = {}
         for task in targets:
             train = open_dataset(task["train"], task.get("train_split"))
@@ -259,12 +265,16 @@ class ImageRecipe(Recipe):
         from confidently.transfer import transfer
 
         source = self.config["source"]
-        rows = [i for i, label in enumerate(self.source.labels.tolist()) if label in set(include)]
-        remap = {unit: position for position, unit in enumerate(include)}
+        if self.granularity == "class":
+            rows = [i for i, label in enumerate(self.source.labels.tolist()) if label in set(include)]
+        else:
+            rows = list(include)
+        present = sorted({int(self.source.labels[i]) for i in rows})
+        remap = {label: position for position, label in enumerate(present)}
         labels = torch.tensor([remap[int(self.source.labels[i])] for i in rows])
         images = self.source.images[rows]
         torch.manual_seed(derive_seed(seed, "source") % 2**63)
-        model = create_model(source.get("arch", "small_cnn"), len(include), in_chans=images.shape[1],
+        model = create_model(source.get("arch", "small_cnn"), len(present), in_chans=images.shape[1],
                              img_size=self.size)
         config = replace(_train_config(source, {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "schedule": "cyclic",
                                                 "peak_epoch": 2, "weight_decay": 5e-4}), seed=seed % 2**31)

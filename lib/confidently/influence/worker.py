@@ -64,6 +64,7 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     meta = artifact_metadata(tool="influence", kind="result", seed=int(job["train_seed"]) % 2**63,
                              run_id=job["run_id"], job_id=job["job_id"], plan_sha256=job.get("plan_sha256"),
                              recipe_sha256=recipe_sha, recipe_kind=recipe.kind, mode=job.get("mode"),
+                             granularity=job.get("granularity", "class"), unit_names=recipe.unit_names,
                              order=job.get("order"), k=job.get("k"), rep=job.get("rep"), source_acc=source_acc,
                              target_acc=target_acc, seconds=seconds, hostname=socket.gethostname(),
                              torch=torch.__version__)
