@@ -74,6 +74,14 @@ plant-backdoor experiment --source "demo:digits?size=8" --source-split train --s
   --target-classes 5-9 --size 2 --color 1,1,1 --rates 0,0.1 --modes fixed,full,scratch --wd 5e-4,5e-2 \
   --seeds 0-1 --summary "$OUT/bias-transfer-summary.json" > "$OUT/bias-transfer-runs.jsonl"
 
+step "influence: a small farm on demo:shapes (24 models), the ranking, and a counterfactual"
+influence plan --recipe demo-shapes --num-models 24 --run-id shapes > "$OUT/influence-plan.jsonl"
+influence train "$OUT/influence-plan.jsonl" --recipe demo-shapes --out-dir "$OUT/influence" > "$OUT/influence-done.jsonl"
+influence estimate "$OUT/influence-done.jsonl" --out "$OUT/influence.safetensors" > "$OUT/influence-ranking.jsonl"
+influence counterfactual --influence "$OUT/influence.safetensors" --ks 0,2 --runs 2 \
+  | influence train --recipe demo-shapes --out-dir "$OUT/influence-cf" \
+  | influence summarize > "$OUT/influence-counterfactual.jsonl"
+
 cat >&2 <<MSG
 
 Outputs:
@@ -90,4 +98,6 @@ Outputs:
   $OUT/curve-*.json(l)                    per-image curves and their summaries
   $OUT/bias-transfer-runs.jsonl           one record per (source, mode, wd, seed) run of the bias-transfer grid
   $OUT/bias-transfer-summary.json         target ASR and clean accuracy, mean ± std per setting
+  $OUT/influence-ranking.jsonl            source classes ranked by their influence on the shapes target task
+  $OUT/influence-counterfactual.jsonl     target accuracy without the top / bottom / random classes
 MSG

@@ -2,7 +2,8 @@
 
 Synthetic concepts: source classes 0–3 carry the concepts the 4 target classes need. From 120
 models trained on random halves of the 20 source classes, each target class's planted helper
-comes out on top; the bootstrap spread shrinks with more models; and the counterfactual —
+comes out on top (ranked on a validation split); the bootstrap spread shrinks with more models;
+and the counterfactual, scored on the test set —
 retraining without the most helpful classes — hurts far more than removing random ones, while
 removing the most harmful ones does not hurt (thesis Fig 8.2).
 """
@@ -23,17 +24,17 @@ from confidently.influence import (
 
 
 def train_all(recipe, jobs):
+    """Masks, validation outputs (for ranking) and test accuracy (for reporting) of every job."""
     masks, outputs, accuracy = [], [], []
     for job in jobs:
         _, results = recipe.run(job["include"], job["train_seed"])
-        result = results["concepts"]
+        val, test = results["concepts:val"], results["concepts"]
         mask = torch.zeros(recipe.num_units, dtype=torch.bool)
         mask[job["include"]] = True
         masks.append(mask)
-        values = all_outputs(result.logits, result.labels)
-        outputs.append(values["softmax_correct"])
-        accuracy.append(float(values["correct"].mean()))
-    return torch.stack(masks), torch.stack(outputs), accuracy, result.labels
+        outputs.append(all_outputs(val.logits, val.labels)["softmax_correct"])
+        accuracy.append(float(all_outputs(test.logits, test.labels)["correct"].mean()))
+    return torch.stack(masks), torch.stack(outputs), accuracy, val.labels
 
 
 @pytest.mark.slow

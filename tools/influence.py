@@ -25,6 +25,7 @@ from confidently.influence import (
     result_path,
     subset_plan,
 )
+from confidently.influence.recipes import VAL
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.run import console, progress
@@ -129,6 +130,24 @@ def result_files(source: str | None, results: Path | None) -> list[Path]:
     return files
 
 
+def choose_task(tasks: list[str], wanted: str | None, selecting: bool) -> str:
+    """The task to read: given, the only one, or — with a validation split — val for ranking, test for reporting."""
+    if wanted is not None:
+        if wanted not in tasks:
+            raise UsageError(f"--target {wanted!r}: the results hold {', '.join(tasks)}")
+        if selecting and not wanted.endswith(VAL) and wanted + VAL in tasks:
+            console.print(f"[yellow]warning:[/] ranking on {wanted}'s test set; a counterfactual scored on the same "
+                          f"set overstates its gain (use --target {wanted}{VAL})")
+        return wanted
+    bases = sorted({t.removesuffix(VAL) for t in tasks})
+    if len(bases) != 1:
+        raise UsageError(f"results hold tasks {', '.join(tasks)}: choose one with --target")
+    chosen = bases[0] + VAL if selecting and bases[0] + VAL in tasks else bases[0]
+    if chosen not in tasks:
+        raise UsageError(f"results hold tasks {', '.join(tasks)}: choose one with --target")
+    return chosen
+
+
 def load_results(files: list[Path], target: str | None, output: str) -> tuple[torch.Tensor, torch.Tensor,
                                                                              torch.Tensor, dict[str, Any]]:
     """(masks m×K, outputs m×n, labels n, metadata of the first file); masks come from the files, never the plan."""
@@ -138,10 +157,7 @@ def load_results(files: list[Path], target: str | None, output: str) -> tuple[to
         if meta0 is None:
             meta0 = meta
             tasks = sorted({key.split("/")[0] for key in tensors if "/" in key})
-            if task is None:
-                if len(tasks) != 1:
-                    raise UsageError(f"results hold tasks {', '.join(tasks)}: choose one with --target")
-                task = tasks[0]
+            task = choose_task(tasks, task, selecting=True)
             if f"{task}/{output}" not in tensors:
                 raise InvalidInput(f"{path} has no output {task}/{output} (tasks: {', '.join(tasks)})")
             labels = tensors[f"{task}/labels"]
@@ -357,9 +373,7 @@ def summarize(source: str = typer.Argument(None, help="Result records of counter
         if meta.get("mode") != "counterfactual":
             raise InvalidInput(f"{path} is not a counterfactual result (mode {meta.get('mode')!r})")
         accuracy = meta["target_acc"]
-        task = target or (next(iter(accuracy)) if len(accuracy) == 1 else None)
-        if task not in accuracy:
-            raise UsageError(f"results hold tasks {', '.join(accuracy)}: choose one with --target")
+        task = choose_task(sorted(accuracy), target, selecting=False)
         groups.setdefault((meta["order"], int(meta["k"])), []).append(float(accuracy[task]))
     writer = RecordWriter()
     table = Table("order", "k", "runs", "target accuracy", title="counterfactual")

@@ -146,3 +146,17 @@ batch_size = 8
     per_target, overall = rows[:-1], rows[-1]
     assert per_target and all(len(r["top_positive"]) == 2 for r in per_target)
     assert overall["scope"] == "overall" and overall["most_negative"][0]["name"].startswith("shapes")
+
+
+def test_ranking_uses_the_validation_split_and_reports_on_test(tmp_path):
+    run = shell(tmp_path, "influence plan --recipe synthetic-concepts --num-models 6 --run-id v "
+                          "| influence train --recipe synthetic-concepts --out-dir r > done.jsonl && "
+                          "influence estimate done.jsonl --out i.safetensors | head -1 && "
+                          "influence counterfactual --influence i.safetensors --ks 0,2 --runs 1 --order top "
+                          "| influence train --recipe synthetic-concepts --out-dir cf | influence summarize")
+    assert run.returncode == 0, run.stderr
+    rows = records(run.stdout)
+    assert rows[0]["target"] == "concepts:val"
+    assert {(r["order"], r["k"]) for r in rows[1:]} == {("full", 0), ("top", 2)}
+    warned = shell(tmp_path, "influence estimate done.jsonl --target concepts > /dev/null")
+    assert warned.returncode == 0 and "overstates" in warned.stderr

@@ -24,6 +24,8 @@ from torch import nn
 
 from confidently.errors import InvalidInput, UsageError
 
+VAL = ":val"  # suffix of a task's validation split: influences are ranked there, accuracy reported on test
+
 
 @dataclass
 class TaskResult:
@@ -188,6 +190,7 @@ class SyntheticConcepts(Recipe):
             return torch.cat(xs), torch.cat(ys)
 
         self.target_train, self.target_test = target(c["target_train"]), target(c["target_test"])
+        self.target_val = target(c["target_test"])  # rank on this, report on test
         self.num_units, self.unit_names = len(recipes), [f"class-{k}" for k in range(len(recipes))]
 
     def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
@@ -205,8 +208,9 @@ class SyntheticConcepts(Recipe):
         _fit(nn.Sequential(body, probe), *self.target_train, c["steps"], c["lr"], c["batch"], generator,
              probe.parameters())
         with torch.no_grad():
-            logits = probe(body(self.target_test[0]))
-        return source_acc, {"concepts": TaskResult(logits, self.target_test[1])}
+            test, val = probe(body(self.target_test[0])), probe(body(self.target_val[0]))
+        return source_acc, {"concepts": TaskResult(test, self.target_test[1]),
+                            "concepts" + VAL: TaskResult(val, self.target_val[1])}
 
 
 # ----------------------------------------------------------------------------- image recipes
@@ -217,6 +221,26 @@ def _train_config(section: dict[str, Any], defaults: dict[str, Any]):
 
     values = {**defaults, **{k: v for k, v in section.items() if k in TrainConfig.__dataclass_fields__}}
     return TrainConfig(**values)
+
+
+def carve(split, fraction: float):
+    """(train, validation) with round(fraction · n) rows chosen by id; None when the fraction is 0."""
+    from dataclasses import replace as copy_with
+
+    from confidently.run.seeding import derive_seed
+
+    if fraction <= 0:
+        return split, None
+    ranked = sorted(range(len(split.ids)), key=lambda i: derive_seed(0, split.ids[i], "val"))
+    chosen = set(ranked[:round(fraction * len(ranked))])
+    keep = [i for i in range(len(split.ids)) if i not in chosen]
+    held = sorted(chosen)
+
+    def rows(index):
+        return copy_with(split, images=split.images[index], labels=split.labels[index],
+                         ids=[split.ids[i] for i in index])
+
+    return rows(keep), rows(held)
 
 
 @register_recipe("image")
@@ -255,8 +279,14 @@ class ImageRecipe(Recipe):
             train = open_dataset(task["train"], task.get("train_split"))
             test = open_dataset(task.get("test", task["train"]), task.get("test_split"))
             chosen = task.get("classes")
+            train_split = Split.from_dataset(train, chosen, self.size)
+            if "val" in task or "val_split" in task:
+                val_split = Split.from_dataset(open_dataset(task.get("val", task["train"]), task.get("val_split")),
+                                               chosen, self.size)
+            else:
+                train_split, val_split = carve(train_split, float(task.get("val_fraction", 0.1)))
             self.tasks[task.get("name", f"target{len(self.tasks)}")] = (
-                task, Split.from_dataset(train, chosen, self.size), Split.from_dataset(test, chosen, self.size))
+                task, train_split, Split.from_dataset(test, chosen, self.size), val_split)
 
     def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
         from confidently.models import create_model
@@ -281,7 +311,7 @@ class ImageRecipe(Recipe):
         train_classifier(model, images, labels, config)
         source_acc = float((predict(model, images) == labels).float().mean())
         out = {}
-        for name, (task, train, test) in self.tasks.items():
+        for name, (task, train, test, val) in self.tasks.items():
             torch.manual_seed(derive_seed(seed, "head", name) % 2**63)
             target_config = replace(_train_config(task, {"epochs": 10, "lr": 0.05, "optimizer": "sgd",
                                                          "schedule": "cyclic", "peak_epoch": 2,
@@ -290,8 +320,10 @@ class ImageRecipe(Recipe):
                              num_classes=train.num_classes)
             tuned.eval()
             with torch.no_grad():
-                logits = torch.cat([tuned(test.images[i:i + 256]) for i in range(0, len(test.images), 256)])
-            out[name] = TaskResult(logits, test.labels)
+                for key, split in ((name, test), (name + VAL, val)):
+                    if split is not None and len(split.ids):
+                        logits = torch.cat([tuned(split.images[i:i + 256]) for i in range(0, len(split.images), 256)])
+                        out[key] = TaskResult(logits, split.labels)
         return source_acc, out
 
 
@@ -303,7 +335,8 @@ def demo_shapes(config: dict[str, Any]) -> Recipe:
         "source": {"data": spec, "split": "train", "classes": list(range(12)), "arch": "small_cnn", "epochs": 8,
                    "batch_size": 64, **config.get("source", {})},
         "target": [{"name": "shapes4", "train": spec, "train_split": "train", "test_split": "test",
-                    "classes": [12, 13, 14, 15], "mode": "fixed", "epochs": 8, "batch_size": 32}],
+                    "classes": [12, 13, 14, 15], "mode": "fixed", "epochs": 8, "batch_size": 32,
+                    "val_fraction": 0.25}],
     })
     recipe.kind = "demo-shapes"
     recipe.config = {"kind": "demo-shapes", **recipe.config}
