@@ -160,3 +160,11 @@ def test_ranking_uses_the_validation_split_and_reports_on_test(tmp_path):
     assert {(r["order"], r["k"]) for r in rows[1:]} == {("full", 0), ("top", 2)}
     warned = shell(tmp_path, "influence estimate done.jsonl --target concepts > /dev/null")
     assert warned.returncode == 0 and "overstates" in warned.stderr
+
+
+def test_convergence_spread_shrinks_with_models(farm):
+    result = shell(farm, "influence convergence --results results --output logit_correct --m-grid 10,40 "
+                         "--bootstrap 30")
+    assert result.returncode == 0, result.stderr
+    small, large = records(result.stdout)
+    assert small["models"] == 10 and large["models"] == 40 and small["mean_std"] > large["mean_std"]
