@@ -43,7 +43,7 @@ demo: venv
 # Peers for the benchmarks: the `bench` extra (ART), and torchattacks with --no-deps, which keeps
 # its old requests/tqdm pins out of the environment.
 bench: venv
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
 	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/io_throughput.py
 	$(BIN)/python bench/advtrain_pgd.py
@@ -51,6 +51,7 @@ bench: venv
 	$(BIN)/python bench/certify_speed.py
 	$(BIN)/python bench/ablate_lime.py
 	$(BIN)/python bench/plant_backdoor.py
+	$(BIN)/python bench/influence_farm.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

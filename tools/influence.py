@@ -88,6 +88,8 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
           job_range: str = typer.Option(None, "--job-range", help="Run jobs A:B of --plan."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Redo jobs whose result exists."),
           fail_fast: bool = typer.Option(False, "--fail-fast", help="Exit 1 at the first failed job."),
+          workers: int = typer.Option(None, "--workers", min=1, help="Ray: concurrent workers (default: one per "
+                                      "cluster CPU)."),
           *, common: Common) -> None:
     """The worker: run jobs (serially, on a Ray cluster with --engine ray, or one per Slurm array task).
 
@@ -100,7 +102,8 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
     writer = RecordWriter()
     failed = 0
     try:
-        results = engine.map_stateful(functools.partial(JobRunner, recipe, str(out_dir), overwrite), jobs)
+        results = engine.map_stateful(functools.partial(JobRunner, recipe, str(out_dir), overwrite), jobs,
+                                      workers=workers)
         for result in progress(results, len(jobs), "training"):
             writer.write(result)
             if result["status"] == "failed":

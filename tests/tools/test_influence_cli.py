@@ -111,7 +111,8 @@ def test_results_of_another_plan_are_refused(farm):
 
 @pytest.mark.ray
 def test_ray_farm_equals_the_serial_one(farm):
-    ray = shell(farm, "influence train plan.jsonl --recipe oracle-linear --out-dir ray --engine ray > ray.jsonl && "
+    ray = shell(farm, "influence train plan.jsonl --recipe oracle-linear --out-dir ray --engine ray --workers 2 "
+                      "> ray.jsonl && "
                       "influence estimate ray.jsonl --output logit_correct")
     assert ray.returncode == 0, ray.stderr
     serial = shell(farm, "influence estimate --results results --output logit_correct")
