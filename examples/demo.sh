@@ -82,6 +82,11 @@ influence counterfactual --influence "$OUT/influence.safetensors" --ks 0,2 --run
   | influence train --recipe demo-shapes --out-dir "$OUT/influence-cf" \
   | influence summarize > "$OUT/influence-counterfactual.jsonl"
 
+step "report: one HTML page with every tool's figures"
+REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
+  "$OUT/bias-transfer-runs.jsonl" "$OUT/influence-ranking.jsonl" "$OUT/influence-counterfactual.jsonl" \
+  --out "$OUT/report" --title "confidently demo")
+
 cat >&2 <<MSG
 
 Outputs:
@@ -100,4 +105,6 @@ Outputs:
   $OUT/bias-transfer-summary.json         target ASR and clean accuracy, mean ± std per setting
   $OUT/influence-ranking.jsonl            source classes ranked by their influence on the shapes target task
   $OUT/influence-counterfactual.jsonl     target accuracy without the top / bottom / random classes
+
+Open the report: $REPORT
 MSG

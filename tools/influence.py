@@ -220,7 +220,9 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
     writer = RecordWriter()
     overall_se = result.stderr.nanmean(1)
     for rank, unit in enumerate(ranked(result.overall, "pos"), start=1):
+        names = info.get("unit_names") or []
         writer.write({"kind": "influence.rank", "run_id": info["run_id"], "target": info["target"], "unit": unit,
+                      "name": names[unit] if unit < len(names) else str(unit),
                       "overall": round(float(result.overall[unit]), 6),
                       "stderr": round(float(overall_se[unit]), 6), "rank": rank,
                       "n_in": int(result.n_in[unit]), "n_out": int(result.n_out[unit])})

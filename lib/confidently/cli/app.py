@@ -123,20 +123,31 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def tool_app(name: str, help: str) -> typer.Typer:
-    """A typer app with ``--version`` and no shell-completion noise."""
-    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False, rich_markup_mode=None,
-                      context_settings={"help_option_names": ["-h", "--help"]})
+def version_option(name: str) -> Any:
+    """``--version``: print the tool's version and exit."""
 
     def show_version(value: bool) -> None:
         if value:
             sys.stdout.write(f"{name} (confidently) {__version__}\n")
             raise typer.Exit(EXIT_OK)
 
+    return typer.Option(False, "--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+
+
+def tool_app(name: str, help: str, subcommands: bool = True) -> typer.Typer:
+    """A typer app with ``--version`` and no shell-completion noise.
+
+    ``subcommands=False`` makes a one-command tool (``report FILES --out DIR``): its single command
+    runs without a name and takes ``version: bool = version_option(name)`` itself.
+    """
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    if not subcommands:
+        return app
+
     @app.callback()
-    def root(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
-                                          help="Print the version and exit.")) -> None:
+    def root(version: bool = version_option(name)) -> None:
         pass
 
     root.__doc__ = help

@@ -1,0 +1,41 @@
+"""certify: clean and certified accuracy against patch size; the largest certified patch per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from confidently.report.sections import fmt, new_figure, save
+from confidently.report.site import Block, register_section
+from confidently.smoothing import summarize_certificates
+
+
+def _claims(record: dict[str, Any]) -> bool:
+    result = record.get("certify")
+    return isinstance(result, dict) and "certified" in result and "max_certified_patch" in result
+
+
+@register_section("certify", "certify — certified patch robustness", _claims)
+def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
+    results = [{**r["certify"], "label": r.get("label")} for r in records]
+    summary = summarize_certificates(results)
+    sizes = sorted(summary.get("certified_acc", {}), key=int)
+    figure, (left, right) = new_figure(2)
+    if sizes:
+        left.plot([int(m) for m in sizes], [summary["certified_acc"][m] for m in sizes], marker="o",
+                  label="certified accuracy")
+    for key, style in (("clean_acc", "--"), ("base_acc", ":")):
+        if summary.get(key) is not None:
+            left.axhline(summary[key], linestyle=style, color="grey", label=key.replace("_", " "))
+    left.set(xlabel="patch side m (pixels)", ylabel="accuracy", ylim=(-0.02, 1.02))
+    left.legend(fontsize=8)
+    largest = [r["max_certified_patch"] for r in results]
+    right.hist(largest, bins=range(0, max(largest) + 2), align="left", rwidth=0.85)
+    right.set(xlabel="largest certified patch side", ylabel="images")
+    image = save(figure, folder, "certified.png")
+    rows = [["images", summary.get("n")], ["clean (smoothed) accuracy", fmt(summary.get("clean_acc"))],
+            ["base model accuracy", fmt(summary.get("base_acc"))]]
+    rows += [[f"certified accuracy, {m}×{m} patch", fmt(summary["certified_acc"][m])] for m in sizes]
+    return [Block("Certified accuracy against patch size", "certified accuracy never shown without clean and "
+                  "base accuracy", image=image),
+            Block("Summary", columns=["metric", "value"], rows=rows)]

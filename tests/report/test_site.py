@@ -1,0 +1,75 @@
+"""`report` on small fixtures of real tool output (made by the tools themselves on demo data)."""
+
+import re
+from pathlib import Path
+
+import pytest
+from confidently.errors import InvalidInput, NoValidResult
+from confidently.report import build_site, classify, read_records
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPECTED = {
+    "certify.jsonl": ("certify", ["certified.png"]),
+    "advtrain.jsonl": ("advtrain", ["robustness.png", "transfer.png"]),
+    "ablate.jsonl": ("ablate", ["ablate-consistency-summary-0.png", "ablate-curve-summary-1.png",
+                                "ablate-topk-summary-2.png"]),
+    "ablate-summary.json": ("ablate", ["ablate-curve-summary-0.png"]),
+    "plant-backdoor.jsonl": ("plant-backdoor", ["asr.png"]),
+    "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
+}
+
+
+def referenced(html: str) -> list[str]:
+    return [ref for ref in re.findall(r'(?:href|src)="([^"#]+)"', html) if not ref.startswith("data:")]
+
+
+@pytest.mark.parametrize("fixture", sorted(EXPECTED))
+def test_every_record_kind_draws_its_figures(tmp_path, fixture):
+    section, images = EXPECTED[fixture]
+    records = read_records(FIXTURES / fixture, fixture)
+    assert {classify(r) for r in records} == {section}
+    drawn, skipped = build_site(records, tmp_path / "site")
+    assert drawn == {section: len(records)} and skipped == 0
+    for name in images:
+        path = tmp_path / "site" / section / name
+        assert path.stat().st_size > 1000
+        width, height = Image.open(path).size
+        assert width >= 500 and height >= 300
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == len(images)  # self-contained: images embedded
+    assert all((tmp_path / "site" / ref).exists() for ref in referenced(html))
+
+
+def test_mixed_inputs_unknown_kinds_and_nothing_to_draw(tmp_path):
+    records = [*read_records(FIXTURES / "certify.jsonl", "c"), {"kind": "something-else"}]
+    drawn, skipped = build_site(records, tmp_path / "site")
+    assert drawn == {"certify": 8} and skipped == 1
+    with pytest.raises(NoValidResult, match="no record"):
+        build_site([{"kind": "something-else"}], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_failure_leaves_no_half_written_site(tmp_path, monkeypatch):
+    build_site(read_records(FIXTURES / "certify.jsonl", "c"), tmp_path / "site")
+    before = (tmp_path / "site" / "index.html").read_text()
+    from confidently.report import site
+
+    def broken(records, folder):
+        (folder / "partial.png").write_bytes(b"x")
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setitem(site._SECTIONS, "certify", site._SECTIONS["certify"].__class__(
+        "certify", "certify", site._SECTIONS["certify"].claims, broken))
+    with pytest.raises(RuntimeError):
+        build_site(read_records(FIXTURES / "certify.jsonl", "c"), tmp_path / "site")
+    assert (tmp_path / "site" / "index.html").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]
+
+
+def test_malformed_lines_name_their_place(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"kind": "influence.diag"}\n{not json\n')
+    with pytest.raises(InvalidInput) as error:
+        read_records(path, "bad.jsonl")
+    assert "bad.jsonl" in str(error.value) and "2" in str(error.value)
