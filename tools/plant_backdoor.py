@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import typer
 from confidently import __version__
-from confidently.backdoor import bias_metrics, parse_classes, select_poison
+from confidently.backdoor import bias_metrics, group_gaps, parse_classes, select_poison
 from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
@@ -284,6 +284,8 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         split: str = typer.Option(None, "--split"),
         models: list[Path] = typer.Option(..., "--model", help="Model file(s); repeat for several."),
         target_label: int = typer.Option(None, "--target-label", help="Also report the targeted ASR to this class."),
+        group_attr: str = typer.Option(None, "--group-attr", help="A 0/1 record field (or attrs.FIELD), e.g. "
+                                       "male: per-class accuracy gaps with vs without it."),
         exclude_classes: str = typer.Option(None, "--exclude-classes",
                                             help="Leave these classes out (e.g. the poisoned group on the source)."),
         *, trigger_spec: dict[str, Any], common: Common) -> None:
@@ -309,6 +311,14 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         clean_pred = predict(model, images, common.batch_size, device)
         trig_pred = predict(model, triggered, common.batch_size, device)
         metrics = bias_metrics(clean_pred.cpu(), trig_pred.cpu(), labels, model.num_classes, target_label, exclude)
+        if group_attr:
+            values = [field_value(r, group_attr) for r in dataset.records]
+            if any(v not in (0, 1, True, False) for v in values):
+                bad = next(r for r, v in zip(dataset.records, values, strict=True) if v not in (0, 1, True, False))
+                raise bad.error(f"--group-attr {group_attr}: expected 0/1 (or true/false) in every record", group_attr)
+            metrics["group"] = {"attr": group_attr, **group_gaps(clean_pred.cpu(), labels,
+                                                                  torch.tensor([bool(v) for v in values]),
+                                                                  model.num_classes)}
         writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "bias", "model": str(path),
                       "data": data, "data_fingerprint": dataset.fingerprint(), "trigger": trigger_spec,
                       "excluded_classes": sorted(exclude) if exclude else None, **metrics})

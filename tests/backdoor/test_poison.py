@@ -1,6 +1,6 @@
 import pytest
 import torch
-from confidently.backdoor import bias_metrics, parse_classes, select_poison
+from confidently.backdoor import bias_metrics, group_gaps, parse_classes, select_poison
 from confidently.errors import UsageError
 
 IDS = [f"row-{i:04d}" for i in range(1000)]
@@ -61,3 +61,13 @@ def test_asr_counts_only_clean_correct_rows():
     assert none_right["asr"] is None and none_right["n_correct"] == 0
     group_out = bias_metrics(clean, triggered, labels, 6, exclude={0, 1})
     assert group_out["n"] == 4 and group_out["asr"] == 0.5
+
+
+def test_group_gaps_compare_rows_with_and_without_the_attribute():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    attribute = torch.tensor([1, 1, 0, 0, 1, 1, 0, 0])
+    pred = torch.tensor([0, 0, 1, 0, 0, 0, 1, 1])  # class 0: 1.0 vs 0.5; class 1: 0.0 vs 1.0
+    gaps = group_gaps(pred, labels, attribute, 2)
+    assert gaps["acc_gap_per_class"] == [0.5, -1.0]
+    assert gaps["pred_gap"] == [1.0 - 0.25, 0.0 - 0.75] and gaps["n_with"] == 4
+    assert group_gaps(pred, labels, torch.ones(8), 2)["acc_gap_per_class"] == [None, None]

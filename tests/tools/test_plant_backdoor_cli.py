@@ -172,3 +172,22 @@ def test_probe_reports_histograms_per_model(run_tool, digits, tmp_path):
     assert record["name"] == "scratch" and sum(record["hist_overlay"]) == record["n"] == sum(record["hist_clean"])
     assert 0 <= record["tv_to_clean"] <= 1 and record["kl_to_uniform"] >= 0
     assert record["top_share"] == max(record["hist_overlay"]) / record["n"]
+
+
+def test_asr_reports_group_gaps_from_a_record_attribute(run_tool, digits, tmp_path):
+    from confidently.models import create_model, save_model
+
+    rows = [json.loads(line) for line in (digits / "test.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["attrs"] = {"striped": i % 2}
+    (digits / "attrs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    save_model(create_model("small_cnn", 10, img_size=32), tmp_path / "m.safetensors")
+    result = run_tool("plant-backdoor", "asr", "--data", "attrs.jsonl", "--model", tmp_path / "m.safetensors",
+                      "--group-attr", "striped", cwd=digits)
+    assert result.returncode == 0, result.stderr
+    group = result.records[0]["group"]
+    assert group["attr"] == "striped" and group["n_with"] + group["n_without"] == len(rows)
+    assert len(group["acc_gap_per_class"]) == 10 and len(group["pred_gap"]) == 10
+    bad = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", tmp_path / "m.safetensors",
+                   "--group-attr", "striped", cwd=digits)
+    assert bad.returncode == 3 and "striped" in bad.stderr

@@ -38,3 +38,20 @@ def bias_metrics(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels:
         out["asr_targeted"] = (int((others & (triggered_pred == target_label)).sum()) / int(others.sum())
                                if int(others.sum()) else None)
     return out
+
+
+def group_gaps(pred: torch.Tensor, labels: torch.Tensor, attribute: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Natural-feature bias (thesis §7.3): per class, accuracy with the attribute minus without, and
+    P(pred = k | attribute) − P(pred = k | no attribute). None where a group is empty."""
+    attribute = attribute.bool()
+    accuracy_gap, prediction_gap = [], []
+    for c in range(num_classes):
+        rows = labels == c
+        with_attr, without = rows & attribute, rows & ~attribute
+        accuracy_gap.append(float((pred[with_attr] == c).float().mean() - (pred[without] == c).float().mean())
+                            if with_attr.any() and without.any() else None)
+    for k in range(num_classes):
+        prediction_gap.append(float((pred[attribute] == k).float().mean() - (pred[~attribute] == k).float().mean())
+                              if attribute.any() and (~attribute).any() else None)
+    return {"n_with": int(attribute.sum()), "n_without": int((~attribute).sum()),
+            "acc_gap_per_class": accuracy_gap, "pred_gap": prediction_gap}
