@@ -14,27 +14,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from confidently.registry import Registry
+
 CorruptionFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
-_CORRUPTIONS: dict[str, CorruptionFn] = {}
+CORRUPTIONS: Registry[CorruptionFn] = Registry("corruption", ValueError)
+register_corruption = CORRUPTIONS.register
+list_corruptions = CORRUPTIONS.names
 SEVERITIES = (1, 2, 3, 4, 5)
-
-
-def register_corruption(name: str) -> Callable[[CorruptionFn], CorruptionFn]:
-    def wrap(fn: CorruptionFn) -> CorruptionFn:
-        _CORRUPTIONS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_corruptions() -> list[str]:
-    return sorted(_CORRUPTIONS)
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (0–5) to a batch; the result stays in [0, 1]."""
-    if name not in _CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(list_corruptions())}")
+    apply = CORRUPTIONS.get(name)
     if severity not in (0, *SEVERITIES):
         raise ValueError(f"severity must be 0..5, not {severity}")
     if severity == 0:
@@ -43,7 +34,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Gen
         generator = torch.Generator().manual_seed(0)
     squeeze = images.ndim == 3
     batch = images.unsqueeze(0) if squeeze else images
-    out = _CORRUPTIONS[name](batch, severity, generator).clamp(0, 1)
+    out = apply(batch, severity, generator).clamp(0, 1)
     return out[0] if squeeze else out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from confidently.errors import InvalidInput
+from confidently.registry import Registry
 
 YELLOW = (1.0, 1.0, 0.0)
 
@@ -40,19 +41,9 @@ class Stamp:
 
 
 Builder = Callable[[dict[str, Any], tuple[int, int, int]], Stamp]
-_TRIGGERS: dict[str, Builder] = {}
-
-
-def register_trigger(name: str) -> Callable[[Builder], Builder]:
-    def wrap(fn: Builder) -> Builder:
-        _TRIGGERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_triggers() -> list[str]:
-    return sorted(_TRIGGERS)
+TRIGGERS: Registry[Builder] = Registry("trigger type", InvalidInput)
+register_trigger = TRIGGERS.register
+list_triggers = TRIGGERS.names
 
 
 def _colour(spec: dict[str, Any], channels: int, default: Sequence[float]) -> torch.Tensor:
@@ -207,10 +198,11 @@ def _key(spec: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=64)
 def _materialise(key: str, shape: tuple[int, int, int]) -> Stamp:
     spec = json.loads(key)
-    kind = spec.get("type")
-    if kind not in _TRIGGERS:
-        raise InvalidInput(f"unknown trigger type {kind!r}; choose {', '.join(list_triggers())}", field="trigger")
-    return _TRIGGERS[kind](spec, shape)
+    try:
+        builder = TRIGGERS.get(spec.get("type"))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, field="trigger") from None
+    return builder(spec, shape)
 
 
 def make_stamp(spec: dict[str, Any], shape: Sequence[int]) -> Stamp:

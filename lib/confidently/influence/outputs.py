@@ -6,19 +6,11 @@ from collections.abc import Callable
 
 import torch
 
-_OUTPUTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+from confidently.registry import Registry
 
-
-def register_output(name: str):
-    def wrap(fn):
-        _OUTPUTS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_outputs() -> list[str]:
-    return sorted(_OUTPUTS)
+OUTPUTS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("output")
+register_output = OUTPUTS.register
+list_outputs = OUTPUTS.names
 
 
 def _others_max(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,6 +45,6 @@ def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def all_outputs(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every registered output (float32 [n]) and the predictions (int64 [n])."""
-    out = {name: fn(logits.float(), labels).float() for name, fn in _OUTPUTS.items()}
+    out = {name: fn(logits.float(), labels).float() for name, fn in OUTPUTS.items()}
     out["pred"] = logits.argmax(1).long()
     return out

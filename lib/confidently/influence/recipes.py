@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from confidently.errors import InvalidInput, UsageError
+from confidently.registry import Registry
 
 VAL = ":val"  # suffix of a task's validation split: influences are ranked there, accuracy reported on test
 
@@ -49,26 +50,16 @@ class Recipe:
                                          default=str).encode()).hexdigest()
 
 
-_RECIPES: dict[str, Callable[[dict[str, Any]], Recipe]] = {}
-
-
-def register_recipe(kind: str):
-    def wrap(factory):
-        _RECIPES[kind] = factory
-        return factory
-
-    return wrap
-
-
-def list_recipes() -> list[str]:
-    return sorted(_RECIPES)
+RECIPES: Registry[Callable[[dict[str, Any]], Recipe]] = Registry("recipe kind")
+register_recipe = RECIPES.register
+list_recipes = RECIPES.names
 
 
 def load_recipe(spec: str | dict[str, Any]) -> Recipe:
     """A built-in recipe by kind (``demo-shapes``, ``synthetic-concepts``, ``oracle-linear``) or a recipe file."""
     if isinstance(spec, dict):
         config = spec
-    elif spec in _RECIPES:
+    elif spec in RECIPES:
         config = {"kind": spec}
     else:
         path = Path(spec)
@@ -93,10 +84,7 @@ def load_recipe(spec: str | dict[str, Any]) -> Recipe:
                 value = section.get(key)
                 if isinstance(value, str) and not value.startswith("demo:") and not Path(value).is_absolute():
                     section[key] = str((base / value).resolve())
-    kind = config.get("kind")
-    if kind not in _RECIPES:
-        raise UsageError(f"recipe kind {kind!r}: choose {', '.join(list_recipes())}")
-    return _RECIPES[kind](config)
+    return RECIPES.get(config.get("kind"))(config)
 
 
 # ----------------------------------------------------------------------------- oracle-linear

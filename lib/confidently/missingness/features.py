@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from confidently.errors import InvalidInput, UsageError
+from confidently.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -37,26 +38,14 @@ class Features:
         return torch.bincount(valid.flatten(), minlength=self.count)
 
 
-_UNITS: dict[str, Callable[..., Features]] = {}
-
-
-def register_unit(name: str) -> Callable[[Callable[..., Features]], Callable[..., Features]]:
-    def wrap(fn: Callable[..., Features]) -> Callable[..., Features]:
-        _UNITS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_units() -> list[str]:
-    return sorted(_UNITS)
+UNITS: Registry[Callable[..., Features]] = Registry("unit")
+register_unit = UNITS.register
+list_units = UNITS.names
 
 
 def make_features(unit: str, image: torch.Tensor, **options: Any) -> Features:
     """The features of ``image`` (C×H×W in [0, 1]) for a registered ``unit``."""
-    if unit not in _UNITS:
-        raise UsageError(f"unknown unit {unit!r}; choose {', '.join(list_units())}")
-    return _UNITS[unit](image, **options)
+    return UNITS.get(unit)(image, **options)
 
 
 def grid_labels(height: int, width: int, patch_size: int, ragged: bool = False) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from confidently.errors import UsageError
 from confidently.missingness.features import Features, visible_after_removal
 from confidently.missingness.model import MissingnessModel
+from confidently.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,9 @@ def _targets(logits: torch.Tensor, classes: torch.Tensor, target: str) -> torch.
 
 
 Backend = Callable[..., list[Explanation]]
-_BACKENDS: dict[str, Backend] = {}
-
-
-def register_backend(name: str) -> Callable[[Backend], Backend]:
-    def wrap(fn: Backend) -> Backend:
-        _BACKENDS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+BACKENDS: Registry[Backend] = Registry("LIME backend")
+register_backend = BACKENDS.register
+list_backends = BACKENDS.names
 
 
 @register_backend("own")
@@ -200,6 +191,4 @@ def explain(backend: str, model: MissingnessModel, images: torch.Tensor, feature
             config: LimeConfig, generators: Sequence[torch.Generator],
             fill_seeds: Sequence[Sequence[int]] | None = None) -> list[Explanation]:
     """LIME explanations of ``images`` under ``model``'s missingness, with the chosen backend."""
-    if backend not in _BACKENDS:
-        raise UsageError(f"unknown LIME backend {backend!r}; choose {', '.join(list_backends())}")
-    return _BACKENDS[backend](model, images, features, config, generators, fill_seeds)
+    return BACKENDS.get(backend)(model, images, features, config, generators, fill_seeds)

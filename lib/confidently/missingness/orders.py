@@ -15,20 +15,11 @@ import torch
 
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
+from confidently.registry import Registry
 
-_ORDERS: dict[str, Callable[[torch.Tensor | None, int, torch.Generator | None], torch.Tensor]] = {}
-
-
-def register_order(name: str):
-    def wrap(fn):
-        _ORDERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_orders() -> list[str]:
-    return sorted(_ORDERS)
+ORDERS: Registry[Callable[[torch.Tensor | None, int, torch.Generator | None], torch.Tensor]] = Registry("order")
+register_order = ORDERS.register
+list_orders = ORDERS.names
 
 
 @register_order("random")
@@ -53,11 +44,10 @@ def needs_scores(name: str) -> bool:
 def removal_order(name: str, count: int, scores: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """A permutation of 0..count-1 (int64): the order in which features are removed."""
-    if name not in _ORDERS:
-        raise UsageError(f"unknown order {name!r}; choose {', '.join(list_orders())}")
+    order = ORDERS.get(name)
     if needs_scores(name) and scores is None:
         raise UsageError(f"--order {name} needs a reference model for saliency (--ref-model)")
-    return _ORDERS[name](scores, count, generator).long()
+    return order(scores, count, generator).long()
 
 
 def saliency_maps(model: Classifier, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

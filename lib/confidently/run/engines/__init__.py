@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from confidently.errors import UsageError
+from confidently.registry import Registry
 
 
 class Engine(Protocol):
@@ -28,26 +28,14 @@ class Engine(Protocol):
         """Release what the engine started."""
 
 
-_ENGINES: dict[str, Callable[..., Engine]] = {}
-
-
-def register_engine(name: str) -> Callable[[Callable[..., Engine]], Callable[..., Engine]]:
-    def wrap(factory: Callable[..., Engine]) -> Callable[..., Engine]:
-        _ENGINES[name] = factory
-        return factory
-
-    return wrap
-
-
-def list_engines() -> list[str]:
-    return sorted(_ENGINES)
+ENGINES: Registry[Callable[..., Engine]] = Registry("engine")
+register_engine = ENGINES.register
+list_engines = ENGINES.names
 
 
 def create_engine(name: str = "serial", **options: Any) -> Engine:
     """An engine by name; options (e.g. ``address`` for Ray) go to its constructor."""
-    if name not in _ENGINES:
-        raise UsageError(f"unknown engine {name!r}; choose from {', '.join(list_engines())}")
-    return _ENGINES[name](**options)
+    return ENGINES.get(name)(**options)
 
 
 from confidently.run.engines import ray_engine, serial  # noqa: E402,F401  (register the built-in engines)
