@@ -20,16 +20,16 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     runs = [r for r in records if r["kind"] == "run"]
     if runs:
         settings = summarize_runs(runs)["settings"]
-        figure, (axis,) = new_figure(width=max(5.2, 0.45 * len(settings) + 2))
-        labels = [f"src {s['source_rate']:g}\n{s['mode']} wd {s['wd']:g}" + (f"\ndebias {s['debias_rate']:g}"
-                                                                           if s["debias_rate"] else "")
-                  for s in settings]
+        figure, (axis,) = new_figure(width=6.5, height=max(3.0, 0.32 * len(settings) + 1.2))
+        labels = [f"source {s['source_rate']:g} · {s['mode']} · wd {s['wd']:g}"
+                  + (f" · de-bias {s['debias_rate']:g}" if s["debias_rate"] else "") for s in settings]
         means = [s["asr"]["mean"] or 0.0 for s in settings]
         spreads = [s["asr"]["std"] or 0.0 for s in settings]
         colours = ["tab:red" if s["source_rate"] > 0 else "tab:blue" for s in settings]
-        axis.bar(range(len(settings)), means, yerr=spreads, color=colours, capsize=3)
-        axis.set_xticks(range(len(settings)), labels, fontsize=7)
-        axis.set(ylabel="target attack success rate", ylim=(0, 1.02))
+        axis.barh(range(len(settings)), means, xerr=spreads, color=colours, capsize=3)
+        axis.set_yticks(range(len(settings)), labels, fontsize=8)
+        axis.invert_yaxis()
+        axis.set(xlabel="target attack success rate", xlim=(0, 1.02))
         blocks += [Block("Attack success rate after transfer", "red: poisoned source, blue: clean; bars are the "
                          "mean over seeds, whiskers one standard deviation", image=save(figure, folder, "asr.png")),
                    Block("Bias transfer", columns=["source rate", "mode", "wd", "de-bias", "seeds", "ASR",
