@@ -52,6 +52,7 @@ bench: venv
 	$(BIN)/python bench/ablate_lime.py
 	$(BIN)/python bench/plant_backdoor.py
 	$(BIN)/python bench/influence_farm.py
+	$(BIN)/python bench/unadv_patch.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

@@ -82,8 +82,16 @@ influence counterfactual --influence "$OUT/influence.safetensors" --ks 0,2 --run
   | influence train --recipe demo-shapes --out-dir "$OUT/influence-cf" \
   | influence summarize > "$OUT/influence-counterfactual.jsonl"
 
+step "unadv-patch: stickers the standard digits model recognises easily, against random ones, under corruptions"
+unadv-patch train --model "$OUT/digits-std.safetensors" --data "$OUT/digits-train/manifest.jsonl" --patch-size 8 \
+  --steps 150 --batch-size 64 --out "$OUT/patches.safetensors" > "$OUT/patches-train.jsonl"
+unadv-patch eval --model "$OUT/digits-std.safetensors" --data "$OUT/digits-test/manifest.jsonl" \
+  --patches "$OUT/patches.safetensors" --corruptions gaussian_noise,contrast,fog --severities 1,3,5 \
+  > "$OUT/patches-eval.jsonl"
+
 step "report: one HTML page with every tool's figures"
 REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
+  "$OUT/patches-eval.jsonl" \
   "$OUT/bias-transfer-runs.jsonl" "$OUT/influence-ranking.jsonl" "$OUT/influence-counterfactual.jsonl" \
   --out "$OUT/report" --title "confidently demo")
 
@@ -105,6 +113,7 @@ Outputs:
   $OUT/bias-transfer-summary.json         target ASR and clean accuracy, mean ± std per setting
   $OUT/influence-ranking.jsonl            source classes ranked by their influence on the shapes target task
   $OUT/influence-counterfactual.jsonl     target accuracy without the top / bottom / random classes
+  $OUT/patches.safetensors, patches-eval.jsonl  unadversarial patches per class and their accuracy per corruption
 
 Open the report: $REPORT
 MSG

@@ -17,6 +17,7 @@ EXPECTED = {
     "ablate-summary.json": ("ablate", ["ablate-curve-summary-0.png"]),
     "plant-backdoor.jsonl": ("plant-backdoor", ["asr.png"]),
     "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
+    "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png"]),
 }
 
 

@@ -107,20 +107,40 @@ def _seeded_split(labels: np.ndarray, test_fraction: float, seed: int) -> list[s
     return splits.tolist()
 
 
+def _canvas(digits: torch.Tensor, seed: int, canvas: int = 40, glyph: int = 20) -> torch.Tensor:
+    """Tinted glyphs pasted (pixel-wise max) at a random spot in the left half of a noise canvas."""
+    generator = torch.Generator().manual_seed(seed)
+    count = len(digits)
+    glyphs = F.interpolate(digits, size=(glyph, glyph), mode="bilinear", align_corners=False).clamp(0, 1)
+    tint = 0.6 + 0.4 * torch.rand(count, 3, 1, 1, generator=generator)
+    out = 0.35 * torch.rand(count, 3, canvas, canvas, generator=generator)
+    tops = torch.randint(0, canvas - glyph + 1, (count,), generator=generator)
+    lefts = torch.randint(0, canvas // 2 - glyph // 2 + 1, (count,), generator=generator)
+    for i in range(count):
+        region = out[i, :, tops[i]:tops[i] + glyph, lefts[i]:lefts[i] + glyph]
+        out[i, :, tops[i]:tops[i] + glyph, lefts[i]:lefts[i] + glyph] = torch.maximum(region, glyphs[i] * tint[i])
+    return out
+
+
 @register_demo("digits")
 def digits(size: int = 32, seed: int = 0, test_fraction: float = 0.2, background: str = "black") -> DemoData:
     """scikit-learn's 1,797 bundled 8×8 handwritten digits, upsampled to size×size RGB (1437/360).
 
     ``background=noisy`` puts the strokes on grey noise (0.5 + N(0, 0.1²), strokes +0.5): black
     is then out of distribution, as it is for natural images (the missingness experiments).
+    ``background=canvas`` pastes a tinted 20×20 digit in the left half of a 40×40 noise canvas, leaving
+    the right half free for a sticker (the unadversarial-patch experiments; ``size`` is ignored).
     """
     from sklearn.datasets import load_digits
 
-    if background not in ("black", "noisy"):
-        raise InvalidInput(f"demo:digits background={background!r}: choose black or noisy")
+    if background not in ("black", "noisy", "canvas"):
+        raise InvalidInput(f"demo:digits background={background!r}: choose black, noisy or canvas")
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)
-    images = F.interpolate(images, size=(size, size), mode="nearest" if size % 8 == 0 else "bilinear")
+    if background == "canvas":
+        images = _canvas(images, seed)
+    else:
+        images = F.interpolate(images, size=(size, size), mode="nearest" if size % 8 == 0 else "bilinear")
     if background == "noisy":
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)) * 0.1
         images = 0.5 + noise + 0.5 * images

@@ -58,7 +58,14 @@ def list_sections() -> list[str]:
 
 
 def _load_sections() -> None:
-    from confidently.report.sections import ablate, advtrain, certify, influence, plant_backdoor  # noqa: F401
+    from confidently.report.sections import (  # noqa: F401
+        ablate,
+        advtrain,
+        certify,
+        influence,
+        plant_backdoor,
+        unadv_patch,
+    )
 
 
 def classify(record: dict[str, Any]) -> str | None:

@@ -1,0 +1,91 @@
+"""Unadversarial patches (thesis ch. 3): per-class stickers optimised so a fixed model recognises the
+object more easily, under random placement, rotation and scale (expectation over transformations).
+
+A patch lives in [0, 1] pixel space (printable); compositing is m_t ⊙ W_t(P) + (1 − m_t) ⊙ x with the
+patch and its square mask warped by the same affine t, then the model normalises. Placements are drawn
+from a seeded generator, so every arm of an evaluation sees the same ones and ``apply`` is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from confidently.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How patches land: rotation ±``degrees``, isotropic ``scale`` range, and where the centre goes:
+    ``anywhere`` (± ``translate`` of the side, the thesis), ``center``, or ``region`` (a normalised box)."""
+
+    degrees: float = 45.0
+    translate: float = 0.3
+    scale: tuple[float, float] = (0.9, 1.1)
+    mode: str = "anywhere"
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.mode not in ("anywhere", "center", "region"):
+            raise UsageError(f"--placement {self.mode!r}: choose anywhere, center or region")
+        x0, y0, x1, y1 = self.region
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise UsageError(f"--region {self.region}: expected x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 (same for y)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """N×4: angle (degrees), scale, centre offset x and y (fractions of the side from the middle)."""
+        uniform = torch.rand(count, 4, generator=generator, dtype=torch.float64)
+        angle = (2 * uniform[:, 0] - 1) * self.degrees
+        scale = self.scale[0] + uniform[:, 1] * (self.scale[1] - self.scale[0])
+        if self.mode == "anywhere":
+            dx, dy = (2 * uniform[:, 2] - 1) * self.translate, (2 * uniform[:, 3] - 1) * self.translate
+        elif self.mode == "center":
+            dx = dy = torch.zeros(count, dtype=torch.float64)
+        else:
+            x0, y0, x1, y1 = self.region
+            dx, dy = x0 + uniform[:, 2] * (x1 - x0) - 0.5, y0 + uniform[:, 3] * (y1 - y0) - 0.5
+        return torch.stack([angle, scale, dx, dy], dim=1).float()
+
+
+def patch_side(height: int, width: int, patch_size: int | None, patch_frac: float | None) -> int:
+    side = patch_size if patch_size is not None else round(math.sqrt(patch_frac or 0.05) * min(height, width))
+    if not 1 <= side <= min(height, width):
+        raise UsageError(f"patch side {side} does not fit the {height}×{width} images")
+    return side
+
+
+def composite(images: torch.Tensor, patches: torch.Tensor, placements: torch.Tensor) -> torch.Tensor:
+    """Paste one patch per image (``patches`` N×C×p×p) with ``placements`` (N×4); differentiable in the patches."""
+    batch, channels, height, width = images.shape
+    side = patches.shape[-1]
+    top, left = (height - side) // 2, (width - side) // 2
+    canvas = F.pad(patches.to(images.dtype), (left, width - side - left, top, height - side - top))
+    mask = F.pad(torch.ones(batch, 1, side, side, dtype=images.dtype, device=images.device),
+                 (left, width - side - left, top, height - side - top))
+    angle = placements[:, 0].to(images.device).double() * math.pi / 180
+    scale = placements[:, 1].to(images.device).double()
+    shift = torch.stack([2 * placements[:, 2], 2 * placements[:, 3]], dim=1).to(images.device).double()
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    forward = torch.stack([torch.stack([cos * scale, -sin * scale], 1), torch.stack([sin * scale, cos * scale], 1)], 1)
+    inverse = torch.linalg.inv(forward)  # affine_grid maps output coordinates to input ones
+    theta = torch.cat([inverse, -(inverse @ shift[:, :, None])], dim=2).to(images.dtype)
+    grid = F.affine_grid(theta, [batch, channels, height, width], align_corners=False)
+    warped = F.grid_sample(torch.cat([canvas, mask], 1), grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    patch, weight = warped[:, :channels], warped[:, channels:]
+    return (weight * patch + (1 - weight) * images).clamp(0, 1)
+
+
+def init_patches(count: int, channels: int, side: int, generator: torch.Generator, init: str = "rand") -> torch.Tensor:
+    """K×C×p×p in [0, 1]: N(0.5, 0.1²) clipped (``rand``, the reference's default) or constant 0.5."""
+    if init == "const":
+        return torch.full((count, channels, side, side), 0.5)
+    if init != "rand":
+        raise UsageError(f"--init {init!r}: choose rand or const")
+    return (0.5 + 0.1 * torch.randn(count, channels, side, side, generator=generator)).clamp(0, 1)
