@@ -272,8 +272,9 @@ def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> 
                             partial)
 
 
-def fill_seeds(seed: int, records: list[Record], purpose: str, count: int) -> list[list[int]]:
-    return [[derive_seed(seed, r.id, purpose, t) for t in range(count)] for r in records]
+def fill_seeds(seed: int, records: list[Record], purpose: str, keys) -> list[list[int]]:
+    """One random-fill seed per (record, key): a perturbation's pixels never depend on batching."""
+    return [[derive_seed(seed, r.id, purpose, key) for key in keys] for r in records]
 
 
 # ----------------------------------------------------------------------------- order
@@ -355,12 +356,11 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
             groups.setdefault(tuple(curve_ks(f.count, step, kmax)), []).append(i)
         results: dict[int, dict[str, Any]] = {}
         for ks, members in groups.items():
-            seeds = fill_seeds(common.seed, [records[i] for i in members], "fill", 0)
-            if mmodel.fill.random:
-                seeds = [[derive_seed(common.seed, records[i].id, "fill", k) for k in ks] for i in members]
+            seeds = fill_seeds(common.seed, [records[i] for i in members], "fill", ks) if mmodel.fill.random \
+                else None
             curves = missingness_curves(mmodel, images[members], [features[i] for i in members],
-                                        [rows[i] for i in members], list(ks), seeds=seeds if mmodel.fill.random
-                                        else None)
+                                        [rows[i] for i in members], list(ks), seeds=seeds)
+            first_flips = curves.first_flip()
             for row, i in enumerate(members):
                 results[i] = base_result("ablate-curve/v1", common, model=str(model_path), fill=fill,
                                          true_removal=mmodel.fill.true_removal, partial=partial
@@ -369,7 +369,7 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
                                          num_classes=model.num_classes, pred0=int(curves.pred0[row]),
                                          pred=curves.pred[row].tolist(),
                                          p_orig=[round(float(p), 6) for p in curves.p_orig[row]],
-                                         first_flip_k=curves.first_flip()[row])
+                                         first_flip_k=first_flips[row])
         for i, record in enumerate(records):
             out.append({**record.data, "ablate": results[i]})
         return out
@@ -421,7 +421,7 @@ def explain_batch(mmodel: MissingnessModel, backend: str, config: LimeConfig, co
     images = torch.stack([image for image, _ in loaded])
     features = [f for _, f in loaded]
     generators = [record_generator(common.seed, r.id, "lime") for r in records]
-    seeds = fill_seeds(common.seed, records, "lime-fill", config.samples) if mmodel.fill.random else None
+    seeds = fill_seeds(common.seed, records, "lime-fill", range(config.samples)) if mmodel.fill.random else None
     return explain(backend, mmodel, images, features, config, generators, seeds), features
 
 
@@ -611,18 +611,18 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
         if kmax > fewest and "kmax" in common.explicit:
             raise UsageError(f"--kmax {kmax}: an image has only {fewest} features to remove")
         ks = curve_ks(fewest, step, min(kmax, fewest))
+        seeds = fill_seeds(common.seed, records, "topk-fill", ks) if mmodel.fill.random else None
         per_source = []
         for name, rows in sources:
             rankings = [rows.get(r, f.count) if rows else
                         removal_order("random", f.count, None, record_generator(common.seed, r.id, "random-rank"))
                         for r, f in zip(records, features, strict=True)]
-            seeds = [[derive_seed(common.seed, r.id, "topk-fill", k) for k in ks] for r in records] \
-                if mmodel.fill.random else None
-            per_source.append((name, ks, missingness_curves(mmodel, images, features, rankings, ks, keep_top, seeds)))
+            curves = missingness_curves(mmodel, images, features, rankings, ks, keep_top, seeds)
+            per_source.append((name, curves.pred0, curves.unchanged().int().tolist()))
         return [{**record.data, "ablate": base_result(
             "ablate-topk/v1", common, model=str(model_path), fill=fill, keep_top=keep_top, **inputs.describe(),
-            features=features[i].count, ks=per_source[0][1], pred0=int(per_source[0][2].pred0[i]),
-            unchanged={name: curves.unchanged()[i].int().tolist() for name, _, curves in per_source})}
+            features=features[i].count, ks=ks, pred0=int(per_source[0][1][i]),
+            unchanged={name: unchanged[i] for name, _, unchanged in per_source})}
             for i, record in enumerate(records)]
 
     writer = Collect()

@@ -26,7 +26,7 @@ from confidently.influence import (
     subset_plan,
 )
 from confidently.influence.recipes import VAL
-from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+from confidently.io.artifacts import artifact_metadata, load_artifact, load_artifact_metadata, save_artifact
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.run import console, progress
 from rich.table import Table
@@ -374,7 +374,7 @@ def summarize(source: str = typer.Argument(None, help="Result records of counter
     """Target accuracy mean ± std per (order, k) of counterfactual runs; JSON lines on stdout."""
     groups: dict[tuple[str, int], list[float]] = {}
     for path in result_files(source, results):
-        tensors, meta = load_artifact(path)
+        meta = load_artifact_metadata(path)
         if meta.get("mode") != "counterfactual":
             raise InvalidInput(f"{path} is not a counterfactual result (mode {meta.get('mode')!r})")
         accuracy = meta["target_acc"]

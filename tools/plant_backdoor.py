@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import json
 import sys
 from dataclasses import replace
@@ -61,42 +64,33 @@ class TriggerOptions:
         return spec
 
 
+# (name, type, default, help) of the trigger flags every subcommand shares.
+TRIGGER_FLAGS: list[tuple[str, type, Any, str]] = [
+    ("trigger", str, "square", "square, gaussian, blend, stencil or sticker."),
+    ("size_frac", float, None, "Square/sticker side as a fraction of the short side (0.25)."),
+    ("size", int, None, "Square side in pixels (overrides --size-frac)."),
+    ("pos", str, None, "tl, tr, bl, br or X,Y (default tl)."),
+    ("color", str, None, "R,G,B in [0, 1] (square default yellow 1,1,0)."),
+    ("scale", float, None, "gaussian: pattern amplitude (0.01)."),
+    ("alpha", float, None, "blend: weight of the pattern (0.2)."),
+    ("pattern_seed", int, None, "gaussian/blend: seed of the fixed pattern (0)."),
+    ("image", Path, None, "sticker: an RGBA image file."),
+    ("builtin", str, None, "stencil: chainlink or disc."),
+    ("trigger_file", Path, None, "A JSON trigger spec or a trigger .safetensors (overrides the flags)."),
+]
+
+
 def trigger_options(command):
     """Add the trigger flags to a command; it receives ``trigger_spec``."""
-    import functools
-    import inspect
-
     signature = inspect.signature(command)
-    extra = [
-        inspect.Parameter("trigger", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-            "square", "--trigger", help="square, gaussian, blend, stencil or sticker.")),
-        inspect.Parameter("size_frac", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
-            None, "--size-frac", help="Square/sticker side as a fraction of the short side (0.25).")),
-        inspect.Parameter("size", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
-            None, "--size", help="Square side in pixels (overrides --size-frac).")),
-        inspect.Parameter("pos", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-            None, "--pos", help="tl, tr, bl, br or X,Y (default tl).")),
-        inspect.Parameter("color", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-            None, "--color", help="R,G,B in [0, 1] (square default yellow 1,1,0).")),
-        inspect.Parameter("scale", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
-            None, "--scale", help="gaussian: pattern amplitude (0.01).")),
-        inspect.Parameter("alpha", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
-            None, "--alpha", help="blend: weight of the pattern (0.2).")),
-        inspect.Parameter("pattern_seed", inspect.Parameter.KEYWORD_ONLY, annotation=int, default=typer.Option(
-            None, "--pattern-seed", help="gaussian/blend: seed of the fixed pattern (0).")),
-        inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=typer.Option(
-            None, "--image", help="sticker: an RGBA image file.")),
-        inspect.Parameter("builtin", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-            None, "--builtin", help="stencil: chainlink or disc.")),
-        inspect.Parameter("trigger_file", inspect.Parameter.KEYWORD_ONLY, annotation=Path, default=typer.Option(
-            None, "--trigger-file", help="A JSON trigger spec or a trigger .safetensors (overrides the flags).")),
-    ]
-    names = [p.name for p in extra]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                               default=typer.Option(default, "--" + name.replace("_", "-"), help=help))
+             for name, kind, default, help in TRIGGER_FLAGS]
     own = [p for p in signature.parameters.values() if p.name != "trigger_spec"]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in names}
+        values = {name: kwargs.pop(name) for name, *_ in TRIGGER_FLAGS}
         return command(trigger_spec=TriggerOptions.spec(**values), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *extra])
@@ -154,6 +148,17 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
     console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can move "
                   "them (deferred triggers, the default, cannot)")
     return [{"tensors": str(path), "key": "images", "index": i} for i in range(len(records))]
+
+
+def clean_and_triggered(dataset, spec: dict[str, Any]):
+    """(images, labels, triggered images) at a size, loaded once however many models share it."""
+
+    @functools.lru_cache(maxsize=4)
+    def at(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = dataset.tensors(size, stamp=False)
+        return images, labels, stamp_rows(images, [spec] * len(images))
+
+    return at
 
 
 def selection_seed(common: Common) -> int:
@@ -236,7 +241,7 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
               "rate_of": rate_of or ("group" if mode == "group" else "dataset"),
               "rate_realised": plan.realised_rate, "sampling": sampling, "seed": selection_seed(common),
               "trigger": trigger_spec,
-              "poisoned_ids_sha256": __import__("hashlib").sha256(
+              "poisoned_ids_sha256": hashlib.sha256(
                   "\n".join(sorted(p["id"] for p in poisoned_ids)).encode()).hexdigest()}
     if ids_out is not None:
         with atomic_write(ids_out, "w") as handle:
@@ -297,6 +302,7 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
     if not dataset.num_classes or bool((dataset.labels < 0).any()):
         raise InvalidInput(f"{data}: every evaluation row needs a label", field="label")
     writer = RecordWriter()
+    evaluation_set = clean_and_triggered(dataset, trigger_spec)
     for path in models:
         model = load_model(path, device)
         if model.num_classes != dataset.num_classes:
@@ -305,9 +311,8 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         if target_label is not None and not 0 <= target_label < model.num_classes:
             raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
         exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
-        images, labels = dataset.tensors(model.input_size[-1], stamp=False)
+        images, labels, triggered = evaluation_set(model.input_size[-1])
         model.check_input(images[:1])
-        triggered = stamp_rows(images, [trigger_spec] * len(images))
         clean_pred = predict(model, images, common.batch_size, device)
         trig_pred = predict(model, triggered, common.batch_size, device)
         metrics = bias_metrics(clean_pred.cpu(), trig_pred.cpu(), labels, model.num_classes, target_label, exclude)
@@ -395,13 +400,14 @@ def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifes
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
     writer = RecordWriter()
+    evaluation_set = clean_and_triggered(dataset, trigger_spec)
     for entry in models:
         name, _, path = entry.rpartition("=")
         path = Path(path)
         model = load_model(path, device)
-        images, labels = dataset.tensors(model.input_size[-1], stamp=False)
+        images, _, overlay = evaluation_set(model.input_size[-1])
         clean = predict(model, images, common.batch_size, device).cpu()
-        overlaid = predict(model, stamp_rows(images, [trigger_spec] * len(images)), common.batch_size, device).cpu()
+        overlaid = predict(model, overlay, common.batch_size, device).cpu()
         clean_hist = torch.bincount(clean, minlength=model.num_classes).double()
         over_hist = torch.bincount(overlaid, minlength=model.num_classes).double()
         n = max(len(images), 1)

@@ -56,7 +56,8 @@ def save_patches(path: Path, patches: torch.Tensor, model: Classifier, placement
                                     num_classes=model.num_classes, **extra))
 
 
-def load_patches(path: Path, model: Classifier) -> torch.Tensor:
+def load_patches(path: Path, model: Classifier) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The patches of a file checked against the model, and the file's metadata."""
     tensors, meta = load_artifact(path)
     patches = tensors.get("patches")
     if patches is None or patches.ndim != 4:
@@ -68,7 +69,7 @@ def load_patches(path: Path, model: Classifier) -> torch.Tensor:
                            f"{list(model.input_size)} inputs")
     if float(patches.min()) < 0 or float(patches.max()) > 1:
         raise InvalidInput(f"{path}: patch values lie outside [0, 1]")
-    return patches.float()
+    return patches.float(), meta
 
 
 def model_and_data(model_path: Path, data: str, split: str | None, common: Common):
@@ -142,7 +143,7 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
              *, common: Common) -> None:
     """Accuracy of no patch / random patch / unadversarial patch / baselines × clean and each corruption."""
     model, images, labels = model_and_data(model_path, data, split, common)
-    patches = load_patches(patches_path, model)
+    patches, meta = load_patches(patches_path, model)
     names = list_corruptions() if corruptions == "all" else [c.strip() for c in corruptions.split(",") if c.strip()]
     unknown = [c for c in names if c not in list_corruptions()]
     if unknown:
@@ -151,12 +152,11 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
         levels = [int(s) for s in severities.split(",")]
     except ValueError:
         raise UsageError(f"--severities {severities!r}: expected e.g. 1,3,5") from None
-    _, meta = load_artifact(patches_path)
     random = init_patches(len(patches), patches.shape[1], patches.shape[-1],
                           torch.Generator().manual_seed(int(meta.get("seed", 0))), meta.get("init", "rand"))
     arms: dict[str, torch.Tensor | None] = {"none": None, "random": random, "unadv": patches}
     for path in baselines or []:
-        arms[path.stem] = load_patches(path, model)
+        arms[path.stem] = load_patches(path, model)[0]
     where = make_placement(degrees, translate, scale, placement, region)
     for row in evaluate_arms(model, images, labels, arms, where, names, levels, common.seed, common.batch_size):
         emit({"cmd": "eval", **row, "patch_size": int(patches.shape[-1]), "patches": str(patches_path),

@@ -17,7 +17,7 @@ import torch
 from confidently.influence.outputs import all_outputs
 from confidently.influence.plan import check_job
 from confidently.influence.recipes import Recipe, load_recipe
-from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 
 RESULT_KIND = "influence.result"
 
@@ -26,15 +26,17 @@ def result_path(out_dir: str | os.PathLike, job: dict[str, Any]) -> Path:
     return Path(out_dir) / str(job["run_id"]) / f"job-{int(job['job_id']):06d}.safetensors"
 
 
-def finished(path: Path, job: dict[str, Any], recipe_sha: str) -> bool:
+def finished(path: Path, job: dict[str, Any], recipe_sha: str) -> dict[str, Any] | None:
+    """The metadata of ``job``'s result when it exists for the same plan, job and recipe (else None)."""
     if not path.exists():
-        return False
+        return None
     try:
-        _, meta = load_artifact(path)
+        meta = load_artifact_metadata(path)  # refuses truncated files too
     except Exception:  # an unreadable file is redone, never trusted
-        return False
-    return (meta.get("plan_sha256"), meta.get("job_id"), meta.get("recipe_sha256")) == (
+        return None
+    same = (meta.get("plan_sha256"), meta.get("job_id"), meta.get("recipe_sha256")) == (
         job.get("plan_sha256"), job["job_id"], recipe_sha)
+    return meta if same else None
 
 
 def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
@@ -45,8 +47,8 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     path = result_path(out_dir, job)
     recipe_sha = recipe.checksum()
     base = {"kind": RESULT_KIND, "schema": 1, "run_id": job["run_id"], "job_id": job["job_id"], "path": str(path)}
-    if not overwrite and finished(path, job, recipe_sha):
-        _, meta = load_artifact(path)
+    meta = None if overwrite else finished(path, job, recipe_sha)
+    if meta is not None:
         return {**base, "status": "done-before", "source_acc": meta.get("source_acc"),
                 "target_acc": meta.get("target_acc"), "seconds": 0.0}
     started = time.perf_counter()

@@ -77,3 +77,23 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     if not path.is_file():
         raise InvalidInput(f"file does not exist: {path}")
     return read_safetensors_bytes(path.read_bytes(), str(path))
+
+
+def load_artifact_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Only an artifact's decoded metadata: reads the header, not the tensors (cheap on big files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"file does not exist: {path}")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if header_len <= 0 or header_len > path.stat().st_size - 8:
+            raise InvalidInput(f"not a safetensors file (bad header): {path}")
+        try:
+            header = json.loads(handle.read(header_len))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError) as exc:
+            raise InvalidInput(f"not a valid safetensors file ({exc}): {path}") from None
+    if 8 + header_len + end != path.stat().st_size:
+        raise InvalidInput(f"truncated safetensors file: {path}")
+    return decode_metadata(header.get("__metadata__"))
