@@ -86,12 +86,23 @@ step "unadv-patch: stickers the standard digits model recognises easily, against
 unadv-patch train --model "$OUT/digits-std.safetensors" --data "$OUT/digits-train/manifest.jsonl" --patch-size 8 \
   --steps 150 --batch-size 64 --out "$OUT/patches.safetensors" > "$OUT/patches-train.jsonl"
 unadv-patch eval --model "$OUT/digits-std.safetensors" --data "$OUT/digits-test/manifest.jsonl" \
-  --patches "$OUT/patches.safetensors" --corruptions gaussian_noise,contrast,fog --severities 1,3,5 \
+  --patches "$OUT/patches.safetensors" --corruptions gaussian_noise,contrast,fog --severities 1,3,5 --conflict \
   > "$OUT/patches-eval.jsonl"
+
+step "unadv-patch: a cube texture (Mitsuba 3) a shapes classifier sees as a 'red circle', against grey and random"
+advtrain train --data demo:shapes --split train --epochs 10 --eps 0 --out "$OUT/shapes-std.safetensors" > /dev/null
+TEXTURE_VIEWS=(--mesh builtin:cube --light-min 1 --light-max 1 --translate 0.1)
+unadv-patch texture --model "$OUT/shapes-std.safetensors" --class-id 0 "${TEXTURE_VIEWS[@]}" --tex-size 32 \
+  --steps 100 --lr 0.05 \
+  --out "$OUT/texture.safetensors" > "$OUT/texture-train.jsonl"
+unadv-patch eval-texture --model "$OUT/shapes-std.safetensors" --texture "$OUT/texture.safetensors" \
+  "${TEXTURE_VIEWS[@]}" --views 64 --seed 1 --corruptions gaussian_noise,fog --severities 1,3 > "$OUT/texture-eval.jsonl"
+unadv-patch export --texture "$OUT/texture.safetensors" --out "$OUT/texture.png" > /dev/null
+jq -c 'select(.corruption == "clean") | {arm, acc}' "$OUT/texture-eval.jsonl" >&2 2>/dev/null || true
 
 step "report: one HTML page with every tool's figures"
 REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
-  "$OUT/patches-eval.jsonl" \
+  "$OUT/patches-eval.jsonl" "$OUT/texture-eval.jsonl" \
   "$OUT/bias-transfer-runs.jsonl" "$OUT/influence-ranking.jsonl" "$OUT/influence-counterfactual.jsonl" \
   --out "$OUT/report" --title "confidently demo")
 
@@ -114,6 +125,7 @@ Outputs:
   $OUT/influence-ranking.jsonl            source classes ranked by their influence on the shapes target task
   $OUT/influence-counterfactual.jsonl     target accuracy without the top / bottom / random classes
   $OUT/patches.safetensors, patches-eval.jsonl  unadversarial patches per class and their accuracy per corruption
+  $OUT/texture.{safetensors,png}, texture-eval.jsonl  an unadversarial cube texture and its accuracy vs grey/random
 
 Open the report: $REPORT
 MSG

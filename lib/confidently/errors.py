@@ -66,3 +66,13 @@ class OutputClosed(ConfidentlyError):
     """The reader of stdout went away (e.g. ``| head``): stop quietly, nothing is wrong."""
 
     exit_code = 0
+
+
+class MissingBackend(ConfidentlyError):
+    """An optional backend (a package from an extra, or a simulator to talk to) is not available.
+
+    Exit code 3, like invalid input: the run cannot start with what this machine has; the message
+    says what to install or start.
+    """
+
+    exit_code = 3

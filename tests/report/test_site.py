@@ -17,7 +17,7 @@ EXPECTED = {
     "ablate-summary.json": ("ablate", ["ablate-curve-summary-0.png"]),
     "plant-backdoor.jsonl": ("plant-backdoor", ["asr.png"]),
     "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
-    "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png"]),
+    "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png", "texture-accuracy.png"]),
 }
 
 

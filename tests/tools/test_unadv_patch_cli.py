@@ -85,3 +85,41 @@ def test_bad_input(run_tool, setup, tmp_path):
     unknown = run_tool("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
                        "p.safetensors", "--corruptions", "snowstorm", cwd=setup)
     assert unknown.returncode == 2 and "snowstorm" in unknown.stderr
+
+
+def test_in_loop_corruptions_conflict_rows_and_the_qr_baseline(run_tool, setup, tmp_path, monkeypatch):
+    trained = run_tool("unadv-patch", "train", "--model", "model.safetensors", "--data", "demo:digits",
+                       "--split", "train", "--patch-size", "8", "--steps", "12", "--batch-size", "32",
+                       "--train-corruptions", "gaussian_noise,jpeg_compression", "--train-severities", "1,3",
+                       "--out", "pc.safetensors", cwd=setup)
+    assert trained.returncode == 0, trained.stderr
+    tensors, meta = load_artifact(setup / "pc.safetensors")
+    assert 0 <= tensors["patches"].min() <= tensors["patches"].max() <= 1
+    assert meta["train_corruptions"] == ["gaussian_noise", "jpeg_compression"] and meta["train_severities"] == [1, 3]
+    bad = run_tool("unadv-patch", "train", "--model", "model.safetensors", "--data", "demo:digits",
+                   "--train-corruptions", "snowstorm", "--out", "x.safetensors", cwd=setup)
+    assert bad.returncode == 2 and "snowstorm" in bad.stderr
+
+    pytest.importorskip("qrcode")
+    qr = run_tool("unadv-patch", "baseline", "qr", "--model", "model.safetensors", "--patch-size", "12",
+                  "--out", "qr.safetensors", cwd=setup)
+    assert qr.returncode == 0, qr.stderr
+    codes, qr_meta = load_artifact(setup / "qr.safetensors")
+    assert qr_meta["warp"] == "nearest" and qr_meta["baseline"] == "qr"
+    assert codes["patches"].shape == (10, 3, 12, 12) and set(codes["patches"].unique().tolist()) == {0.0, 1.0}
+    rows = run_tool("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
+                    "pc.safetensors", "--baseline", "qr.safetensors", "--corruptions", "contrast", "--severities",
+                    "2", "--conflict", cwd=setup).records
+    assert {r["arm"] for r in rows} == {"none", "random", "unadv", "qr", "conflict"} and len(rows) == 5 * 2
+    for row in (r for r in rows if r["arm"] == "conflict"):
+        assert row["pred_image_frac"] == row["acc"] and 0 <= row["pred_patch_frac"] <= 1
+        assert row["pred_image_frac"] + row["pred_patch_frac"] <= 1
+
+    blocked = tmp_path / "blocked"
+    (blocked / "qrcode").mkdir(parents=True)
+    (blocked / "qrcode" / "__init__.py").write_text("raise ImportError('qrcode is not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocked))
+    missing = run_tool("unadv-patch", "baseline", "qr", "--model", "model.safetensors", "--patch-size", "12",
+                       "--out", "none.safetensors", cwd=setup)
+    assert missing.returncode == 3 and "pip install 'confidently[qr]'" in missing.stderr
+    assert not (setup / "none.safetensors").exists()

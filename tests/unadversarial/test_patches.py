@@ -82,3 +82,92 @@ def test_a_trained_patch_beats_a_random_one(digits_model, digits_tensors):
         assert acc[("unadv", corruption)] > acc[("random", corruption)]
     again = evaluate_arms(digits_model, images, labels, {"unadv": patches}, where, ["contrast"], [2], seed=5)
     assert [r["acc"] for r in again] == [acc[("unadv", "clean")], acc[("unadv", "contrast")]]
+
+
+def test_in_loop_corruptions_pass_gradients_to_the_patch(digits_model, digits_tensors):
+    from confidently.data.corruptions import corrupt
+    from confidently.unadversarial import corrupt_with_gradient, random_corruptions
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weights = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    jpeg = corrupt_with_gradient(x, "jpeg_compression", 3)
+    assert torch.allclose(jpeg, corrupt(x.detach(), "jpeg_compression", 3), atol=1e-6)
+    (through,) = torch.autograd.grad((jpeg * weights).sum(), x)
+    assert torch.equal(through, weights)  # PIL's JPEG: straight through
+    blurred = corrupt_with_gradient(x, "gaussian_blur", 5)
+    (exact,) = torch.autograd.grad((blurred * weights).sum(), x)
+    assert exact.abs().sum() > 0 and not torch.allclose(exact, weights)  # torch's blur: its own gradient
+    mixed = random_corruptions(x, ["gaussian_noise", "jpeg_compression", "contrast"], [1, 5],
+                               torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad(mixed.sum(), x)
+    assert mixed.shape == x.shape and (grad != 0).any(dim=(1, 2, 3)).all()
+    untouched = random_corruptions(x, ["contrast"], [5], torch.Generator().manual_seed(2), prob=0.0)
+    assert torch.equal(untouched, x)
+
+    (images, labels), _ = digits_tensors
+    start = init_patches(10, 3, 8, torch.Generator().manual_seed(0))
+    config = PatchConfig(steps=12, batch_size=32, lr=0.05, corruptions=("gaussian_noise", "jpeg_compression", "fog"),
+                         severities=(2, 4))
+    patches, losses = train_patches(digits_model, images, labels, start, Placement(), config,
+                                    torch.Generator().manual_seed(1))
+    assert patches.min() >= 0 and patches.max() <= 1 and not torch.equal(patches, start) and len(losses) == 12
+    with pytest.raises(UsageError, match="snowstorm"):
+        PatchConfig(corruptions=("snowstorm",))
+    with pytest.raises(UsageError, match="severities"):
+        PatchConfig(corruptions=("fog",), severities=(6,))
+
+
+def test_conflict_pastes_another_class_and_counts_both_predictions(digits_model, digits_tensors):
+    from confidently.unadversarial import conflict_classes
+
+    _, (images, labels) = digits_tensors
+    others = conflict_classes(labels, 10, seed=3)
+    assert (others != labels).all() and torch.equal(others, conflict_classes(labels, 10, seed=3))
+    assert set(others.tolist()) == set(range(10)) and not torch.equal(others, conflict_classes(labels, 10, seed=4))
+    # full-size "patches" = one test image per class, pasted unrotated over the whole image: the model sees only
+    # the other class's image, so pred_patch_frac is exactly its accuracy on those pasted images
+    patches = torch.stack([images[labels == c][0] for c in range(10)])
+    still = Placement(degrees=0, scale=(1.0, 1.0), mode="center")
+    rows = evaluate_arms(digits_model, images[:120], labels[:120], {"none": None}, still, ["contrast"], [1], seed=3,
+                         conflict=patches)
+    clean = next(r for r in rows if r["arm"] == "conflict" and r["corruption"] == "clean")
+    with torch.no_grad():
+        predicted = digits_model(patches[others[:120]]).argmax(1)
+    assert clean["pred_patch_frac"] == pytest.approx(float((predicted == others[:120]).float().mean()))
+    assert clean["pred_image_frac"] == clean["acc"] == pytest.approx(float((predicted == labels[:120]).float().mean()))
+    assert clean["pred_patch_frac"] > 0.8 and clean["pred_image_frac"] < 0.1
+    assert {(r["arm"], r["corruption"]) for r in rows} == {("none", "clean"), ("none", "contrast"),
+                                                           ("conflict", "clean"), ("conflict", "contrast")}
+    assert all("pred_patch_frac" not in r for r in rows if r["arm"] == "none")
+    with pytest.raises(UsageError, match="conflict"):
+        evaluate_arms(digits_model, images[:4], labels[:4], {"conflict": patches}, still, [], [1], seed=3,
+                      conflict=patches)
+
+
+def test_qr_patches_are_binary_codes_warped_by_nearest_neighbour(monkeypatch):
+    pytest.importorskip("qrcode")
+    from confidently.unadversarial import qr_matrix, qr_patches
+
+    codes = qr_patches(10, 25, 3)
+    assert codes.shape == (10, 3, 25, 25) and set(codes.unique().tolist()) == {0.0, 1.0}
+    assert len({tuple(c.flatten().tolist()) for c in codes}) == 10  # one code per class
+    assert qr_matrix("7", border=1).shape == (23, 23)  # version 1 (21 modules) + quiet zone
+    grey = torch.full((2, 3, 32, 32), 0.5)
+    turned = torch.tensor([[30.0, 1.05, 0.1, -0.1]] * 2)
+    crisp = composite(grey, codes[:2, :, :12, :12], turned, warp="nearest")
+    assert set(crisp.unique().tolist()) <= {0.0, 0.5, 1.0}  # no blended pixels, not even at the edge
+    assert len(composite(grey, codes[:2, :, :12, :12], turned).unique()) > 3
+    with pytest.raises(UsageError, match="warp"):
+        composite(grey, codes[:2], turned, warp="bicubic")
+
+
+def test_qr_without_the_package_says_what_to_install(monkeypatch):
+    import sys
+
+    from confidently.errors import MissingBackend
+    from confidently.unadversarial import qr_patches
+
+    monkeypatch.setitem(sys.modules, "qrcode", None)  # import qrcode now raises ImportError
+    with pytest.raises(MissingBackend, match=r"confidently\[qr\]") as caught:
+        qr_patches(10, 8)
+    assert caught.value.exit_code == 3

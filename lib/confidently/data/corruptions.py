@@ -123,9 +123,13 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator) -> torc
 
 @register_corruption("jpeg_compression")
 def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    return jpeg_roundtrip(images, (80, 65, 58, 50, 40)[severity - 1])
+
+
+def jpeg_roundtrip(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image of a float N×C×H×W batch in [0, 1] as 8-bit JPEG at ``quality`` and decode it."""
     from PIL import Image
 
-    quality = (80, 65, 58, 50, 40)[severity - 1]
     out = []
     for image in images:
         array = image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

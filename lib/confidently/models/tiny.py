@@ -48,10 +48,14 @@ def tiny_resnet(num_classes: int, in_chans: int = 3, img_size: int | None = 32, 
 class SmallCNN(nn.Module):
     """Three 3×3 conv–BN–ReLU layers (the second and third stride 2), global average pooling
     and a linear head: the advtrain spec's pilot model. Exposes timm's classifier API so
-    transfer can swap its head."""
+    transfer can swap its head. ``pool="max"`` pools globally by maximum instead: a small object
+    anywhere on a larger canvas (the unadversarial-patch experiments) then stays visible."""
 
-    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 16):
+    def __init__(self, num_classes: int, in_chans: int = 3, width: int = 16, pool: str = "avg"):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"small_cnn pool={pool!r}: choose avg or max")
+        self.pool = pool
         layers, channels = [], in_chans
         for index, out in enumerate((width, 2 * width, 4 * width)):
             layers += [nn.Conv2d(channels, out, 3, stride=1 if index == 0 else 2, padding=1, bias=False),
@@ -65,7 +69,7 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        pooled = x.mean(dim=(2, 3))
+        pooled = x.amax(dim=(2, 3)) if self.pool == "max" else x.mean(dim=(2, 3))
         return pooled if pre_logits else self.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +83,7 @@ class SmallCNN(nn.Module):
 
 
 @register_arch("small_cnn", img_size=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-def small_cnn(num_classes: int, in_chans: int = 3, img_size: int | None = 8, *, width: int = 16) -> SmallCNN:
-    """About 25k parameters; any input size (global pooling)."""
-    return SmallCNN(num_classes, in_chans, width)
+def small_cnn(num_classes: int, in_chans: int = 3, img_size: int | None = 8, *, width: int = 16,
+              pool: str = "avg") -> SmallCNN:
+    """About 25k parameters; any input size (global pooling, ``avg`` or ``max``)."""
+    return SmallCNN(num_classes, in_chans, width, pool)

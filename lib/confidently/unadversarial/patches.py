@@ -60,8 +60,17 @@ def patch_side(height: int, width: int, patch_size: int | None, patch_frac: floa
     return side
 
 
-def composite(images: torch.Tensor, patches: torch.Tensor, placements: torch.Tensor) -> torch.Tensor:
-    """Paste one patch per image (``patches`` N×C×p×p) with ``placements`` (N×4); differentiable in the patches."""
+WARPS = ("bilinear", "nearest")
+
+
+def composite(images: torch.Tensor, patches: torch.Tensor, placements: torch.Tensor,
+              warp: str = "bilinear") -> torch.Tensor:
+    """Paste one patch per image (``patches`` N×C×p×p) with ``placements`` (N×4); differentiable in the patches.
+
+    ``warp`` resamples the patch and its mask: ``bilinear`` (trained patches) or ``nearest`` (QR codes,
+    whose modules must stay crisp, and whose edge then stays binary)."""
+    if warp not in WARPS:
+        raise UsageError(f"warp {warp!r}: choose {' or '.join(WARPS)}")
     batch, channels, height, width = images.shape
     side = patches.shape[-1]
     top, left = (height - side) // 2, (width - side) // 2
@@ -76,7 +85,7 @@ def composite(images: torch.Tensor, patches: torch.Tensor, placements: torch.Ten
     inverse = torch.linalg.inv(forward)  # affine_grid maps output coordinates to input ones
     theta = torch.cat([inverse, -(inverse @ shift[:, :, None])], dim=2).to(images.dtype)
     grid = F.affine_grid(theta, [batch, channels, height, width], align_corners=False)
-    warped = F.grid_sample(torch.cat([canvas, mask], 1), grid, mode="bilinear", padding_mode="zeros",
+    warped = F.grid_sample(torch.cat([canvas, mask], 1), grid, mode=warp, padding_mode="zeros",
                            align_corners=False)
     patch, weight = warped[:, :channels], warped[:, channels:]
     return (weight * patch + (1 - weight) * images).clamp(0, 1)

@@ -1,4 +1,5 @@
-"""unadv-patch: accuracy per arm (no patch, random, unadversarial, baselines) clean and under each corruption."""
+"""unadv-patch: accuracy per arm (no patch, random, unadversarial, baselines; grey, random and optimised
+textures) clean and under each corruption, and how conflicting patches split the predictions."""
 
 from __future__ import annotations
 
@@ -10,27 +11,47 @@ from confidently.report.site import Block, register_section
 
 
 def _claims(record: dict[str, Any]) -> bool:
-    return record.get("tool") == "unadv-patch" and record.get("cmd") == "eval"
+    return record.get("tool") == "unadv-patch" and record.get("cmd") in ("eval", "eval-texture")
 
 
-@register_section("unadv-patch", "unadv-patch — patches that make objects easy to recognise", _claims)
-def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
+def _mean(records: list[dict[str, Any]], arm: str, corruption: str, key: str = "acc") -> float:
+    rows = [r[key] for r in records if r["arm"] == arm and r["corruption"] == corruption and r.get(key) is not None]
+    return sum(rows) / len(rows) if rows else float("nan")
+
+
+def _arm_blocks(records: list[dict[str, Any]], folder: Path, name: str, title: str, note: str) -> list[Block]:
     arms = list(dict.fromkeys(r["arm"] for r in records))
     corruptions = list(dict.fromkeys(r["corruption"] for r in records))
-
-    def mean(arm: str, corruption: str) -> float:
-        rows = [r for r in records if r["arm"] == arm and r["corruption"] == corruption]
-        return sum(r["acc"] for r in rows) / len(rows) if rows else float("nan")
-
     figure, (axis,) = new_figure(width=max(5.2, 1.1 * len(corruptions) + 2))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
-        axis.bar([c + i * width for c in range(len(corruptions))], [mean(arm, c) for c in corruptions], width,
-                 label=arm)
+        axis.bar([c + i * width for c in range(len(corruptions))], [_mean(records, arm, c) for c in corruptions],
+                 width, label=arm)
     axis.set_xticks([c + 0.4 - width / 2 for c in range(len(corruptions))], corruptions, fontsize=8)
     axis.set(ylabel="accuracy (mean over severities)", ylim=(0, 1.02))
     axis.legend(fontsize=8)
-    return [Block("Accuracy with and without patches", "corruptions act on the patched image; every arm sees the "
-                  "same placements", image=save(figure, folder, "accuracy.png")),
-            Block("Accuracy per arm", columns=["arm", *corruptions],
-                  rows=[[arm, *(fmt(mean(arm, c)) for c in corruptions)] for arm in arms])]
+    return [Block(title, note, image=save(figure, folder, f"{name}.png")),
+            Block(f"{title}: table", columns=["arm", *corruptions],
+                  rows=[[arm, *(fmt(_mean(records, arm, c)) for c in corruptions)] for arm in arms])]
+
+
+@register_section("unadv-patch", "unadv-patch — patches and textures that make objects easy to recognise", _claims)
+def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
+    patches = [r for r in records if r["cmd"] == "eval" and r["arm"] != "conflict"]
+    conflict = [r for r in records if r["cmd"] == "eval" and r["arm"] == "conflict"]
+    textures = [r for r in records if r["cmd"] == "eval-texture"]
+    blocks = []
+    if patches:
+        blocks += _arm_blocks(patches, folder, "accuracy", "Accuracy with and without patches",
+                              "corruptions act on the patched image; every arm sees the same placements")
+    if conflict:
+        corruptions = list(dict.fromkeys(r["corruption"] for r in conflict))
+        blocks.append(Block("Conflicting patches", "the patch of another class pasted on each image: fraction "
+                            "predicted as the image's class and as the patch's", columns=["corruption", "image class",
+                                                                                          "patch class"],
+                            rows=[[c, fmt(_mean(conflict, "conflict", c, "pred_image_frac")),
+                                   fmt(_mean(conflict, "conflict", c, "pred_patch_frac"))] for c in corruptions]))
+    if textures:
+        blocks += _arm_blocks(textures, folder, "texture-accuracy", "Textured objects (3-D)",
+                              "accuracy on the texture's class from held-out viewpoints; every arm sees the same views")
+    return blocks

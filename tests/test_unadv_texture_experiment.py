@@ -1,0 +1,48 @@
+"""A 3-D unadversarial texture (thesis §3.3, spec §5.2 "3D texture"), rendered with Mitsuba 3.
+
+A tiny classifier of flat coloured shapes (demo:shapes) never takes a grey or random-textured cube
+for a "red circle"; optimising the cube's texture over random viewpoints makes it one from held-out
+viewpoints, also under noise and fog it never saw. Measured here (64 views, mean over severities 1 and 3):
+grey / random / unadv = 0 / 0 / 0.66 clean, 0 / 0 / 0.59 noise, 0 / 0 / 0.27 fog; about 20 s on one core.
+(The demo's shapes model, trained by `advtrain`, reaches 0.98 clean: the result depends on the model.)
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("mitsuba")
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_an_optimised_cube_texture_is_recognised_where_grey_and_random_are_not():
+    from confidently.data import open_dataset
+    from confidently.models import create_model
+    from confidently.render import MitsubaRenderer, ViewSampler
+    from confidently.training import TrainConfig, train_classifier
+    from confidently.unadversarial import BACKGROUNDS, TextureConfig, evaluate_textures, train_texture
+
+    torch.manual_seed(0)
+    data = open_dataset("demo:shapes", "train")
+    model = train_classifier(create_model("tiny_resnet", 10, classes=data.classes), *data.tensors(),
+                             TrainConfig(epochs=10, lr=3e-3, shift=2))
+    images, labels = open_dataset("demo:shapes", "test").tensors()
+    with torch.no_grad():
+        assert (model(images).argmax(1) == labels).float().mean() > 0.8
+    renderer = MitsubaRenderer("builtin:cube", 32, 32, spp=4)
+    views = ViewSampler(light=(1.0, 1.0), translate=0.1)
+    noise = BACKGROUNDS.get("noise")
+    grey = torch.full((3, 32, 32), 0.5)
+    texture, losses = train_texture(model, renderer, 0, grey, views, noise, TextureConfig(160, 8, 0.05, "ad"),
+                                    torch.Generator().manual_seed(0))
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10]), (losses[:10], losses[-10:])
+    arms = {"grey": grey, "random": torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)),
+            "unadv": texture}
+    rows = evaluate_textures(model, renderer, 0, arms, views, noise, 64, ["gaussian_noise", "fog"], [1, 3], seed=1)
+    acc = {}
+    for row in rows:
+        acc.setdefault((row["arm"], row["corruption"]), []).append(row["acc"])
+    for corruption in ("clean", "gaussian_noise", "fog"):
+        mean = {arm: sum(acc[arm, corruption]) / len(acc[arm, corruption]) for arm in arms}
+        print(corruption, {arm: round(value, 3) for arm, value in mean.items()})
+        assert mean["unadv"] > max(mean["grey"], mean["random"]) + 0.2, (corruption, mean)
