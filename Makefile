@@ -32,9 +32,9 @@ llvm:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libllvm19 >/dev/null; \
 	else echo "warning: libllvm19 is missing (apt-get install libllvm19); mitsuba's llvm variants will not load" >&2; fi
 
-# One pytest worker per core (pytest-xdist); conftest keeps a module's tests, and all Ray tests, together.
+# One pytest worker per core (pytest-xdist); a module's tests share a worker (module fixtures built once).
 test: venv llvm
-	@$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
 	exit $$rc
 
@@ -55,6 +55,8 @@ bench: venv
 	$(BIN)/python bench/influence_farm.py
 	$(BIN)/python bench/unadv_patch.py
 	$(BIN)/python bench/unadv_texture.py
+	$(BIN)/python bench/render_3db.py
+	$(BIN)/python bench/immunize_speed.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

@@ -100,6 +100,46 @@ unadv-patch eval-texture --model "$OUT/shapes-std.safetensors" --texture "$OUT/t
 unadv-patch export --texture "$OUT/texture.safetensors" --out "$OUT/texture.png" > /dev/null
 jq -c 'select(.corruption == "clean") | {arm, acc}' "$OUT/texture-eval.jsonl" >&2 2>/dev/null || true
 
+step "immunize: a tiny random LDM; 3 bundled photos immunized (encoder attack vs noise) at 64 px, edited, scored"
+immunize tiny-model --out "$OUT/tiny-ldm" --size 64 --unet img2img > /dev/null
+head -n 3 "$OUT/photos/manifest.jsonl" > "$OUT/photos/immunize-subset.jsonl"
+for method in random encoder; do
+  if [ "$method" = encoder ]; then steps=(--steps 50); else steps=(); fi
+  immunize "$method" "$OUT/photos/immunize-subset.jsonl" --model-dir "$OUT/tiny-ldm" "${steps[@]}" -q \
+    --out-dir "$OUT/immunized/$method" \
+    | immunize edit --model-dir "$OUT/tiny-ldm" --steps 10 --out-dir "$OUT/edits/$method" -q \
+    > "$OUT/immunize-edits-$method.jsonl"
+  # ids repeat across methods, so each method's records are scored as one stream (paths relative to here)
+  if immunize score --help > /dev/null 2>&1; then
+    immunize score --metrics ssim,psnr,vifp,fsim < "$OUT/immunize-edits-$method.jsonl"
+  fi
+done > "$OUT/immunize-scores.jsonl"
+
+step "render-3db: the cube rendered (Mitsuba 3) with its own grey look and with that texture, on a heading grid"
+cat > "$OUT/cube-texture.yaml" <<'YAML'
+objects: [{id: cube, builtin: cube, label: 0, color: [0.5, 0.5, 0.5]}]   # label 0 = "red circle"
+environments: [{id: studio, solid: [1, 1, 1]}]
+render_args: {engine: mitsuba, resolution: 32, samples: 8}
+policy: {module: grid, samples_per_dim: 8}
+controls:
+  - module: texture
+    source: [original, texture.safetensors]      # files resolve from this file's folder
+  - module: orientation
+    rotation_x: 0
+    rotation_y: 0
+    rotation_z: {range: [-3.14159, 3.14159], endpoint: false}
+  - module: camera
+    view_point_x: 0
+    view_point_y: -1
+    view_point_z: {values: [0, 0.5, 1]}
+    zoom_factor: 1
+    focal_length: 50
+YAML
+render-3db run "$OUT/cube-texture.yaml" --model "$OUT/shapes-std.safetensors" --images-dir "$OUT/renders" \
+  --out "$OUT/renders.jsonl"
+render-3db analyze "$OUT/renders.jsonl" --by texture.source --heatmap orientation.rotation_z,texture.source \
+  --plots "$OUT/render-3db" > "$OUT/render-3db-analysis.jsonl"
+
 step "report: one HTML page with every tool's figures"
 REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
   "$OUT/patches-eval.jsonl" "$OUT/texture-eval.jsonl" \
@@ -126,6 +166,10 @@ Outputs:
   $OUT/influence-counterfactual.jsonl     target accuracy without the top / bottom / random classes
   $OUT/patches.safetensors, patches-eval.jsonl  unadversarial patches per class and their accuracy per corruption
   $OUT/texture.{safetensors,png}, texture-eval.jsonl  an unadversarial cube texture and its accuracy vs grey/random
+  $OUT/renders.jsonl, renders/            render-3db: one record (and PNG) per render of the cube, grey or textured
+  $OUT/render-3db/heatmap_*.png           accuracy over heading × texture (render-3db analyze --plots)
+  $OUT/immunized/, edits/, immunize-edits-*.jsonl  immunized photos (tiny random LDM), clean and immunized edits
+  $OUT/immunize-scores.jsonl              similarity of the edits per image and per method (lower = protected)
 
 Open the report: $REPORT
 MSG

@@ -36,14 +36,6 @@ class ToolResult:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 
-def pytest_collection_modifyitems(config, items):
-    """For pytest-xdist's ``--dist loadgroup``: a module's tests share a worker (its module fixtures are
-    built once), and every Ray test shares one worker (one local Ray cluster at a time)."""
-    for item in items:
-        group = "ray" if item.get_closest_marker("ray") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture
 def run_tool(tmp_path):
     """Run an installed tool as a user would; returns code, stdout, stderr and parsed records."""

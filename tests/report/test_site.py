@@ -13,11 +13,12 @@ EXPECTED = {
     "certify.jsonl": ("certify", ["certified.png"]),
     "advtrain.jsonl": ("advtrain", ["robustness.png", "transfer.png"]),
     "ablate.jsonl": ("ablate", ["ablate-consistency-summary-0.png", "ablate-curve-summary-1.png",
-                                "ablate-topk-summary-2.png"]),
+                                "ablate-topk-summary-2.png", "lime-heatmaps.png"]),
     "ablate-summary.json": ("ablate", ["ablate-curve-summary-0.png"]),
     "plant-backdoor.jsonl": ("plant-backdoor", ["asr.png"]),
     "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
     "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png", "texture-accuracy.png"]),
+    "immunize.jsonl": ("immunize", ["similarity.png"]),
 }
 
 
@@ -74,3 +75,30 @@ def test_malformed_lines_name_their_place(tmp_path):
     with pytest.raises(InvalidInput) as error:
         read_records(path, "bad.jsonl")
     assert "bad.jsonl" in str(error.value) and "2" in str(error.value)
+
+
+def test_unadv_patch_section_shows_the_patches_it_can_read(tmp_path):
+    import torch
+    from confidently.io.artifacts import save_artifact
+
+    save_artifact(tmp_path / "p.safetensors", {"patches": torch.rand(3, 3, 4, 4), "class_ids": torch.arange(3)},
+                  {"kind": "patch2d"})
+    records = [r for r in read_records(FIXTURES / "unadv-patch.jsonl", "u") if r["cmd"] == "eval"]
+    for record in records:
+        record["patches"] = str(tmp_path / "p.safetensors")
+    build_site(records, tmp_path / "site")
+    width, height = Image.open(tmp_path / "site" / "unadv-patch" / "patches.png").size
+    assert width >= 500 and height >= 150
+
+
+def test_certify_section_shows_votes_for_images_it_can_read(tmp_path):
+    import torch
+    from confidently.io.images import save_image
+
+    save_image(torch.rand(3, 32, 32), tmp_path / "x.png")
+    records = read_records(FIXTURES / "certify.jsonl", "c")
+    for record in records[:3]:
+        record["image"] = str(tmp_path / "x.png")
+    build_site(records, tmp_path / "site")
+    width, height = Image.open(tmp_path / "site" / "certify" / "votes.png").size
+    assert width >= 500 and height >= 300

@@ -2,8 +2,9 @@
 
 One scene is built once and only its parameters change per render (camera pose, light, texture), so
 Dr.Jit compiles its kernels once. Textures are torch tensors C×s×s whose row r holds v ∈ [r/s, (r+1)/s)
-(``row=floor(v*s)``, Mitsuba's bitmap convention, checked by the tests); OBJ/PLY loaders flip v at load,
-so a texture of a mesh exported from Blender is also the PNG Blender expects, rows top→bottom.
+(``row=floor(v*s)``, Mitsuba's bitmap convention, checked by the tests). Mitsuba's OBJ loader flips v at
+load, so for an OBJ exported from Blender the texture is also the PNG Blender expects, rows top→bottom;
+its PLY loader (3.9) does not flip, so a PLY's texture is that PNG upside down (``export --flip-v``).
 
 Texture gradients have no visibility discontinuities, so automatic differentiation through
 ``mi.render`` is exact (``render``); ``render_uv`` gives the RGBA frame plus the per-pixel UV map the

@@ -62,6 +62,7 @@ def _load_sections() -> None:
         ablate,
         advtrain,
         certify,
+        immunize,
         influence,
         plant_backdoor,
         unadv_patch,

@@ -31,3 +31,17 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def readable_image(ref: Any):
+    """An image a record points at as H×W×C numpy, when it can be read from here (records hold paths relative
+    to where their tool ran); None otherwise."""
+    if not isinstance(ref, str) or not Path(ref).is_file():
+        return None
+    from confidently.errors import InvalidInput
+    from confidently.io.images import load_image
+
+    try:
+        return load_image(ref).permute(1, 2, 0).numpy()
+    except InvalidInput:
+        return None

@@ -15,9 +15,49 @@ PER_IMAGE = {"ablate-curve/v1": summarize_curves, "ablate-topk/v1": summarize_to
 SUMMARIES = ("ablate-curve-summary/v1", "ablate-topk-summary/v1", "ablate-consistency-summary/v1")
 
 
+LIME = "ablate-lime/v1"
+
+
 def _claims(record: dict[str, Any]) -> bool:
     result = record.get("ablate")
-    return (isinstance(result, dict) and result.get("schema") in PER_IMAGE) or record.get("schema") in SUMMARIES
+    return (isinstance(result, dict) and result.get("schema") in (*PER_IMAGE, LIME)) \
+        or record.get("schema") in SUMMARIES
+
+
+def _lime_heatmaps(records: list[dict[str, Any]], folder: Path) -> list[Block]:
+    """The top LIME scores of a few patch-unit explanations on their patch grid, over the image when it can
+    be read from here (image paths are relative to where `ablate` ran)."""
+    import math
+
+    import numpy as np
+
+    from confidently.report.sections import new_figure, readable_image, save
+
+    chosen = []
+    for record in records:
+        result = record["ablate"]
+        side = math.isqrt(int(result.get("features") or 0))
+        if result.get("unit") == "patch" and side > 0 and side * side == result["features"]:
+            chosen.append((record, result, side))
+        if len(chosen) == 6:
+            break
+    if not chosen:
+        return []
+    figure, axes = new_figure(panels=len(chosen), width=2.1, height=2.9)
+    for axis, (record, result, side) in zip(axes, chosen, strict=True):
+        heat = np.zeros(side * side)
+        heat[result["ranking_top"]] = result["score_top"]
+        heat = heat.reshape(side, side)
+        limit = float(np.abs(heat).max()) or 1.0
+        image = readable_image(record.get("image"))
+        if image is not None:
+            axis.imshow(image, extent=(0, side, side, 0))
+        axis.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55 if image is not None else 1.0,
+                    extent=(0, side, side, 0), interpolation="nearest")
+        axis.set_title(f"{record.get('id', '')}: pred {result.get('pred0')}", fontsize=8)
+        axis.axis("off")
+    return [Block("LIME explanations", "top-20 feature scores on the patch grid (red supports the prediction, "
+                  "blue opposes it)", image=save(figure, folder, "lime-heatmaps.png"))]
 
 
 def _label(result: dict[str, Any]) -> str:
@@ -32,6 +72,8 @@ def _label(result: dict[str, Any]) -> str:
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     summaries: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    lime = [r for r in records if isinstance(r.get("ablate"), dict) and r["ablate"].get("schema") == LIME]
+    records = [r for r in records if r not in lime]
     for record in records:
         if record.get("schema") in SUMMARIES:
             summaries.setdefault(record["schema"], []).append((_label(record), record))
@@ -59,4 +101,4 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
                 "curve", "n", "k", "unchanged", "class entropy / max", "AUC unchanged"], rows=[
                 [label, s["n"], s["ks"][j], fmt(s["frac_unchanged"][j]), fmt(s["class_entropy_norm"][j]),
                  fmt(s["auc_unchanged"])] for (label, s), j in zip(items, middle, strict=True)]))
-    return blocks
+    return blocks + _lime_heatmaps(lime, folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from confidently.report.sections import fmt, new_figure, save
+from confidently.report.sections import fmt, new_figure, readable_image, save
 from confidently.report.site import Block, register_section
 from confidently.smoothing import summarize_certificates
 
@@ -38,4 +38,26 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     rows += [[f"certified accuracy, {m}×{m} patch", fmt(summary["certified_acc"][m])] for m in sizes]
     return [Block("Certified accuracy against patch size", "certified accuracy never shown without clean and "
                   "base accuracy", image=image),
-            Block("Summary", columns=["metric", "value"], rows=rows)]
+            Block("Summary", columns=["metric", "value"], rows=rows), *_vote_examples(records, folder)]
+
+
+def _vote_examples(records: list[dict[str, Any]], folder: Path) -> list[Block]:
+    """A few images with the ablation votes behind their smoothed prediction (images readable from here)."""
+    chosen = [(r, image) for r in records if (image := readable_image(r.get("image"))) is not None][:4]
+    if not chosen:
+        return []
+    figure, axes = new_figure(panels=2 * len(chosen), width=1.9, height=2.9)
+    for i, (record, image) in enumerate(chosen):
+        result = record["certify"]
+        picture, votes = axes[2 * i], axes[2 * i + 1]
+        picture.imshow(image, cmap="gray" if image.shape[-1] == 1 else None)
+        picture.set_title(f"{record.get('id', '')}\nlabel {record.get('label')}, pred {result.get('pred')}",
+                          fontsize=8)
+        picture.axis("off")
+        classes, counts = zip(*result.get("counts_top") or [[None, 0]], strict=True)
+        votes.barh([str(c) for c in classes][::-1], list(counts)[::-1], color="tab:blue")
+        votes.set_title(f"votes of {result.get('vote', {}).get('total', '?')} ablations", fontsize=8)
+        votes.tick_params(labelsize=7)
+    return [Block("Ablation votes", "each image, and how its ablated copies voted: the certificate needs the top "
+                  "class to win by more than twice the votes a patch can touch", image=save(figure, folder,
+                                                                                           "votes.png"))]

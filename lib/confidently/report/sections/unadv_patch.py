@@ -35,6 +35,32 @@ def _arm_blocks(records: list[dict[str, Any]], folder: Path, name: str, title: s
                   rows=[[arm, *(fmt(_mean(records, arm, c)) for c in corruptions)] for arm in arms])]
 
 
+def _picture_block(path_text: str | None, folder: Path, name: str, title: str) -> list[Block]:
+    """The patches (one per class) or texture a record points at, when that file can be read from here."""
+    if not path_text or not Path(path_text).is_file():
+        return []
+    from confidently.errors import InvalidInput
+    from confidently.io.artifacts import load_artifact
+
+    try:
+        tensors, meta = load_artifact(path_text)
+    except InvalidInput:
+        return []
+    pictures = tensors.get("patches", tensors.get("texture"))
+    if pictures is None or pictures.ndim != 4:
+        return []
+    labels = tensors.get("class_ids")
+    count = min(len(pictures), 10)
+    figure, axes = new_figure(panels=count, width=1.4, height=1.7)
+    for i, axis in enumerate(axes):
+        axis.imshow(pictures[i].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+        axis.set_title(f"class {int(labels[i]) if labels is not None else i}", fontsize=8)
+        axis.axis("off")
+    figure.set_size_inches(max(5.2, 1.4 * count), 1.9)
+    return [Block(title, f"{path_text}" + (f" ({len(pictures)} in all)" if len(pictures) > count else ""),
+                  image=save(figure, folder, name))]
+
+
 @register_section("unadv-patch", "unadv-patch — patches and textures that make objects easy to recognise", _claims)
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     patches = [r for r in records if r["cmd"] == "eval" and r["arm"] != "conflict"]
@@ -42,6 +68,7 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     textures = [r for r in records if r["cmd"] == "eval-texture"]
     blocks = []
     if patches:
+        blocks += _picture_block(patches[0].get("patches"), folder, "patches.png", "The unadversarial patches")
         blocks += _arm_blocks(patches, folder, "accuracy", "Accuracy with and without patches",
                               "corruptions act on the patched image; every arm sees the same placements")
     if conflict:
@@ -52,6 +79,7 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
                             rows=[[c, fmt(_mean(conflict, "conflict", c, "pred_image_frac")),
                                    fmt(_mean(conflict, "conflict", c, "pred_patch_frac"))] for c in corruptions]))
     if textures:
+        blocks += _picture_block(textures[0].get("texture"), folder, "texture.png", "The unadversarial texture")
         blocks += _arm_blocks(textures, folder, "texture-accuracy", "Textured objects (3-D)",
                               "accuracy on the texture's class from held-out viewpoints; every arm sees the same views")
     return blocks

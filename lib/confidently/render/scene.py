@@ -1,0 +1,105 @@
+"""An engine-neutral description of one render, and the contract every render engine follows.
+
+Controls (camera, orientation, texture, light...) never touch a renderer: they write fields of a fresh
+``SceneState`` per render, and the engine draws that state. So "unapply" is free (the next render starts
+from a new state), a control is one file whatever the engines, and an engine declares which fields it
+honours so a config asking for something it cannot draw is refused before any rendering starts.
+
+Units: the object is centred at the origin and normalised so its bounding sphere has radius 1; offsets
+are in those radii. Angles are radians. Images are float C×H×W in [0, 1], rows top→bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from confidently.errors import UsageError
+
+
+@dataclass
+class SceneState:
+    """Everything a pre-render control may set. Defaults give a frontal, slightly raised, fitted view."""
+
+    view_point: tuple[float, float, float] = (0.0, -1.0, 0.3)  # direction from the object to the camera
+    zoom: float = 1.0  # 1 = the bounding sphere just fits the frame with a margin; > 1 closer
+    focal_length: float = 50.0  # mm on a 36 mm sensor: sets the field of view
+    aperture: float | None = None  # f-stop focused on the object; None = no depth of field
+    frame_shift: tuple[float, float] = (0.0, 0.0)  # where the object's centre projects, in [-1, 1] (x right, y up)
+    rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Euler XYZ of the object
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # translation after rotation, in bounding radii
+    scale: float = 1.0
+    texture: torch.Tensor | None = None  # 3×s×s, unadv-patch's convention (row = floor(v·s)); None = original
+    light: float = 1.0  # multiplier of the environment's light
+    light_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    extra: dict[str, Any] = field(default_factory=dict)  # engine-specific settings (e.g. a Blender material)
+
+    def changed_fields(self) -> set[str]:
+        """Fields that differ from the defaults: what an engine must be able to honour."""
+        blank = SceneState()
+        out = set()
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(blank, f.name)
+            if f.name == "texture":
+                if value is not None:
+                    out.add(f.name)
+            elif value != default:
+                out.add(f.name)
+        return out
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object to render: a built-in procedural shape or a mesh file, and its ground-truth label."""
+
+    id: str
+    label: int | list[int]
+    builtin: str | None = None
+    path: Path | None = None
+    color: tuple[float, float, float] = (0.8, 0.8, 0.8)
+
+    def __post_init__(self):
+        if (self.builtin is None) == (self.path is None):
+            raise UsageError(f"object {self.id!r}: give exactly one of builtin: NAME or path: FILE")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """Where the object sits: a solid colour, a procedural backdrop, or an image/HDRI file."""
+
+    id: str
+    solid: tuple[float, float, float] | None = None
+    procedural: str | None = None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class RenderArgs:
+    resolution: int = 64
+    samples: int = 8
+    threads: int = 1
+    with_uv: bool = False
+    with_depth: bool = False
+    with_segmentation: bool = True
+    max_depth: float = 10.0
+
+
+class Engine(Protocol):
+    """A renderer. ``fields`` lists the SceneState fields it honours (besides the camera defaults)."""
+
+    name: str
+    fields: frozenset[str]
+
+    def load(self, obj: ObjectSpec, environment: EnvironmentSpec, args: RenderArgs) -> None:
+        """Set up the (object, environment) pair; called again only when the pair changes."""
+
+    def render(self, state: SceneState, seed: int) -> dict[str, torch.Tensor]:
+        """``rgb`` 3×H×W and ``alpha`` 1×H×W in [0, 1]; ``segmentation`` 1×H×W int32 (−1 background, the
+        object's label elsewhere) when asked; ``uv`` 2×H×W and ``depth`` 1×H×W (÷ max_depth) when asked."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version and settings, for records."""
+

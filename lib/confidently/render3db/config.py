@@ -1,0 +1,541 @@
+"""The experiment file: 3DB-style YAML, parsed and checked before anything renders.
+
+Top-level keys: ``base_config`` (a file whose top-level keys this one overrides), ``objects``,
+``environments``, ``inference``, ``evaluation``, ``render_args``, ``policy``, ``controls``, ``logging``,
+``executor``. A control parameter is written as a scalar (fixed), ``{range: [a, b], endpoint: false}``,
+a 2-list or the string ``"(a, b)"`` (continuous range), or ``{values: [...]}`` or a list (discrete
+values). Unknown keys, values outside a parameter's domain, missing files and controls the chosen
+engine cannot honour are refused here, with the valid choices in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from confidently.errors import InvalidInput, MissingBackend, UsageError
+from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
+from confidently.render3db.controls import Continuous, Control, Discrete, get_control
+
+TOP_LEVEL = ("base_config", "objects", "environments", "inference", "evaluation", "render_args", "policy",
+             "controls", "logging", "executor")
+OBJECT_KEYS = ("id", "label", "builtin", "path", "color")
+ENVIRONMENT_KEYS = ("id", "solid", "procedural", "path")
+INFERENCE_KEYS = ("model", "resolution", "normalization", "label_map")
+EVALUATION_KEYS = ("module", "args")
+RENDER_KEYS = ("engine", "resolution", "samples", "threads", "with_uv", "with_depth", "with_segmentation",
+               "max_depth", "seed")
+LOGGING_KEYS = ("images", "path", "shard_size")
+EXECUTOR_KEYS = ("kind", "workers", "address", "chunk_size")
+MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend", ".stl")
+RENDER_DEFAULTS = {"engine": "bpy", "resolution": 256, "samples": 16, "threads": 1, "with_uv": False,
+                   "with_depth": False, "with_segmentation": False, "max_depth": 10.0, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the config says about one control parameter: fixed, a continuous range, or discrete values."""
+
+    control: str
+    param: str
+    mode: str  # "fixed" | "continuous" | "discrete"
+    value: Any = None
+    low: float | None = None
+    high: float | None = None
+    endpoint: bool = True
+    values: tuple[Any, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.control}.{self.param}"
+
+    def at(self, u: float) -> float:
+        return self.low + u * (self.high - self.low)
+
+    def describe(self) -> Any:
+        if self.mode == "fixed":
+            return self.value
+        if self.mode == "continuous":
+            return {"range": [self.low, self.high], "endpoint": self.endpoint}
+        return {"values": list(self.values)}
+
+
+@dataclass
+class ControlSetup:
+    """One entry of ``controls``: the control's name (or ``py:`` class path) and its parameter settings."""
+
+    module: str
+    settings: dict[str, Setting]
+    cls: type[Control] = field(repr=False, default=Control)
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    def instantiate(self, root: Path) -> Control:
+        return self.cls(root)
+
+
+@dataclass
+class Experiment:
+    """A parsed, checked experiment file (see the module doc); picklable, so workers get a copy."""
+
+    source: str
+    root: Path
+    raw: dict[str, Any]
+    objects: list[ObjectSpec]
+    environments: list[EnvironmentSpec]
+    inference: dict[str, Any]
+    evaluation: dict[str, Any]
+    renderer: str
+    render: RenderArgs
+    render_seed: int
+    policy: dict[str, Any]
+    controls: list[ControlSetup]
+    logging: dict[str, Any]
+    executor: dict[str, Any]
+    label_names: list[str] | None = None
+
+    def sha256(self, seed: int) -> str:
+        """A fingerprint of what is rendered (objects, environments, engine and its settings but threads,
+        policy, controls) and the run seed: job ids and render seeds derive from it. The model and the
+        evaluator are left out, so two models judged on one experiment see the same renders under the
+        same ids (and ``--no-eval`` images join the evaluated records by id)."""
+        render = {k: v for k, v in asdict(self.render).items() if k != "threads"}
+        body = {"objects": [_jsonable(asdict(o)) for o in self.objects],
+                "environments": [_jsonable(asdict(e)) for e in self.environments],
+                "renderer": self.renderer, "render": render, "policy": _jsonable(self.policy),
+                "controls": [{"module": c.name, **{k: s.describe() for k, s in c.settings.items()}}
+                             for c in self.controls], "seed": seed}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def pairs(self) -> list[tuple[EnvironmentSpec, ObjectSpec]]:
+        """(environment, object) pairs in run order: environments outside, objects inside (3DB)."""
+        return [(env, obj) for env in self.environments for obj in self.objects]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One experiment file with its ``base_config`` chain merged (this file's top-level keys win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"experiment file {path} does not exist")
+    if path.resolve() in seen:
+        raise UsageError(f"base_config cycle: {' -> '.join(str(p) for p in (*seen, path.resolve()))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of sections ({', '.join(TOP_LEVEL)})")
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(TOP_LEVEL)}")
+    base = data.pop("base_config", None)
+    if base is None:
+        return data
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    merged = read_yaml(base_path, (*seen, path.resolve()))
+    merged.update(data)
+    return merged
+
+
+def _check_keys(section: str, data: Any, valid: tuple[str, ...]) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{section}: expected a mapping with keys {', '.join(valid)}")
+    unknown = sorted(set(map(str, data)) - set(valid))
+    if unknown:
+        raise UsageError(f"{section}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    return data
+
+
+def _resolve(root: Path, name: str) -> Path:
+    path = Path(str(name)).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _color(value: Any, where: str) -> tuple[float, float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 3 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in value):
+        raise UsageError(f"{where}: expected an RGB triple in [0, 1], e.g. [1, 1, 1], got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _label(value: Any, where: str, names: list[str] | None) -> int | list[int]:
+    def one(v: Any) -> int:
+        if isinstance(v, str):
+            if names is None or v not in names:
+                raise UsageError(f"{where}: label {v!r} is a name; give inference.label_map (a JSON array of class "
+                                 "names) or use class indices")
+            return names.index(v)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise UsageError(f"{where}: expected a class index >= 0 (or a list of them), got {v!r}")
+        return v
+
+    if isinstance(value, list):
+        if not value:
+            raise UsageError(f"{where}: an empty label list")
+        return [one(v) for v in value]
+    return one(value)
+
+
+def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[ObjectSpec]:
+    if not isinstance(data, list) or not data:
+        raise UsageError("objects: expected a non-empty list, e.g. [{id: ball, builtin: sphere, label: 0}]")
+    out, seen = [], set()
+    for i, item in enumerate(data):
+        where = f"objects[{i}]"
+        item = _check_keys(where, item, OBJECT_KEYS)
+        oid = str(item.get("id", f"object{i}"))
+        if oid in seen:
+            raise UsageError(f"{where}: duplicate object id {oid!r}")
+        seen.add(oid)
+        if "label" not in item:
+            raise UsageError(f"{where} ({oid}): needs a label (class index, list of indices, or a label_map name)")
+        label = _label(item["label"], f"{where}.label", names)
+        color = _color(item["color"], f"{where}.color") if "color" in item else (0.8, 0.8, 0.8)
+        path = None
+        if item.get("path") is not None:
+            path = _resolve(root, item["path"])
+            if path.suffix.lower() not in MESH_SUFFIXES:
+                raise UsageError(f"{where}.path {item['path']!r}: expected a mesh file ({', '.join(MESH_SUFFIXES)})")
+            if not path.is_file():
+                raise InvalidInput(f"{where}.path: mesh file {path} does not exist", field="path")
+        builtin = item.get("builtin")
+        out.append(ObjectSpec(id=oid, label=label, builtin=str(builtin) if builtin is not None else None, path=path,
+                              color=color))
+    return out
+
+
+def parse_environments(data: Any, root: Path) -> list[EnvironmentSpec]:
+    if data is None:
+        return [EnvironmentSpec(id="white", solid=(1.0, 1.0, 1.0))]
+    if not isinstance(data, list) or not data:
+        raise UsageError("environments: expected a non-empty list, e.g. [{id: white, solid: [1, 1, 1]}]")
+    out, seen = [], set()
+    for i, item in enumerate(data):
+        where = f"environments[{i}]"
+        item = _check_keys(where, item, ENVIRONMENT_KEYS)
+        eid = str(item.get("id", f"env{i}"))
+        if eid in seen:
+            raise UsageError(f"{where}: duplicate environment id {eid!r}")
+        seen.add(eid)
+        given = [k for k in ("solid", "procedural", "path") if item.get(k) is not None]
+        if len(given) != 1:
+            raise UsageError(f"{where} ({eid}): give exactly one of solid: [r, g, b], procedural: NAME, path: FILE")
+        solid = _color(item["solid"], f"{where}.solid") if "solid" in given else None
+        path = _resolve(root, item["path"]) if "path" in given else None
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"{where}.path: environment file {path} does not exist", field="path")
+        out.append(EnvironmentSpec(id=eid, solid=solid, procedural=str(item["procedural"]) if "procedural" in given
+                                   else None, path=path))
+    return out
+
+
+def _number_pair(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("(") and text.endswith(")"):
+            parts = [p.strip() for p in text[1:-1].split(",")]
+            try:
+                value = [float(eval_number(p)) for p in parts]
+            except ValueError:
+                return None
+    if isinstance(value, list | tuple) and len(value) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def eval_number(text: str) -> float:
+    """A number, also written with pi (``-pi``, ``2*pi``, ``pi/2``), as angles are in 3DB configs."""
+    cleaned = text.replace(" ", "").lower()
+    try:
+        return float(cleaned)
+    except ValueError:
+        pass
+    sign = -1.0 if cleaned.startswith("-") else 1.0
+    body = cleaned.lstrip("+-")
+    factor = 1.0
+    if "/" in body:
+        body, divisor = body.split("/", 1)
+        factor /= float(divisor)
+    if "*" in body:
+        coef, body = body.split("*", 1)
+        factor *= float(coef)
+    if body != "pi":
+        raise ValueError(text)
+    return sign * factor * math.pi
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return eval_number(value) if "pi" in value.lower() else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_setting(control: Control, name: str, raw: Any) -> Setting:
+    """One parameter's config value → a :class:`Setting`, checked against the control's domain."""
+    spec = control.params[name]
+    where = f"{control.name}.{name}"
+    continuous = isinstance(spec, Continuous)
+    if isinstance(raw, dict):
+        if "range" in raw:
+            extra = sorted(set(raw) - {"range", "endpoint"})
+            if extra:
+                raise UsageError(f"{where}: unknown key(s) {', '.join(extra)} in a range; valid keys: range, endpoint")
+            pair = _number_pair([_scalar(v) for v in raw["range"]] if isinstance(raw["range"], list) else raw["range"])
+            if pair is None:
+                raise UsageError(f"{where}: range must be two numbers [low, high], got {raw['range']!r}")
+            endpoint = raw.get("endpoint", True)
+            if not isinstance(endpoint, bool):
+                raise UsageError(f"{where}: endpoint must be true or false")
+            return _continuous(control, name, spec, pair, endpoint, where)
+        if "values" in raw:
+            extra = sorted(set(raw) - {"values"})
+            if extra:
+                raise UsageError(f"{where}: unknown key(s) {', '.join(extra)}; a value set is {{values: [...]}}")
+            return _discrete(control, name, raw["values"], where)
+        raise UsageError(f"{where}: expected a value, {{range: [low, high]}} or {{values: [...]}}; got keys "
+                         f"{', '.join(map(str, raw))}")
+    pair = _number_pair([_scalar(v) for v in raw] if isinstance(raw, list) else raw)
+    if continuous and pair is not None:
+        return _continuous(control, name, spec, pair, True, where)
+    if isinstance(raw, list):
+        return _discrete(control, name, raw, where)
+    if isinstance(raw, str) and raw.strip().startswith("("):
+        raise UsageError(f"{where}: {raw!r} is not a range of two numbers like \"(0, 1)\"")
+    return Setting(control.name, name, "fixed", value=control.check_value(name, _scalar(raw)))
+
+
+def _continuous(control: Control, name: str, spec: Any, pair: tuple[float, float], endpoint: bool,
+                where: str) -> Setting:
+    if not isinstance(spec, Continuous):
+        raise UsageError(f"{where} is discrete: give {{values: [...]}} or a list, not a range")
+    low, high = pair
+    if low > high:
+        raise UsageError(f"{where}: range [{low}, {high}] has low > high")
+    low, high = control.check_value(name, low), control.check_value(name, high)
+    if low == high:
+        return Setting(control.name, name, "fixed", value=low)
+    return Setting(control.name, name, "continuous", low=low, high=high, endpoint=endpoint)
+
+
+def _discrete(control: Control, name: str, values: Any, where: str) -> Setting:
+    if not isinstance(values, list) or not values:
+        raise UsageError(f"{where}: values must be a non-empty list")
+    checked = tuple(control.check_value(name, _scalar(v)) for v in values)
+    if len(set(map(repr, checked))) != len(checked):
+        raise UsageError(f"{where}: duplicate values in {list(values)}")
+    if len(checked) == 1:
+        return Setting(control.name, name, "fixed", value=checked[0])
+    return Setting(control.name, name, "discrete", values=checked)
+
+
+def default_setting(control: Control, name: str) -> Setting:
+    spec = control.params[name]
+    if isinstance(spec, Discrete):
+        values = tuple(spec.default)
+        if len(values) == 1:
+            return Setting(control.name, name, "fixed", value=values[0])
+        return Setting(control.name, name, "discrete", values=values)
+    if isinstance(spec.default, tuple):
+        return Setting(control.name, name, "continuous", low=float(spec.default[0]), high=float(spec.default[1]))
+    return Setting(control.name, name, "fixed", value=spec.default)
+
+
+def control_class(module: str) -> type[Control]:
+    """A control by registered name, by 3DB module path (``threedb.controls.blender.camera``) or ``py:mod:Class``."""
+    if module.startswith("py:"):
+        target = module[3:]
+        mod_name, _, attr = target.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"control {module!r}: cannot import ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Control)):
+            raise UsageError(f"control {module!r} is not a confidently.render3db.controls.Control subclass")
+        if not cls.name:
+            cls.name = attr.lower()
+        return cls
+    return get_control(module.rsplit(".", 1)[-1])
+
+
+def parse_controls(data: Any, root: Path) -> list[ControlSetup]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise UsageError("controls: expected a list of {module: NAME, param: value, ...}")
+    out, seen = [], set()
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "module" not in item:
+            raise UsageError(f"controls[{i}]: expected a mapping with module: NAME (see `render-3db controls`)")
+        cls = control_class(str(item["module"]))
+        if cls.name in seen:
+            raise UsageError(f"controls[{i}]: control {cls.name!r} appears twice; give it once with value sets")
+        seen.add(cls.name)
+        control = cls(root)
+        given = {k: v for k, v in item.items() if k != "module"}
+        unknown = sorted(set(given) - set(cls.params))
+        if unknown:
+            raise UsageError(f"control {cls.name!r}: unknown parameter(s) {', '.join(unknown)}; valid parameters: "
+                             f"{', '.join(cls.params)}")
+        settings = {name: parse_setting(control, name, given[name]) if name in given else default_setting(control, name)
+                    for name in cls.params}
+        out.append(ControlSetup(str(item["module"]), settings, cls))
+    return out
+
+
+def _int(value: Any, where: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UsageError(f"{where}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def parse_render(data: Any, renderer: str | None) -> tuple[str, RenderArgs, int]:
+    data = {**RENDER_DEFAULTS, **_check_keys("render_args", data, RENDER_KEYS)}
+    resolution = data["resolution"]
+    if isinstance(resolution, list):
+        if len(resolution) != 2 or resolution[0] != resolution[1]:
+            raise UsageError(f"render_args.resolution {resolution}: square renders only (one number, or [n, n])")
+        resolution = resolution[0]
+    for flag in ("with_uv", "with_depth", "with_segmentation"):
+        if not isinstance(data[flag], bool):
+            raise UsageError(f"render_args.{flag}: expected true or false")
+    max_depth = data["max_depth"]
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int | float) or max_depth <= 0:
+        raise UsageError("render_args.max_depth: expected a positive number")
+    args = RenderArgs(resolution=_int(resolution, "render_args.resolution", 8),
+                      samples=_int(data["samples"], "render_args.samples"),
+                      threads=_int(data["threads"], "render_args.threads"), with_uv=data["with_uv"],
+                      with_depth=data["with_depth"], with_segmentation=data["with_segmentation"],
+                      max_depth=float(max_depth))
+    engine = "null" if data["engine"] is None else str(data["engine"])  # YAML reads a bare null as None
+    return str(renderer or engine), args, _int(data["seed"], "render_args.seed", 0)
+
+
+def load_experiment(path: str | Path, *, root: str | Path | None = None, renderer: str | None = None,
+                    model: str | None = None) -> Experiment:
+    """Read and check an experiment file; ``renderer`` and ``model`` override ``render_args.engine`` and
+    ``inference.model`` (command-line flags win). Relative file names resolve against ``root``
+    (default: the file's folder)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    base = Path(root) if root is not None else path.resolve().parent
+    inference = dict(_check_keys("inference", raw.get("inference"), INFERENCE_KEYS))
+    names = None
+    if inference.get("label_map") is not None:
+        names = _label_names(_resolve(base, inference["label_map"]))
+    if model is not None:
+        inference["model"] = model
+    elif inference.get("model") is not None:
+        inference["model"] = str(_resolve(base, inference["model"]))
+    evaluation = dict(_check_keys("evaluation", raw.get("evaluation"), EVALUATION_KEYS))
+    evaluation.setdefault("module", "classification")
+    evaluation["args"] = dict(evaluation.get("args") or {})
+    renderer_name, render, render_seed = parse_render(raw.get("render_args"), renderer)
+    policy = raw.get("policy") or {"module": "grid", "samples_per_dim": 5}
+    if not isinstance(policy, dict) or "module" not in policy:
+        raise UsageError("policy: expected {module: grid, samples_per_dim: N} or {module: random, samples: N}")
+    experiment = Experiment(
+        source=str(path), root=base, raw=raw, objects=parse_objects(raw.get("objects"), base, names),
+        environments=parse_environments(raw.get("environments"), base), inference=inference, evaluation=evaluation,
+        renderer=renderer_name, render=render, render_seed=render_seed, policy=dict(policy),
+        controls=parse_controls(raw.get("controls"), base),
+        logging=dict(_check_keys("logging", raw.get("logging"), LOGGING_KEYS)),
+        executor=dict(_check_keys("executor", raw.get("executor"), EXECUTOR_KEYS)), label_names=names)
+    from confidently.render3db.space import make_policy, search_space
+
+    make_policy(experiment.policy, search_space(experiment.controls))  # refuse a bad policy now
+    check_engine(experiment)
+    return experiment
+
+
+def _label_names(path: Path) -> list[str]:
+    try:
+        names = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"inference.label_map: {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"inference.label_map: {path} is not JSON ({exc})") from None
+    if isinstance(names, dict):  # 3DB class maps: {index: name}
+        names = [names[k] for k in sorted(names, key=lambda k: int(k))]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput(f"inference.label_map: {path} must hold a JSON array of class names")
+    return names
+
+
+def engine_fields(name: str) -> tuple[type, frozenset[str]]:
+    from confidently.render.engines import engine_class
+
+    try:
+        cls = engine_class(name)
+    except ImportError as exc:
+        raise MissingBackend(f"render engine {name!r} is not available here ({exc}); try render_args.engine: null "
+                             "for a pipeline check, or install 'confidently[render]'") from None
+    return cls, frozenset(getattr(cls, "fields", frozenset()))
+
+
+def check_engine(experiment: Experiment) -> None:
+    """Refuse, before rendering, objects and control settings the chosen engine cannot draw."""
+    cls, honoured = engine_fields(experiment.renderer)
+    builtins = getattr(cls, "builtins", None)
+    for obj in experiment.objects:
+        if obj.builtin is not None and builtins is not None and obj.builtin not in builtins:
+            raise UsageError(f"object {obj.id!r}: engine {experiment.renderer!r} has no built-in {obj.builtin!r}; "
+                             f"choose {', '.join(builtins)}")
+    suffixes = getattr(cls, "mesh_suffixes", None)
+    for obj in experiment.objects:
+        if obj.path is not None and suffixes is not None and obj.path.suffix.lower() not in suffixes:
+            raise UsageError(f"object {obj.id!r}: engine {experiment.renderer!r} reads {', '.join(suffixes)} meshes, "
+                             f"not {obj.path.suffix}")
+    context = {"label": experiment.objects[0].label, "object": experiment.objects[0]}
+    for setup in experiment.controls:
+        if setup.cls.kind != "pre":
+            continue
+        control = setup.instantiate(experiment.root)
+        candidates = {name: _candidates(s) for name, s in setup.settings.items()}
+        baseline = {name: values[0] for name, values in candidates.items()}
+        changed: set[str] = set()
+        for name, values in candidates.items():
+            for value in values:
+                state = SceneState()
+                control.apply(state, {**baseline, name: value}, context)
+                changed |= state.changed_fields()
+        missing = sorted(changed - honoured - {"extra"})
+        if missing:
+            writers = [name for name, spec in setup.cls.params.items() if spec.field in missing]
+            varied = [name for name in writers if setup.settings[name].mode != "fixed"]
+            culprits = ", ".join(f"{setup.name}.{name}" for name in (varied or writers)) or setup.name
+            raise UsageError(f"engine {experiment.renderer!r} cannot honour {culprits} (scene field "
+                             f"{', '.join(missing)}); it honours {', '.join(sorted(honoured)) or 'nothing'}. Fix "
+                             "the parameter at its neutral value, drop it, or choose another render_args.engine")
+
+
+def _candidates(setting: Setting) -> list[Any]:
+    if setting.mode == "fixed":
+        return [setting.value]
+    if setting.mode == "continuous":
+        return [setting.low, setting.high, (setting.low + setting.high) / 2]
+    return list(setting.values)

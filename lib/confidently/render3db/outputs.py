@@ -1,0 +1,91 @@
+"""Where renders go: PNG files per render, or safetensors shards other tools read as datasets.
+
+A shard holds ``images`` uint8 N×3×H×W and ``labels`` int64 N (so ``--data renders.safetensors`` works
+in every tool), optional ``segmentation`` int32 N×1×H×W, ``uv`` and ``depth`` float16, and metadata
+``ids`` in order. Records reference rows as ``{"tensors": FILE, "key": "images", "index": I}``. A
+shard's records are released only once the shard is on disk (written atomically), so a killed run
+never leaves a record pointing at a missing image; shards roll over every ``shard_size`` renders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.images import save_image
+
+SHARD_KEYS = {"rgb": "images", "segmentation": "segmentation", "uv": "uv", "depth": "depth"}
+
+
+def _ref_path(path: Path, base: Path) -> str:
+    return os.path.relpath(path.resolve(), base.resolve())
+
+
+class PngWriter:
+    """``DIR/<id>_rgb.png`` per render; the record's ``image`` is its path relative to ``base``."""
+
+    def __init__(self, directory: Path, base: Path):
+        self.directory, self.base = Path(directory), Path(base)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        path = self.directory / f"{record['id']}_rgb.png"
+        save_image(tensors["rgb"].float() / 255.0, path)
+        record["image"] = _ref_path(path, self.base)
+        return [record]
+
+    def close(self) -> list[dict[str, Any]]:
+        return []
+
+
+class ShardWriter:
+    """Safetensors shards of renders; ``add`` returns the records that are now safe to emit."""
+
+    def __init__(self, path: Path, base: Path, *, total: int, shard_size: int = 1024,
+                 meta: dict[str, Any] | None = None):
+        self.path, self.base, self.shard_size = Path(path), Path(base), max(1, shard_size)
+        self.rolls = total > self.shard_size
+        self.meta = meta or {}
+        self.index = 0
+        self.buffer: list[tuple[dict[str, Any], dict[str, torch.Tensor]]] = []
+        self.files: list[Path] = []
+
+    def current(self) -> Path:
+        if not self.rolls:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}-{self.index:05d}{self.path.suffix}")
+
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        ref = _ref_path(self.current(), self.base)
+        row = len(self.buffer)
+        record["image"] = {"tensors": ref, "key": "images", "index": row}
+        for name in ("segmentation", "uv", "depth"):
+            if name in tensors:
+                record[name] = {"tensors": ref, "key": SHARD_KEYS[name], "index": row}
+        self.buffer.append((record, tensors))
+        return self.flush() if len(self.buffer) >= self.shard_size else []
+
+    def flush(self) -> list[dict[str, Any]]:
+        if not self.buffer:
+            return []
+        records = [r for r, _ in self.buffer]
+        tensors = {"images": torch.stack([t["rgb"] for _, t in self.buffer]),
+                   "labels": torch.tensor([int(r["label"]) for r in records], dtype=torch.int64)}
+        for name, key in SHARD_KEYS.items():
+            if name != "rgb" and all(name in t for _, t in self.buffer):
+                stacked = torch.stack([t[name] for _, t in self.buffer])
+                tensors[key] = stacked.to(torch.int32) if name == "segmentation" else stacked.to(torch.float16)
+        path = self.current()
+        save_artifact(path, tensors, artifact_metadata(tool="render-3db", kind="renders",
+                                                       ids=[r["id"] for r in records], **self.meta))
+        self.files.append(path)
+        self.buffer = []
+        self.index += 1
+        return records
+
+    def close(self) -> list[dict[str, Any]]:
+        return self.flush()

@@ -1,0 +1,127 @@
+"""Model directories, text conditioning and the tiny model (spec §3, §4 properties 10–11)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from confidently.errors import InvalidInput, UsageError
+from confidently.immunize import (
+    EditConfig,
+    HashTextEncoder,
+    conditioning,
+    configured_mode,
+    edit_image,
+    load_ldm,
+    load_prompt_embeds,
+    model_fingerprint,
+    resolve_mode,
+    tiny_components,
+)
+from safetensors.torch import save_file
+
+from tests.immunize.conftest import blobs, centre_mask
+
+
+def test_tiny_model_round_trip_matches_the_in_memory_model(ldm, tiny_dir):
+    """Property 10: tiny-model → load → the same outputs as the components built in memory."""
+    vae, unet, scheduler, text = tiny_components(32, "inpaint", seed=0)
+    x = blobs(1) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(vae.encode(x).latent_dist.mean, ldm.vae.encode(x).latent_dist.mean)
+        sample, hidden = torch.randn(2, 9, 16, 16), torch.randn(2, 8, 16)
+        assert torch.equal(unet(sample, 10, encoder_hidden_states=hidden).sample,
+                           ldm.unet(sample, 10, encoder_hidden_states=hidden).sample)
+    assert torch.equal(text.encode(["a red car"]), ldm.text.encode(["a red car"]))
+    assert ldm.new_scheduler().config.beta_schedule == scheduler.config.beta_schedule == "scaled_linear"
+    assert type(ldm.new_scheduler()).__name__ == "DDIMScheduler"
+    assert ldm.downsampling == 2 and ldm.mode == "inpaint" and configured_mode(tiny_dir) == "inpaint"
+    assert len(model_fingerprint(tiny_dir)) == 64
+
+
+def test_mode_and_downsampling_come_from_the_configs(ldm_img2img, tmp_path, tiny_img2img_dir):
+    assert ldm_img2img.mode == "img2img" and resolve_mode(ldm_img2img, "auto") == "img2img"
+    with pytest.raises(UsageError, match="in_channels=4"):
+        resolve_mode(ldm_img2img, "inpaint")
+    # a VAE with three blocks downsamples by 4: read from the config, never assumed
+    copy = shutil.copytree(tiny_img2img_dir, tmp_path / "model")
+    config = json.loads((copy / "vae" / "config.json").read_text())
+    assert config["block_out_channels"] == [8, 16]
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(block_out_channels=(8, 8, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=8).save_pretrained(str(copy / "vae"))
+    assert load_ldm(copy, parts=("vae",)).downsampling == 4
+
+
+@pytest.mark.parametrize("missing,parts", [("vae", ("vae",)), ("unet", ("vae", "unet")),
+                                           ("scheduler", ("vae", "unet", "scheduler"))])
+def test_missing_component_is_named(tiny_dir, tmp_path, missing, parts):
+    """Property 11: a directory lacking a component fails with a message naming it (no network call)."""
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    shutil.rmtree(copy / missing)
+    with pytest.raises(InvalidInput, match=f"lacks {missing}/"):
+        load_ldm(copy, parts=parts)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        load_ldm(tmp_path / "nowhere")
+
+
+def test_without_text_encoder_or_embeddings_the_error_names_the_options(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    shutil.rmtree(copy / "toy_text")
+    ldm = load_ldm(copy)
+    assert ldm.text is None
+    with pytest.raises(InvalidInput, match="prompt embeddings") as error:
+        conditioning(ldm.text, "a red car", "")
+    assert "transformers" in str(error.value) and "--prompt-embeds" in str(error.value)
+    # (a) precomputed embeddings make the edit work without any text encoder
+    path = tmp_path / "embeds.safetensors"
+    save_file({"prompt_embeds": torch.randn(1, 8, 16), "negative_prompt_embeds": torch.zeros(1, 8, 16)}, str(path))
+    cond = conditioning(None, "ignored", "", embeds=load_prompt_embeds(path), cross_attention_dim=16)
+    out = edit_image(ldm, blobs(1)[0], cond, EditConfig("inpaint", steps=2), seed=0, mask=centre_mask()[0])
+    assert out.shape == (3, 32, 32)
+    with pytest.raises(InvalidInput, match="cross_attention_dim"):
+        conditioning(None, "", "", embeds=load_prompt_embeds(path), cross_attention_dim=768)
+    save_file({"prompt_embeds": torch.randn(1, 8, 16)}, str(path))
+    with pytest.raises(InvalidInput, match="negative_prompt_embeds"):
+        conditioning(None, "", "", embeds=load_prompt_embeds(path))
+
+
+def test_hash_text_encoder_is_stable_and_distinguishes_prompts(tmp_path):
+    encoder = HashTextEncoder(vocab_size=64, max_length=4, dim=8, seed=3)
+    ids = encoder.token_ids(["a red car", "", "one two three four five"])
+    assert ids.shape == (3, 4) and int(ids[1].abs().sum()) == 0 and int(ids.max()) < 64
+    encoder.save(tmp_path / "toy")
+    again = HashTextEncoder.load(tmp_path / "toy")
+    assert torch.equal(encoder.encode(["a red car"]), again.encode(["a red car"]))
+    assert not torch.equal(again.encode(["a red car"]), again.encode(["a blue car"]))
+
+
+def test_clip_text_encoder_from_a_local_directory(tiny_dir, tmp_path):
+    """(b) CLIP classes from transformers, tiny config, local files only."""
+    transformers = pytest.importorskip("transformers")
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    shutil.rmtree(copy / "toy_text")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for letter in "abcdefghijklmnopqrstuvwxyz":
+            vocab[letter + suffix] = len(vocab)
+    (copy / "tokenizer").mkdir()
+    (copy / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (copy / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(copy / "tokenizer" / "vocab.json"),
+                                           str(copy / "tokenizer" / "merges.txt"), model_max_length=8)
+    tokenizer.save_pretrained(str(copy / "tokenizer"))
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=8,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    transformers.CLIPTextModel(config).save_pretrained(str(copy / "text_encoder"))
+    ldm = load_ldm(copy)
+    assert type(ldm.text).__name__ == "ClipText"
+    cond = conditioning(ldm.text, "a red car", "", cross_attention_dim=ldm.cross_attention_dim)
+    assert cond.cond.shape == (1, 8, 16) and not torch.equal(cond.cond, cond.uncond)
+    out = edit_image(ldm, blobs(1)[0], cond, EditConfig("inpaint", steps=2), seed=0, mask=centre_mask()[0])
+    assert out.shape == (3, 32, 32)

@@ -1,0 +1,190 @@
+"""`immunize` as a user runs it: real executables in real pipes on a tiny random model (32×32)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from confidently.immunize import fit_image
+from confidently.immunize.pixels import to_uint8
+from confidently.io.artifacts import load_artifact, load_artifact_metadata
+from confidently.io.images import load_image, save_image
+from confidently.schema import schema_errors
+from safetensors.torch import save_file
+
+from tests.conftest import tool_path
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "HF_HUB_OFFLINE": "1"}
+IMMUNIZE = tool_path("immunize")
+
+
+def start(args: list[str], cwd: Path, stdin: str = "") -> subprocess.Popen:
+    proc = subprocess.Popen([IMMUNIZE, *args], cwd=cwd, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.stdout.read(), proc.stderr.read()
+    return proc.wait(timeout=300), out, err
+
+
+def run_all(cases: list[tuple[list[str], str]], cwd: Path) -> list[tuple[int, str, str]]:
+    """Run several invocations side by side (each pays the diffusers import once)."""
+    procs = [start(args, cwd, stdin) for args, stdin in cases]
+    return [finish(proc) for proc in procs]
+
+
+def records(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Two 40×48 photos (resized to 32 by --size auto), a matching mask, a manifest, and `immunize tiny-model`."""
+    root = tmp_path_factory.mktemp("immunize-cli")
+    (root / "photos").mkdir()
+    generator = torch.Generator().manual_seed(0)
+    lines = []
+    for index in range(2):
+        small = torch.rand(1, 3, 4, 4, generator=generator)
+        image = torch.nn.functional.interpolate(small, size=(40, 48), mode="bicubic").clamp(0, 1)[0]
+        save_image(image, root / "photos" / f"p{index}.png")
+        lines.append({"id": f"photo/{index}", "image": f"p{index}.png", "mask": "mask.png",
+                      "prompt": "a red car on a road", "note": {"keep": index}})
+    mask = torch.zeros(1, 40, 48)
+    mask[:, 10:30, 12:36] = 1
+    save_image(mask, root / "photos" / "mask.png")
+    save_image(torch.zeros(1, 20, 20), root / "photos" / "small-mask.png")
+    (root / "photos" / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = finish(start(["tiny-model", "--out", "tiny"], root))
+    assert code == 0, err
+    assert records(out)[0]["model_dir"] == "tiny"
+    assert (root / "tiny" / "vae" / "config.json").is_file() and (root / "tiny" / "toy_text").is_dir()
+    return root
+
+
+def test_encoder_then_edit_in_a_pipe(work):
+    command = (f"set -o pipefail; {shlex.quote(IMMUNIZE)} encoder --model-dir tiny --out-dir imm --steps 20 "
+               f"photos/manifest.jsonl | {shlex.quote(IMMUNIZE)} edit --model-dir tiny --out-dir edits --steps 3 "
+               f"--transform jpeg:75")
+    proc = subprocess.run(["bash", "-c", command], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = records(proc.stdout)
+    assert [r["id"] for r in rows] == ["photo/0", "photo/1"]
+    for index, row in enumerate(rows):
+        assert schema_errors(row, "immunize-record") == [] and schema_errors(row, "image-record") == []
+        assert row["note"] == {"keep": index} and row["prompt"] == "a red car on a road"  # unknown fields kept
+        assert row["image"] == f"photos/p{index}.png"  # rebased to the working directory
+        assert row["method"] == "encoder" and row["mode"] == "inpaint" and row["guarantee"] == "none"
+        assert row["loss_final"] < row["loss_init"] and row["size"] == [32, 32] and row["resized"]
+        # the saved file keeps the bound against the (resized, 8-bit) original and leaves the mask region alone
+        original = to_uint8(fit_image(load_image(str(work / row["image"])), 32)).int()
+        immunized = to_uint8(load_image(str(work / row["immunized"]))).int()
+        mask = fit_image(load_image(str(work / "photos/mask.png"), channels=1), 32, nearest=True)[0] > 0.5
+        assert int((immunized - original).abs().max()) <= 16 and row["linf_png"] <= 16 / 255
+        assert int((immunized - original)[:, mask].abs().max()) == 0
+        assert int((immunized - original)[:, ~mask].abs().max()) == 16
+        tensors, meta = load_artifact(work / row["tensors"])
+        assert schema_errors(meta, "artifact-metadata") == [] and meta["method"] == "encoder"
+        assert set(tensors) >= {"x", "x_adv", "delta", "mask", "z_target", "z_adv", "loss"}
+        assert tensors["loss"].shape == (20,) and float(tensors["delta"].abs().max()) <= 16 / 255 + 1e-6
+        # edits: clean and immunized with the same seed, the kept region pasted back, a JPEG variant
+        assert row["kind"] == "immunize.edited" and row["edit_config"]["scheduler"] == "DDIMScheduler"
+        for key in ("edit_clean", "edit_immunized", "edit_immunized_jpeg_75"):
+            assert (work / row[key]).is_file()
+        edited = to_uint8(load_image(str(work / row["edit_immunized"]))).int()
+        assert torch.equal(edited[:, ~mask], immunized[:, ~mask])
+        assert load_artifact_metadata(work / row["edit_tensors"])["kind"] == "edits"
+
+
+def in_process(args: list[str], stdin: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The same CLI code without a new interpreter (diffusers takes seconds to import on a busy box)."""
+    from confidently.cli import run_app
+
+    from tools.immunize import app
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(app, "immunize", args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_random_and_diffusion_subcommands(work, monkeypatch, capsys):
+    manifest = str(work / "photos" / "manifest.jsonl")
+    code, out, err = in_process(["random", "--model-dir", "tiny", "--out-dir", "rand", "--eps", "8/255",
+                                 "--size", "32", manifest], "", work, monkeypatch, capsys)
+    assert code == 0, err
+    for row in records(out):
+        assert row["method"] == "random" and row["eps"] == pytest.approx(8 / 255) and row["linf_png"] <= 8 / 255
+    # --resume: finished records with the same settings are reused, others recomputed
+    args = ["random", "--model-dir", "tiny", "--out-dir", "rand", "--eps", "8/255", "--size", "32", manifest]
+    code, again, err = in_process([*args, "--resume"], "", work, monkeypatch, capsys)
+    assert code == 0 and err.count("reused") == 2, err
+    assert again == out
+    code, other, err = in_process([*args[:-1], "--seed", "3", "--resume", manifest], "", work, monkeypatch, capsys)
+    assert code == 0 and "reused" not in err and other != out
+    # a preset fills what the flags leave unset
+    code, out, err = in_process(["encoder", "--model-dir", "tiny", "--out-dir", "preset", "--size", "32",
+                                 "--preset", "photoguard-demo", "--steps", "2", manifest], "", work, monkeypatch,
+                                capsys)
+    assert code == 0, err
+    row = records(out)[0]
+    assert (row["eps"], row["steps"], row["random_start"], row["step_schedule"]) == (0.06, 2, True, "linear")
+    first = json.dumps({**records((work / "photos" / "manifest.jsonl").read_text())[0], "image": "photos/p0.png",
+                        "mask": "photos/mask.png"}) + "\n"
+    code, out, err = in_process(["diffusion", "--model-dir", "tiny", "--out-dir", "diff", "--steps", "3",
+                                 "--grad-reps", "1", "--attack-denoise-steps", "2", "--eot-noise", "fixed",
+                                 "--size", "32", "--random-start"], first, work, monkeypatch, capsys)
+    assert code == 0, err
+    (row,) = records(out)
+    assert row["method"] == "diffusion" and row["attack_denoise_steps"] == 2 and row["checkpointing"]
+    assert schema_errors(row, "immunize-record") == []
+    assert row["loss_final"] is not None and row["linf"] <= 16 / 255 + 1e-6
+
+
+def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
+    one = json.loads((work / "photos" / "manifest.jsonl").read_text().splitlines()[0])
+    one.update(image="photos/p0.png", mask="photos/mask.png")
+    plain = json.dumps({"id": "x", "image": "photos/p0.png"}) + "\n"
+    # two through the installed executable, side by side
+    results = run_all([(["encoder", "--model-dir", "tiny", "--out-dir", "bad", "--eps", "0"], plain),
+                       (["encoder", "--model-dir", "photos", "--out-dir", "bad"], plain)], work)
+    assert results[0][0] == 2 and "(0, 1]" in results[0][2], results[0][2]
+    assert results[1][0] == 3 and "lacks vae/config.json" in results[1][2], results[1][2]
+    no_text = work / "no-text"
+    if not no_text.exists():
+        shutil.copytree(work / "tiny", no_text)
+        shutil.rmtree(no_text / "toy_text")
+    save_file({"x": torch.rand(3, 31, 32)}, str(work / "odd.safetensors"))
+    encoder = ["encoder", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1"]
+    cases = {
+        "eps above one": (["random", "--model-dir", "tiny", "--out-dir", "bad", "--eps", "1.5"], plain, 2, "(0, 1]"),
+        "lossy output": ([*encoder, "--format", "jpg"], plain, 2, "--allow-lossy"),
+        "mask size": (encoder, json.dumps({**one, "mask": "photos/small-mask.png"}) + "\n", 3, "mask is 20×20"),
+        "not divisible": ([*encoder, "--size", "0"],
+                          json.dumps({"id": "odd", "image": {"tensors": "odd.safetensors", "key": "x"}}) + "\n",
+                          3, "downsampling factor 2"),
+        "size not a multiple": ([*encoder, "--size", "33"], plain, 2, "multiple of the model's downsampling"),
+        "no text encoder": (["edit", "--model-dir", "no-text", "--out-dir", "bad", "--steps", "1",
+                             "--fields", "image"], json.dumps(one) + "\n", 3, "--prompt-embeds"),
+        "inpaint without mask": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1"], plain, 3,
+                                 "needs a mask"),
+    }
+    for name, (args, stdin, expected, message) in cases.items():
+        code, _, err = in_process(args, stdin, work, monkeypatch, capsys)
+        assert code == expected, f"{name}: exit {code}, stderr: {err}"
+        assert message in err, f"{name}: {err}"

@@ -1,0 +1,382 @@
+"""`render-3db`: debug a vision model with controlled 3D renders (3DB, thesis ch. 6)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+import yaml
+from confidently import __version__
+from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.errors import UsageError
+from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.atomic import write_bytes_atomic
+from confidently.io.records import RecordReader, RecordWriter
+from confidently.render3db import (
+    CONTROLS,
+    PngWriter,
+    ShardWriter,
+    WorkerSettings,
+    accuracy_by,
+    boxplot,
+    check_model,
+    confusion,
+    count_jobs,
+    heatmap,
+    iter_jobs,
+    load_experiment,
+    overall,
+    run_jobs,
+    search_space,
+    stability,
+)
+from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
+from confidently.render3db.config import Experiment
+from confidently.run import console, progress, resolve_device
+from confidently.run.engines import create_engine
+
+app = tool_app("render-3db", "Stress-test a vision model with controlled 3D renders (3DB): pose, camera, light, "
+                             "texture, background, corruptions; then analyse where it fails.")
+
+EXPERIMENT = typer.Argument(..., help="Experiment YAML (3DB-style: objects, environments, controls, policy, "
+                                      "inference, evaluation, render_args; base_config inherits).",
+                            exists=False, dir_okay=False)
+ROOT = typer.Option(None, "--root", help="Folder relative file names in the experiment resolve against "
+                                         "(default: the experiment file's folder).")
+RENDERER = typer.Option(None, "--renderer", help="Render engine, overriding render_args.engine: bpy, mitsuba or "
+                                                 "null (a millisecond synthetic renderer for pipeline checks).")
+MODEL = typer.Option(None, "--model", help="Model file (.safetensors), overriding inference.model.")
+MAX_RENDERS = typer.Option(100_000, "--max-renders", min=1, help="Refuse a plan with more renders unless --force.")
+
+
+def experiment_from(path: Path, root: Path | None, renderer: str | None, model: Path | None) -> Experiment:
+    return load_experiment(path, root=root, renderer=renderer, model=str(model) if model is not None else None)
+
+
+def run_seed(experiment: Experiment, common: Common) -> int:
+    """--seed when given, else render_args.seed."""
+    return common.seed if "seed" in common.explicit else experiment.render_seed
+
+
+def guard_size(total: int, max_renders: int, force: bool) -> None:
+    if total > max_renders and not force:
+        raise UsageError(f"the experiment plans {total:,} renders, more than --max-renders {max_renders:,}; narrow "
+                         "the search space, raise --max-renders, or confirm with --force")
+
+
+def done_ids(path: Path) -> set[str]:
+    """Ids of finished records in a (possibly killed) run's output; a torn last line is ignored."""
+    if not path.is_file():
+        return set()
+    ids = set()
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("id"), str) and "error" not in data \
+                    and not data.get("planned"):
+                ids.add(data["id"])
+    return ids
+
+
+def open_output(out: Path | None, append: bool):
+    if out is None:
+        return None
+    if append and out.is_file():
+        data = out.read_bytes()
+        keep = data.rfind(b"\n") + 1 if not data.endswith(b"\n") else len(data)
+        if keep != len(data):  # drop a line torn by a kill before appending
+            with open(out, "r+b") as handle:
+                handle.truncate(keep)
+        return open(out, "a", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return open(out, "w", encoding="utf-8")
+
+
+def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: Path | None, shard_size: int | None,
+                 base: Path, total: int, resume: bool):
+    logging = experiment.logging
+    kind = logging.get("images", "none")
+    if images_dir is None and images_shard is None and kind not in (None, "none"):
+        target = logging.get("path")
+        if target is None:
+            raise UsageError("logging.images needs logging.path (a folder for png, a file for safetensors)")
+        target = Path(target) if Path(target).is_absolute() else experiment.root / target
+        if kind == "png":
+            images_dir = target
+        elif kind == "safetensors":
+            images_shard = target
+        else:
+            raise UsageError(f"logging.images {kind!r}: choose none, png or safetensors")
+    if images_dir is not None and images_shard is not None:
+        raise UsageError("give --images-dir or --images-shard, not both")
+    if images_dir is not None:
+        return PngWriter(images_dir, base)
+    if images_shard is not None:
+        if resume and images_shard.exists():
+            raise UsageError(f"--images-shard {images_shard} exists; a resumed run writes its renders to a new shard "
+                             "(give another file name)")
+        size = shard_size or int(logging.get("shard_size", 1024))
+        meta = {"classes": experiment.label_names} if experiment.label_names else {}
+        return ShardWriter(images_shard, base, total=total, shard_size=size, meta=meta)
+    return None
+
+
+@app.command()
+@common_options
+def run(experiment_path: Path = EXPERIMENT,
+        root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
+        out: Path = typer.Option(None, "--out", "-o", help="Write records here (default stdout)."),
+        images_dir: Path = typer.Option(None, "--images-dir", help="Write each render as DIR/<id>_rgb.png."),
+        images_shard: Path = typer.Option(None, "--images-shard", help="Write renders to safetensors shards "
+                                          "(images, labels, segmentation...) that every --data option reads."),
+        shard_size: int = typer.Option(None, "--shard-size", min=1, help="Renders per shard file (default 1024)."),
+        no_eval: bool = typer.Option(False, "--no-eval", help="Render only: image records (with label) for other "
+                                     "tools; needs --images-shard or --images-dir."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print one record per planned render; render nothing."),
+        resume: Path = typer.Option(None, "--resume", help="Skip renders whose ids are in this earlier output "
+                                    "(appends to it when it is also --out)."),
+        limit: int = typer.Option(None, "--limit", min=1, help="Only the first N planned renders."),
+        workers: int = typer.Option(None, "--workers", min=1, help="Render workers with --engine ray (default: one "
+                                    "per cluster CPU / render thread)."),
+        chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Renders per unit of work (default 8)."),
+        max_renders: int = MAX_RENDERS,
+        force: bool = typer.Option(False, "--force", help="Run a plan larger than --max-renders."),
+        summary: Path = typer.Option(None, "--summary", help="Write overall and per-object accuracy (JSON)."),
+        *, common: Common) -> None:
+    """Render every planned configuration, judge it with the model, write one record per render."""
+    experiment = experiment_from(experiment_path, root, renderer, model)
+    seed = run_seed(experiment, common)
+    total = count_jobs(experiment)
+    guard_size(total, max_renders, force)
+    sha = experiment.sha256(seed)
+    policy = str(experiment.policy["module"])
+    jobs = iter_jobs(experiment, seed)
+    if limit is not None:
+        jobs = itertools.islice(jobs, limit)
+        total = min(total, limit)
+    jobs = common.shard.select(jobs)
+    if common.shard.count > 1:
+        total = len(range(common.shard.index, total, common.shard.count))
+    if dry_run:
+        writer = RecordWriter()
+        for job in jobs:
+            writer.write({**job.record(policy, sha), "planned": True})
+        console.log(f"{writer.count} renders planned")
+        return
+    skip = done_ids(resume) if resume is not None else set()
+    if skip:
+        jobs = (job for job in jobs if job.id not in skip)
+        total = max(0, total - len(skip))
+    append = resume is not None and out is not None and out.resolve() == resume.resolve()
+    base = out.resolve().parent if out is not None else Path.cwd()
+    images = image_writer(experiment, images_dir, images_shard, shard_size, base, total, resume is not None)
+    if no_eval and images is None:
+        raise UsageError("--no-eval writes image records: give --images-shard FILE or --images-dir DIR")
+    device = str(resolve_device(common.device))
+    settings = check_model(WorkerSettings(experiment, experiment.inference.get("model"), device, not no_eval,
+                                          images is not None))
+    engine_name = common.engine
+    address = common.address
+    if "engine" not in common.explicit and experiment.executor.get("kind") == "ray":
+        engine_name, address = "ray", address or experiment.executor.get("address")
+    elif experiment.executor.get("kind") not in (None, "local", "ray"):
+        raise UsageError(f"executor.kind {experiment.executor['kind']!r}: choose local or ray")
+    options: dict[str, Any] = {"address": address}
+    if engine_name == "ray":
+        options["num_cpus"] = experiment.render.threads
+    engine = create_engine(engine_name, **options)
+    stream = open_output(out, append)
+    writer = RecordWriter(stream) if stream is not None else RecordWriter()
+    counts = {"n": 0, "correct": 0, "objects": {}}
+    started = time.perf_counter()
+
+    def emit(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            writer.write(record)
+            if "is_correct" in record:
+                counts["n"] += 1
+                counts["correct"] += int(record["is_correct"])
+                per = counts["objects"].setdefault(record["object"], [0, 0])
+                per[0] += int(record["is_correct"])
+                per[1] += 1
+
+    try:
+        results = run_jobs(settings, jobs, engine, workers=workers or experiment.executor.get("workers"),
+                           chunk_size=chunk_size or int(experiment.executor.get("chunk_size", 8)))
+        for job, fields, tensors in progress(results, total, "rendering"):
+            record = job.record(policy, sha)
+            sha_value = record.pop("config_sha256")
+            record.update(fields)
+            record["config_sha256"] = sha_value
+            emit(images.add(record, tensors) if images is not None else [record])
+    finally:
+        try:
+            if images is not None:
+                emit(images.close())
+        finally:
+            engine.close()
+            if stream is not None:
+                stream.close()
+    elapsed = time.perf_counter() - started
+    done = writer.count
+    if counts["n"]:
+        console.log(f"{done} renders in {elapsed:.1f} s; accuracy {counts['correct'] / counts['n']:.3f} "
+                    f"({counts['correct']}/{counts['n']})")
+    else:
+        console.log(f"{done} renders in {elapsed:.1f} s" + (f" ({len(skip)} done before)" if skip else ""))
+    if summary is not None:
+        body = {"tool": "render-3db", "version": __version__, "renders": done, "skipped": len(skip),
+                "config_sha256": sha, "seconds": round(elapsed, 3)}
+        if counts["n"]:
+            body.update({"accuracy": counts["correct"] / counts["n"],
+                         "per_object": {k: {"n": v[1], "acc": v[0] / v[1]} for k, v in counts["objects"].items()}})
+        write_bytes_atomic(summary, (json.dumps(body, indent=2) + "\n").encode())
+
+
+@app.command()
+@common_options
+def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
+             max_renders: int = MAX_RENDERS, *, common: Common) -> None:
+    """Check an experiment (base configs expanded, engine support, model and labels) and count its renders."""
+    experiment = experiment_from(experiment_path, root, renderer, model)
+    if experiment.inference.get("model"):
+        check_model(WorkerSettings(experiment, experiment.inference["model"], "cpu", True))
+    total = count_jobs(experiment)
+    seed = run_seed(experiment, common)
+    space = search_space(experiment.controls)
+    pairs = len(experiment.pairs())
+    RecordWriter().write({
+        "tool": "render-3db", "valid": True, "experiment": str(experiment_path), "renderer": experiment.renderer,
+        "objects": [o.id for o in experiment.objects], "environments": [e.id for e in experiment.environments],
+        "pairs": pairs, "jobs_per_pair": total // pairs if pairs else 0, "jobs": total,
+        "policy": experiment.policy, "search_space": space.describe(),
+        "controls": [c.name for c in experiment.controls],
+        "config_sha256": experiment.sha256(seed), "seed": seed, "max_renders": max_renders,
+        "exceeds_max_renders": total > max_renders})
+    console.log(f"{total:,} renders ({pairs} object × environment pairs)")
+
+
+@app.command()
+def controls() -> None:
+    """The controls, their kind (pre/post render), parameters, default ranges and domains (JSONL)."""
+    writer = RecordWriter()
+    for name in CONTROLS.names():
+        writer.write(CONTROLS.get(name).describe())
+
+
+def parse_fix(values: list[str] | None) -> dict[str, str]:
+    fix = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--fix {item!r}: expected PARAM=VALUE")
+        fix[name.strip()] = value.strip()
+    return fix
+
+
+def read_results(source: str) -> list[dict[str, Any]]:
+    return [r.data for r in RecordReader(input_source(source, "render-3db records"), validate=False)]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+@app.command()
+@common_options
+def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
+            by: list[str] = typer.Option(None, "--by", help="Accuracy per value of PARAM (or P1,P2 jointly); repeat."),
+            bins: int = typer.Option(None, "--bins", min=1, help="Equal-width bins for continuous parameters "
+                                     "(default: exact values when few, else 10)."),
+            heatmaps: list[str] = typer.Option(None, "--heatmap", help="Mean accuracy grid over P1,P2; repeat."),
+            fix: list[str] = typer.Option(None, "--fix", help="Heatmaps: slice at PARAM=VALUE; repeat."),
+            boxplots: list[str] = typer.Option(None, "--boxplot", help="ROW,COL: per ROW, the spread of per-COL "
+                                               "accuracies (e.g. object,environment); repeat."),
+            stable: list[str] = typer.Option(None, "--stability", help="Fraction of settings whose top-1 prediction "
+                                             "never changes across PARAM; repeat."),
+            confusions: list[str] = typer.Option(None, "--confusion", help="Prediction counts per PARAM value."),
+            tensors: Path = typer.Option(None, "--tensors", help="Write heatmaps (acc, n) to this .safetensors."),
+            plots: Path = typer.Option(None, "--plots", help="Write PNG charts into this folder."),
+            *, common: Common) -> None:
+    """Accuracy per control value, interaction heatmaps, box plots, prediction stability (JSONL rows)."""
+    records = read_results(source)
+    writer = RecordWriter()
+    writer.write(overall(records))
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, torch.Tensor] = {}
+    axes: dict[str, Any] = {}
+    for param in by or ([] if heatmaps or boxplots or stable or confusions else ["object"]):
+        rows = accuracy_by(records, param, bins)
+        writer.write_all(rows)
+        if plots is not None and rows:
+            plot_by(rows, str(plots / f"by_{slug(rows[0]['param'])}.png"))
+    for pair in heatmaps or []:
+        grid = heatmap(records, pair, parse_fix(fix), bins)
+        writer.write_all(grid["rows"])
+        name = ",".join(grid["params"])
+        arrays[f"heatmap/{name}/acc"] = torch.tensor(grid["acc"], dtype=torch.float32)
+        arrays[f"heatmap/{name}/n"] = torch.tensor(grid["n"], dtype=torch.int64)
+        axes[name] = {"rows": grid["params"][0], "cols": grid["params"][1], "row_values": grid["x"],
+                      "col_values": grid["y"], "fix": grid["fix"]}
+        if plots is not None:
+            plot_heatmap(grid, str(plots / f"heatmap_{slug(grid['params'][0])}_{slug(grid['params'][1])}.png"))
+    for pair in boxplots or []:
+        rows = boxplot(records, pair, bins)
+        writer.write_all(rows)
+        if plots is not None and rows:
+            plot_boxplot(rows, str(plots / f"boxplot_{slug(rows[0]['row'])}_{slug(rows[0]['col'])}.png"))
+    for param in stable or []:
+        writer.write(stability(records, param))
+    for param in confusions or []:
+        writer.write_all(confusion(records, param))
+    if tensors is not None:
+        if not arrays:
+            raise UsageError("--tensors holds heatmaps: add --heatmap P1,P2")
+        save_artifact(tensors, arrays, artifact_metadata(tool="render-3db", kind="heatmaps", axes=axes))
+    if plots is not None:
+        console.log(f"charts in {plots}")
+
+
+EXPERIMENT_KEYS = {"objects", "controls", "base_config", "environments", "policy", "render_args"}
+
+
+def _experiment_flag_to_argument(argv: list[str]) -> list[str]:
+    """3DB habit: `render-3db run --config exp.yaml`. The shared --config sets option defaults, so an
+    experiment file given that way is moved to the positional argument."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        path = out[i + 1] if arg == "--config" and i + 1 < len(out) else (
+            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if path is None:
+            continue
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            return out
+        if isinstance(data, dict) and EXPERIMENT_KEYS & set(data):
+            del out[i:i + (2 if arg == "--config" else 1)]
+            command = next((j for j, a in enumerate(out) if a in ("run", "validate")), None)
+            if command is not None:
+                out.insert(command + 1, path)
+        return out
+    return out
+
+
+def main() -> None:
+    argv = _experiment_flag_to_argument(sys.argv[1:])
+    run_app(app, "render-3db", argv)
+
+
+if __name__ == "__main__":
+    main()
