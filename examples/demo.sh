@@ -142,7 +142,7 @@ render-3db analyze "$OUT/renders.jsonl" --by texture.source --heatmap orientatio
 
 step "report: one HTML page with every tool's figures"
 REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
-  "$OUT/patches-eval.jsonl" "$OUT/texture-eval.jsonl" \
+  "$OUT/patches-eval.jsonl" "$OUT/texture-eval.jsonl" "$OUT/immunize-scores.jsonl" "$OUT/renders.jsonl" \
   "$OUT/bias-transfer-runs.jsonl" "$OUT/influence-ranking.jsonl" "$OUT/influence-counterfactual.jsonl" \
   --out "$OUT/report" --title "confidently demo")
 

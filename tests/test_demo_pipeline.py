@@ -20,7 +20,17 @@ plant-backdoor experiment --source "demo:digits?size=8" --source-split train --s
   --target-classes 5-9 --size 2 --color 1,1,1 --modes fixed --epochs-source 2 --epochs-target 2 -q > runs.jsonl
 influence plan --recipe oracle-linear --num-models 8 \\
   | influence train --recipe oracle-linear --out-dir farm | influence estimate > ranking.jsonl
-report robustness.jsonl curve.jsonl runs.jsonl ranking.jsonl --out site --title "short demo"
+cat > scene.yaml <<'YAML'
+objects: [{id: mug, builtin: mug, label: 3}]
+environments: [{id: white, solid: [1, 1, 1]}]
+render_args: {engine: null, resolution: 32}
+policy: {module: grid, samples_per_dim: 3}
+controls:
+  - {module: orientation, rotation_x: 0, rotation_y: 0, rotation_z: [-3, 3]}
+  - {module: camera, view_point_x: 0, view_point_y: -1, view_point_z: 0.3, focal_length: 50, zoom_factor: [0.8, 1.2]}
+YAML
+render-3db run scene.yaml --model cnn.safetensors --images-dir renders --out renders.jsonl
+report robustness.jsonl curve.jsonl runs.jsonl ranking.jsonl renders.jsonl --out site --title "short demo"
 """
 
 
@@ -31,6 +41,6 @@ def test_short_demo_ends_in_one_report(tmp_path):
     page = tmp_path / "site" / "index.html"
     assert result.stdout.strip().endswith(str(page.resolve()))
     html = page.read_text()
-    for section in ("advtrain", "ablate", "plant-backdoor", "influence"):
+    for section in ("advtrain", "ablate", "plant-backdoor", "influence", "render-3db"):
         assert f'id="{section}"' in html
         assert any((tmp_path / "site" / section).glob("*.png"))

@@ -18,6 +18,7 @@ EXPECTED = {
     "plant-backdoor.jsonl": ("plant-backdoor", ["asr.png"]),
     "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
     "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png", "texture-accuracy.png"]),
+    "render-3db.jsonl": ("render-3db", ["by-parameter.png", "heatmap.png"]),
     "immunize.jsonl": ("immunize", ["similarity.png"]),
 }
 
@@ -101,4 +102,32 @@ def test_certify_section_shows_votes_for_images_it_can_read(tmp_path):
         record["image"] = str(tmp_path / "x.png")
     build_site(records, tmp_path / "site")
     width, height = Image.open(tmp_path / "site" / "certify" / "votes.png").size
+    assert width >= 500 and height >= 300
+
+
+def test_render_3db_section_shows_sample_renders_it_can_read(tmp_path):
+    import torch
+    from confidently.io.images import save_image
+
+    save_image(torch.rand(3, 32, 32), tmp_path / "r.png")
+    records = read_records(FIXTURES / "render-3db.jsonl", "r")
+    for record in records:
+        record["image"] = str(tmp_path / "r.png")
+    build_site(records, tmp_path / "site")
+    width, height = Image.open(tmp_path / "site" / "render-3db" / "samples.png").size
+    assert width >= 500 and height >= 300
+
+
+def test_immunize_section_shows_photo_and_edit_grids_it_can_read(tmp_path):
+    import torch
+    from confidently.io.images import save_image
+
+    save_image(torch.rand(3, 32, 32), tmp_path / "a.png")
+    records = read_records(FIXTURES / "immunize.jsonl", "i")
+    for record in records:
+        if record.get("kind") == "immunize.scored":
+            record.update(image=str(tmp_path / "a.png"), immunized=str(tmp_path / "a.png"),
+                          edit_clean=str(tmp_path / "a.png"), edit_immunized=str(tmp_path / "a.png"))
+    build_site(records, tmp_path / "site")
+    width, height = Image.open(tmp_path / "site" / "immunize" / "grids.png").size
     assert width >= 500 and height >= 300

@@ -65,6 +65,7 @@ def _load_sections() -> None:
         immunize,
         influence,
         plant_backdoor,
+        render_3db,
         unadv_patch,
     )
 

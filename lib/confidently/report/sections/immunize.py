@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from confidently.report.sections import fmt, save
+from confidently.report.sections import fmt, readable_image, save
 from confidently.report.site import Block, register_section
 
 BASE = ("kind", "transform", "ref", "test", "n", "missing", "features", "skipped", "notes", "tool_version")
@@ -75,7 +75,43 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     features = sorted({s["features"] for s in summaries if s.get("features")})
     caption = "; ".join([*(f"set-level metrics on {f} features" for f in features), *skipped])
     blocks.append(Block("Scores per method and transform", caption, columns=columns, rows=rows))
-    return blocks
+    return blocks + _grids([r for r in records if r["kind"] == "immunize.scored"], folder)
+
+
+GRID_FIELDS = (("image", "photo"), ("immunized", "immunized"), ("edit_clean", "edit(photo)"),
+               ("edit_immunized", "edit(immunized)"))
+
+
+def _grids(scored: list[dict[str, Any]], folder: Path) -> list[Block]:
+    """Photo, immunized photo and both edits side by side, for a few records whose files can be read here."""
+    rows = []
+    for record in scored:
+        pictures = [readable_image(record.get(field)) for field, _ in GRID_FIELDS]
+        if sum(p is not None for p in pictures) >= 2:
+            rows.append((record, pictures))
+        if len(rows) == 4:
+            break
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(rows), len(GRID_FIELDS), figsize=(6.4, 1.7 * len(rows) + 1.2), squeeze=False)
+    for i, (record, pictures) in enumerate(rows):
+        for j, picture in enumerate(pictures):
+            axis = axes[i][j]
+            axis.axis("off")
+            if picture is not None:
+                axis.imshow(picture)
+            if i == 0:
+                axis.set_title(GRID_FIELDS[j][1], fontsize=8)
+        axes[i][0].text(-0.1, 0.5, f"{record.get('method', '')} {record.get('id', '')}", fontsize=7, rotation=90,
+                        transform=axes[i][0].transAxes, ha="right", va="center")
+    return [Block("Photos and their edits", "same prompt, mask and seed for both edits; the immunized photo "
+                  "looks like the original, its edit should not look like the original's edit",
+                  image=save(figure, folder, "grids.png"))]
 
 
 def _mean_std(stats: dict[str, Any] | None) -> str:
