@@ -89,10 +89,10 @@ unadv-patch eval --model "$OUT/digits-std.safetensors" --data "$OUT/digits-test/
   --patches "$OUT/patches.safetensors" --corruptions gaussian_noise,contrast,fog --severities 1,3,5 --conflict \
   > "$OUT/patches-eval.jsonl"
 
-step "unadv-patch: a cube texture (Mitsuba 3) a shapes classifier sees as a 'red circle', against grey and random"
+step "unadv-patch: a cube texture (Mitsuba 3) a shapes classifier sees as a 'yellow cross', against grey and random"
 advtrain train --data demo:shapes --split train --epochs 10 --eps 0 --out "$OUT/shapes-std.safetensors" > /dev/null
 TEXTURE_VIEWS=(--mesh builtin:cube --light-min 1 --light-max 1 --translate 0.1)
-unadv-patch texture --model "$OUT/shapes-std.safetensors" --class-id 0 "${TEXTURE_VIEWS[@]}" --tex-size 32 \
+unadv-patch texture --model "$OUT/shapes-std.safetensors" --class-id 3 "${TEXTURE_VIEWS[@]}" --tex-size 32 \
   --steps 100 --lr 0.05 \
   --out "$OUT/texture.safetensors" > "$OUT/texture-train.jsonl"
 unadv-patch eval-texture --model "$OUT/shapes-std.safetensors" --texture "$OUT/texture.safetensors" \
@@ -117,8 +117,8 @@ done > "$OUT/immunize-scores.jsonl"
 
 step "render-3db: the cube rendered (Mitsuba 3) with its own grey look and with that texture, on a heading grid"
 cat > "$OUT/cube-texture.yaml" <<'YAML'
-objects: [{id: cube, builtin: cube, label: 0, color: [0.5, 0.5, 0.5]}]   # label 0 = "red circle"
-environments: [{id: studio, solid: [1, 1, 1]}]
+objects: [{id: cube, builtin: cube, label: 3, color: [0.5, 0.5, 0.5]}]   # label 3 = "yellow cross"
+environments: [{id: noise, procedural: noise}]                          # like the texture's training backdrops
 render_args: {engine: mitsuba, resolution: 32, samples: 8}
 policy: {module: grid, samples_per_dim: 8}
 controls:

@@ -33,7 +33,12 @@ def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"),
 @app.command()
 @common_options
 def other(*, common: Common) -> None:
-    seen.update(other=True)
+    import random
+
+    import numpy as np
+    import torch
+
+    seen.update(other=True, draws=(random.random(), float(np.random.rand()), float(torch.rand(1))))
 
 
 def invoke(*argv):
@@ -48,6 +53,13 @@ def test_common_options_reach_the_command():
     common = seen["common"]
     assert (common.seed, str(common.shard), common.skip_invalid) == (9, "1/3", True)
     assert common.config["limit"] == 3 and common.config["name"] == "n"
+
+
+def test_seed_makes_every_global_random_source_reproducible():
+    assert invoke("other", "--seed", "5") == 0
+    first = seen["draws"]
+    assert invoke("other", "--seed", "5") == 0 and seen["draws"] == first
+    assert invoke("other", "--seed", "6") == 0 and all(a != b for a, b in zip(seen["draws"], first, strict=True))
 
 
 @pytest.mark.parametrize(("fail", "code"), [("invalid", 3), ("empty", 4), ("crash", 1), ("interrupt", 130)])

@@ -113,10 +113,9 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
                         quiet=values["quiet"], verbose=values["verbose"], shard=Shard.parse(values["shard"]),
                         engine=values["engine"], address=values["address"], skip_invalid=values["skip_invalid"],
                         deterministic=values["deterministic"], config=effective, explicit=_explicit(ctx))
-        if common.deterministic:
-            from confidently.run.seeding import seed_everything
+        from confidently.run.seeding import seed_everything
 
-            seed_everything(common.seed, deterministic=True)
+        seed_everything(common.seed, deterministic=common.deterministic)  # --seed reproduces a run by default
         return command(common=common, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
