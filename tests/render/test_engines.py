@@ -11,6 +11,8 @@ from confidently.render.engines import engine_class
 from confidently.render.engines.procedural import BUILTIN_OBJECTS, builtin_mesh
 from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
 
+from tests.render.textures import quadrants
+
 pytestmark = pytest.mark.render
 
 MODULES = {"mitsuba": "mitsuba", "bpy": "bpy"}
@@ -18,18 +20,6 @@ WHITE = EnvironmentSpec("white", solid=(1.0, 1.0, 1.0))
 CHECKER = EnvironmentSpec("checker", procedural="checker")
 SMALL = RenderArgs(resolution=32, samples=4, with_uv=True, with_depth=True)
 LABEL = 7
-
-
-def quadrants(side: int) -> torch.Tensor:
-    """Red, green, blue and yellow quarters: rows < side/2 (v < 0.5) red/green, columns < side/2 (u < 0.5)
-    red/blue."""
-    texture = torch.zeros(3, side, side)
-    half = side // 2
-    texture[0, :half, :half] = 1
-    texture[1, :half, half:] = 1
-    texture[2, half:, :half] = 1
-    texture[:2, half:, half:] = 1
-    return texture
 
 
 def require(name: str):

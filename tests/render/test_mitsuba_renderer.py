@@ -5,21 +5,12 @@ import torch
 from confidently.errors import InvalidInput, UsageError
 from confidently.render import MitsubaRenderer, View, ViewSampler, gather_texels, shift_frame
 
+from tests.render.textures import quadrants
+
 pytest.importorskip("mitsuba")
 pytestmark = pytest.mark.render
 
 FRONT = View(direction=(0.15, -0.1, 0.98), distance=2.2, light=1.0, shift=(0.0, 0.0))
-
-
-def quadrants(side: int) -> torch.Tensor:
-    """Red, green, blue and yellow quarters: row 0 = v near 0, column 0 = u near 0."""
-    texture = torch.zeros(3, side, side)
-    half = side // 2
-    texture[0, :half, :half] = 1
-    texture[1, :half, half:] = 1
-    texture[2, half:, :half] = 1
-    texture[:2, half:, half:] = 1
-    return texture
 
 
 def test_uv_gather_predicts_the_rendered_quadrant():
