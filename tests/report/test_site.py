@@ -78,6 +78,20 @@ def test_malformed_lines_name_their_place(tmp_path):
     assert "bad.jsonl" in str(error.value) and "2" in str(error.value)
 
 
+def readable_png(tmp_path) -> str:
+    """A random image file the report can read, standing in for a record's image reference."""
+    import torch
+    from confidently.io.images import save_image
+
+    save_image(torch.rand(3, 32, 32), tmp_path / "x.png")
+    return str(tmp_path / "x.png")
+
+
+def drawn_size(records, tmp_path, section: str, name: str) -> tuple[int, int]:
+    build_site(records, tmp_path / "site")
+    return Image.open(tmp_path / "site" / section / name).size
+
+
 def test_unadv_patch_section_shows_the_patches_it_can_read(tmp_path):
     import torch
     from confidently.io.artifacts import save_artifact
@@ -87,47 +101,33 @@ def test_unadv_patch_section_shows_the_patches_it_can_read(tmp_path):
     records = [r for r in read_records(FIXTURES / "unadv-patch.jsonl", "u") if r["cmd"] == "eval"]
     for record in records:
         record["patches"] = str(tmp_path / "p.safetensors")
-    build_site(records, tmp_path / "site")
-    width, height = Image.open(tmp_path / "site" / "unadv-patch" / "patches.png").size
+    width, height = drawn_size(records, tmp_path, "unadv-patch", "patches.png")
     assert width >= 500 and height >= 150
 
 
 def test_certify_section_shows_votes_for_images_it_can_read(tmp_path):
-    import torch
-    from confidently.io.images import save_image
-
-    save_image(torch.rand(3, 32, 32), tmp_path / "x.png")
+    png = readable_png(tmp_path)
     records = read_records(FIXTURES / "certify.jsonl", "c")
     for record in records[:3]:
-        record["image"] = str(tmp_path / "x.png")
-    build_site(records, tmp_path / "site")
-    width, height = Image.open(tmp_path / "site" / "certify" / "votes.png").size
+        record["image"] = png
+    width, height = drawn_size(records, tmp_path, "certify", "votes.png")
     assert width >= 500 and height >= 300
 
 
 def test_render_3db_section_shows_sample_renders_it_can_read(tmp_path):
-    import torch
-    from confidently.io.images import save_image
-
-    save_image(torch.rand(3, 32, 32), tmp_path / "r.png")
+    png = readable_png(tmp_path)
     records = read_records(FIXTURES / "render-3db.jsonl", "r")
     for record in records:
-        record["image"] = str(tmp_path / "r.png")
-    build_site(records, tmp_path / "site")
-    width, height = Image.open(tmp_path / "site" / "render-3db" / "samples.png").size
+        record["image"] = png
+    width, height = drawn_size(records, tmp_path, "render-3db", "samples.png")
     assert width >= 500 and height >= 300
 
 
 def test_immunize_section_shows_photo_and_edit_grids_it_can_read(tmp_path):
-    import torch
-    from confidently.io.images import save_image
-
-    save_image(torch.rand(3, 32, 32), tmp_path / "a.png")
+    png = readable_png(tmp_path)
     records = read_records(FIXTURES / "immunize.jsonl", "i")
     for record in records:
         if record.get("kind") == "immunize.scored":
-            record.update(image=str(tmp_path / "a.png"), immunized=str(tmp_path / "a.png"),
-                          edit_clean=str(tmp_path / "a.png"), edit_immunized=str(tmp_path / "a.png"))
-    build_site(records, tmp_path / "site")
-    width, height = Image.open(tmp_path / "site" / "immunize" / "grids.png").size
+            record.update(image=png, immunized=png, edit_clean=png, edit_immunized=png)
+    width, height = drawn_size(records, tmp_path, "immunize", "grids.png")
     assert width >= 500 and height >= 300

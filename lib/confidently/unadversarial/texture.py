@@ -45,15 +45,20 @@ def render_autodiff(renderer: MitsubaRenderer, texture: torch.Tensor, view: View
     return renderer.render(texture, view, seed)
 
 
+def _gathered(texture: torch.Tensor, frame: torch.Tensor, uv: torch.Tensor, view: View) -> torch.Tensor:
+    """The frame as if each covered pixel were its texel lit by the environment (no shading, no filtering)."""
+    return torch.cat([gather_texels(texture, uv) * frame[3:] * view.light, frame[3:]])
+
+
 def render_straight_through(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
     frame, uv = renderer.render_uv(texture, view, seed)
-    approx = torch.cat([gather_texels(texture, uv) * frame[3:] * view.light, frame[3:]])
+    approx = _gathered(texture, frame, uv, view)
     return frame + approx - approx.detach()
 
 
 def render_gathered(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
     frame, uv = renderer.render_uv(texture, view, seed)
-    return torch.cat([gather_texels(texture, uv) * frame[3:] * view.light, frame[3:]])
+    return _gathered(texture, frame, uv, view)
 
 
 GRADIENTS.register("ad")(GradientMode(render_autodiff, replay=True))
