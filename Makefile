@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	@touch $@
 
-# Mitsuba's CPU differentiable variant (llvm_ad_rgb) needs LLVM 19's shared library.
+# Mitsuba's CPU differentiable variant (llvm_ad_rgb) needs LLVM 19's shared library: every target that renders
+# (test, demo, bench) depends on this step; the library points Dr.Jit at it (DRJIT_LIBLLVM_PATH).
 llvm:
 	@if ldconfig -p 2>/dev/null | grep -q 'libLLVM.so.19\|libLLVM-19'; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -38,12 +39,12 @@ test: venv llvm
 	if [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
 	exit $$rc
 
-demo: venv
+demo: venv llvm
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_OUT)
 
 # Peers for the benchmarks: the `bench` extra (ART), and torchattacks with --no-deps, which keeps
 # its old requests/tqdm pins out of the environment.
-bench: venv
+bench: venv llvm
 	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
 	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/io_throughput.py

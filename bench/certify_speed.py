@@ -1,7 +1,8 @@
 """Certification speed, side by side with ART's smoothed ViT and with the ideal of token dropping.
 
 * images/s of confidently's smoothing (``ablation_votes`` + certificates, all ablations of a
-  batch ablation-major) against ART's ``PyTorchDeRandomizedSmoothing.eval_and_certify`` on the
+  batch ablation-major), and of ``certify run`` on the same images (what users run: process
+  start, model and image loading included) against ART's ``PyTorchDeRandomizedSmoothing.eval_and_certify`` on the
   same timm ViT (``vit_tiny_patch16_224``, random weights copied across), column ablations of
   the same size at stride 1 (goal >= 2×). Install ART with ``pip install -e '.[bench]'``.
 * the token-dropping speed-up of a forward over the same ablated batch against the ideal ratio
@@ -13,13 +14,21 @@ Usage: python bench/certify_speed.py [--images 8] [--ablation-size 19] [--img-si
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from confidently.models import create_model, token_keep_mask, vit_forward_kept
+from confidently.models import create_model, save_model, token_keep_mask, vit_forward_kept
 from confidently.smoothing import Ablation, ablation_votes, certify_counts, vote_counts
+from safetensors.torch import save_file
 
 
 def seconds(fn, repeats: int) -> float:
@@ -30,6 +39,26 @@ def seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def cli_seconds(model, images: torch.Tensor, args: argparse.Namespace) -> float:
+    """Wall time of one ``certify run`` over ``images`` (a safetensors shard) at the same geometry."""
+    installed = Path(sys.executable).with_name("certify")  # this interpreter's, then PATH's
+    tool = str(installed) if installed.exists() else shutil.which("certify")
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, Path(tmp) / "model.safetensors")
+        save_file({"images": images.contiguous()}, Path(tmp) / "images.safetensors")
+        records = "".join(json.dumps({"id": str(i), "image": {"tensors": "images.safetensors", "key": "images",
+                                                               "index": i}}) + "\n" for i in range(len(images)))
+        command = [tool, "run", "-", "--model", "model.safetensors", "--ablation-size", str(args.ablation_size),
+                   "--patch-sizes", str(args.patch_size), "--batch-size", str(args.batch_size), "--device", "cpu",
+                   "-q"]
+        started = time.perf_counter()
+        proc = subprocess.run(command, input=records, cwd=tmp, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        if proc.returncode:
+            raise SystemExit(f"certify run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -60,6 +89,8 @@ def main() -> None:
     print(f"{args.arch} at {size}×{size}, column b={args.ablation_size} s=1 ({ablation.count(size, size)} ablations), "
           f"{args.images} images, {args.threads} thread(s)")
     print(f"confidently             {args.images / ours_s:8.2f} images/s")
+    cli_s = cli_seconds(model, images, args)
+    print(f"certify run (CLI)       {args.images / cli_s:8.2f} images/s (start-up and loading included)")
 
     masks = ablation.masks(size, size)
     patch = model.net.patch_embed.patch_size[0]

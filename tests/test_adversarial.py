@@ -113,6 +113,50 @@ def test_restarts_pick_a_successful_run(trained_resnet, batch):
     assert fooled_several >= fooled_single
 
 
+def _fooled(model, adversarial, labels):
+    with torch.no_grad():
+        return model(adversarial).argmax(1) != labels
+
+
+def test_first_restart_is_the_zero_start_or_init_and_its_successes_are_kept(trained_resnet, batch):
+    images, labels = batch
+    config = PGDConfig("linf", 0.03, 3)
+    zero = pgd_attack(trained_resnet, images, labels, config)
+    assert torch.equal(pgd_attack(trained_resnet, images, labels, PGDConfig("linf", 0.03, 3, restarts=1)), zero)
+    init = get_constraint("linf").random_start(images.shape, 0.03, torch.Generator().manual_seed(3), "cpu")
+    for start in (None, init):
+        single = pgd_attack(trained_resnet, images, labels, config, init=start)
+        several = pgd_attack(trained_resnet, images, labels, PGDConfig("linf", 0.03, 3, restarts=3), init=start,
+                             generator=torch.Generator().manual_seed(0))
+        fooled = _fooled(trained_resnet, single, labels)
+        assert 0 < fooled.sum() < len(labels)
+        assert torch.equal(several[fooled], single[fooled])  # the δ₀ run's successes stand
+        assert (_fooled(trained_resnet, several, labels) >= fooled).all()
+
+
+def test_restarts_run_one_after_another_within_the_batch(batch):
+    model = create_model("tiny_resnet", 10).eval()
+    images, labels = batch
+    sizes = []
+    model.register_forward_pre_hook(lambda module, inputs: sizes.append(len(inputs[0])))
+    pgd_attack(model, images[:8], labels[:8], PGDConfig("l2", 0.5, 2, restarts=4),
+               generator=torch.Generator().manual_seed(0))
+    assert sizes and max(sizes) == 8
+
+
+def test_per_example_generators_make_results_independent_of_the_batch(trained_resnet, batch):
+    images, labels = batch
+    config = PGDConfig("linf", 0.05, 2, random_start=True, restarts=3)
+
+    def generators(rows):
+        return [torch.Generator().manual_seed(1000 + i) for i in rows]
+
+    whole = pgd_attack(trained_resnet, images, labels, config, generator=generators(range(48)))
+    parts = torch.cat([pgd_attack(trained_resnet, images[s:s + 7], labels[s:s + 7], config,
+                                  generator=generators(range(s, min(s + 7, 48)))) for s in range(0, 48, 7)])
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"eps": -1.0}, "eps must be >= 0"), ({"constraint": "l3"}, "unknown norm"),
     ({"eps": 0.5, "steps": 0}, "0 steps"),

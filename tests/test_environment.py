@@ -36,6 +36,9 @@ def test_bpy_imports_headless():
 
 @pytest.mark.render
 def test_mitsuba_cpu_variants():
+    from confidently.render.llvm import point_drjit_at_llvm
+
+    point_drjit_at_llvm()  # as the library does: Dr.Jit picks its LLVM when it is first imported
     mitsuba = pytest.importorskip("mitsuba")
     mitsuba.set_variant("scalar_rgb")
     mitsuba.set_variant("llvm_ad_rgb")  # needs libllvm19, which `make test` installs

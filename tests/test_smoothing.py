@@ -219,3 +219,73 @@ def test_patch_attack_finds_no_flip_on_certified_images_and_finds_some_elsewhere
     found = sum(bool(patch_attack(column_model, images[i], votes[i], ablation, 5, patch_contents(
         ["zeros", "ones"], 5, 3, torch.Generator().manual_seed(0)))) for i in torch.nonzero(~certified).flatten()[:8])
     assert found > 0  # the harness does detect flips where nothing is certified
+
+
+def test_vit_votes_without_an_upstream_mask_never_pad(monkeypatch):
+    """An all-ones mask is no mask: every forward keeps one token count (no padding, no attention mask)."""
+    import confidently.smoothing as smoothing
+
+    torch.manual_seed(0)
+    vit = create_model("tiny_vit", 10).eval()
+    calls = []
+    real = smoothing.vit_forward_kept
+
+    def spy(net, x, keep, **kwargs):
+        calls.append(set(keep.sum(1).tolist()))
+        return real(net, x, keep, **kwargs)
+
+    monkeypatch.setattr(smoothing, "vit_forward_kept", spy)
+    images = torch.rand(3, 3, 32, 32)
+    ablation = Ablation("column", 6, 1)  # keeps 2 or 3 token columns, by start
+    visible = torch.ones(3, 32, 32)
+    plain = ablation_votes(vit, images, ablation, drop_tokens=True, batch_size=30, visible=visible)
+    assert calls and all(len(counts) == 1 for counts in calls)
+    visible[1, :, :16] = 0  # only image 1 was masked upstream
+    calls.clear()
+    mixed = ablation_votes(vit, images, ablation, drop_tokens=True, batch_size=30, visible=visible)
+    assert torch.equal(mixed[[0, 2]], plain[[0, 2]])
+    assert any(len(counts) > 1 for counts in calls)  # the masked image does pad
+
+
+class LeftHalf(nn.Module):
+    """Class 1 scores the pixels of the left half, class 0 a constant: votes tell whether it is visible."""
+
+    def forward(self, x):
+        return torch.stack([torch.full((len(x),), 0.5), x[:, :, :, :4].sum((1, 2, 3))], dim=1)
+
+
+def test_patch_attack_reruns_touched_ablations_with_the_upstream_mask():
+    """A patch inside a region removed upstream changes nothing, so it must never report a flip."""
+    from confidently.smoothing import patch_attack, patch_contents
+
+    model = Classifier(LeftHalf(), arch="left-half", arch_kwargs={}, num_classes=2, input_size=(1, 8, 8),
+                       mean=(0.0,), std=(1.0,))
+    image = torch.ones(1, 8, 8)
+    visible = torch.ones(8, 8)
+    visible[:, :4] = 0  # the left half was removed upstream
+    ablation = Ablation("column", 2, 1)
+    votes = ablation_votes(model, image[None], ablation, visible=visible[None])[0]
+    assert votes.tolist() == [0] * 8
+    fillers = patch_contents(["zeros", "ones"], 4, 1, torch.Generator().manual_seed(0))
+    assert patch_attack(model, image, votes, ablation, 4, fillers, [(0, 0), (4, 0)], visible=visible) == []
+    assert patch_attack(model, image, votes, ablation, 4, fillers, [(0, 0)])  # without the mask it "flips"
+
+
+def test_patch_side_for_a_fraction_rounds_up_in_exact_arithmetic():
+    from confidently.smoothing import patch_side_for_fraction
+
+    assert [patch_side_for_fraction(f, 224, 224) for f in (0.01, 0.02, 0.03)] == [23, 32, 39]  # thesis's 1/2/3 %
+    assert patch_side_for_fraction(0.0025, 280, 280) == 14  # float: ceil(sqrt(0.0025) * 280) = 15
+    assert patch_side_for_fraction(0.0064, 350, 350) == 28
+    for f, h, w in itertools.product((0.001, 0.013, 0.02, 0.25), (32, 224), (32, 100)):
+        m = patch_side_for_fraction(f, h, w)
+        assert (m - 1) ** 2 < f * h * w <= m**2 + 1e-9  # the smallest square covering f of the image
+
+
+def test_default_ablation_size_scales_the_thesis_band():
+    from confidently.smoothing import default_ablation_size
+
+    assert default_ablation_size("column", 224, 224) == 19 and default_ablation_size("column", 32, 32) == 4
+    assert default_ablation_size("row", 448, 32) == 38 and default_ablation_size("column", 8, 8) == 1
+    with pytest.raises(UsageError, match="--ablation-size"):
+        default_ablation_size("block", 224, 224)

@@ -16,7 +16,7 @@ from confidently.cli import Common, common_options, input_source, run_app, strea
 from confidently.data import open_dataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
-from confidently.io.atomic import atomic_write
+from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.missingness import (
@@ -26,6 +26,7 @@ from confidently.missingness import (
     MissingnessTraining,
     color_fills,
     curve_ks,
+    drop_over,
     explain,
     feature_scores,
     from_label_map,
@@ -243,7 +244,7 @@ class Collect(RecordWriter):
 def write_json(summary: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         with atomic_write(path, "w") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+            handle.write(json.dumps({"tool": "ablate", **summary}, indent=2) + "\n")
 
 
 def read_records(source: str | None, what: str) -> RecordReader:
@@ -281,7 +282,8 @@ def fill_seeds(seed: int, records: list[Record], purpose: str, keys) -> list[lis
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def order(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           order_name: str = typer.Option("random", "--order", help="random, saliency or saliency-reverse."),
           ref_model: Path = typer.Option(None, "--ref-model", "--model",
@@ -289,8 +291,10 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
           unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
           superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
           out: Path = typer.Option(..., "--out", help="orders.safetensors (orders int32 N×F, scores, counts)."),
+          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Removal orders, stored once so every model is tested on the same order."""
+    guard_output(out, "ablate", force=force)
     device = resolve_device(common.device)
     orders = Orders(order_name, None, ref_model, device, common.seed, common.batch_size)
     inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, orders.ref)
@@ -323,7 +327,8 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           model_path: Path = typer.Option(..., "--model", help="Classifier (.safetensors)."),
           fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -338,8 +343,10 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
           summary: Path = typer.Option(None, "--summary", help="Write the dataset summary (JSON) here."),
           class_similarity: Path = typer.Option(None, "--class-similarity",
                                                 help="C×C class similarity ('sim'), e.g. WordNet Wu–Palmer."),
+          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Missingness-bias curves: predictions as the first k features of an order are removed."""
+    guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
     orders = Orders(order_name, orders_path, ref_model, mmodel.device, common.seed, common.batch_size)
@@ -437,7 +444,8 @@ LIME_OPTIONS = {
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model"),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -448,8 +456,10 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
          unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
          superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
          out: Path = typer.Option(None, "--out", help="scores.safetensors (scores, ranking, intercept, pred0)."),
+         force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """LIME explanations under the chosen missingness; rankings for the top-k test."""
+    guard_output(out, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
     config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
@@ -489,12 +499,14 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def consistency(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
                 model_path: Path = typer.Option(..., "--model"),
                 colors: str = typer.Option("binary8", "--colors",
                                            help="binary8, or fills separated by ';' (e.g. 'black;mean;blur')."),
-                fill: str = typer.Option(None, "--fill", help="drop: ViT token dropping (consistent by construction)."),
+                fill: str = typer.Option(None, "--fill", help="drop: ViT token dropping over each --colors paint "
+                                         "(paint that reaches the model lowers the Jaccard)."),
                 partial: str = PARTIAL_OPTION,
                 ks_text: str = typer.Option(None, "--k", help="k values, e.g. 1,2,4,8 (default: 1..F)."),
                 samples: int = LIME_OPTIONS["samples"], kernel_width: float = LIME_OPTIONS["kernel_width"],
@@ -503,18 +515,23 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
                 unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
                 superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
                 summary: Path = typer.Option(None, "--summary"),
+                force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
                 *, common: Common) -> None:
     """Do LIME's rankings agree across baseline colours? Jaccard of top-k sets over every colour pair.
 
     Every colour sees the same perturbations (seeded by record id), so only the fill differs.
-    With ``--fill drop`` no colour is involved: one explanation stands for all, Jaccard = 1.
+    With ``--fill drop`` each colour paints the removed pixels before the ViT drops their tokens:
+    the Jaccard is 1 exactly when no kept token shows any paint.
     """
+    guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
     if fill not in (None, "drop"):
         raise UsageError("--fill is only for drop; give pixel colours with --colors")
-    fills = ["drop"] if fill == "drop" else [f.name for f in color_fills(colors)]
-    models = [missingness(model, name, partial, common.batch_size) for name in fills]
+    paints = [make_fill(f.name, model.mean) for f in color_fills(colors)]
+    models = [MissingnessModel(model, drop_over(paint) if fill == "drop" else paint, common.batch_size, partial)
+              for paint in paints]
+    fills = [m.fill.name for m in models]
     inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
 
     def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
@@ -523,15 +540,12 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
         for i, (record, (_, f)) in enumerate(zip(records, loaded, strict=True)):
             ks = parse_ks(ks_text, f.count)
             rankings = [explanations[i].ranking for explanations in per_fill]
-            if len(rankings) == 1:  # drop: no colour, one explanation
-                jaccard = [[1.0] * len(ks)]
-            else:
-                jaccard = pairwise_jaccard(rankings, ks).tolist()
+            jaccard = pairwise_jaccard(rankings, ks).tolist()
             means = torch.tensor(jaccard).mean(0).tolist()
             out.append({**record.data, "ablate": base_result(
                 "ablate-consistency/v1", common, model=str(model_path), fills=fills, **config.as_dict(),
                 **inputs.describe(), features=f.count, ks=ks, pairs=len(jaccard), jaccard=jaccard,
-                jaccard_mean=means, by_construction=len(rankings) == 1)})
+                jaccard_mean=means)})
         return out
 
     _, height, width = model.input_size
@@ -571,7 +585,8 @@ def show_series(title: str, ks: list[int], series: dict[str, list[float]]) -> No
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model", help="The model whose behaviour is explained."),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -584,8 +599,10 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
          unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
          superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
          summary: Path = typer.Option(None, "--summary"),
+         force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """Is an explanation faithful? Remove its top-k features and watch the prediction (faster flips: more faithful)."""
+    guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
     inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
@@ -654,7 +671,8 @@ class Buffer(RecordWriter):
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           remove: int = typer.Option(None, "--remove", min=0, help="Remove K features."),
           remove_frac: float = typer.Option(None, "--remove-frac", help="Remove this fraction of the features."),
@@ -665,8 +683,10 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
           unit: str = UNIT_OPTION, patch_size: int = PATCH_OPTION, ragged: bool = RAGGED_OPTION,
           superpixels: int = SUPERPIXELS_OPTION, segments: Path = SEGMENTS_OPTION,
           out: Path = typer.Option(..., "--out", help="masked.safetensors: images (filled) and masks (255 = visible)."),
+          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Ablated images and masks as records other tools read (`certify run` honours the mask)."""
+    guard_output(out, "ablate", force=force)
     if (remove is None) == (remove_frac is None):
         raise UsageError("give exactly one of --remove K or --remove-frac F")
     if remove_frac is not None and not 0.0 <= remove_frac <= 1.0:
@@ -728,7 +748,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
         val: str = typer.Option(None, "--val"),
@@ -748,6 +768,7 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     """ROAR-style retraining: remove a random fraction of patches from every training image."""
     if recipe not in RECIPES:
         raise UsageError(f"--recipe {recipe!r}: choose {', '.join(RECIPES)}")
+    guard_output(out, "ablate", force=force)
     if out.exists() and not force:
         console.log(f"{out} exists: nothing to do (--force retrains)")
         return
@@ -794,7 +815,7 @@ SUMMARIES = {"ablate-curve/v1": "curve", "ablate-consistency/v1": "consistency",
 
 
 @app.command()
-@common_options
+@common_options()
 def summarize(source: str = typer.Argument(None, help="ablate records (JSONL file, or - / stdin)."),
               class_similarity: Path = typer.Option(None, "--class-similarity",
                                                     help="C×C class similarity ('sim') for curve summaries."),
@@ -823,17 +844,19 @@ def summarize(source: str = typer.Argument(None, help="ablate records (JSONL fil
                 summary = summarize_topk(results)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
-        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.write(json.dumps({"tool": "ablate", **summary}) + "\n")
 
 
 @app.command()
-@common_options
+@common_options()
 def plot(summaries: list[Path] = typer.Argument(..., help="Summary JSON files of one kind (curve, topk, consistency)."),
          labels: str = typer.Option(None, "--labels", help="Comma-separated legend names (default: file names)."),
          title: str = typer.Option(None, "--title"),
          out: Path = typer.Option(..., "--out", help="Image file: .png, .svg or .pdf."),
+         force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """Draw summaries side by side: e.g. a CNN with black fill against a ViT that drops tokens."""
+    guard_output(out, "ablate", force=force)
     names = [part.strip() for part in labels.split(",")] if labels else [path.stem for path in summaries]
     if len(names) != len(summaries):
         raise UsageError(f"--labels names {len(names)} lines for {len(summaries)} summaries")

@@ -3,6 +3,7 @@ examples as a dataset, penultimate features, robust transfer learning, weight im
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
@@ -92,27 +94,32 @@ def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
 
 
 def accuracy_metrics(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig | None,
-                     device: torch.device, batch_size: int, seed: int) -> dict[str, float]:
-    """Clean (and, with ``attack``, PGD) accuracy and mean-per-class accuracy."""
+                     device: torch.device, batch_size: int, seed: int,
+                     ids: Sequence[str] | None = None) -> dict[str, float]:
+    """Clean (and, with ``attack``, PGD on the records ``ids``) accuracy and mean-per-class accuracy."""
     clean = predict(model, images, batch_size, device)
     metrics = {"nat_acc": float((clean == labels).float().mean()), "mpc_nat": mean_per_class_accuracy(clean, labels)}
     if attack is not None and attack.eps > 0:
-        adversarial = attack_batches(model, images, labels, attack, device, batch_size, seed)
+        adversarial = attack_batches(model, images, labels, ids, attack, device, batch_size, seed)
         adv = predict(model, adversarial, batch_size, device)
         metrics.update(adv_acc=float((adv == labels).float().mean()), mpc_adv=mean_per_class_accuracy(adv, labels))
     return metrics
 
 
-def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig,
-                   device: torch.device, batch_size: int, seed: int) -> torch.Tensor:
-    """PGD over a whole tensor in batches, halving the batch on CUDA out-of-memory."""
+def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
+                   attack: PGDConfig, device: torch.device, batch_size: int, seed: int, *,
+                   targeted: bool = False) -> torch.Tensor:
+    """PGD over a whole tensor in batches, halving the batch on CUDA out-of-memory.
+
+    Each record's random starts come from (seed, id), so results do not depend on the batch size.
+    """
 
     def run(size: int) -> torch.Tensor:
         out = []
         for start in range(0, len(images), size):
-            generator = torch.Generator().manual_seed(seed + start)  # random starts are drawn on the CPU
+            generators = [record_generator(seed, record_id) for record_id in ids[start:start + size]]
             out.append(pgd_attack(model, images[start:start + size].to(device), labels[start:start + size].to(device),
-                                  attack, generator=generator).cpu())
+                                  attack, generator=generators, targeted=targeted).cpu())
         return torch.cat(out) if out else images[:0]
 
     return with_batch_backoff(run, batch_size)[0]
@@ -124,7 +131,7 @@ def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def train(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
           split: str = typer.Option(None, "--split", help="Only this split of --data (e.g. train)."),
           val: str = typer.Option(None, "--val", help="Validation data, evaluated every --eval-every epochs."),
@@ -160,6 +167,8 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     device = resolve_device(common.device)
     if ranks.world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
+    guard_output(out, "advtrain", force=force)
+    guard_output(out.with_name(out.name + ".ckpt"), "training", force=force)
     if out.exists() and not force and not resume:
         console.log(f"{out} exists: nothing to do (--force retrains, --resume continues)")
         return
@@ -177,7 +186,8 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     model = create_model(arch, classes, in_chans=images.shape[1], img_size=img_size or images.shape[-1],
                          classes=dataset.classes if dataset.num_classes == classes else None)
     model.check_input(images[:1])
-    val_data = load_data(val, val_split, img_size or images.shape[-1])[1:] if val else None
+    val_set = load_data(val, val_split, img_size or images.shape[-1]) if val else None
+    val_data = val_set[1:] if val_set else None
     if val_data is not None:
         check_labels(val_data[1], classes, val)
 
@@ -185,7 +195,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
         if val_data is None or (epoch % eval_every and epoch != config.epochs):
             return {}
         metrics = accuracy_metrics(trained, *val_data, attack if attack.eps > 0 else None, device,
-                                   common.batch_size, common.seed)
+                                   common.batch_size, common.seed, ids=val_set[0].ids)
         return {f"val_{key}": value for key, value in metrics.items()}
 
     def log_epoch(metrics: dict[str, Any]) -> None:
@@ -209,7 +219,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
 
 
 @app.command("eval")
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"}, oom_backoff=True)
 def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
                         data: str = typer.Option(..., "--data"),
                         split: str = typer.Option(None, "--split"),
@@ -217,21 +227,27 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                         eps: str = typer.Option("0,0.25,0.5,1", "--eps", help="Comma-separated radii (8/255 works)."),
                         steps: int = typer.Option(20, "--steps", help="PGD steps (the thesis reports 20 and 100)."),
                         step_size: str = typer.Option("2.5*eps/steps", "--step-size"),
-                        restarts: int = typer.Option(0, "--restarts", min=0),
-                        random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
+                        restarts: int = typer.Option(0, "--restarts", min=0,
+                                                     help="PGD runs per example in all: the first from δ₀ = 0 "
+                                                     "(or --random-start), R − 1 more from random starts; the "
+                                                     "worst case is kept (0 and 1: one run)."),
+                        random_start: bool = typer.Option(False, "--random-start/--no-random-start",
+                                                          help="Start the first run at random too; starts derive "
+                                                          "from (seed, id)."),
                         *, common: Common) -> None:
     """Clean and PGD accuracy for each eps: one JSON record per eps on stdout."""
     device = resolve_device(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
-    _, images, labels = load_data(data, split, model.input_size[-1])
+    dataset, images, labels = load_data(data, split, model.input_size[-1])
     check_labels(labels, model.num_classes, data)
     table = Table("eps", "clean acc", "robust acc", title=f"{model_path.name}: {constraint} PGD-{steps}")
     for radius in radii:
         attack = PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
                                       random_start=random_start)
-        metrics = accuracy_metrics(model, images, labels, attack, device, common.batch_size, common.seed)
+        metrics = accuracy_metrics(model, images, labels, attack, device, common.batch_size, common.seed,
+                                   ids=dataset.ids)
         metrics.setdefault("adv_acc", metrics["nat_acc"])
         metrics.setdefault("mpc_adv", metrics["mpc_nat"])
         emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "constraint": constraint,
@@ -242,7 +258,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic"}, oom_backoff=True)
 def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
            data: str = typer.Option(..., "--data"),
            split: str = typer.Option(None, "--split"),
@@ -253,12 +269,14 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
            random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
            targeted: int = typer.Option(None, "--target-label", help="Targeted attack towards this class."),
            shard_out: Path = typer.Option(..., "--shard-out", help="Safetensors shard for the adversarial images."),
+           force: bool = typer.Option(False, "--force", help="Write over a --shard-out advtrain did not write."),
            *, common: Common) -> None:
     """Adversarial images as a dataset: a shard of images plus one manifest record per input on stdout.
 
     Records keep their fields; "image" points into the shard and "advtrain" says what was done.
     Random starts derive from (seed, id), so results do not depend on batching or sharding.
     """
+    guard_output(shard_out, "advtrain", force=force)
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
     model = load_model(model_path, device)
@@ -271,21 +289,8 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     images, labels = images[keep], labels[keep]
     goal = torch.full_like(labels, targeted) if targeted is not None else labels
     constraint_fn = get_constraint(constraint)
-
-    def run(size: int) -> list[torch.Tensor]:
-        out = []
-        for start in range(0, len(images), size):
-            batch = images[start:start + size].to(device)
-            init = None
-            if random_start:
-                init = torch.cat([constraint_fn.random_start((1, *batch.shape[1:]), config.eps,
-                                                             record_generator(common.seed, dataset.ids[keep[i]]),
-                                                             device) for i in range(start, start + len(batch))])
-            out.append(pgd_attack(model, batch, goal[start:start + size].to(device), config, init=init,
-                                  targeted=targeted is not None).cpu())
-        return out
-
-    adversarial = torch.cat(with_batch_backoff(run, common.batch_size)[0]) if len(images) else images
+    adversarial = attack_batches(model, images, goal, [dataset.ids[i] for i in keep], config, device,
+                                 common.batch_size, common.seed, targeted=targeted is not None)
     clean_pred = predict(model, images, common.batch_size, device)
     adv_pred = predict(model, adversarial, common.batch_size, device)
     meta = artifact_metadata(tool="advtrain", kind="adversarial-images", config=common.config, seed=common.seed,
@@ -307,7 +312,7 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
              data: str = typer.Option(..., "--data", help="Target task training data."),
              split: str = typer.Option(None, "--split"),
@@ -338,6 +343,8 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
         raise UsageError(f"--mode {mode!r}: choose fixed or full")
     if bn_stats not in ("update", "freeze"):
         raise UsageError(f"--bn-stats {bn_stats!r}: choose update or freeze")
+    guard_output(out, "advtrain", force=force)
+    guard_output(out.with_name(out.name + ".ckpt"), "training", force=force)
     if out.exists() and not force and not resume:
         console.log(f"{out} exists: nothing to do (--force retrains)")
         return
@@ -391,13 +398,15 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
 
 
 @app.command()
-@common_options
+@common_options(uses={"device", "batch_size", "shard"}, oom_backoff=True)
 def features(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
              split: str = typer.Option(None, "--split"),
              out: Path = typer.Option(..., "--out", help="Safetensors shard: features N×D, labels N."),
+             force: bool = typer.Option(False, "--force", help="Write over an --out advtrain did not write."),
              *, common: Common) -> None:
     """Penultimate features of a dataset as a safetensors shard (for fast linear probes)."""
+    guard_output(out, "advtrain", force=force)
     device = resolve_device(common.device)
     model = load_model(model_path, device)
     dataset, images, labels = load_data(data, split, model.input_size[-1])
@@ -423,7 +432,7 @@ def features(model_path: Path = typer.Option(..., "--model"),
 
 
 @app.command("import")
-@common_options
+@common_options()
 def import_weights(weights: Path = typer.Argument(..., help="State dict: .safetensors (or a pickle: --trust-pickle)."),
                    arch: str = typer.Option(..., "--arch", help="timm name (or tiny arch) the weights belong to."),
                    num_classes: int = typer.Option(None, "--num-classes", help="Default: read off the classifier."),
@@ -434,12 +443,14 @@ def import_weights(weights: Path = typer.Argument(..., help="State dict: .safete
                    trust_pickle: bool = typer.Option(False, "--trust-pickle",
                                                      help="Allow loading a pickled checkpoint (it can run code)."),
                    out: Path = typer.Option(..., "--out"),
+                   force: bool = typer.Option(False, "--force", help="Write over an --out advtrain did not write."),
                    *, common: Common) -> None:
     """Convert timm / torchvision / robustness-library weights into a confidently model file."""
+    guard_output(out, "advtrain", force=force)
     if trust_pickle:
         console.print("[yellow]warning:[/] --trust-pickle: a pickled checkpoint can run arbitrary code when loaded")
     raw = read_foreign_weights(weights, trust_pickle)
-    classes = num_classes or classifier_width(raw)
+    classes = num_classes or classifier_width(raw, arch, img_size)
     if not classes:
         raise UsageError("cannot tell the number of classes from the weights; give --num-classes")
     names = classes_file.read_text().split("\n") if classes_file else None

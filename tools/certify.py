@@ -15,7 +15,7 @@ from confidently.cli import Common, common_options, input_source, run_app, strea
 from confidently.data import open_dataset
 from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
-from confidently.io.atomic import atomic_write
+from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.models import create_model, load_model, save_model
@@ -23,12 +23,15 @@ from confidently.models.classifier import Classifier
 from confidently.run import Shard, console, record_generator, resolve_device
 from confidently.smoothing import (
     ABLATIONS,
+    SUMMARY_KEYS,
     Ablation,
     AblationTraining,
     ablation_votes,
     certify_counts,
+    default_ablation_size,
     patch_attack,
     patch_contents,
+    patch_side_for_fraction,
     summarize_certificates,
     vote_counts,
 )
@@ -49,9 +52,11 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def model_geometry(model: Classifier, kind: str | None, size: int | None, stride: int) -> Ablation:
-    """The ablation set asked for, defaulting to what the model was trained with."""
+    """The ablation set asked for, defaulting to what the model was trained with (else the thesis's b)."""
     trained = model.training_info.get("ablation") or {}
-    return Ablation(kind or trained.get("kind", "column"), size or trained.get("size", 4), stride)
+    kind = kind or trained.get("kind", "column")
+    _, height, width = model.input_size
+    return Ablation(kind, size or trained.get("size") or default_ablation_size(kind, height, width), stride)
 
 
 def resolve_drop(mode: str, model: Classifier) -> bool:
@@ -105,12 +110,15 @@ class Certifier:
     """Certifies a batch of records: loads them, votes over the ablations, and hands back results.
 
     With ``which`` (an ``--ablation-shard``) it only collects votes: certificates need them all.
+    Votes are kept (``collected``) only with ``keep_votes`` (``--votes-out``): memory stays bounded
+    by the batch, not the dataset.
     """
 
     def __init__(self, model: Classifier, certificates: Certificates, batch_size: int, theta: float | None,
-                 which: list[int] | None = None):
+                 which: list[int] | None = None, keep_votes: bool = False):
         self.model, self.certificates, self.batch_size, self.theta, self.which = model, certificates, batch_size, \
             theta, which
+        self.keep_votes = keep_votes or which is not None
         self.channels, self.height, self.width = model.input_size
         self.loader = ImageLoader(self.channels)
         self.mask_loader = ImageLoader(1)
@@ -164,8 +172,9 @@ class Certifier:
             return results
         votes, base = self.votes_and_base(torch.stack([loaded[i][0] for i in good]),
                                           torch.stack([loaded[i][1] for i in good]))
-        self.collected += [(records[i].id, records[i].data.get("label"), votes[row], int(base[row]))
-                           for row, i in enumerate(good)]
+        if self.keep_votes:
+            self.collected += [(records[i].id, records[i].data.get("label"), votes[row], int(base[row]))
+                               for row, i in enumerate(good)]
         if self.which is not None:
             for index in good:
                 results[index] = {**records[index].data, "certify": {"partial": True, "ablations": len(self.which)}}
@@ -177,12 +186,14 @@ class Certifier:
 
 
 def fraction_sizes(text: str, height: int, width: int) -> list[int]:
-    """Patch sides from fractions of the image area: m = round(sqrt(f·h·w)) (1 %, 2 %, 3 % of 224² → 22, 32, 39)."""
+    """Patch sides from fractions of the image area: m = ⌈√(f·h·w)⌉ (1 %, 2 %, 3 % of 224² → 23, 32, 39)."""
     try:
         fractions = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--patch-frac {text!r}: expected fractions, e.g. 0.01,0.02") from None
-    return sorted({max(1, round((f * height * width) ** 0.5)) for f in fractions})
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise UsageError(f"--patch-frac {text!r}: fractions of the image area must lie in (0, 1)")
+    return sorted({patch_side_for_fraction(f, height, width) for f in fractions})
 
 
 def save_votes(path: Path, certifier: Certifier, geometry: Ablation, height: int, width: int,
@@ -212,7 +223,7 @@ def save_votes(path: Path, certifier: Certifier, geometry: Ablation, height: int
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         with atomic_write(path, "w") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
+            handle.write(json.dumps({"tool": "certify", **summary}, indent=2) + "\n")
     table = Table("metric", "value", title="certify summary")
 
     def show(value: Any) -> str:
@@ -241,11 +252,14 @@ def check_gate(summary: dict[str, Any], fail_under: str | None) -> None:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                      "deterministic"})
 def run(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
         model_path: Path = typer.Option(..., "--model", help="Base classifier (.safetensors)."),
         ablation: str = typer.Option(None, "--ablation", help=f"{', '.join(ABLATIONS)} (default: as trained)."),
-        ablation_size: int = typer.Option(None, "--ablation-size", help="Band width b (default: as trained)."),
+        ablation_size: int = typer.Option(None, "--ablation-size",
+                                          help="Band width b (default: as trained, else the thesis's b for the "
+                                               "image size: 19 at 224, 4 at 32)."),
         stride: int = typer.Option(1, "--stride", min=1),
         patch_sizes: str = typer.Option("1,2", "--patch-sizes", help="Patch sides m to certify, e.g. 2,4."),
         patch_frac: str = typer.Option(None, "--patch-frac", help="Patch sizes as fractions of the image area."),
@@ -260,6 +274,8 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         ablation_shard: str = typer.Option(None, "--ablation-shard", help="j/M: only every M-th ablation from j "
                                            "(needs --votes-out; merge with recertify)."),
         allow_huge: bool = typer.Option(False, "--allow-huge", help="Allow more than 10,000 ablations per image."),
+        force: bool = typer.Option(False, "--force", help="Write over a --summary or --votes-out certify did not "
+                                   "write."),
         *, common: Common) -> None:
     """Certify each image record: smoothed class, votes, margin, certificates (one record each on stdout)."""
     if tie not in ("strict", "index"):
@@ -270,6 +286,8 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         raise UsageError(f"--vote {vote!r}: choose argmax or threshold")
     if not 0 < theta <= 1:
         raise UsageError(f"--theta {theta}: expected 0 < θ <= 1")
+    guard_output(summary, "certify", force=force)
+    guard_output(votes_out, "certify", force=force)
     device = resolve_device(common.device)
     model = load_model(model_path, device)
     _, height, width = model.input_size
@@ -297,14 +315,15 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
     rule = {"rule": vote, "theta": theta if vote == "threshold" else None}
     certificates = Certificates(geometry, height, width, model.num_classes, sizes, tie, delta_mode == "exact", rule,
                                 drop, common.seed)
-    certifier = Certifier(model, certificates, common.batch_size, theta if vote == "threshold" else None, which)
+    certifier = Certifier(model, certificates, common.batch_size, theta if vote == "threshold" else None, which,
+                          keep_votes=votes_out is not None)
     results: list[dict[str, Any]] = []
 
     class Collect(RecordWriter):
         def write(self, record: dict[str, Any]) -> None:
             super().write(record)
-            if "certify" in record:
-                results.append({**record["certify"], "label": record.get("label")})
+            if "certify" in record:  # only what the summary reads: the records themselves stream out
+                results.append({**{k: record["certify"].get(k) for k in SUMMARY_KEYS}, "label": record.get("label")})
 
     reader = RecordReader(input_source(source, "image records"), require_image=True, yield_errors=True)
     stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=Collect(),
@@ -347,7 +366,7 @@ def load_votes(paths: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, 
 
 
 @app.command()
-@common_options
+@common_options()
 def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from `run --votes-out`, comma-separated."),
               stride: int = typer.Option(None, "--stride", help="A multiple of the stride the votes were taken at."),
               patch_sizes: str = typer.Option("1,2", "--patch-sizes"),
@@ -356,8 +375,10 @@ def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from
               delta_mode: str = typer.Option("exact", "--delta"),
               summary: Path = typer.Option(None, "--summary"),
               fail_under: str = typer.Option(None, "--fail-under"),
+              force: bool = typer.Option(False, "--force", help="Write over a --summary certify did not write."),
               *, common: Common) -> None:
     """Certificates from stored votes, without the model: other patch sizes, strides or tie rules."""
+    guard_output(summary, "certify", force=force)
     merged, base, meta = load_votes([part for part in votes.split(",") if part])
     geo = meta["geometry"]
     height, width = geo["height"], geo["width"]
@@ -384,7 +405,7 @@ def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic"})
 def check(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           model_path: Path = typer.Option(..., "--model"),
           ablation: str = typer.Option(None, "--ablation"),
@@ -439,7 +460,8 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
                 cols = torch.randint(0, width - patch_size + 1, (positions,), generator=generator).tolist()
                 places = list(zip(rows, cols, strict=True))
             flips = patch_attack(model, images[index].to(device), votes[index], geometry, patch_size, fillers,
-                                 places, drop_tokens=drop, theta=threshold, batch_size=common.batch_size)
+                                 places, drop_tokens=drop, theta=threshold, batch_size=common.batch_size,
+                                 visible=loaded[index][1].to(device))
             report.update(placements=len(places) if places else (height - patch_size + 1) * (width - patch_size + 1),
                           contents=sorted(fillers), flips=flips[:10], flipped=bool(flips))
             checked += 1
@@ -454,7 +476,7 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 @app.command()
-@common_options
+@common_options()
 def summarize(source: str = typer.Argument(None, help="certify records (JSONL file, or - / stdin)."),
               *, common: Common) -> None:
     """Recompute the dataset summary from certify records (e.g. the `cat` of shards); JSON on stdout."""
@@ -466,12 +488,12 @@ def summarize(source: str = typer.Argument(None, help="certify records (JSONL fi
             raise record.error("missing: expected the output of `certify run`", "certify")
         results.append({**record.data["certify"], "label": record.data.get("label")})
     summary = summarize_certificates(results)
-    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.write(json.dumps({"tool": "certify", **summary}) + "\n")
     write_summary(summary, None)
 
 
 @app.command()
-@common_options
+@common_options()
 def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.Option(32, "--width", min=1),
           ablation: str = typer.Option("column", "--ablation"),
           ablation_size: int = typer.Option(4, "--ablation-size", min=1),
@@ -491,7 +513,7 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
         val: str = typer.Option(None, "--val"),
@@ -517,6 +539,7 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     """
     if ablation == "both":
         raise UsageError("--ablation both is for certification; fit on column or row")
+    guard_output(out, "certify", force=force)
     if out.exists() and not force:
         console.log(f"{out} exists: nothing to do (--force retrains)")
         return

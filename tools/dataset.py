@@ -13,11 +13,12 @@ import typer
 from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
 from confidently.data import open_dataset, split_by_class, split_records
 from confidently.data.dataset import ImageDataset
-from confidently.errors import InvalidInput, UsageError
-from confidently.io.atomic import atomic_write
+from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.io.atomic import atomic_write, claim_folder
 from confidently.io.images import save_image
 from confidently.io.records import Record, RecordWriter, dumps_record, rebase_refs
 from confidently.run import console
+from rich.markup import escape
 from rich.table import Table
 
 app = tool_app("dataset", "Bundled datasets and exports: any source to image files + a JSONL manifest.")
@@ -47,7 +48,8 @@ class Exporter:
         folder = self.out / file_stem(self.dataset.classes[label]) if label >= 0 and self.dataset.classes else self.out
         path = folder / (file_stem(record.id) + self.suffix)
         save_image(image, path)
-        data = {key: value for key, value in record.data.items() if key not in ("image", "mask")}
+        data = rebase_refs({key: value for key, value in record.data.items() if key != "image"},
+                           record.base_dir, Path.cwd())  # a mask still points at its file, now from here
         data["image"] = str(path)  # as --out was given: relative to the working directory, or absolute
         if label >= 0 and self.dataset.classes:
             data.setdefault("class_name", self.dataset.classes[label])
@@ -55,12 +57,13 @@ class Exporter:
 
 
 @app.command()
-@common_options
+@common_options(uses={"shard", "engine", "address", "skip_invalid"})
 def export(source: str = typer.Argument(..., help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
            out: Path = typer.Option(..., "--out", help="Folder for the image files (created)."),
            split: str = typer.Option(None, "--split", help="Only this split (train, test, ...)."),
            limit: int = typer.Option(None, "--limit", min=0, help="Only the first N records."),
            image_format: str = typer.Option("png", "--format", help="png (lossless) or jpg."),
+           force: bool = typer.Option(False, "--force", help="Export into a non-empty folder dataset did not make."),
            *, common: Common) -> None:
     """Write the images of SOURCE under --out and their manifest (JSONL) to stdout.
 
@@ -69,8 +72,14 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
     """
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format {image_format!r}: choose png or jpg")
-    dataset = open_dataset(input_source(source, "a manifest") if source == "-" else source, split)
-    records = dataset.records[:limit] if limit is not None else dataset.records
+    invalid: list[InvalidInput] = []
+    dataset = open_dataset(input_source(source, "a manifest") if source == "-" else source, split,
+                           on_invalid=invalid.append if common.skip_invalid else None)
+    items = sorted([*dataset.records, *invalid], key=lambda item: item.line)  # bad lines keep their place
+    records = items[:limit] if limit is not None else items
+    if not records:
+        raise NoValidResult(f"{dataset.name} has no records to export")
+    claim_folder(out, "dataset", force=force)  # after the input is read: bad input leaves no folder behind
     exporter = Exporter(dataset, out, image_format)
     written: list[dict[str, Any]] = []
 
@@ -85,19 +94,24 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
             for record in written:
                 if "error" not in record:
                     handle.write(dumps_record(rebase_refs(record, Path.cwd(), out)) + "\n")
-    console.log(f"exported {len(written)} images to {out}")
+    console.log(f"exported {sum('error' not in r for r in written)} images to {out}")
 
 
 @app.command()
-@common_options
+@common_options(uses={"skip_invalid"})
 def info(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
          split: str = typer.Option(None, "--split", help="Only this split."),
          decode: bool = typer.Option(True, "--decode/--no-decode",
                                      help="Decode every image (checks them, reports shapes)."),
          *, common: Common) -> None:
     """Counts, classes, splits and image shapes of a dataset, as one JSON object on stdout."""
-    dataset = open_dataset(input_source(source, "a manifest"), split)
-    summary = dataset.info(decode=decode)
+    invalid: list[InvalidInput] = []
+    on_invalid = invalid.append if common.skip_invalid else None
+    dataset = open_dataset(input_source(source, "a manifest"), split, on_invalid=on_invalid)
+    summary = dataset.info(decode=decode, on_invalid=on_invalid)
+    if invalid:
+        console.print(f"[yellow]note:[/] skipped {len(invalid)} invalid records (--skip-invalid); "
+                      f"the first: {escape(str(invalid[0]))}")
     sys.stdout.write(json.dumps(summary, separators=(",", ":")) + "\n")
     table = Table(title=summary["name"], show_header=False)
     table.add_row("records", str(summary["count"]))
@@ -137,7 +151,7 @@ def _parse_class_groups(specs: list[str]) -> dict[str, list[int]]:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def split(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard or -."),
           fractions: str = typer.Option("train=0.8,val=0.2", "--fractions", help="NAME=FRACTION,... to split into."),
           by: str = typer.Option("records", "--by", help="records (stratified by label) or classes (tasks)."),
@@ -145,6 +159,7 @@ def split(source: str = typer.Argument(None, help="Manifest, image folder, .safe
           stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Split each label alike."),
           relabel: bool = typer.Option(False, "--relabel", help="With --by classes: renumber labels 0..k-1 per task."),
           out: Path = typer.Option(None, "--out", help="Also write OUT/<split>.jsonl for each split."),
+          force: bool = typer.Option(False, "--force", help="Write into a non-empty --out dataset did not make."),
           *, common: Common) -> None:
     """Seeded split of a dataset's records (train/val) or classes (source/target tasks).
 
@@ -174,6 +189,8 @@ def split(source: str = typer.Argument(None, help="Manifest, image folder, .safe
                       for task, label in zip(names, labels, strict=True)]
     else:
         raise UsageError(f"--by {by!r}: choose records or classes")
+    if out is not None:
+        claim_folder(out, "dataset", force=force)
     writer = RecordWriter()
     per_split: dict[str, list[dict[str, Any]]] = {}
     for record, name, label in zip(dataset.records, names, new_labels, strict=True):

@@ -37,6 +37,7 @@ from confidently.immunize import (
 )
 from confidently.immunize.transforms import apply_transform, parse_transforms, transform_field
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
+from confidently.io.atomic import claim_folder, guard_output
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.run import console, derive_seed, resolve_device
@@ -53,6 +54,7 @@ OPTIONS: dict[str, Any] = {
     "input": typer.Argument(None, help="JSONL records (id, image, optional mask, prompt, seed, prompt_embeds); "
                                        "- or nothing for stdin."),
     "out_dir": typer.Option(..., "--out-dir", help="Folder for the per-image PNG and safetensors files."),
+    "force": typer.Option(False, "--force", help="Write into a non-empty --out-dir immunize did not make."),
     "dtype": typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16 autocast on CUDA (CPU is always fp32)."),
     "size": typer.Option("auto", "--size", help="Centre-crop + resize images to N×N (auto: the VAE's sample_size; "
                                                 "0 keeps the size, which must be a multiple of the VAE's "
@@ -68,6 +70,8 @@ OPTIONS: dict[str, Any] = {
     "guidance": typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     "eta": typer.Option(1.0, "--eta", min=0.0, help="DDIM eta (1 = fully stochastic)."),
     "strength": typer.Option(None, "--strength", help="Edit strength (default 1.0 inpaint, 0.5 img2img)."),
+    "trust_pickle": typer.Option(False, "--trust-pickle", help="Also load components whose weights are pickles "
+                                                               "(.bin), which can run code: only files you trust."),
 }
 
 
@@ -132,23 +136,44 @@ class Pictures:
         self.ldm, self.size, self.invert = ldm, resolve_size(size, ldm), mask_convention == "keep"
         self.images, self.masks = ImageLoader(3), ImageLoader(1)
 
-    def image(self, record: Record, field: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
-        """The fitted image and its size before fitting."""
+    def _load(self, record: Record, field: str) -> torch.Tensor:
         ref = record.data.get(field)
         if ref is None:
             raise record.error("missing: expected an image path or tensor reference", field)
         try:
-            image = self.images.load(ref, record.base_dir)
+            return self.images.load(ref, record.base_dir)
         except InvalidInput as exc:
             raise record.error(exc.message, field) from None
-        original = tuple(image.shape[-2:])
-        if self.size is not None:
-            image = fit_image(image, self.size)
+
+    def _check_size(self, record: Record, field: str, image: torch.Tensor) -> None:
         try:
             self.ldm.check_size(*image.shape[-2:])
         except InvalidInput as exc:
             raise record.error(exc.message, field) from None
+
+    def image(self, record: Record, field: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
+        """The fitted image and its size before fitting."""
+        image = self._load(record, field)
+        original = tuple(image.shape[-2:])
+        if self.size is not None:
+            image = fit_image(image, self.size)
+        self._check_size(record, field, image)
         return image, original
+
+    def copy(self, record: Record, field: str, photo: torch.Tensor | None) -> torch.Tensor:
+        """An immunized (or other derived) copy as stored, never resampled (resampling blurs the perturbation
+        away): it must already have the size its photo (or ``--size``) is edited at."""
+        image = self._load(record, field)
+        if photo is not None:
+            expected, what = tuple(photo.shape[-2:]), "its photo is edited at"
+        else:
+            expected, what = (None, None) if self.size is None else ((self.size, self.size), "--size is")
+        if expected is not None and tuple(image.shape[-2:]) != expected:
+            raise record.error(f"record {record.id!r}: {field} is {image.shape[-2]}×{image.shape[-1]} but {what} "
+                               f"{expected[0]}×{expected[1]}; an immunized image is never resized (that erases its "
+                               "perturbation): edit at the --size it was immunized at", field)
+        self._check_size(record, field, image)
+        return image
 
     def mask(self, record: Record, original: tuple[int, int]) -> torch.Tensor | None:
         """1×H×W, 1 = regenerate (after ``--mask-convention``), or None when the record has no mask."""
@@ -243,12 +268,15 @@ def log(common: Common, message: str) -> None:
 
 
 @app.command("tiny-model")
-@common_options
+@common_options(uses={"seed"})
 def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (diffusers layout)."),
                size: int = typer.Option(32, "--size", min=8, help="Image side the model is sized for."),
                unet: str = typer.Option("inpaint", "--unet", help="inpaint (9-channel UNet) or img2img (4)."),
+               force: bool = typer.Option(False, "--force", help="Write into a non-empty --out immunize did not "
+                                          "make."),
                *, common: Common) -> None:
     """Write a small randomly initialised LDM directory (tiny VAE, UNet, DDIM, hash text encoder) for tests."""
+    claim_folder(out, "immunize", force=force)
     write_tiny_model(out, size=size, unet=unet, seed=common.seed)
     RecordWriter().write({"kind": "immunize.model", "tool_version": __version__, "model_dir": str(out),
                           "size": size, "unet": unet, "seed": common.seed, "downsampling": 2,
@@ -320,6 +348,10 @@ class Immunizer:
         log(self.common, f"{record.id}: finished before with the same settings (--resume): reused")
         return {**output_base(record), **dict(meta["result"])}  # pairs: the field order of the first run
 
+    def attack_edit(self, mode: str) -> EditConfig | None:
+        """The diffusion attack's editing loop in the record's mode (the default strength depends on it)."""
+        return None if self.edit is None else replace(self.edit, mode=mode)
+
     def record_mode(self, mask: torch.Tensor | None) -> str:
         if self.mode != "auto":
             return self.mode
@@ -339,8 +371,7 @@ class Immunizer:
             if mode == "inpaint" and mask is None:
                 raise record.error("the diffusion attack on an inpainting model needs a mask (1 = regenerate)",
                                    "mask")
-        edit = EditConfig(mode, self.edit.steps, self.edit.guidance, self.edit.eta, self.edit.strength,
-                          self.edit.checkpointing) if self.edit is not None else None
+        edit = self.attack_edit(mode)
         request = Request(x=x.unsqueeze(0), mask=None if mask is None else mask.unsqueeze(0), mode=mode,
                           target=self.target, seed=seed, key=record.id, cond=cond, edit=edit,
                           base_dir=record.base_dir, noise=self.eot_noise)
@@ -377,7 +408,9 @@ class Immunizer:
                   "random_start": self.config.random_start, "step_schedule": self.config.step_schedule,
                   "target": self.target, "attack_seed": seed}
         if self.method == "diffusion":
-            fields.update({"grad_reps": self.config.grad_reps, "attack_denoise_steps": self.edit.steps,
+            edit = self.attack_edit(mode)
+            fields.update({"grad_reps": self.config.grad_reps, "attack_denoise_steps": edit.denoised_steps,
+                           "attack_denoise_steps_requested": edit.steps, "attack_strength": edit.effective_strength,
                            "guidance": self.edit.guidance, "eta": self.edit.eta,
                            "checkpointing": self.edit.checkpointing, "eot_noise": self.eot_noise,
                            "attack_prompt": "<record>" if self.from_record else self.attack_prompt})
@@ -409,18 +442,19 @@ class Immunizer:
 
 def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Path, dtype: str, size: str,
                mask_convention: str, mode: str, config: PGDConfig, preset: str, target: str, image_format: str,
-               allow_lossy: bool, common: Common, **extra: Any) -> None:
+               allow_lossy: bool, common: Common, trust_pickle: bool = False, **extra: Any) -> None:
     if mode not in ("auto", "inpaint", "img2img"):
         raise UsageError(f"--mode {mode!r}: choose auto, inpaint or img2img")
     if target not in ("gray", "black", "noise") and not Path(target).is_file():
         raise UsageError(f"--target {target!r}: choose gray, black, noise or an existing image file")
     check_output_format(out_dir / f"x.{image_format}", allow_lossy)
+    claim_folder(out_dir, "immunize", force=extra.get("force", False))
     if image_format != "png":
         console.log(f"[yellow]warning: {image_format} output is lossy; the saved files will not keep the full "
                     "perturbation[/]")
     device = resolve_device(common.device)
     parts = ("vae", "unet", "scheduler", "text") if method == "diffusion" else ("vae",)
-    ldm = load_ldm(model_dir, device, dtype, parts=parts)
+    ldm = load_ldm(model_dir, device, dtype, parts=parts, trust_pickle=trust_pickle)
     if method == "diffusion" and device.type == "cpu" and not extra.pop("force", False):
         params = sum(p.numel() for p in ldm.unet.parameters())
         if params > 100_000_000:
@@ -443,7 +477,7 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
             preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
             step: str = ENCODER_OPTIONS["step"], steps: int = ENCODER_OPTIONS["steps"],
@@ -453,7 +487,7 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
             size: str = OPTIONS["size"], mask_convention: str = OPTIONS["mask_convention"],
             dtype: str = OPTIONS["dtype"], image_format: str = ENCODER_OPTIONS["image_format"],
             allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
-            *, common: Common) -> None:
+            trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Encoder attack: PGD pushing the VAE latent toward the target's (cheap; needs only vae/).
 
     With a mask, only the kept region (mask 0) is perturbed and, for inpainting models, the loss is taken
@@ -461,11 +495,11 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
     """
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, 1, common)
     run_attack("encoder", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, resume=resume)
+               target, image_format, allow_lossy, common, trust_pickle, resume=resume, force=force)
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
               preset: str = DIFFUSION_OPTIONS["preset"], eps: str = DIFFUSION_OPTIONS["eps"],
               step: str = DIFFUSION_OPTIONS["step"], steps: int = DIFFUSION_OPTIONS["steps"],
@@ -473,7 +507,8 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
               random_start: bool = DIFFUSION_OPTIONS["random_start"],
               step_schedule: str = DIFFUSION_OPTIONS["step_schedule"],
               attack_denoise_steps: int = typer.Option(4, "--attack-denoise-steps", min=1,
-                                                       help="Denoising steps unrolled inside the attack (K)."),
+                                                       help="Denoising steps K of the attack's edit; "
+                                                            "img2img unrolls floor(K * strength) of them."),
               grad_reps: int = typer.Option(10, "--grad-reps", min=1, help="EOT: gradients averaged per iteration "
                                                                           "over fresh sampling noise."),
               eot_noise: str = typer.Option("fresh", "--eot-noise", help="fresh noise per iteration (reference) or "
@@ -486,36 +521,38 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
               checkpointing: bool = typer.Option(True, "--checkpointing/--no-checkpointing",
                                                  help="Checkpoint every denoising step and every VAE/UNet "
                                                       "block (peak memory independent of K; ~1.5× time)."),
-              force: bool = typer.Option(False, "--force", help="Run an SD-size diffusion attack on CPU anyway."),
+              force: bool = typer.Option(False, "--force", help="Run an SD-size diffusion attack on CPU anyway; "
+                                         "write into a non-empty --out-dir immunize did not make."),
               prompt_embeds: Path = OPTIONS["prompt_embeds"], mode: str = OPTIONS["mode"],
               size: str = OPTIONS["size"], mask_convention: str = OPTIONS["mask_convention"],
               dtype: str = OPTIONS["dtype"], image_format: str = DIFFUSION_OPTIONS["image_format"],
               allow_lossy: bool = DIFFUSION_OPTIONS["allow_lossy"], resume: bool = DIFFUSION_OPTIONS["resume"],
-              *, common: Common) -> None:
+              trust_pickle: bool = OPTIONS["trust_pickle"], *, common: Common) -> None:
     """Diffusion attack: PGD through K checkpointed denoising steps of the edit, pushing its output toward
     the target (expensive; needs vae/, unet/, scheduler/ and a text encoder or prompt embeddings)."""
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, grad_reps, common)
     edit = EditConfig("inpaint", attack_denoise_steps, guidance, eta, strength, checkpointing)
     run_attack("diffusion", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, edit=edit, attack_prompt=attack_prompt,
+               target, image_format, allow_lossy, common, trust_pickle, edit=edit, attack_prompt=attack_prompt,
                attack_prompt_from_record=attack_prompt_from_record, eot_noise=eot_noise, force=force,
                prompt_embeds=prompt_embeds, resume=resume)
 
 
 @app.command("random")
-@common_options
+@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
                  preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
                  norm: str = ENCODER_OPTIONS["norm"], mode: str = OPTIONS["mode"], size: str = OPTIONS["size"],
                  mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
                  image_format: str = ENCODER_OPTIONS["image_format"],
                  allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
+                 trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"],
                  *, common: Common) -> None:
     """Baseline: x + U[-eps, eps] per pixel (same budget, same mask), clipped to [0, 1]."""
     config = replace(pgd_config(preset, eps, "1/255", 0, norm, False, "constant", 1, common), steps=0,
                      random_start=False)
     run_attack("random", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               "gray", image_format, allow_lossy, common, resume=resume)
+               "gray", image_format, allow_lossy, common, trust_pickle, resume=resume, force=force)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -546,20 +583,25 @@ class Editor:
         seed = record.data.get("seed")
         seed = record_seed(record, self.common) if seed is not None else derive_seed(self.common.seed, record.id,
                                                                                       "edit")
-        name, mask, outputs, tensors = safe_name(record.id), None, {}, {}
-        for field in present:
-            image, original = self.pictures.image(record, field)
-            if mask is None and "mask" in record.data:
-                mask = self.pictures.mask(record, original)
-            if self.config.mode == "inpaint" and mask is None:
-                raise record.error("an inpainting model needs a mask (1 = regenerate): give the record a \"mask\" "
-                                   "or use an img2img model", "mask")
+        # the photo sets the edit size, the mask's size and, for inpainting, the pixels pasted back
+        photo, photo_size = self.pictures.image(record) if record.data.get("image") is not None else (None, None)
+        if self.paste and self.config.mode == "inpaint" and photo is None:
+            raise record.error("paste-back puts the original photo's pixels back in the kept region: the record "
+                               "needs its \"image\" (or pass --no-paste-back)", "image")
+        images = {field: photo if field == "image" else self.pictures.copy(record, field, photo) for field in present}
+        mask = self.pictures.mask(record, photo_size or tuple(images[present[0]].shape[-2:]))
+        if self.config.mode == "inpaint" and mask is None:
+            raise record.error("an inpainting model needs a mask (1 = regenerate): give the record a \"mask\" "
+                               "or use an img2img model", "mask")
+        name, outputs, tensors = safe_name(record.id), {}, {}
+        for field, image in images.items():
             variants = [(EDIT_OUTPUTS.get(field, f"edit_{field}"), image)]
             if field == "immunized":
                 variants += [(transform_field("edit_immunized", t), apply_transform(image, t))
                              for t in self.transforms]
             for key, picture in variants:
-                edited = edit_image(self.ldm, picture, cond, self.config, seed, mask, paste=self.paste)
+                edited = edit_image(self.ldm, picture, cond, self.config, seed, mask, paste=self.paste,
+                                    original=photo)
                 path = self.out_dir / f"{name}.{key}.png"
                 save_uint8((edited.clamp(0, 1) * 255).round().to(torch.uint8), path)
                 outputs[key], tensors[key] = str(path), edited
@@ -572,6 +614,7 @@ class Editor:
         out.update({"kind": "immunize.edited", "tool_version": __version__, **outputs,
                     "edit_tensors": str(tensors_path),
                     "edit_config": {"mode": self.config.mode, "steps": self.config.steps,
+                                    "denoised_steps": self.config.denoised_steps,
                                     "guidance": self.config.guidance, "eta": self.config.eta,
                                     "strength": self.config.effective_strength, "scheduler": "DDIMScheduler",
                                     "seed": seed, "negative_prompt": self.negative, "paste_back": self.paste,
@@ -580,7 +623,7 @@ class Editor:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
          mode: str = OPTIONS["mode"],
          steps: int = typer.Option(100, "--steps", min=1, help="Denoising steps (thesis Table D.1: 100)."),
@@ -590,19 +633,21 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
                                     help="Record fields to edit: image → edit_clean, immunized → edit_immunized, "
                                          "X → edit_X."),
          paste_back: bool = typer.Option(True, "--paste-back/--no-paste-back",
-                                         help="Inpainting: put the input's pixels back in the kept region."),
+                                         help="Inpainting: put the original photo's pixels back in the "
+                                              "kept region."),
          transform: list[str] = typer.Option(None, "--transform",
                                              help="Also edit the immunized image after jpeg:Q, resize:S or blur:S "
                                                   "(field edit_immunized_<transform>); repeatable or comma list."),
          prompt_embeds: Path = OPTIONS["prompt_embeds"], size: str = OPTIONS["size"],
          mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
-         *, common: Common) -> None:
+         trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config)."""
     names = [f.strip() for f in fields.split(",") if f.strip()]
     if not names:
         raise UsageError("--fields: name at least one record field holding an image")
     transforms = parse_transforms(transform or [])
-    ldm = load_ldm(model_dir, resolve_device(common.device), dtype)
+    claim_folder(out_dir, "immunize", force=force)
+    ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle)
     config = EditConfig(resolve_mode(ldm, mode), steps, guidance, eta, strength)
     pictures, prompts = Pictures(ldm, size, mask_convention), Prompts(ldm, prompt_embeds)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -640,7 +685,7 @@ class _ScoreWriter(RecordWriter):
 
 
 def _score_features(names: list[str], features: str, fid_weights: Path | None, model_dir: Path | None,
-                    device) -> tuple[object | None, str | None, str | None]:
+                    device, trust_pickle: bool = False) -> tuple[object | None, str | None, str | None]:
     """(feature function, its name, why there is none) for FID/PR."""
     from confidently.immunize.metrics import inception_features, latent_features
 
@@ -658,7 +703,7 @@ def _score_features(names: list[str], features: str, fid_weights: Path | None, m
         return inception_features(fid_weights, device), "inception", None
     from confidently.immunize.models import load_ldm
 
-    ldm = load_ldm(model_dir, device, parts=("vae",))
+    ldm = load_ldm(model_dir, device, parts=("vae",), trust_pickle=trust_pickle)
     return latent_features(lambda images: ldm.encode_mean(images * 2 - 1)), "vae", None
 
 
@@ -701,7 +746,8 @@ def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str]
 
 
 @app.command()
-@common_options
+@common_options(uses={"device", "batch_size", "shard", "engine", "address", "skip_invalid"},
+                oom_backoff=True)
 def score(source: str = typer.Argument(None, help="Records carrying both edits (JSONL file, or - / stdin)."),
           ref: str = typer.Option("edit_clean", "--ref", help="Field of the reference image: the edit of the clean "
                                   "photo."),
@@ -730,6 +776,8 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
                                            "with the reason)."),
           nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of the precision/recall manifolds."),
           summary_path: Path = typer.Option(None, "--summary", help="Also write the summary records here (JSON)."),
+          trust_pickle: bool = OPTIONS["trust_pickle"],
+          force: bool = typer.Option(False, "--force", help="Write over a --summary immunize did not write."),
           *, common: Common) -> None:
     """Score how similar edit(immunized) is to edit(clean): lower similarity = better protection.
 
@@ -749,6 +797,7 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     from confidently.io.atomic import atomic_write
     from confidently.run import with_batch_backoff
 
+    guard_output(summary_path, "immunize", force=force)
     pair_names, set_names = parse_metrics(metrics)
     variants = parse_transforms(transforms)
     if small_images not in ("upsample", "skip"):
@@ -757,7 +806,8 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
         raise UsageError(f"--ref and --test both name {ref!r}; compare two different fields")
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     device = resolve_device(common.device)
-    feature_fn, feature_name, no_features = _score_features(set_names, features, fid_weights, model_dir, device)
+    feature_fn, feature_name, no_features = _score_features(set_names, features, fid_weights, model_dir, device,
+                                                            trust_pickle)
     summary = ScoreSummary(pair_names, set_names, group_by=groups, ref_field=ref, test_field=test,
                            transforms=variants, features=feature_name, features_skipped=no_features,
                            nearest_k=nearest_k)
@@ -822,7 +872,7 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
 
     stream_batches(records_of(source), process, common, batch_size=common.batch_size, writer=_ScoreWriter(summary),
                    description="scoring")
-    summaries = [{**s, "tool_version": __version__} for s in summary.records()]
+    summaries = [{"tool": "immunize", **s, "tool_version": __version__} for s in summary.records()]
     writer = RecordWriter()
     for record in summaries:
         writer.write(record)

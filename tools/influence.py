@@ -27,6 +27,7 @@ from confidently.influence import (
 )
 from confidently.influence.recipes import VAL
 from confidently.io.artifacts import artifact_metadata, load_artifact, load_artifact_metadata, save_artifact
+from confidently.io.atomic import claim_folder, guard_output
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.run import console, progress
 from rich.table import Table
@@ -59,7 +60,7 @@ def read_jobs(source: str | None, plan: Path | None, job_index: str | None, job_
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K source units (default: the recipe's)."),
          recipe: str = typer.Option(None, "--recipe", help="Take K from this recipe (file or built-in name)."),
          alpha: float = typer.Option(0.5, "--alpha", help="Fraction of units per model (thesis: 0.5)."),
@@ -78,7 +79,7 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
 
 
 @app.command()
-@common_options
+@common_options(uses={"shard", "engine", "address"})
 def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdin)."),
           recipe: str = typer.Option(..., "--recipe", help="Recipe file (TOML/YAML/JSON) or built-in: demo-shapes, "
                                      "synthetic-concepts, oracle-linear."),
@@ -87,6 +88,7 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
           job_index: str = typer.Option(None, "--job-index", help="Run one job of --plan (e.g. $SLURM_ARRAY_TASK_ID)."),
           job_range: str = typer.Option(None, "--job-range", help="Run jobs A:B of --plan."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Redo jobs whose result exists."),
+          force: bool = typer.Option(False, "--force", help="Write into a non-empty --out-dir influence did not make."),
           fail_fast: bool = typer.Option(False, "--fail-fast", help="Exit 1 at the first failed job."),
           workers: int = typer.Option(None, "--workers", min=1, help="Ray: concurrent workers (default: one per "
                                       "cluster CPU)."),
@@ -98,6 +100,7 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
     """
     jobs = list(common.shard.select(read_jobs(source, plan_file, job_index, job_range)))
     load_recipe(recipe)  # fail on a bad recipe before starting workers
+    claim_folder(out_dir, "influence", force=force)
     engine = common.engine_instance()
     writer = RecordWriter()
     failed = 0
@@ -153,8 +156,9 @@ def choose_task(tasks: list[str], wanted: str | None, selecting: bool) -> str:
 
 def load_results(files: list[Path], target: str | None, output: str) -> tuple[torch.Tensor, torch.Tensor,
                                                                              torch.Tensor, dict[str, Any]]:
-    """(masks m×K, outputs m×n, labels n, metadata of the first file); masks come from the files, never the plan."""
-    masks, outputs, meta0, labels, task = [], [], None, None, target
+    """(masks m×K, outputs m×n, labels n, metadata of the first file plus every file's ``job_ids``); masks
+    come from the files, never the plan. A job twice, or results of another recipe, would skew the sums."""
+    masks, outputs, meta0, labels, task, owners = [], [], None, None, target, {}
     for path in files:
         tensors, meta = load_artifact(path)
         if meta0 is None:
@@ -167,16 +171,50 @@ def load_results(files: list[Path], target: str | None, output: str) -> tuple[to
         elif meta.get("plan_sha256") != meta0.get("plan_sha256") or meta.get("run_id") != meta0.get("run_id"):
             raise InvalidInput(f"{path} belongs to another plan (checksum {str(meta.get('plan_sha256'))[:12]} vs "
                                f"{str(meta0.get('plan_sha256'))[:12]}); estimate one plan at a time")
+        elif meta.get("recipe_sha256") != meta0.get("recipe_sha256"):
+            raise InvalidInput(f"{path} was trained with another recipe than {files[0]} (checksum "
+                               f"{str(meta.get('recipe_sha256'))[:12]} vs {str(meta0.get('recipe_sha256'))[:12]})")
         elif not torch.equal(tensors[f"{task}/labels"], labels):
             raise InvalidInput(f"{path}: target labels differ from {files[0]}")
+        if meta.get("job_id") in owners:
+            raise InvalidInput(f"{path} and {owners[meta.get('job_id')]} are both job {meta.get('job_id')}: "
+                               "each job's result counts once")
+        owners[meta.get("job_id")] = path
         masks.append(tensors["mask"])
         outputs.append(tensors[f"{task}/{output}"])
-    meta0 = dict(meta0, target=task)
+    meta0 = dict(meta0, target=task, job_ids=sorted(owners))
     return torch.stack(masks), torch.stack(outputs).float(), labels, meta0
 
 
+PARTIAL_KEYS = ("run_id", "plan_sha256", "recipe_sha256", "target", "output")
+
+
+def merge_partials(paths: list[Path], output: str | None) -> tuple[InfluenceSums, dict[str, Any]]:
+    """Sum partial estimates of disjoint jobs of one plan, recipe, target and output (``output``: the one
+    the user asked for, or None); anything else would return wrong numbers, so it is refused."""
+    sums, meta, owners = None, {}, {}
+    for path in paths:
+        tensors, this = load_artifact(path)
+        if this.get("kind") != "partial" or not isinstance(this.get("job_ids"), list):
+            raise InvalidInput(f"{path} is not a partial estimate with its job ids (write one with "
+                               "`influence estimate --partial-out`)")
+        if output is not None and this.get("output") != output:
+            raise InvalidInput(f"{path} holds sums of output {this.get('output')!r}, not --output {output!r}")
+        for key in PARTIAL_KEYS:
+            if sums is not None and this.get(key) != meta.get(key):
+                raise InvalidInput(f"{path} and {paths[0]} differ in {key} ({this.get(key)!r} vs {meta.get(key)!r}); "
+                                   "only partial estimates of one plan, recipe, target and output merge")
+        for job in this["job_ids"]:
+            if job in owners:
+                raise InvalidInput(f"{path} and {owners[job]} both hold job {job}: its models would count twice")
+            owners[job] = path
+        part = InfluenceSums.from_tensors(tensors)
+        sums, meta = (part, this) if sums is None else (sums.merge(part), meta)
+    return sums, dict(meta, job_ids=sorted(owners))
+
+
 @app.command("estimate")
-@common_options
+@common_options()
 def estimate_command(source: str = typer.Argument(None, help="Result records from `influence train` (or -)."),
                      results: Path = typer.Option(None, "--results", help="Read every result file under this folder."),
                      merge: list[Path] = typer.Option(None, "--merge", help="Partial estimates to merge (repeat)."),
@@ -184,23 +222,22 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
                      output: str = typer.Option("softmax_correct", "--output", help=", ".join(list_outputs())),
                      out: Path = typer.Option(None, "--out", help="influence.safetensors"),
                      partial_out: Path = typer.Option(None, "--partial-out", help="Write mergeable sums only."),
+                     force: bool = typer.Option(False, "--force", help="Write over an --out or --partial-out "
+                                                "influence did not write."),
                      *, common: Common) -> None:
     """Influence of every unit on every target example (mean with − mean without), ranking on stdout."""
     if output not in list_outputs():
         raise UsageError(f"--output {output!r}: choose {', '.join(list_outputs())}")
-    meta: dict[str, Any] = {}
+    guard_output(out, "influence", force=force)
+    guard_output(partial_out, "influence", force=force)
     if merge:
-        sums = None
-        for path in merge:
-            tensors, this = load_artifact(path)
-            part = InfluenceSums.from_tensors(tensors)
-            if sums is not None and this.get("plan_sha256") != meta.get("plan_sha256"):
-                raise InvalidInput(f"{path} belongs to another plan; only partial estimates of one plan merge")
-            sums, meta = (part, this) if sums is None else (sums.merge(part), meta)
+        sums, meta = merge_partials(merge, output if "output" in common.explicit else None)
+        output = meta["output"]
     else:
         masks, outputs, labels, meta = load_results(result_files(source, results), target, output)
         sums = InfluenceSums.empty(masks.shape[1], labels).add(masks, outputs)
-    info = {k: meta.get(k) for k in ("run_id", "plan_sha256", "recipe_kind", "target", "unit_names", "granularity")}
+    info = {k: meta.get(k) for k in ("run_id", "plan_sha256", "recipe_sha256", "recipe_kind", "target", "unit_names",
+                                     "granularity", "job_ids")}
     info.update(output=output, estimator="diffmeans", num_models=sums.models)
     if partial_out is not None:
         save_artifact(partial_out, sums.tensors(), artifact_metadata(tool="influence", kind="partial", **info))
@@ -242,7 +279,7 @@ def load_influence(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 @app.command()
-@common_options
+@common_options()
 def top(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
         by: str = typer.Option("overall", "--by", help="overall, class:C (target label C) or target:J (example J)."),
         sign: str = typer.Option("pos", "--sign", help="pos (most helpful) or neg (most harmful)."),
@@ -272,7 +309,7 @@ def top(influence_path: Path = typer.Argument(..., help="influence.safetensors")
 
 
 @app.command()
-@common_options
+@common_options()
 def subpop(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
            unit: int = typer.Option(..., "--source", help="Source unit index."),
            k: int = typer.Option(8, "--k", min=1),
@@ -290,7 +327,7 @@ def subpop(influence_path: Path = typer.Argument(..., help="influence.safetensor
 
 
 @app.command()
-@common_options
+@common_options()
 def explain(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
             target: int = typer.Option(..., "--target", help="Target example index."),
             k: int = typer.Option(5, "--k", min=1),
@@ -308,7 +345,7 @@ def explain(influence_path: Path = typer.Argument(..., help="influence.safetenso
 
 
 @app.command()
-@common_options
+@common_options()
 def leakage(influence_path: Path = typer.Argument(..., help="influence.safetensors of example-granularity units."),
             k: int = typer.Option(5, "--k", min=1),
             *, common: Common) -> None:
@@ -346,7 +383,7 @@ def parse_ks(text: str) -> list[int]:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def counterfactual(influence_path: Path = typer.Option(..., "--influence", help="influence.safetensors (or any "
                                                        "file with an 'overall' ranking: influences transfer)."),
                    orders: str = typer.Option("bottom,top,random", "--order"),
@@ -359,6 +396,10 @@ def counterfactual(influence_path: Path = typer.Option(..., "--influence", help=
     Rank on a validation split, report on the test set: selecting and scoring on one set inflates the gain.
     """
     tensors, _ = load_influence(influence_path)
+    unknown = int(tensors["overall"].isnan().sum())
+    if unknown:
+        console.print(f"[yellow]warning:[/] {unknown} units have a NaN influence (in every model or in none): "
+                      "ranked last for both bottom and top")
     writer = RecordWriter()
     for job in counterfactual_plan(tensors["overall"], [o.strip() for o in orders.split(",") if o.strip()],
                                    parse_ks(ks), runs, common.seed, run_id):
@@ -366,7 +407,7 @@ def counterfactual(influence_path: Path = typer.Option(..., "--influence", help=
 
 
 @app.command()
-@common_options
+@common_options()
 def summarize(source: str = typer.Argument(None, help="Result records of counterfactual jobs (or -)."),
               results: Path = typer.Option(None, "--results", help="Read every result file under this folder."),
               target: str = typer.Option(None, "--target"),
@@ -392,7 +433,7 @@ def summarize(source: str = typer.Argument(None, help="Result records of counter
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def convergence(source: str = typer.Argument(None, help="Result records (or -)."),
                 results: Path = typer.Option(None, "--results"),
                 target: str = typer.Option(None, "--target"),
@@ -415,7 +456,7 @@ def convergence(source: str = typer.Argument(None, help="Result records (or -)."
 
 
 @app.command()
-@common_options
+@common_options()
 def status(plan_file: Path = typer.Option(..., "--plan"), out_dir: Path = typer.Option(..., "--out-dir"),
            *, common: Common) -> None:
     """Done and missing jobs of a plan; the missing ones as a Slurm array spec to resubmit."""
@@ -438,11 +479,15 @@ def compress(ids: list[int]) -> str:
 
 
 @app.command("slurm-script")
-@common_options
+@common_options()
 def slurm_script(plan_file: Path = typer.Option(..., "--plan"), recipe: str = typer.Option(..., "--recipe"),
                  out_dir: Path = typer.Option(..., "--out-dir"),
                  concurrency: int = typer.Option(64, "--concurrency", min=1),
                  gpus_per_task: int = typer.Option(1, "--gpus-per-task", min=0),
+                 cpus_per_task: int = typer.Option(1, "--cpus-per-task", min=1,
+                                                   help="CPUs per task; the worker runs that many torch threads."),
+                 log_dir: Path = typer.Option(Path("logs"), "--log-dir",
+                                              help="Folder for the tasks' logs, created now (Slurm will not)."),
                  time_limit: str = typer.Option("01:00:00", "--time"),
                  partition: str = typer.Option(None, "--partition"),
                  array: str = typer.Option(None, "--array", help="Job ids (default: the whole plan)."),
@@ -450,15 +495,17 @@ def slurm_script(plan_file: Path = typer.Option(..., "--plan"), recipe: str = ty
     """An sbatch job-array file whose tasks each run one job of the plan (`influence train --job-index`)."""
     jobs = read_jobs(None, plan_file, None, None)
     spec = array or f"0-{len(jobs) - 1}"
+    log_dir.mkdir(parents=True, exist_ok=True)  # sbatch opens --output before the script runs
     lines = ["#!/bin/bash", f"#SBATCH --job-name=influence-{jobs[0].get('run_id', 'run')}",
-             f"#SBATCH --array={spec}%{concurrency}", f"#SBATCH --time={time_limit}", "#SBATCH --cpus-per-task=4",
-             "#SBATCH --output=logs/influence-%A_%a.out"]
+             f"#SBATCH --array={spec}%{concurrency}", f"#SBATCH --time={time_limit}",
+             f"#SBATCH --cpus-per-task={cpus_per_task}", f"#SBATCH --output={log_dir.resolve()}/influence-%A_%a.out"]
     if gpus_per_task:
         lines.append(f"#SBATCH --gpus-per-task={gpus_per_task}")
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
-    lines += ["set -euo pipefail", f"influence train --plan {plan_file.resolve()} --job-index $SLURM_ARRAY_TASK_ID "
-              f"--recipe {recipe} --out-dir {out_dir.resolve()} --device auto"]
+    lines += ["set -euo pipefail", "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK",
+              f"influence train --plan {plan_file.resolve()} --job-index $SLURM_ARRAY_TASK_ID "
+              f"--recipe {recipe} --out-dir {out_dir.resolve()}"]
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -21,7 +21,7 @@ from confidently.data import open_dataset
 from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
-from confidently.io.atomic import atomic_write
+from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.models import load_model
@@ -166,12 +166,14 @@ def selection_seed(common: Common) -> int:
 
 
 @app.command()
-@common_options
+@common_options()
 @trigger_options
 def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pattern C×H×W, mask 1×H×W)."),
             shape: str = typer.Option("3,32,32", "--shape", help="C,H,W of the images it will stamp."),
+            force: bool = typer.Option(False, "--force", help="Write over outputs plant-backdoor did not write."),
             *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Materialise a trigger for one image shape and save it (reusable with --trigger-file)."""
+    guard_output(out, "plant-backdoor", force=force)
     try:
         dims = tuple(int(v) for v in shape.split(","))
         if len(dims) != 3 or min(dims) < 1:
@@ -186,7 +188,7 @@ def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pa
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 @trigger_options
 def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file, or - / stdin)."),
            mode: str = typer.Option("group", "--mode", help="group (labels kept) or relabel (BadNets)."),
@@ -200,12 +202,15 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
            summary: Path = typer.Option(None, "--summary", help="Write the counts (JSON) here."),
            materialize: Path = typer.Option(None, "--materialize",
                                             help="Write stamped uint8 images into this shard instead of deferring."),
+           force: bool = typer.Option(False, "--force", help="Write over outputs plant-backdoor did not write."),
            *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Stamp the trigger on an exact fraction of a class group (labels kept) or relabel (BadNets).
 
     The trigger is *deferred*: rows carry its spec and the data layer stamps it last — after
     augmentation when training — so crops and flips never move it.
     """
+    for path in (ids_out, summary, materialize):
+        guard_output(path, "plant-backdoor", force=force)
     records = read_manifest(source)
     check_fits(records, trigger_spec)
     labels = [r.data.get("label") for r in records]
@@ -233,7 +238,8 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
             if "class_name" in record.data:  # the exported name is the original class's
                 fields.update(orig_class_name=record.data["class_name"], class_name=None)
         if i in chosen:
-            poisoned_ids.append({"id": record.id, "poisoned": True, "orig_label": record.data.get("label"),
+            poisoned_ids.append({"tool": "plant-backdoor", "id": record.id, "poisoned": True,
+                                 "orig_label": record.data.get("label"),
                                  "label": fields.get("label", record.data.get("label"))})
         writer.write(out_record(record, **fields))
     counts = {"tool": "plant-backdoor", "version": __version__, "kind": "summary", "mode": mode, "n": len(records),
@@ -254,7 +260,7 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 @trigger_options
 def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / stdin)."),
           rate: float = typer.Option(1.0, "--rate", help="Fraction of rows to stamp."),
@@ -283,7 +289,7 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
 
 
 @app.command()
-@common_options
+@common_options(uses={"device", "batch_size"})
 @trigger_options
 def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
@@ -353,7 +359,7 @@ def field_value(record: Record, name: str) -> Any:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def subset(source: str = typer.Argument(None, help="Manifest with attributes (JSONL file, or - / stdin)."),
            cells: list[str] = typer.Option(..., "--cell", help="FIELD=VALUE[,...]:COUNT rows to draw; repeat."),
            exclude: Path = typer.Option(None, "--exclude", help="A JSONL of records whose ids must not be drawn."),
@@ -386,7 +392,7 @@ def subset(source: str = typer.Argument(None, help="Manifest with attributes (JS
 
 
 @app.command()
-@common_options
+@common_options(uses={"device", "batch_size"})
 @trigger_options
 def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifest, folder, shard or demo:NAME."),
           split: str = typer.Option(None, "--split"),
@@ -452,7 +458,7 @@ def show_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 @trigger_options
 def experiment(source: str = typer.Option(..., "--source", help="Source training data (manifest, folder, demo:NAME)."),
                source_split: str = typer.Option(None, "--source-split"),
@@ -479,6 +485,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
                epochs_source: int = typer.Option(None, "--epochs-source", min=1),
                epochs_target: int = typer.Option(None, "--epochs-target", min=1),
                summary: Path = typer.Option(None, "--summary", help="Write mean/std per setting (JSON) here."),
+               force: bool = typer.Option(False, "--force", help="Write over outputs plant-backdoor did not write."),
                *, trigger_spec: dict[str, Any], common: Common) -> None:
     """The whole grid: clean vs poisoned source × fixed/full/scratch × weight decays × de-biasing × seeds.
 
@@ -486,6 +493,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     """
     if preset not in PRESETS:
         raise UsageError(f"--preset {preset!r}: choose {', '.join(PRESETS)}")
+    guard_output(summary, "plant-backdoor", force=force)
     if poison_mode == "group" and not group_classes:
         raise UsageError("--poison-mode group needs --group-classes")
     device = resolve_device(common.device)
@@ -523,7 +531,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
 
 
 @app.command()
-@common_options
+@common_options()
 def summarize(source: str = typer.Argument(None, help="experiment run records (JSONL file, or - / stdin)."),
               *, common: Common) -> None:
     """Mean and spread per setting from run records (e.g. the `cat` of several machines' runs); JSON on stdout."""

@@ -17,7 +17,7 @@ from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.errors import UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
-from confidently.io.atomic import write_bytes_atomic
+from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.render3db import (
     CONTROLS,
@@ -39,6 +39,7 @@ from confidently.render3db import (
 )
 from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
 from confidently.render3db.config import Experiment
+from confidently.render3db.outputs import image_on_disk
 from confidently.run import console, progress, resolve_device
 from confidently.run.engines import create_engine
 
@@ -71,39 +72,46 @@ def guard_size(total: int, max_renders: int, force: bool) -> None:
                          "the search space, raise --max-renders, or confirm with --force")
 
 
-def done_ids(path: Path) -> set[str]:
-    """Ids of finished records in a (possibly killed) run's output; a torn last line is ignored."""
+def finished_lines(path: Path) -> list[tuple[bytes, dict[str, Any] | None]]:
+    """Each complete line of a (possibly killed) run's output with its record, without the records whose
+    render never reached disk (their shard was not written yet); a torn last line is dropped."""
     if not path.is_file():
-        return set()
-    ids = set()
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and isinstance(data.get("id"), str) and "error" not in data \
-                    and not data.get("planned"):
-                ids.add(data["id"])
-    return ids
+        return []
+    data = path.read_bytes()
+    base, shard_ids, kept = path.resolve().parent, {}, []
+    for line in data[:data.rfind(b"\n") + 1].splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            kept.append((line, None))
+            continue
+        if not isinstance(record, dict) or image_on_disk(record, base, shard_ids):
+            kept.append((line, record if isinstance(record, dict) else None))
+    return kept
 
 
-def open_output(out: Path | None, append: bool):
+def done_ids(path: Path) -> set[str]:
+    """Ids of finished renders in an earlier run's output."""
+    return {record["id"] for _, record in finished_lines(path)
+            if record is not None and isinstance(record.get("id"), str) and "error" not in record
+            and not record.get("planned")}
+
+
+def open_output(out: Path | None, append: bool, force: bool):
     if out is None:
         return None
     if append and out.is_file():
-        data = out.read_bytes()
-        keep = data.rfind(b"\n") + 1 if not data.endswith(b"\n") else len(data)
-        if keep != len(data):  # drop a line torn by a kill before appending
-            with open(out, "r+b") as handle:
-                handle.truncate(keep)
+        kept = b"".join(line for line, _ in finished_lines(out))
+        if kept != out.read_bytes():  # a torn line or records whose renders were lost with the kill
+            write_bytes_atomic(out, kept)
         return open(out, "a", encoding="utf-8")
+    guard_output(out, "render-3db", force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     return open(out, "w", encoding="utf-8")
 
 
 def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: Path | None, shard_size: int | None,
-                 base: Path, total: int, resume: bool):
+                 base: Path, total: int, resume: bool, force: bool):
     logging = experiment.logging
     kind = logging.get("images", "none")
     if images_dir is None and images_shard is None and kind not in (None, "none"):
@@ -120,19 +128,22 @@ def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: 
     if images_dir is not None and images_shard is not None:
         raise UsageError("give --images-dir or --images-shard, not both")
     if images_dir is not None:
+        if not resume:
+            claim_folder(images_dir, "render-3db", force=force)
         return PngWriter(images_dir, base)
     if images_shard is not None:
         if resume and images_shard.exists():
             raise UsageError(f"--images-shard {images_shard} exists; a resumed run writes its renders to a new shard "
                              "(give another file name)")
+        guard_output(images_shard, "render-3db", force=force)
         size = shard_size or int(logging.get("shard_size", 1024))
         meta = {"classes": experiment.label_names} if experiment.label_names else {}
-        return ShardWriter(images_shard, base, total=total, shard_size=size, meta=meta)
+        return ShardWriter(images_shard, base, total=total, shard_size=size, meta=meta, keep_existing=resume)
     return None
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "shard", "engine", "address", "deterministic"})
 def run(experiment_path: Path = EXPERIMENT,
         root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
         out: Path = typer.Option(None, "--out", "-o", help="Write records here (default stdout)."),
@@ -150,7 +161,8 @@ def run(experiment_path: Path = EXPERIMENT,
                                     "per cluster CPU / render thread)."),
         chunk_size: int = typer.Option(None, "--chunk-size", min=1, help="Renders per unit of work (default 8)."),
         max_renders: int = MAX_RENDERS,
-        force: bool = typer.Option(False, "--force", help="Run a plan larger than --max-renders."),
+        force: bool = typer.Option(False, "--force", help="Run a plan larger than --max-renders; write over outputs "
+                                   "render-3db did not write."),
         summary: Path = typer.Option(None, "--summary", help="Write overall and per-object accuracy (JSON)."),
         *, common: Common) -> None:
     """Render every planned configuration, judge it with the model, write one record per render."""
@@ -179,7 +191,8 @@ def run(experiment_path: Path = EXPERIMENT,
         total = max(0, total - len(skip))
     append = resume is not None and out is not None and out.resolve() == resume.resolve()
     base = out.resolve().parent if out is not None else Path.cwd()
-    images = image_writer(experiment, images_dir, images_shard, shard_size, base, total, resume is not None)
+    guard_output(summary, "render-3db", force=force)
+    images = image_writer(experiment, images_dir, images_shard, shard_size, base, total, resume is not None, force)
     if no_eval and images is None:
         raise UsageError("--no-eval writes image records: give --images-shard FILE or --images-dir DIR")
     device = str(resolve_device(common.device))
@@ -195,20 +208,19 @@ def run(experiment_path: Path = EXPERIMENT,
     if engine_name == "ray":
         options["num_cpus"] = experiment.render.threads
     engine = create_engine(engine_name, **options)
-    stream = open_output(out, append)
+    stream = open_output(out, append, force)
     writer = RecordWriter(stream) if stream is not None else RecordWriter()
     counts = {"n": 0, "correct": 0, "objects": {}}
     started = time.perf_counter()
 
-    def emit(records: list[dict[str, Any]]) -> None:
-        for record in records:
-            writer.write(record)
-            if "is_correct" in record:
-                counts["n"] += 1
-                counts["correct"] += int(record["is_correct"])
-                per = counts["objects"].setdefault(record["object"], [0, 0])
-                per[0] += int(record["is_correct"])
-                per[1] += 1
+    def emit(record: dict[str, Any]) -> None:
+        writer.write(record)
+        if "is_correct" in record:
+            counts["n"] += 1
+            counts["correct"] += int(record["is_correct"])
+            per = counts["objects"].setdefault(record["object"], [0, 0])
+            per[0] += int(record["is_correct"])
+            per[1] += 1
 
     try:
         results = run_jobs(settings, jobs, engine, workers=workers or experiment.executor.get("workers"),
@@ -218,11 +230,11 @@ def run(experiment_path: Path = EXPERIMENT,
             sha_value = record.pop("config_sha256")
             record.update(fields)
             record["config_sha256"] = sha_value
-            emit(images.add(record, tensors) if images is not None else [record])
+            emit(images.add(record, tensors) if images is not None else record)
     finally:
         try:
             if images is not None:
-                emit(images.close())
+                images.close()
         finally:
             engine.close()
             if stream is not None:
@@ -244,7 +256,7 @@ def run(experiment_path: Path = EXPERIMENT,
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
              max_renders: int = MAX_RENDERS, *, common: Common) -> None:
     """Check an experiment (base configs expanded, engine support, model and labels) and count its renders."""
@@ -267,7 +279,8 @@ def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: st
 
 
 @app.command()
-def controls() -> None:
+@common_options()
+def controls(*, common: Common) -> None:
     """The controls, their kind (pre/post render), parameters, default ranges and domains (JSONL)."""
     writer = RecordWriter()
     for name in CONTROLS.names():
@@ -293,7 +306,7 @@ def slug(text: str) -> str:
 
 
 @app.command()
-@common_options
+@common_options()
 def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
             by: list[str] = typer.Option(None, "--by", help="Accuracy per value of PARAM (or P1,P2 jointly); repeat."),
             bins: int = typer.Option(None, "--bins", min=1, help="Equal-width bins for continuous parameters "
@@ -307,13 +320,17 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
             confusions: list[str] = typer.Option(None, "--confusion", help="Prediction counts per PARAM value."),
             tensors: Path = typer.Option(None, "--tensors", help="Write heatmaps (acc, n) to this .safetensors."),
             plots: Path = typer.Option(None, "--plots", help="Write PNG charts into this folder."),
+            force: bool = typer.Option(False, "--force", help="Write over a --tensors file or into a non-empty "
+                                       "--plots folder render-3db did not write."),
             *, common: Common) -> None:
     """Accuracy per control value, interaction heatmaps, box plots, prediction stability (JSONL rows)."""
+    guard_output(tensors, "render-3db", force=force)
+    guard_output(plots, "render-3db", force=force)
     records = read_results(source)
     writer = RecordWriter()
     writer.write(overall(records))
     if plots is not None:
-        plots.mkdir(parents=True, exist_ok=True)
+        claim_folder(plots, "render-3db", force=force)
     arrays: dict[str, torch.Tensor] = {}
     axes: dict[str, Any] = {}
     for param in by or ([] if heatmaps or boxplots or stable or confusions else ["object"]):

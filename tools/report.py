@@ -11,35 +11,39 @@ from confidently.cli.app import version_option
 from confidently.errors import UsageError
 from confidently.report import build_site, list_sections, read_records
 from confidently.run import console
+from rich.markup import escape
 
 app = tool_app("report", "Pictures of any tool's results: PNG files and one self-contained HTML page.",
                subcommands=False)
 
 
 @app.command()
-@common_options
+@common_options(uses={"skip_invalid"})
 def report(sources: list[str] = typer.Argument(None, help="Records or summary files; - is stdin."),
-           out: Path = typer.Option(..., "--out", help="Site folder (index.html + PNG files), replaced atomically."),
+           out: Path = typer.Option(..., "--out", help="Site folder (index.html + PNG files); a folder report did "
+                                    "not make is refused unless --force."),
+           force: bool = typer.Option(False, "--force", help="Write into a folder report did not make (its other "
+                                      "files stay)."),
            title: str = typer.Option("confidently report", "--title"),
            version: bool = version_option("report"),
            *, common: Common) -> None:
-    """Draw every record kind found: certify, advtrain, ablate, plant-backdoor and influence results.
+    """Draw every record kind found: the results of ablate, advtrain, certify, immunize, influence,
+    plant-backdoor, render-3db and unadv-patch.
 
     Records of other kinds are counted on stderr and skipped; exit 4 if nothing could be drawn.
     """
     sources = sources or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
         raise UsageError("no input: give FILES or pipe records on stdin")
-    records = []
+    records, invalid = [], []
+    on_invalid = invalid.append if common.skip_invalid else None
     for source in sources:
-        if source == "-":
-            records += read_records(sys.stdin, "<stdin>")
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise UsageError(f"no such file: {source}")
-            records += read_records(path, source)
-    drawn, skipped = build_site(records, out, title, [s for s in sources])
+        stream = sys.stdin.buffer if source == "-" else None
+        records += read_records(stream or source, "<stdin>" if stream else source, on_invalid)
+    if invalid:
+        console.print(f"[yellow]note:[/] skipped {len(invalid)} invalid lines (--skip-invalid); the first: "
+                      f"{escape(str(invalid[0]))}")
+    drawn, skipped = build_site(records, out, title, [s for s in sources], force=force)
     if skipped:
         console.print(f"[yellow]note:[/] skipped {skipped} records of kinds report does not draw "
                       f"(it draws {', '.join(list_sections())})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from confidently.cli import Common, common_options, input_source, run_app, tool_
 from confidently.data import list_corruptions, open_dataset
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+from confidently.io.atomic import guard_output
 from confidently.io.images import ImageLoader, save_image
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.models import load_model
@@ -29,6 +31,7 @@ from confidently.unadversarial import (
     evaluate_arms,
     evaluate_textures,
     init_patches,
+    load_patch_file,
     load_texture,
     patch_side,
     qr_patches,
@@ -67,21 +70,17 @@ def save_patches(path: Path, patches: torch.Tensor, model: Classifier, placement
 
 def load_patches(path: Path, model: Classifier) -> tuple[torch.Tensor, dict[str, Any]]:
     """The patches of a file checked against the model, and the file's metadata."""
-    tensors, meta = load_artifact(path)
-    patches = tensors.get("patches")
-    if patches is None or patches.ndim != 4:
-        raise InvalidInput(f"{path} is not a patch file (needs 'patches' K×C×p×p from `unadv-patch train`)")
+    patches, _, meta = load_patch_file(path)
     if len(patches) != model.num_classes:
         raise InvalidInput(f"{path} has {len(patches)} class patches but the model has {model.num_classes} classes")
     if patches.shape[1] != model.input_size[0] or patches.shape[-1] > min(model.input_size[1:]):
         raise InvalidInput(f"{path}: patches of shape {list(patches.shape[1:])} do not fit the model's "
                            f"{list(model.input_size)} inputs")
-    if float(patches.min()) < 0 or float(patches.max()) > 1:
-        raise InvalidInput(f"{path}: patch values lie outside [0, 1]")
-    return patches.float(), meta
+    return patches, meta
 
 
 def model_and_data(model_path: Path, data: str, split: str | None, common: Common):
+    """The model, the data's images and labels, and the records' ids (which seed per-image randomness)."""
     model = load_model(model_path, resolve_device(common.device))
     dataset = open_dataset(data, split)
     images, labels = dataset.tensors(model.input_size[-1])
@@ -90,7 +89,7 @@ def model_and_data(model_path: Path, data: str, split: str | None, common: Commo
     if int(labels.max()) >= model.num_classes:
         raise InvalidInput(f"{data} has labels up to {int(labels.max())}; the model has {model.num_classes} classes")
     model.check_input(images[:1])
-    return model, images, labels
+    return model, images, labels, dataset.ids
 
 
 PLACEMENT_OPTIONS = {
@@ -100,6 +99,17 @@ PLACEMENT_OPTIONS = {
     "placement": typer.Option("anywhere", "--placement", help=PLACEMENT_HELP),
     "region": typer.Option(None, "--region", help="region: normalised box x0,y0,x1,y1 for the patch centre."),
 }
+PLACEMENT_FIELDS = {"degrees": "degrees", "translate": "translate", "scale": "scale", "placement": "mode",
+                    "region": "region"}  # option → Placement field
+
+
+def chosen_placement(stored: Placement, given: Placement, explicit: set[str]) -> tuple[Placement, str]:
+    """The patch file's placement with each field the user set (flag or --config) taken from ``given``,
+    and where it came from: ``patches``, ``options`` or ``patches+options``."""
+    overrides = {field: getattr(given, field) for option, field in PLACEMENT_FIELDS.items() if option in explicit}
+    source = "patches" if not overrides else "options" if len(overrides) == len(PLACEMENT_FIELDS) \
+        else "patches+options"
+    return dataclasses.replace(stored, **overrides), source
 
 
 def corruption_names(text: str | None, flag: str) -> list[str]:
@@ -124,7 +134,7 @@ def severity_levels(text: str, flag: str) -> list[int]:
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def train(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
           data: str = typer.Option(..., "--data", help="Images to optimise on: manifest, folder, shard, demo:NAME."),
           split: str = typer.Option(None, "--split"),
@@ -145,11 +155,13 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
           train_corruption_prob: float = typer.Option(1.0, "--train-corruption-prob", min=0.0, max=1.0,
                                                       help="Fraction of samples corrupted in the loop."),
           out: Path = typer.Option(..., "--out", help="patches.safetensors (patches K×C×p×p, class_ids)."),
+          force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
           *, common: Common) -> None:
     """One patch per class, optimised over random placement, rotation and scale; the model stays fixed."""
+    guard_output(out, "unadv-patch", force=force)
     in_loop = corruption_names(train_corruptions, "--train-corruptions")
     in_loop_levels = severity_levels(train_severities, "--train-severities")
-    model, images, labels = model_and_data(model_path, data, split, common)
+    model, images, labels, _ = model_and_data(model_path, data, split, common)
     where = make_placement(degrees, translate, scale, placement, region)
     side = patch_side(*model.input_size[1:], patch_size, patch_frac)
     generator = torch.Generator().manual_seed(common.seed)
@@ -170,7 +182,7 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
 
 
 @app.command("eval")
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def evaluate(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
              split: str = typer.Option(None, "--split"),
@@ -186,10 +198,12 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
              scale: str = PLACEMENT_OPTIONS["scale"], placement: str = PLACEMENT_OPTIONS["placement"],
              region: str = PLACEMENT_OPTIONS["region"],
              *, common: Common) -> None:
-    """Accuracy of no patch / random patch / unadversarial patch / baselines × clean and each corruption."""
+    """Accuracy of no patch / random patch / unadversarial patch / baselines × clean and each corruption.
+    Patches land as they were trained (the placement stored in --patches); a placement option given
+    overrides that field. Records carry the placement used and placement_source."""
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities")
-    model, images, labels = model_and_data(model_path, data, split, common)
+    model, images, labels, ids = model_and_data(model_path, data, split, common)
     patches, meta = load_patches(patches_path, model)
     random = init_patches(len(patches), patches.shape[1], patches.shape[-1],
                           torch.Generator().manual_seed(int(meta.get("seed", 0))), meta.get("init", "rand"))
@@ -198,15 +212,17 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
     for path in baselines or []:
         arms[path.stem], other = load_patches(path, model)
         warps[path.stem] = other.get("warp", "bilinear")
-    where = make_placement(degrees, translate, scale, placement, region)
+    where, source = chosen_placement(Placement.from_metadata(meta.get("transform"), str(patches_path)),
+                                     make_placement(degrees, translate, scale, placement, region), common.explicit)
     for row in evaluate_arms(model, images, labels, arms, where, names, levels, common.seed, common.batch_size,
-                             warps=warps, conflict=patches if conflict else None):
+                             warps=warps, conflict=patches if conflict else None, ids=ids):
         emit({"cmd": "eval", **row, "patch_size": int(patches.shape[-1]), "patches": str(patches_path),
-              "model": str(model_path), "eval_seed": common.seed})
+              "model": str(model_path), "eval_seed": common.seed, "placement": where.as_dict(),
+              "placement_source": source})
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "deterministic"})
 def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noise or qr."),
              model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(None, "--data", help="Training images (every kind but qr)."),
@@ -214,17 +230,19 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
              patch_size: int = typer.Option(None, "--patch-size", min=1),
              patch_frac: float = typer.Option(None, "--patch-frac"),
              out: Path = typer.Option(..., "--out"),
+             force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
              *, common: Common) -> None:
     """Patches to compare against (thesis §3.2): each class's easiest training image, a random one, noise, or
     the QR code of the class index (needs the `qrcode` package; warped by nearest neighbour in eval)."""
     if kind not in ("best-image", "random-image", "noise", "qr"):
         raise UsageError(f"baseline {kind!r}: choose best-image, random-image, noise or qr")
+    guard_output(out, "unadv-patch", force=force)
     if kind == "qr":
         model = load_model(model_path, resolve_device(common.device))
     elif data is None:
         raise UsageError(f"baseline {kind} needs --data (the training images)")
     else:
-        model, images, labels = model_and_data(model_path, data, split, common)
+        model, images, labels, _ = model_and_data(model_path, data, split, common)
     side = patch_side(*model.input_size[1:], patch_size, patch_frac)
     generator = torch.Generator().manual_seed(common.seed)
     if kind == "best-image":
@@ -246,7 +264,7 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           patches_path: Path = typer.Option(..., "--patches"),
           patch_class: int = typer.Option(None, "--patch-class", help="Stamp this class's patch (default: the label)."),
@@ -254,8 +272,10 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
           scale: str = PLACEMENT_OPTIONS["scale"], placement: str = PLACEMENT_OPTIONS["placement"],
           region: str = PLACEMENT_OPTIONS["region"],
           out: Path = typer.Option(..., "--out", help="patched.safetensors (images float N×C×H×W)."),
+          force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
           *, common: Common) -> None:
     """Stamp patches on a stream of images for other tools; each placement comes from (seed, id) and is recorded."""
+    guard_output(out, "unadv-patch", force=force)
     tensors, meta = load_artifact(patches_path)
     patches = tensors.get("patches")
     if patches is None:
@@ -319,7 +339,7 @@ def texture_scene(model: Classifier, mesh: str, tex_size: int, spp: int, zoom_mi
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def texture(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
             class_id: int = typer.Option(..., "--class-id", min=0, help="The class the object must be seen as."),
             grad: str = typer.Option("ad", "--grad", help="ad (through Mitsuba), uv (the thesis's UV-map "
@@ -334,9 +354,11 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
             translate: float = TEXTURE_VIEW_OPTIONS["translate"],
             backgrounds: str = TEXTURE_VIEW_OPTIONS["backgrounds"],
             out: Path = typer.Option(..., "--out", help="texture.safetensors (texture 1×3×s×s, class_ids)."),
+            force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
             *, common: Common) -> None:
     """Optimise a mesh's UV texture so the fixed model sees class C, rendering with Mitsuba 3 over random
     viewpoints, light, frame shifts and backgrounds. Views per step: --batch-size (default 8 here)."""
+    guard_output(out, "unadv-patch", force=force)
     model = load_model(model_path, resolve_device(common.device))
     if class_id >= model.num_classes:
         raise UsageError(f"--class-id {class_id}: the model has {model.num_classes} classes "
@@ -363,7 +385,7 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
 
 
 @app.command("eval-texture")
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def eval_texture(model_path: Path = typer.Option(..., "--model"),
                  texture_path: Path = typer.Option(..., "--texture", help="From `unadv-patch texture`."),
                  views_count: int = typer.Option(100, "--views", min=1, help="Held-out viewpoints per arm."),
@@ -397,21 +419,32 @@ def eval_texture(model_path: Path = typer.Option(..., "--model"),
 
 
 @app.command()
-@common_options
-def export(texture_path: Path = typer.Option(..., "--texture", help="From `unadv-patch texture`."),
+@common_options()
+def export(texture_path: Path = typer.Option(None, "--texture", help="From `unadv-patch texture`."),
+           patches_path: Path = typer.Option(None, "--patches", help="From `unadv-patch train` or `baseline`: "
+                                             "one sticker per class, to print."),
            out: Path = typer.Option(..., "--out", help="PNG to write (one per class: NAME-<class>.png if several)."),
-           flip_v: bool = typer.Option(False, "--flip-v", help="Flip rows, for tools whose image row 0 is v = 0 "
-                                       "(not needed for Blender, Unreal or AirSim with OBJ/PLY meshes)."),
+           flip_v: bool = typer.Option(False, "--flip-v", help="Flip a texture's rows, for tools whose image row 0 "
+                                       "is v = 0 (not needed for Blender, Unreal or AirSim with OBJ/PLY meshes)."),
+           force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
            *, common: Common) -> None:
-    """Texture to PNG for Blender, Unreal or AirSim: rows top→bottom, lossless 8-bit."""
+    """Texture (for Blender, Unreal or AirSim) or patches (to print) to PNG: rows top→bottom, lossless 8-bit."""
+    if (texture_path is None) == (patches_path is None):
+        raise UsageError("export takes one of --texture T or --patches P")
+    if patches_path is not None and flip_v:
+        raise UsageError("--flip-v flips a texture's v axis; a patch has none (it is written as the model sees it)")
     if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: textures are written as lossless PNG; use a .png name")
-    textures, class_ids, _ = load_texture(texture_path)
-    for texture, class_id in zip(textures, class_ids.tolist(), strict=True):
-        path = out if len(textures) == 1 else out.with_name(f"{out.stem}-{class_id}{out.suffix}")
-        save_image(texture.flip(1) if flip_v else texture, path)
-        emit({"cmd": "export", "artifact": str(path), "class_id": class_id, "size": list(texture.shape[1:]),
-              "flip_v": flip_v, "texture": str(texture_path)})
+        raise UsageError(f"--out {out}: exports are written as lossless PNG; use a .png name")
+    kind, source = ("texture", texture_path) if texture_path is not None else ("patches", patches_path)
+    images, class_ids, _ = load_texture(source) if kind == "texture" else load_patch_file(source)
+    paths = [out if len(images) == 1 else out.with_name(f"{out.stem}-{class_id}{out.suffix}")
+             for class_id in class_ids.tolist()]
+    for path in paths:
+        guard_output(path, "unadv-patch", force=force)
+    for image, class_id, path in zip(images, class_ids.tolist(), paths, strict=True):
+        save_image(image.flip(1) if flip_v else image, path, tool="unadv-patch")
+        emit({"cmd": "export", "artifact": str(path), "class_id": class_id, "size": list(image.shape[1:]),
+              "flip_v": flip_v, kind: str(source)})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -462,7 +495,7 @@ def airsim_arms(texture_png: str | None, original_png: str | None) -> dict[str, 
 
 
 @airsim_app.command("eval")
-@common_options
+@common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["port"],
                 connect_timeout: float = AIRSIM_OPTIONS["connect_timeout"], timeout: float = AIRSIM_OPTIONS["timeout"],
                 object_name: str = typer.Option(..., "--object", help="The scene object to move and texture."),
@@ -502,7 +535,7 @@ def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
 
 
 @airsim_app.command("land")
-@common_options
+@common_options(uses={"seed", "device", "deterministic"})
 def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["port"],
                 connect_timeout: float = AIRSIM_OPTIONS["connect_timeout"], timeout: float = AIRSIM_OPTIONS["timeout"],
                 pad: str = typer.Option("LandingPad", "--pad", help="The landing pad object."),
@@ -569,7 +602,7 @@ def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
 
 
 @airsim_app.command("serve-fake")
-@common_options
+@common_options(uses={"seed"})
 def airsim_serve_fake(host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
                       port: int = typer.Option(41451, "--port", min=0, max=65535, help="0 picks a free port."),
                       width: int = typer.Option(64, "--width", min=8),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -141,7 +142,7 @@ class PGDConfig:
     step_size: str | float = "2.5*eps/steps"
     random_start: bool = False
     use_best: bool = True
-    restarts: int = 0
+    restarts: int = 0  # runs per example in all, the first from δ₀ (0 and 1: one run); see pgd_attack
 
     def __post_init__(self):
         if self.eps < 0:
@@ -176,73 +177,99 @@ def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targeted
     return -losses if targeted else losses
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _random_start(constraint: Constraint, shape: torch.Size, eps: float, generator: Generators,
+                  device) -> torch.Tensor:
+    """One batch draw from a shared generator, or one draw per example from its own generator."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return constraint.random_start(shape, eps, generator, device)
+    return torch.cat([constraint.random_start((1, *shape[1:]), eps, g, device) for g in generator])
+
+
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PGDConfig, *,
-               generator: torch.Generator | None = None, init: torch.Tensor | None = None,
+               generator: Generators = None, init: torch.Tensor | None = None,
                targeted: bool = False) -> torch.Tensor:
     """Adversarial examples for ``images`` (N×C×H×W in [0, 1]) within ``config``'s ball and [0, 1].
 
-    ``targeted`` moves towards ``labels`` instead of away from them. ``init`` is a starting
-    perturbation (e.g. random starts drawn per record); otherwise random starts come from
-    ``generator``. Restarts run as one batch; for each example the first restart that fools
-    the model wins, otherwise the one with the highest loss.
+    ``targeted`` moves towards ``labels`` instead of away from them. The first run starts from
+    ``init`` if given, else from a random start with ``config.random_start``, else from δ₀ = 0.
+    ``config.restarts`` = R > 1 adds R − 1 runs from random starts, one after another (memory stays
+    that of one batch) and only on the examples not yet fooled: each example keeps the first run
+    that fools the model, else its highest-loss one. Random starts come from ``generator``: one for
+    the batch (training), or one per example (e.g. seeded by (seed, id)) so that an example's
+    result does not depend on the batch it is in.
     """
     if config.eps == 0 or config.steps == 0:
         return images.detach().clone()
     constraint = get_constraint(config.constraint)
-    runs = max(1, config.restarts)
-    random_start = config.random_start or config.restarts > 0
-    x = images.detach().repeat(runs, 1, 1, 1) if runs > 1 else images.detach()
-    y = labels.repeat(runs) if runs > 1 else labels
+    x = images.detach()
     was_training = model.training
     model.eval()
     try:
-        if init is not None and runs == 1:
-            delta = constraint.project(init.to(x.device), config.eps)
-        elif random_start:
-            delta = constraint.random_start(x.shape, config.eps, generator, x.device)
+        if init is not None:
+            start = constraint.project(init.to(x.device), config.eps)
+        elif config.random_start:
+            start = _random_start(constraint, x.shape, config.eps, generator, x.device)
         else:
-            delta = torch.zeros_like(x)
-        adversarial = (x + delta).clamp(0, 1)
-        if config.use_best:
-            best, best_loss = adversarial.clone(), torch.full((len(x),), -float("inf"), device=x.device)
-        alpha = config.alpha
-        for _ in range(config.steps):
-            adversarial.requires_grad_(True)
-            losses = _loss(model, adversarial, y, targeted)
-            grad, = torch.autograd.grad(losses.sum(), adversarial)
-            with torch.no_grad():
-                adversarial = adversarial.detach()
-                if config.use_best:
-                    improved = losses.detach() > best_loss
-                    best_loss = torch.where(improved, losses.detach(), best_loss)
-                    best[improved] = adversarial[improved]
-                delta = constraint.project(constraint.step(adversarial - x, grad, alpha), config.eps)
-                adversarial = (x + delta).clamp_(0, 1)
-        with torch.no_grad():
-            if config.use_best:
-                losses = _loss(model, adversarial, y, targeted)
-                improved = losses > best_loss
-                best[improved] = adversarial[improved]
-                adversarial = best
-            if runs > 1:
-                adversarial = _pick_restart(model, adversarial, y, _loss(model, adversarial, y, targeted), runs,
-                                            targeted)
+            start = torch.zeros_like(x)
+        adversarial = _pgd_run(model, x, labels, start, constraint, config, targeted)
+        if config.restarts > 1:
+            loss, fooled = _outcome(model, adversarial, labels, targeted)
+            for _ in range(1, config.restarts):
+                active = (~fooled).nonzero().flatten()
+                if not len(active):
+                    break
+                own = generator if generator is None or isinstance(generator, torch.Generator) else \
+                    [generator[i] for i in active.tolist()]
+                start = _random_start(constraint, x[active].shape, config.eps, own, x.device)
+                candidate = _pgd_run(model, x[active], labels[active], start, constraint, config, targeted)
+                candidate_loss, candidate_fooled = _outcome(model, candidate, labels[active], targeted)
+                better = candidate_fooled | (candidate_loss > loss[active])
+                chosen = active[better]
+                adversarial[chosen], loss[chosen] = candidate[better], candidate_loss[better]
+                fooled[chosen] = candidate_fooled[better]
     finally:
         model.train(was_training)
     return adversarial.detach()
 
 
-def _pick_restart(model: nn.Module, candidates: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, runs: int,
-                  targeted: bool) -> torch.Tensor:
-    """Per example: the first restart that succeeded, else the one with the highest loss."""
-    count = len(candidates) // runs
-    predictions = model(candidates).argmax(1)
-    success = ((predictions == labels) if targeted else (predictions != labels)).view(runs, count)
-    first_success = success.to(torch.uint8).argmax(0)
-    highest_loss = losses.view(runs, count).argmax(0)
-    chosen = torch.where(success.any(0), first_success, highest_loss)
-    index = torch.arange(count, device=chosen.device)
-    return candidates.view(runs, count, *candidates.shape[1:])[chosen, index]
+def _pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, constraint: Constraint,
+             config: PGDConfig, targeted: bool) -> torch.Tensor:
+    """One PGD run from perturbation ``start``: the last iterate, or with ``use_best`` the highest-loss one."""
+    adversarial = (x + start).clamp(0, 1)
+    if config.use_best:
+        best, best_loss = adversarial.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+    alpha = config.alpha
+    for _ in range(config.steps):
+        adversarial.requires_grad_(True)
+        losses = _loss(model, adversarial, y, targeted)
+        grad, = torch.autograd.grad(losses.sum(), adversarial)
+        with torch.no_grad():
+            adversarial = adversarial.detach()
+            if config.use_best:
+                improved = losses.detach() > best_loss
+                best_loss = torch.where(improved, losses.detach(), best_loss)
+                best[improved] = adversarial[improved]
+            delta = constraint.project(constraint.step(adversarial - x, grad, alpha), config.eps)
+            adversarial = (x + delta).clamp_(0, 1)
+    if config.use_best:
+        with torch.no_grad():
+            improved = _loss(model, adversarial, y, targeted) > best_loss
+            best[improved] = adversarial[improved]
+        return best
+    return adversarial
+
+
+@torch.no_grad()
+def _outcome(model: nn.Module, adversarial: torch.Tensor, labels: torch.Tensor,
+             targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: the attack's loss and whether it succeeded (fooled, or hit the target)."""
+    logits = model(adversarial)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    predictions = logits.argmax(1)
+    return (-loss, predictions == labels) if targeted else (loss, predictions != labels)
 
 
 class AdversarialPerturb:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -137,6 +138,29 @@ class Ablation:
                    for axes in self._parts())
 
 
+BAND_PRESETS = {32: 4, 224: 19}  # side → band width b: CIFAR-10 b = 4 of 32, ImageNet b = 19 of 224 (thesis)
+
+
+def default_ablation_size(kind: str, height: int, width: int) -> int:
+    """Band width b for a model ``certify fit`` did not train: the thesis's b at its image sizes,
+    else its ImageNet ratio 19/224 of the banded side (a b of 4 at 224² sees almost nothing).
+
+    Blocks have no such rule (the thesis sweeps 55–115 px at 224²): the user must choose.
+    """
+    if kind == "block":
+        raise UsageError("--ablation block needs --ablation-size for a model `certify fit` did not train "
+                         "(the thesis uses blocks of 55–115 px on 224×224 images)")
+    side = {"column": width, "row": height}.get(kind, min(height, width))
+    return BAND_PRESETS.get(side, max(1, round(side * 19 / 224)))
+
+
+def patch_side_for_fraction(fraction: float, height: int, width: int) -> int:
+    """Side m of the smallest square patch covering ``fraction`` of the image, m = ⌈√(f·h·w)⌉
+    (1, 2, 3 % of 224² → 23, 32, 39), in exact arithmetic: 0.25 % of 280² is 14, not 15."""
+    area = math.ceil(Fraction(str(fraction)) * height * width)  # str: the decimal the user wrote
+    return max(1, math.isqrt(area - 1) + 1) if area > 0 else 1
+
+
 def smoothed_prediction(counts: torch.Tensor) -> torch.Tensor:
     """argmax of the vote counts with ties broken to the smallest class index (explicitly)."""
     top = counts.max(dim=1, keepdim=True).values
@@ -190,8 +214,21 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
     Masked pixels are 0 in [0, 1] space (normalisation comes after, inside the model).
     ``drop_tokens`` (default: on for ViTs) runs only tokens with a visible pixel.
     ``visible`` (N×H×W, 1 = visible) is ANDed with every ablation mask: a region removed
-    upstream stays removed, and the certificate stays sound.
+    upstream stays removed, and the certificate stays sound. Images whose mask is all ones
+    vote as if they had none, whatever their batchmates.
     """
+    options = dict(drop_tokens=drop_tokens, batch_size=batch_size, theta=theta, which=which)
+    if visible is not None:
+        unmasked = visible.flatten(1).bool().all(1)
+        if bool(unmasked.all()):
+            visible = None
+        elif bool(unmasked.any()):
+            plain = ablation_votes(model, images[unmasked], ablation, **options)
+            masked = ablation_votes(model, images[~unmasked], ablation, visible=visible[~unmasked],
+                                    progress=progress, **options)
+            votes = torch.empty((len(images), *plain.shape[1:]), dtype=plain.dtype)
+            votes[unmasked.cpu()], votes[~unmasked.cpu()] = plain, masked
+            return votes
     height, width = images.shape[-2:]
     masks = ablation.masks(height, width).to(images.device)
     if which is not None:
@@ -205,14 +242,15 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
     votes = torch.empty(shape, dtype=torch.long if theta is None else torch.bool)
     # Ablations that keep the same number of tokens share forwards, so a plain gather serves
     # them (no padding, no attention mask); an upstream mask makes counts per image, so it pads.
-    order = torch.arange(len(masks))
+    groups = [torch.arange(len(masks))]
     if drop and visible is None:
-        order = torch.sort(token_keep_mask(masks, patch, "any").sum(1).cpu(), stable=True).indices
+        tokens = token_keep_mask(masks, patch, "any").sum(1).cpu()
+        groups = [torch.nonzero(tokens == count).flatten() for count in tokens.unique()]
+    chunks = [group[start:start + per_forward] for group in groups for start in range(0, len(group), per_forward)]
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(masks), per_forward):
-            index = order[start:start + per_forward]
+        for index in chunks:
             chunk = masks[index.to(masks.device)]
             kept = chunk[:, None].expand(-1, len(images), -1, -1)  # A'×N×H×W
             if visible is not None:
@@ -270,10 +308,15 @@ class AblationTraining:
         return vit_forward_kept(model.net, model.normalize(images), keep)
 
 
+SUMMARY_KEYS = ("label", "correct", "base_pred", "ablation_acc", "certified", "certified_correct", "gap",
+                "max_certified_patch")  # all summarize_certificates reads of a result: what a run keeps per image
+
+
 def summarize_certificates(results: list[dict]) -> dict:
     """Dataset figures from per-image ``certify`` results (recomputed from records, never averaged).
 
-    Certified accuracy is never reported without the clean (smoothed) and base accuracy next to it.
+    Reads only the ``SUMMARY_KEYS`` of each result. Certified accuracy is never reported without
+    the clean (smoothed) and base accuracy next to it.
     """
     labelled = [r for r in results if r.get("label") is not None]
     sizes = sorted({m for r in results for m in r.get("certified", {})}, key=int)
@@ -319,11 +362,12 @@ def patch_contents(names: list[str], patch: int, channels: int, generator: torch
 def patch_attack(model: Classifier, image: torch.Tensor, votes: torch.Tensor, ablation: Ablation, patch: int,
                  contents: dict[str, Callable[[int, int], torch.Tensor]],
                  positions: list[tuple[int, int]] | None = None, *, drop_tokens: bool | None = None,
-                 theta: float | None = None, batch_size: int = 256) -> list[dict]:
+                 theta: float | None = None, batch_size: int = 256, visible: torch.Tensor | None = None) -> list[dict]:
     """Paste real patches on ``image`` and recompute the smoothed class; return every placement that flips it.
 
     Only ablations that see the patch can change, so only they are re-run (the others keep
     their ``votes``); this is the empirical side of the certificate (``certify check``).
+    ``visible`` (H×W) is the upstream mask ``votes`` were taken with: re-run ablations use it too.
     """
     height, width = image.shape[-2:]
     masks = ablation.masks(height, width)
@@ -340,7 +384,8 @@ def patch_attack(model: Classifier, image: torch.Tensor, votes: torch.Tensor, ab
             new = votes.clone()
             if touched:
                 new[touched] = ablation_votes(model, attacked[None], ablation, drop_tokens=drop_tokens, theta=theta,
-                                              which=touched, batch_size=batch_size)[0]
+                                              which=touched, batch_size=batch_size,
+                                              visible=None if visible is None else visible[None])[0]
             pred = int(smoothed_prediction(vote_counts(new[None], model.num_classes))[0])
             if pred != original:
                 flips.append({"row": row, "col": col, "content": name, "pred": pred})

@@ -1,9 +1,12 @@
 """The shared CLI skeleton: exit codes, config files, --print-config, the stdin rule."""
 
+import json
 import os
 import pty
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -16,7 +19,7 @@ seen: dict = {}
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed", "batch_size", "shard", "engine", "skip_invalid"})
 def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"), fail: str = typer.Option(None),
        *, common: Common) -> None:
     seen.update(name=name, limit=limit, common=common)
@@ -31,7 +34,7 @@ def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"),
 
 
 @app.command()
-@common_options
+@common_options(uses={"seed"})
 def other(*, common: Common) -> None:
     import random
 
@@ -39,6 +42,12 @@ def other(*, common: Common) -> None:
     import torch
 
     seen.update(other=True, draws=(random.random(), float(np.random.rand()), float(torch.rand(1))))
+
+
+@app.command()
+@common_options()
+def paths(files: list[Path] = typer.Option(None, "--file"), *, common: Common) -> None:
+    seen.update(config=common.config)
 
 
 def invoke(*argv):
@@ -53,6 +62,26 @@ def test_common_options_reach_the_command():
     common = seen["common"]
     assert (common.seed, str(common.shard), common.skip_invalid) == (9, "1/3", True)
     assert common.config["limit"] == 3 and common.config["name"] == "n"
+
+
+def test_options_a_command_does_not_take_are_refused_and_keep_their_defaults(capsys):
+    assert invoke("other", "--batch-size", "8") == 2
+    assert "No such option: --batch-size" in capsys.readouterr().err
+    assert invoke("other") == 0
+    assert invoke("go", "--device", "cpu") == 2 and invoke("go", "--deterministic") == 2
+    assert invoke("go") == 0
+    common = seen["common"]
+    assert (common.device, common.address, common.deterministic) == ("auto", None, False)
+
+
+@pytest.mark.parametrize(("uses", "oom_backoff", "message"), [
+    ({"sed"}, False, "unknown shared options ['sed']"),
+    ({"address"}, False, "--address only means something with --engine"),
+    ({"seed"}, True, "oom_backoff needs batch_size"),
+])
+def test_common_options_refuses_declarations_that_cannot_be_honoured(uses, oom_backoff, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        common_options(uses=uses, oom_backoff=oom_backoff)
 
 
 def test_seed_makes_every_global_random_source_reproducible():
@@ -94,6 +123,14 @@ def test_config_sets_defaults_and_flags_win(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["limit"] == 7 and printed["seed"] == 5 and "name" in printed
     assert "go" not in seen and "common" not in seen
+
+
+def test_repeated_path_options_are_plain_strings_in_the_config(capsys):
+    assert invoke("paths", "--file", "a.bin", "--file", "b.bin") == 0
+    assert json.loads(json.dumps(seen["config"]))["files"] == ["a.bin", "b.bin"]  # artifacts store it as JSON
+    capsys.readouterr()
+    assert invoke("paths", "--file", "a.bin", "--print-config") == 0
+    assert yaml.safe_load(capsys.readouterr().out)["files"] == ["a.bin"]
 
 
 def test_config_with_unknown_key_is_a_usage_error(tmp_path, capsys):

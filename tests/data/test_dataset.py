@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from confidently.data import open_dataset
-from confidently.errors import InvalidInput
+from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.images import save_image
 from safetensors.torch import save_file
@@ -74,9 +74,38 @@ def test_label_outside_classes(tmp_path):
         open_dataset(tmp_path / "m.jsonl", classes=["a", "b"])
 
 
-def test_missing_source():
-    with pytest.raises(InvalidInput, match="dataset not found"):
+def test_missing_source_is_a_usage_error():
+    """A --data file that is not there is a mistake on the command line (exit 2), like every tool's FILE."""
+    with pytest.raises(UsageError, match="dataset not found"):
         open_dataset("no/such/thing.jsonl")
+
+
+def test_manifest_bad_lines_go_to_on_invalid(tmp_path):
+    save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_bytes(b'{"id":"a","image":"a.png"}\n\xff\xfe\n{"id":"c","image":"a.png"}\n')
+    with pytest.raises(InvalidInput) as info:
+        open_dataset(tmp_path / "m.jsonl")
+    assert info.value.line == 2 and "UTF-8" in info.value.message
+    invalid = []
+    data = open_dataset(tmp_path / "m.jsonl", on_invalid=invalid.append)
+    assert data.ids == ["a", "c"] and [error.line for error in invalid] == [2]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_float_shard_is_refused(tmp_path, value):
+    images = torch.rand(2, 3, 4, 4)
+    images[1, 0, 0, 0] = value
+    save_artifact(tmp_path / "s.safetensors", {"images": images}, artifact_metadata(tool="dataset", kind="shard"))
+    with pytest.raises(InvalidInput, match="NaN or infinite"):
+        open_dataset(tmp_path / "s.safetensors")
+
+
+def test_info_hands_undecodable_images_to_on_invalid(tmp_path):
+    save_image(torch.rand(3, 4, 4), tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_text('{"id":"a","image":"a.png"}\n{"id":"b","image":"gone.png"}\n')
+    invalid = []
+    info = open_dataset(tmp_path / "m.jsonl").info(on_invalid=invalid.append)
+    assert info["shapes"] == [{"shape": [3, 4, 4], "count": 1}] and invalid[0].line == 2
 
 
 def test_subset_and_fingerprint():

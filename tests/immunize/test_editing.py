@@ -24,6 +24,32 @@ def test_inpaint_edit_keeps_the_kept_region_and_needs_a_mask(ldm):
         edit_image(ldm, x, cond, EditConfig("inpaint", steps=3), seed=0)
 
 
+def test_inpaint_edit_of_a_copy_pastes_the_original_photo_back(ldm):
+    """PhotoGuard's recover_image(edit, init_image, mask): the kept region shows the photo, not the copy's noise."""
+    x, mask = blobs(1, seed=1)[0], centre_mask()[0]
+    copy = (x + 0.05 * torch.sign(0.5 - x)).clamp(0, 1)  # an "immunized" copy: differs from x everywhere
+    cond, config = conditioning(ldm.text, "a red car", ""), EditConfig("inpaint", steps=2)
+    out = edit_image(ldm, copy, cond, config, seed=0, mask=mask, original=x)
+    kept = mask[0] < 0.5
+    assert torch.equal(out[:, kept], x[:, kept])
+    raw = edit_image(ldm, copy, cond, config, seed=0, mask=mask, paste=False)
+    assert torch.equal(out[:, ~kept], raw[:, ~kept])  # the generated region is the copy's edit
+    with pytest.raises(InvalidInput, match="paste-back needs one size"):
+        edit_image(ldm, copy, cond, config, seed=0, mask=mask, original=x[:, :16])
+
+
+def test_edits_run_and_report_floor_of_steps_times_strength(ldm_img2img):
+    x, cond = blobs(1, seed=2)[0], conditioning(ldm_img2img.text, "a red car", "")
+    calls = []
+    hook = ldm_img2img.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        edit_image(ldm_img2img, x, cond, EditConfig("img2img", steps=5), seed=0)  # strength 0.5
+    finally:
+        hook.remove()
+    assert len(calls) == EditConfig("img2img", steps=5).denoised_steps == 2
+    assert EditConfig("inpaint", steps=5).denoised_steps == 5
+    assert EditConfig("img2img", steps=5, strength=0.1).denoised_steps == 0
+
 def test_img2img_strength_controls_how_far_the_edit_goes(ldm_img2img):
     x = blobs(1, seed=2)[0]
     cond = conditioning(ldm_img2img.text, "a red car", "")

@@ -125,3 +125,80 @@ def test_clip_text_encoder_from_a_local_directory(tiny_dir, tmp_path):
     assert cond.cond.shape == (1, 8, 16) and not torch.equal(cond.cond, cond.uncond)
     out = edit_image(ldm, blobs(1)[0], cond, EditConfig("inpaint", steps=2), seed=0, mask=centre_mask()[0])
     assert out.shape == (3, 32, 32)
+
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def rewrite_weights(component_dir, change) -> str:
+    """Apply ``change`` to a component's state dict in place; returns the key it touched."""
+    from safetensors.torch import load_file
+
+    state = load_file(component_dir / WEIGHTS)
+    key = sorted(state)[len(state) // 2]
+    change(state, key)
+    save_file(state, component_dir / WEIGHTS)
+    return key
+
+
+def pickle_component(component_dir) -> None:
+    """Store a component as diffusers' legacy pickled diffusion_pytorch_model.bin instead of safetensors."""
+    from safetensors.torch import load_file
+
+    torch.save(load_file(component_dir / WEIGHTS), component_dir / "diffusion_pytorch_model.bin")
+    (component_dir / WEIGHTS).unlink()
+
+
+def test_weights_missing_a_key_are_refused_not_left_random(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    key = rewrite_weights(copy / "vae", lambda state, key: state.pop(key))
+    with pytest.raises(InvalidInput, match=rf"vae: its weights do not match its config.json \(missing \['{key}'\]"):
+        load_ldm(copy, parts=("vae",))
+
+
+def test_renamed_or_reshaped_weights_are_refused(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    key = rewrite_weights(copy / "unet", lambda state, key: state.update({f"{key}_renamed": state.pop(key)}))
+    with pytest.raises(InvalidInput, match=rf"unet: .*missing \['{key}'\], unexpected \['{key}_renamed'\]"):
+        load_ldm(copy)
+    fresh = shutil.copytree(tiny_dir, tmp_path / "reshaped")
+    key = rewrite_weights(fresh / "unet", lambda state, key: state.update({key: torch.zeros(1)}))
+    with pytest.raises(InvalidInput, match=f"unet: its weights do not match its config.json .*size mismatch for {key}"):
+        load_ldm(fresh)
+
+
+def test_a_pickled_component_loads_only_when_trusted(tiny_dir, tmp_path, monkeypatch):
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    pickle_component(copy / "unet")
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled without --trust-pickle"))
+    with pytest.raises(InvalidInput, match=r"unet/diffusion_pytorch_model\.bin is a pickle.*--trust-pickle"):
+        load_ldm(copy)
+    monkeypatch.setattr(torch, "load", real_load)
+    trusted = load_ldm(copy, trust_pickle=True)
+    reference = load_ldm(tiny_dir)
+    assert all(torch.equal(a, b) for a, b in zip(trusted.unet.state_dict().values(),
+                                                 reference.unet.state_dict().values(), strict=True))
+
+
+def test_a_pickled_text_encoder_is_refused_before_transformers_loads_it(tiny_dir, tmp_path):
+    copy = shutil.copytree(tiny_dir, tmp_path / "model")
+    (copy / "text_encoder").mkdir()
+    torch.save({"w": torch.zeros(1)}, copy / "text_encoder" / "pytorch_model.bin")
+    with pytest.raises(InvalidInput, match=r"text_encoder/pytorch_model\.bin is a pickle"):
+        load_ldm(copy)
+
+
+def test_cli_exits_3_on_mismatched_or_pickled_components(tiny_dir, tmp_path, run_tool):
+    broken = shutil.copytree(tiny_dir, tmp_path / "broken")
+    key = rewrite_weights(broken / "vae", lambda state, key: state.pop(key))
+    result = run_tool("immunize", "random", "-", "--model-dir", broken, "--out-dir", tmp_path / "out")
+    assert result.returncode == 3, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "vae" in result.stderr and key in result.stderr
+    pickled = shutil.copytree(tiny_dir, tmp_path / "pickled")
+    pickle_component(pickled / "unet")
+    refused = run_tool("immunize", "edit", "-", "--model-dir", pickled, "--out-dir", tmp_path / "edits")
+    assert refused.returncode == 3 and "diffusion_pytorch_model.bin is a pickle" in refused.stderr
+    trusted = run_tool("immunize", "edit", "-", "--model-dir", pickled, "--out-dir", tmp_path / "edits",
+                       "--trust-pickle")
+    assert trusted.returncode == 0, trusted.stderr

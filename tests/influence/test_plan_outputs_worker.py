@@ -42,6 +42,27 @@ def test_counterfactual_orders():
         counterfactual_plan(overall, ["bottom"], [5], runs=1)
 
 
+def test_counterfactual_ranks_nan_units_last_in_both_orders():
+    overall = torch.tensor([0.3, float("nan"), -0.2, 0.1])
+    by = {j["order"]: j["exclude"] for j in counterfactual_plan(overall, ["bottom", "top"], [1], runs=1)}
+    assert by == {"bottom": [2], "top": [0]}
+    by = {j["order"]: j["exclude"] for j in counterfactual_plan(overall, ["bottom", "top"], [3], runs=1)}
+    assert by == {"bottom": [0, 2, 3], "top": [0, 2, 3]}
+
+
+def test_worker_threads_follow_the_engine_then_slurm(monkeypatch):
+    from confidently.influence.worker import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert worker_threads() == 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert worker_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert worker_threads() == 1
+
+
 def test_output_definitions_on_known_logits():
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
     labels = torch.tensor([0, 2])
@@ -72,3 +93,22 @@ def test_synthetic_world_trains_in_well_under_a_second():
     recipe = load_recipe("synthetic-concepts")
     accuracy, results = recipe.run(list(range(0, 20, 2)), seed=0)
     assert accuracy > 0.8 and results["concepts"].logits.shape == (600, 4)
+
+
+def test_a_killed_jobs_temporary_file_is_removed_on_the_next_run(tmp_path):
+    import os
+
+    recipe = load_recipe("oracle-linear")
+    jobs = subset_plan(recipe.num_units, 3, seed=0, run_id="k")
+    run_job(recipe, jobs[0], tmp_path)
+    stale = []
+    for job in jobs[:2]:  # one finished before the kill (a rerun is a no-op), one killed while writing
+        path = result_path(tmp_path, job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stale.append(path.with_name(f".{path.name}.x1y2z3.tmp"))
+        stale[-1].write_bytes(b"half a file")
+        os.utime(stale[-1], (1_000_000_000, 1_000_000_000))
+    mine = tmp_path / "k" / ".notes.tmp"
+    mine.write_text("not influence's")
+    assert [run_job(recipe, job, tmp_path)["status"] for job in jobs[:2]] == ["done-before", "ok"]
+    assert not any(path.exists() for path in stale) and mine.exists()

@@ -1,3 +1,5 @@
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,15 @@ def test_tensor_reference_reads_one_row(tmp_path):
     assert whole.shape == (3, 4, 4)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG that claims width×height pixels (all Pillow reads before refusing it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
 @pytest.mark.parametrize(("ref", "words"), [
     ({"tensors": "x.safetensors", "key": "nope", "index": 0}, "no tensor 'nope'"),
     ({"tensors": "x.safetensors", "key": "images", "index": 5}, "out of range"),
@@ -43,10 +54,20 @@ def test_tensor_reference_reads_one_row(tmp_path):
     ("missing.png", "does not exist"),
     ("broken.png", "not a readable image"),
     ("text.png", "not a readable image"),
+    ({"tensors": "x.safetensors", "key": "nan"}, "NaN or infinite"),
+    ({"tensors": "x.safetensors", "key": "inf", "index": 1}, "NaN or infinite"),
+    ("folder", "is a directory"),
+    ({"tensors": "folder", "key": "images"}, "is a directory"),
+    ("bomb.png", "too large"),
 ])
 def test_bad_references(tmp_path, ref, words):
+    inf = torch.zeros(2, 3, 2, 2)
+    inf[1, 2, 1, 1] = -float("inf")
     save_file({"images": torch.zeros(5, 3, 4, 4, dtype=torch.uint8), "flat": torch.zeros(2, 4),
-               "wide": torch.zeros(7, 4, 4), "big": torch.full((3, 2, 2), 2.0)}, tmp_path / "x.safetensors")
+               "wide": torch.zeros(7, 4, 4), "big": torch.full((3, 2, 2), 2.0),
+               "nan": torch.full((3, 2, 2), float("nan")), "inf": inf}, tmp_path / "x.safetensors")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bomb.png").write_bytes(png_header(60000, 60000))
     save_image(torch.rand(3, 16, 16), tmp_path / "full.png")
     (tmp_path / "broken.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
     (tmp_path / "text.png").write_text("not an image")

@@ -52,3 +52,48 @@ def test_truncated_model_file(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(InvalidInput):
         read_model_file(tmp_path / "cut.safetensors")
+
+
+def padded_safetensors(header_length: int, tensors: dict, metadata: dict[str, str]) -> bytes:
+    """Safetensors bytes whose header is exactly ``header_length`` long (metadata padded to get there)."""
+    from safetensors.torch import save
+
+    unpadded = int.from_bytes(save(tensors, metadata={**metadata, "pad": ""})[:8], "little")
+    for pad in range(max(0, header_length - unpadded - 8), header_length - unpadded + 8):
+        data = save(tensors, metadata={**metadata, "pad": "x" * pad})
+        if int.from_bytes(data[:8], "little") == header_length:
+            return data
+    raise AssertionError(f"no padding gives a {header_length}-byte header")
+
+
+@pytest.mark.parametrize("header_length", [0x2080, 0x10280])  # low byte 0x80; the second also mimics PROTO 2
+def test_safetensors_whose_header_length_starts_with_0x80_loads(tmp_path, header_length):
+    from confidently.io.artifacts import encode_metadata
+    from confidently.io.model_files import looks_pickled
+
+    model = create_model("tiny_resnet", 2)
+    saved = tmp_path / "m.safetensors"
+    save_model(model, saved)
+    tensors, metadata = read_model_file(saved)
+    data = padded_safetensors(header_length, tensors, encode_metadata(metadata))
+    assert data[:2] == header_length.to_bytes(8, "little")[:2] and data[0] == 0x80
+    (tmp_path / "odd.safetensors").write_bytes(data)
+    assert not looks_pickled(data)
+    loaded, _ = read_model_file(tmp_path / "odd.safetensors")
+    assert all(torch.equal(loaded[key], tensors[key]) for key in tensors)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_pickle_protocol_with_a_proto_opcode_is_recognised(protocol):
+    from confidently.io.model_files import looks_pickled
+
+    assert looks_pickled(pickle.dumps({"weight": [0, 0]}, protocol=protocol))
+    assert not looks_pickled(b"\x80\x01" + bytes(30))  # 0x80 then no protocol: not a pickle's start
+
+
+def test_legacy_torch_save_is_refused_unloaded(tmp_path, monkeypatch):
+    path = tmp_path / "legacy.pt"
+    torch.save({"weight": torch.zeros(2)}, path, _use_new_zipfile_serialization=False)
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    with pytest.raises(InvalidInput, match="never loads them"):
+        read_model_file(path)

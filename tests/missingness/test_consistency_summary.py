@@ -3,9 +3,17 @@ from itertools import combinations
 
 import pytest
 import torch
+from confidently.errors import UsageError
 from confidently.missingness import (
+    Features,
+    LimeConfig,
+    MissingnessModel,
     class_entropy,
+    drop_over,
     expected_random_jaccard,
+    explain,
+    grid_labels,
+    make_fill,
     pairwise_jaccard,
     summarize_consistency,
     summarize_curves,
@@ -68,3 +76,21 @@ def test_consistency_and_topk_summaries():
                            {"ks": [0, 2, 4], "keep_top": False, "unchanged": {"own": [1, 1, 0], "random": [1, 1, 0]}}])
     assert topk["sources"]["own"]["frac_unchanged"] == [1.0, 0.5, 0.0]
     assert topk["sources"]["own"]["auc"] < topk["sources"]["random"]["auc"]
+
+
+@pytest.mark.parametrize(("partial", "agree"), [("drop", True), ("keep", False)])
+def test_drop_consistency_is_computed_from_the_paint_the_model_sees(vit, partial, agree):
+    """2×2 features in 4×4 tokens: dropping every touched token hides the paint (rankings agree
+    exactly); keeping partly removed tokens shows it, and the rankings move with the colour."""
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    features = [Features(grid_labels(32, 32, 2), 256)] * 2
+    rankings = []
+    for paint in ("black", "color:1,1,1"):
+        model = MissingnessModel(vit, drop_over(make_fill(paint)), partial=partial)
+        generators = [torch.Generator().manual_seed(i) for i in range(2)]
+        explanations = explain("own", model, images, features, LimeConfig(samples=60), generators)
+        rankings.append([e.ranking for e in explanations])
+    jaccard = torch.stack([pairwise_jaccard([r[i] for r in rankings], [4, 16]) for i in range(2)])
+    assert bool((jaccard == 1).all()) == agree
+    with pytest.raises(UsageError, match="pixel fills"):
+        drop_over(make_fill("drop"))

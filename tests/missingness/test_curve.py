@@ -39,6 +39,31 @@ def test_k0_leaves_every_prediction_unchanged(fill, resnet, vit):
         assert torch.equal(curves.pred0, model(images).argmax(1))
 
 
+@pytest.mark.parametrize("fill", ["random-noise", "drop"])
+def test_every_row_k0_included_runs_through_the_model(fill, resnet, vit):
+    """U₀ = 1 is a finding only if the k = 0 row is computed, not copied from the clean logits."""
+    model = vit if fill == "drop" else resnet
+    images, features, orders = setup(3)
+    ks = [0, 8, 32]
+    forwarded = []
+
+    class Spy(MissingnessModel):
+        def logits(self, images, rows, visible, seeds=None):
+            out = super().logits(images, rows, visible, seeds)
+            forwarded.append((rows.clone(), visible.clone(), out))
+            return out
+
+    mm = Spy(model, make_fill(fill))
+    curves = missingness_curves(mm, images, features, orders, ks, seeds=seeds_for(3, ks) if mm.fill.random else None)
+    rows, visible, out = forwarded[-1]
+    assert rows.tolist() == [i for i in range(3) for _ in ks]
+    assert visible.view(3, len(ks), -1).sum(-1)[:, 0].tolist() == [32 * 32] * 3  # the k = 0 rows see every pixel
+    with torch.no_grad():
+        plain = model(images).softmax(1)
+    assert torch.allclose(curves.p_orig[:, 0], plain.gather(1, curves.pred0[:, None]).squeeze(1), atol=1e-5)
+    assert torch.equal(curves.pred, out.view(3, len(ks), -1).argmax(-1))
+
+
 def test_curves_do_not_depend_on_batching(resnet):
     images, features, orders = setup(6)
     ks = curve_ks(64, 8)

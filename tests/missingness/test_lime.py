@@ -96,6 +96,29 @@ def test_lime_package_fits_the_same_model_on_its_own_perturbations(additive):
     assert set(own.ranking[:5].tolist()) == set(theirs.ranking[:5].tolist())  # different draws, same top-5
 
 
+def test_lime_package_uses_the_ridge_alpha_asked_for(additive):
+    """`--backend lime --ridge-alpha A` fits Ridge(A) on lime's perturbations, not lime's default α = 1."""
+    model, _ = additive
+    seen = []
+
+    class Spy(MissingnessModel):
+        def logits(self, images, rows, visible, seeds=None):
+            out = super().logits(images, rows, visible, seeds)
+            seen.append((visible.clone(), out.softmax(-1)[:, 1]))
+            return out
+
+    labels = grid_labels(16, 16, 4)
+    config = LimeConfig(samples=200, ridge_alpha=30.0)
+    (theirs,) = explain("lime", Spy(model, make_fill("black")), torch.ones(1, 1, 16, 16), [Features(labels, 16)],
+                        config, [torch.Generator().manual_seed(5)])
+    visible = torch.cat([v for v, _ in seen[1:]])
+    y = torch.cat([p for _, p in seen[1:]]).double()
+    z = torch.stack([torch.stack([visible[t][labels == j].all() for j in range(16)]) for t in range(len(visible))])
+    assert torch.allclose(fit_explanation(z.double(), y, config, 1).scores, theirs.scores, atol=1e-5)
+    default = fit_explanation(z.double(), y, LimeConfig(samples=200), 1).scores
+    assert not torch.allclose(default, theirs.scores, atol=1e-3)
+
+
 def test_perturbations_include_the_original_by_default():
     z = perturbations(10, LimeConfig(samples=20), torch.Generator().manual_seed(0))
     assert z.shape == (20, 10) and (z[0] == 1).all()

@@ -68,6 +68,21 @@ def test_batched_gather_equals_per_image_loop(vit):
     assert (batched - single).abs().max() < 1e-5
 
 
+def test_a_row_with_every_token_dropped_is_finite_and_batch_independent(vit):
+    """No evidence gives one defined output (avg pooling: the head on zero features), alone or batched."""
+    x = vit.normalize(torch.rand(3, 3, 32, 32))
+    keep = torch.ones(3, 64, dtype=torch.bool)
+    keep[0] = False
+    with torch.no_grad():
+        alone = vit_forward_kept(vit.net, x[:1], keep[:1])
+        batched = vit_forward_kept(vit.net, x, keep)
+        masked = vit_forward_masked(vit.net, x, keep)
+    assert torch.isfinite(alone).all() and torch.allclose(alone, batched[:1], atol=1e-5)
+    assert torch.allclose(batched, masked, atol=1e-5)
+    if vit.net.global_pool == "avg":
+        assert torch.allclose(alone[0], vit.net.head(vit.net.fc_norm(torch.zeros(1, vit.net.embed_dim)))[0])
+
+
 def test_gradients_flow_through_kept_tokens(vit):
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     keep = torch.zeros(64, dtype=torch.bool)

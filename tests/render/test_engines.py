@@ -86,7 +86,8 @@ def test_textures_swap_in_and_out_without_leftovers(engine, capfd):
 
 VARIED = {
     "view_point": (0.8, -0.6, 0.6), "zoom": 1.6, "focal_length": 24.0, "aperture": 1.0, "frame_shift": (0.3, 0.2),
-    "rotation": (0.0, 0.0, 1.2), "offset": (0.3, 0.0, 0.1), "scale": 0.6, "texture": quadrants(8), "light": 0.4,
+    "rotation": (0.0, 0.0, 1.2), "offset": (0.3, 0.0, 0.1), "aim": (0.2, 0.0, 0.3), "scale": 0.6,
+    "texture": quadrants(8), "light": 0.4,
     "light_color": (1.0, 0.4, 0.4),
 }
 

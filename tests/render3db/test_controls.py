@@ -87,3 +87,19 @@ def test_renders_are_deterministic_and_start_from_a_fresh_scene(worker):
     worker.render(job({**base, **flat(OTHER)}))  # everything changed in between...
     again, _ = worker.render(job(base))
     assert torch.equal(first["rgb"], again["rgb"])  # ...and nothing leaks into the next render
+
+
+@pytest.mark.parametrize("order, centred", [(("position", "camera"), True), (("camera", "position"), False)])
+def test_the_camera_aims_at_the_object_the_controls_before_it_moved(tmp_path, order, centred):
+    (tmp_path / "exp.yaml").write_text(
+        "objects: [{id: mug, builtin: sphere, label: 1}]\n"
+        "environments: [{id: grey, solid: [0.5, 0.5, 0.5]}]\n"
+        "render_args: {engine: null, resolution: 48, samples: 4, with_segmentation: true}\n"
+        "controls:\n" + "".join(f"  - {{module: {name}}}\n" for name in order))
+    worker = RenderWorker(WorkerSettings(load_experiment(tmp_path / "exp.yaml"), evaluate=False, keep_images=True))
+    args = flat({"position": {"offset_x": 0.8, "offset_y": 0.0, "offset_z": 0.6},
+                 "camera": {**BASELINES["camera"], "zoom_factor": 0.6}})
+    out, _ = worker.render(job(args))
+    rows, cols = torch.nonzero(torch.as_tensor(out["segmentation"]).squeeze() >= 0, as_tuple=True)
+    offcentre = max(abs(float(cols.float().mean()) + 0.5 - 24), abs(float(rows.float().mean()) + 0.5 - 24)) / 24
+    assert len(rows) > 0 and (offcentre < 0.05) == centred, offcentre

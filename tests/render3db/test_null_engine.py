@@ -34,8 +34,8 @@ def test_outputs_shapes_ranges_and_determinism():
 
 CHANGES = {
     "view_point": (0.7, -0.7, 0.5), "zoom": 1.6, "focal_length": 20.0, "aperture": 2.0, "frame_shift": (0.3, -0.2),
-    "rotation": (0.3, 0.2, 1.0), "offset": (0.2, 0.0, 0.3), "scale": 0.6, "texture": torch.rand(3, 8, 8,
-                                                                                              generator=torch.Generator().manual_seed(0)),
+    "rotation": (0.3, 0.2, 1.0), "offset": (0.2, 0.0, 0.3), "aim": (0.3, 0.0, 0.2), "scale": 0.6,
+    "texture": torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)),
     "light": 1.7, "light_color": (1.0, 0.6, 0.3),
 }
 
@@ -81,3 +81,14 @@ def test_procedural_and_file_backdrops_and_meshes(tmp_path):
     engine.load(ObjectSpec(id="tet", label=0, path=tmp_path / "tet.obj"), EnvironmentSpec(id="w", solid=(1, 1, 1)),
                 RenderArgs(resolution=32, samples=1))
     assert 0.02 < float(engine.render(SceneState(), 0)["alpha"].mean()) < 0.9
+
+
+def test_the_real_engines_camera_looks_at_its_aim_and_focuses_on_the_object():
+    import numpy as np
+    from confidently.render.engines.procedural import camera_pose
+
+    state = SceneState(view_point=(0.6, -0.8, 0.4), zoom=0.7, offset=(0.5, -0.3, 0.4), aim=(0.5, -0.3, 0.4))
+    pose = camera_pose(state)
+    towards = np.asarray(state.aim) - pose.origin
+    assert abs(towards @ pose.right) < 1e-9 and abs(towards @ pose.up) < 1e-9 and towards @ pose.forward > 0
+    assert abs(pose.focus_distance - np.linalg.norm(towards)) < 1e-9

@@ -55,8 +55,8 @@ def test_serial_and_sharded_runs_agree_and_records_match_the_stored_images(exper
     records = []
     for job in jobs:
         fields, tensors = serial[job.id]
-        records += writer.add({**job.record("grid", "x"), **fields}, tensors)
-    records += writer.close()
+        records.append(writer.add({**job.record("grid", "x"), **fields}, tensors))
+    writer.close()
     from confidently.data import open_dataset
 
     dataset = open_dataset(tmp_path / "renders.safetensors")

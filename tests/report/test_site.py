@@ -1,10 +1,12 @@
 """`report` on small fixtures of real tool output (made by the tools themselves on demo data)."""
 
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
-from confidently.errors import InvalidInput, NoValidResult
+from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.report import build_site, classify, read_records
 from PIL import Image
 
@@ -23,6 +25,30 @@ EXPECTED = {
 }
 
 
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def shifted(value):
+    """``value`` with every float v moved to v/2 + 1/4 (zeros too, and [0, 1] stays inside [0, 1])."""
+    if isinstance(value, float):
+        return value / 2 + 0.25
+    if isinstance(value, dict):
+        return {k: shifted(v) for k, v in value.items()}
+    return [shifted(v) for v in value] if isinstance(value, list) else value
+
+
+def one_fewer_of_each_kind(records: list[dict]) -> list[dict]:
+    """Without the first record of every kind that has several: a figure of per-record results must change."""
+    def kind(record):
+        return record.get("kind"), record.get("cmd"), tuple(v.get("schema") for v in record.values()
+                                                            if isinstance(v, dict) and "schema" in v)
+
+    kinds = [kind(r) for r in records]
+    first = {k: kinds.index(k) for k in kinds if kinds.count(k) > 1}
+    return [r for i, r in enumerate(records) if i not in first.values()]
+
+
 def referenced(html: str) -> list[str]:
     return [ref for ref in re.findall(r'(?:href|src)="([^"#]+)"', html) if not ref.startswith("data:")]
 
@@ -34,11 +60,14 @@ def test_every_record_kind_draws_its_figures(tmp_path, fixture):
     assert {classify(r) for r in records} == {section}
     drawn, skipped = build_site(records, tmp_path / "site")
     assert drawn == {section: len(records)} and skipped == 0
+    build_site([shifted(r) for r in one_fewer_of_each_kind(records)], tmp_path / "other")
     for name in images:
-        path = tmp_path / "site" / section / name
-        assert path.stat().st_size > 1000
-        width, height = Image.open(path).size
+        figure = pixels(tmp_path / "site" / section / name)
+        height, width, _ = figure.shape
         assert width >= 500 and height >= 300
+        assert len(np.unique(figure.reshape(-1, 3), axis=0)) >= 3  # something is drawn on the background
+        changed = pixels(tmp_path / "other" / section / name)
+        assert changed.shape != figure.shape or not np.array_equal(changed, figure), f"{name} ignores its numbers"
     html = (tmp_path / "site" / "index.html").read_text()
     assert html.count("data:image/png;base64,") == len(images)  # self-contained: images embedded
     assert all((tmp_path / "site" / ref).exists() for ref in referenced(html))
@@ -131,3 +160,61 @@ def test_immunize_section_shows_photo_and_edit_grids_it_can_read(tmp_path):
             record.update(image=png, immunized=png, edit_clean=png, edit_immunized=png)
     width, height = drawn_size(records, tmp_path, "immunize", "grids.png")
     assert width >= 500 and height >= 300
+
+
+def test_a_rerun_replaces_only_what_report_wrote(tmp_path):
+    site = tmp_path / "site"
+    build_site(read_records(FIXTURES / "certify.jsonl", "c"), site)
+    (site / "notes.txt").write_text("mine")
+    (site / "certify" / "mine.png").write_bytes(b"mine")
+    drawn, _ = build_site(read_records(FIXTURES / "influence.jsonl", "i"), site)
+    assert list(drawn) == ["influence"] and (site / "influence").is_dir()
+    assert (site / "notes.txt").read_text() == "mine" and (site / "certify" / "mine.png").read_bytes() == b"mine"
+    assert [p.name for p in (site / "certify").iterdir()] == ["mine.png"]  # report's old figures are gone
+
+
+def test_a_folder_report_did_not_make_is_refused_and_forcing_keeps_its_files(tmp_path):
+    site = tmp_path / "results"
+    (site / "sub").mkdir(parents=True)
+    (site / "certify.jsonl").write_text((FIXTURES / "certify.jsonl").read_text())
+    (site / "sub" / "keep.txt").write_text("mine")
+    records = read_records(site / "certify.jsonl", "c")
+    with pytest.raises(UsageError, match="--force"):
+        build_site(records, site)
+    assert sorted(p.name for p in site.iterdir()) == ["certify.jsonl", "sub"]
+    build_site(records, site, force=True)
+    build_site(records, site)  # now report's own folder: no --force needed
+    assert (site / "index.html").is_file() and (site / "sub" / "keep.txt").read_text() == "mine"
+    assert (site / "certify.jsonl").read_text() == (FIXTURES / "certify.jsonl").read_text()
+
+
+def test_a_user_file_where_report_would_write_needs_force(tmp_path):
+    site = tmp_path / "site"
+    build_site(read_records(FIXTURES / "certify.jsonl", "c"), site)
+    records = read_records(FIXTURES / "influence.jsonl", "i")
+    build_site(records, tmp_path / "probe")
+    figure = next((tmp_path / "probe" / "influence").iterdir()).name
+    (site / "influence").mkdir()
+    (site / "influence" / figure).write_bytes(b"mine")
+    with pytest.raises(UsageError, match=figure):
+        build_site(records, site)
+    assert (site / "influence" / figure).read_bytes() == b"mine"
+    build_site(records, site, force=True)
+    assert (site / "influence" / figure).read_bytes() != b"mine"
+
+
+def test_a_summary_missing_a_field_or_of_the_wrong_type_names_file_line_and_field(tmp_path):
+    summary = json.loads((FIXTURES / "ablate-summary.json").read_text())
+    del summary["n"]
+    (tmp_path / "s.json").write_text(json.dumps(summary, indent=2))
+    with pytest.raises(InvalidInput) as info:
+        read_records(tmp_path / "s.json", "s.json")
+    assert (info.value.source, info.value.line, info.value.field) == ("s.json", 1, "n")
+    scored = json.loads((FIXTURES / "immunize.jsonl").read_text().splitlines()[0])
+    scored["metrics"]["ssim"] = "high"
+    (tmp_path / "i.jsonl").write_text("\n".join([json.dumps(scored | {"id": "ok"}), json.dumps(scored)]))
+    with pytest.raises(InvalidInput) as info:
+        read_records(tmp_path / "i.jsonl", "i.jsonl")
+    assert (info.value.line, info.value.field) == (1, "metrics.ssim") and "a number" in info.value.message
+    skipped = []
+    assert read_records(tmp_path / "i.jsonl", "i.jsonl", skipped.append) == [] and len(skipped) == 2

@@ -12,7 +12,7 @@ from confidently.io.artifacts import artifact_metadata, load_artifact, save_arti
 from confidently.io.images import load_image
 from confidently.io.model_files import read_model_file
 from confidently.schema import schema_errors
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import BIN, ROOT, tool_path
 
@@ -130,7 +130,7 @@ def test_curve_records_and_summary(workdir, saliency_curve):
         result = row["ablate"]
         assert result["schema"] == "ablate-curve/v1" and result["order"] == "saliency" and result["features"] == F
         assert result["ks"] == list(range(0, F + 1, 8))
-        assert result["pred"][0] == result["pred0"]  # U_0 = 1: nothing removed is the clean image
+        assert result["pred"][0] == result["pred0"]  # U_0 = 1: the k = 0 row, run through the fill, is the clean image
         assert all(0.0 <= p <= 1.0 for p in result["p_orig"])
         flips = [k for k, p in zip(result["ks"], result["pred"], strict=True) if p != result["pred0"]]
         assert result["first_flip_k"] == (flips[0] if flips else None)
@@ -170,24 +170,30 @@ def test_same_seed_same_bytes_whatever_the_batch(workdir):
 
 
 def test_vit_token_dropping(workdir):
-    drop_curve, drop_consistency, colours = side_by_side(
+    # 2×2 features inside the ViT's 4×4 tokens: a token can be partly removed, so the partial rule decides
+    # whether the paint under a removed region reaches the model
+    paints = ("--colors", "black;color:1,1,1;random-noise", "--samples", "50", "--k", "2,4", "--patch-size", "2")
+    drop_curve, drop_consistency, keep_consistency, colours = side_by_side(
         workdir,
         ("curve", "test.jsonl", "--model", "vit.safetensors", "--fill", "drop", *GRID, "--step", "16", "-q"),
-        ("consistency", "test.jsonl", "--model", "vit.safetensors", "--fill", "drop", "--samples", "50", "--k", "2,4",
-         *GRID, "-q"),
+        ("consistency", "test.jsonl", "--model", "vit.safetensors", "--fill", "drop", *paints, "-q"),
+        ("consistency", "test.jsonl", "--model", "vit.safetensors", "--fill", "drop", "--partial", "keep", *paints,
+         "-q"),
         ("consistency", "test.jsonl", "--model", "rn.safetensors", "--colors", "binary8", "--samples", "50", "--k",
          "2,4,16", *GRID, "--summary", "consistency.json", "-q"))
-    for proc in (drop_curve, drop_consistency, colours):
+    for proc in (drop_curve, drop_consistency, keep_consistency, colours):
         assert proc.returncode == 0, proc.stderr
         assert [r["id"] for r in records(proc)] == source_ids(workdir)
     for result in results(drop_curve):
         assert result["schema"] == "ablate-curve/v1" and result["fill"] == "drop" and result["partial"] == "drop"
         assert result["true_removal"] and result["ks"] == [0, 16, 32, 48, 64] and result["pred"][0] == result["pred0"]
-    for result in results(drop_consistency):
-        assert result["by_construction"] is True and result["fills"] == ["drop"] and result["ks"] == [2, 4]
-        assert all(j == 1.0 for pair in result["jaccard"] for j in pair)
+    for result in results(drop_consistency):  # a dropped token hides its paint: the rankings agree exactly
+        assert result["fills"] == ["drop/black", "drop/color:1,1,1", "drop/random-noise"] and result["pairs"] == 3
+        assert result["ks"] == [2, 4] and result["jaccard"] == [[1.0, 1.0]] * 3
+    kept = [j for result in results(keep_consistency) for pair in result["jaccard"] for j in pair]
+    assert min(kept) < 1.0  # partly removed tokens are kept and show the paint, so the colour moves the ranking
     for result in results(colours):
-        assert result["pairs"] == 28 and len(result["jaccard"]) == 28 and result["by_construction"] is False
+        assert result["pairs"] == 28 and len(result["jaccard"]) == 28
         assert len(result["fills"]) == 8 and result["ks"] == [2, 4, 16]
         assert all(len(pair) == 3 and all(0.0 <= j <= 1.0 for j in pair) for pair in result["jaccard"])
         means = torch.tensor(result["jaccard"]).mean(0).tolist()
@@ -270,9 +276,30 @@ def test_apply_writes_masks_and_pipes_into_certify(workdir):
     assert "images" not in masks_only and torch.equal(masks_only["masks"], masks)  # the order does not see the fill
     rows = records(piped)
     assert [r["id"] for r in rows] == [r["id"] for r in source]
-    for row, original in zip(rows, source, strict=True):
+    for index, (row, original) in enumerate(zip(rows, source, strict=True)):
         assert "certify" in row and row["ablate"]["fill"] == "drop" and row["image"] == original["image"]
-        assert row["certify"]["vote"]["total"] == 32
+        assert row["mask"] == {"tensors": "m2.safetensors", "key": "masks", "index": index}
+
+    # the masked region is really ignored: white paint under the mask changes no vote, while certifying the
+    # same images without the mask does change some
+    painted = torch.stack([torch.where(mask.bool(), load_image(r["image"], workdir), torch.ones(3, 32, 32))
+                           for r, mask in zip(source, masks, strict=True)])
+    save_file({"images": painted}, workdir / "painted.safetensors")
+    ablated = [{k: v for k, v in row.items() if k != "certify"} for row in rows]
+    repainted = [{**row, "image": {"tensors": "painted.safetensors", "key": "images", "index": index}}
+                 for index, row in enumerate(ablated)]
+    (workdir / "painted.jsonl").write_text("".join(json.dumps(row) + "\n" for row in repainted))
+    (workdir / "unmasked.jsonl").write_text("".join(json.dumps({k: v for k, v in row.items() if k != "mask"}) + "\n"
+                                                    for row in ablated))
+    again, unmasked = side_by_side(workdir, "certify run painted.jsonl --model vit.safetensors --ablation-size 8 -q",
+                                   "certify run unmasked.jsonl --model vit.safetensors --ablation-size 8 -q")
+    assert again.returncode == unmasked.returncode == 0, again.stderr + unmasked.stderr
+
+    def votes(proc):
+        return [(r["certify"]["counts_top"], r["certify"]["gap"]) for r in records(proc)]
+
+    assert votes(again) == votes(piped)
+    assert votes(unmasked) != votes(piped)
 
 
 def test_usage_errors_exit_2(workdir):

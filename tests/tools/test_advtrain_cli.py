@@ -62,11 +62,24 @@ def test_eval_robust_model_beats_standard_at_its_eps(run_tool, workdir, models):
                           "test", "--eps", "0,1", "--steps", "10", cwd=workdir)
         assert result.returncode == 0, result.stderr
         rows[name] = {r["eps"]: r for r in result.records}
+    images, labels = open_dataset("demo:digits", "test").tensors()
     for name in rows:
-        assert rows[name][0.0]["adv_acc"] == rows[name][0.0]["nat_acc"]  # eps 0 = clean accuracy
+        model = load_model(workdir / f"{name}.safetensors").eval()
+        with torch.no_grad():
+            clean = float((model(images).argmax(1) == labels).float().mean())
+        assert rows[name][0.0]["nat_acc"] == rows[name][1.0]["nat_acc"] == pytest.approx(clean)  # measured, not assumed
         assert rows[name][1.0]["adv_acc"] <= rows[name][1.0]["nat_acc"]  # robust <= clean
     assert rows["robust"][1.0]["adv_acc"] > rows["std"][1.0]["adv_acc"] + 0.1
     assert rows["std"][1.0]["adv_acc"] < rows["std"][1.0]["nat_acc"] - 0.3
+
+
+def test_eval_does_not_depend_on_the_batch_size(run_tool, workdir, models):
+    args = ["eval", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test", "--constraint", "linf",
+            "--eps", "0.3", "--steps", "1", "--step-size", "0.01", "--random-start", "--restarts", "2"]
+    rows = [run_tool("advtrain", *args, "--batch-size", size, cwd=workdir) for size in ("7", "256")]
+    assert all(r.returncode == 0 for r in rows), rows[0].stderr
+    assert rows[0].records == rows[1].records  # starts drawn by (seed, id), not by batch position
+    assert rows[0].records[0]["adv_acc"] < rows[0].records[0]["nat_acc"]
 
 
 def test_attack_writes_a_dataset_other_tools_read(run_tool, workdir, models):

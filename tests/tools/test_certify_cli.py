@@ -155,8 +155,66 @@ def test_bad_geometry(workdir, args, words):
 def test_check_attacks_certified_images(workdir):
     proc = certify(workdir, "check", "test.jsonl", "--model", "base.safetensors", "--patch-size", "1",
                    "--positions", "6", "--contents", "zeros,ones,noise")
-    assert proc.returncode in (0, 4), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     reports = [r["certify"]["check"] for r in records(proc)]
+    run = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", "--patch-sizes", "1", "-q")
+    assert run.returncode == 0, run.stderr
+    # check attacks exactly the images `run` certifies, and predicts what `run` predicts
+    expected = [(r["certified"]["1"], r["pred"]) for r in certify_fields(run)]
+    assert [(r["certified"], r["pred"]) for r in reports] == expected
     checked = [r for r in reports if r["certified"]]
-    assert all(not r["flipped"] and r["placements"] == 6 for r in checked)
-    assert (proc.returncode == 4) == (not checked)
+    assert checked  # exit 0 means at least one certified image was attacked
+    for report in checked:
+        assert report["placements"] == 6 and report["contents"] == ["noise", "ones", "zeros"]
+        assert report["flips"] == [] and report["flipped"] is False
+    assert all(set(r) == {"patch", "certified", "pred"} for r in reports if not r["certified"])
+
+
+def test_default_band_follows_the_image_size_for_models_certify_did_not_fit():
+    """An imported 224² model gets the thesis's b = 19, not a b of 4 that sees almost nothing."""
+    from confidently.errors import UsageError
+    from confidently.models import create_model
+
+    from tools.certify import model_geometry
+
+    imported = create_model("tiny_resnet", 3, img_size=224)
+    assert model_geometry(imported, None, None, 1).size == 19
+    assert model_geometry(create_model("tiny_resnet", 3, img_size=32), "row", None, 1).size == 4  # CIFAR's b
+    assert model_geometry(create_model("tiny_resnet", 3, img_size=64), None, None, 1).size == 5  # 19/224 of 64
+    assert model_geometry(imported, None, 7, 1).size == 7
+    with pytest.raises(UsageError, match="--ablation-size"):
+        model_geometry(imported, "block", None, 1)
+    imported.training_info = {"ablation": {"kind": "column", "size": 37}}  # what `certify fit` stores
+    assert model_geometry(imported, None, None, 1).size == 37
+
+
+def test_patch_fractions_give_the_thesis_sizes():
+    from confidently.errors import UsageError
+
+    from tools.certify import fraction_sizes
+
+    assert fraction_sizes("0.01,0.02,0.03", 224, 224) == [23, 32, 39]
+    for bad in ("0", "1.5", ","):
+        with pytest.raises(UsageError, match="--patch-frac"):
+            fraction_sizes(bad, 224, 224)
+
+
+def test_run_keeps_votes_only_for_votes_out(tmp_path):
+    """Without --votes-out no image's votes outlive its batch (50k images × 224 ablations add up)."""
+    from confidently.io.records import RecordReader
+    from confidently.models import create_model
+    from confidently.smoothing import Ablation
+
+    from tools.certify import Certificates, Certifier
+
+    save_image(torch.rand(3, 8, 8), tmp_path / "a.png")
+    (tmp_path / "r.jsonl").write_text('{"id":"a","image":"a.png"}\n{"id":"b","image":"a.png"}\n')
+    records = list(RecordReader(tmp_path / "r.jsonl", require_image=True))
+    model = create_model("small_cnn", 3).eval()
+    certificates = Certificates(Ablation("column", 2), 8, 8, 3, [1], "strict", True,
+                                {"rule": "argmax", "theta": None}, False, 0)
+    streaming = Certifier(model, certificates, 16, None)
+    assert [r["certify"]["vote"]["total"] for r in streaming(records)] == [8, 8] and streaming.collected == []
+    keeping = Certifier(model, certificates, 16, None, keep_votes=True)
+    keeping(records)
+    assert [row[0] for row in keeping.collected] == ["a", "b"]

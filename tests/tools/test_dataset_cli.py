@@ -171,3 +171,15 @@ def test_model_file_checks(tmp_path):
         assert InvalidInput.exit_code == 3 and str(tmp_path / name) in str(info.value)
     save_model(create_model("tiny_resnet", 2), tmp_path / "ok.safetensors")
     assert load_model(tmp_path / "ok.safetensors").num_classes == 2
+
+
+def test_export_never_writes_into_a_users_folder_unless_forced(run_tool, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"mine")
+    source = "demo:shapes?classes=2&per_class=2"
+    refused = run_tool("dataset", "export", source, "--out", "photos")
+    assert refused.returncode == 2 and "photos" in refused.stderr and "--force" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["holiday.jpg"]
+    assert run_tool("dataset", "export", source, "--out", "photos", "--force").returncode == 0
+    assert run_tool("dataset", "export", source, "--out", "photos").returncode == 0  # its own folder now
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"mine"

@@ -103,8 +103,11 @@ def test_encoder_then_edit_in_a_pipe(work):
         assert row["kind"] == "immunize.edited" and row["edit_config"]["scheduler"] == "DDIMScheduler"
         for key in ("edit_clean", "edit_immunized", "edit_immunized_jpeg_75"):
             assert (work / row[key]).is_file()
-        edited = to_uint8(load_image(str(work / row["edit_immunized"]))).int()
-        assert torch.equal(edited[:, ~mask], immunized[:, ~mask])
+        # the kept region of every edit is the original photo's (PhotoGuard's recover_image), not the immunized one's
+        for key in ("edit_clean", "edit_immunized", "edit_immunized_jpeg_75"):
+            edited = to_uint8(load_image(str(work / row[key]))).int()
+            assert torch.equal(edited[:, ~mask], original[:, ~mask]), key
+        assert row["edit_config"]["denoised_steps"] == 3
         assert load_artifact_metadata(work / row["edit_tensors"])["kind"] == "edits"
 
 
@@ -152,8 +155,52 @@ def test_random_and_diffusion_subcommands(work, monkeypatch, capsys):
     assert code == 0, err
     (row,) = records(out)
     assert row["method"] == "diffusion" and row["attack_denoise_steps"] == 2 and row["checkpointing"]
+    assert row["attack_denoise_steps_requested"] == 2 and row["attack_strength"] == 1.0
     assert schema_errors(row, "immunize-record") == []
     assert row["loss_final"] is not None and row["linf"] <= 16 / 255 + 1e-6
+
+
+def test_img2img_diffusion_attack_records_the_steps_it_unrolled(work, monkeypatch, capsys):
+    from confidently.immunize import write_tiny_model
+
+    if not (work / "tiny-i2i").exists():
+        write_tiny_model(work / "tiny-i2i", size=32, unet="img2img", seed=0)
+    plain = json.dumps({"id": "x", "image": "photos/p0.png"}) + "\n"
+    code, out, err = in_process(["diffusion", "--model-dir", "tiny-i2i", "--out-dir", "diff-i2i", "--steps", "1",
+                                 "--grad-reps", "1", "--attack-denoise-steps", "4"], plain, work, monkeypatch, capsys)
+    assert code == 0, err
+    (row,) = records(out)
+    assert row["mode"] == "img2img" and row["attack_strength"] == 0.5  # ⌊4 · 0.5⌋ steps unrolled, not 4
+    assert (row["attack_denoise_steps"], row["attack_denoise_steps_requested"]) == (2, 4)
+    assert schema_errors(row, "immunize-record") == []
+
+
+def test_edit_of_the_immunized_field_alone_on_resized_photos(work, monkeypatch, capsys):
+    """Photos of 40×48 immunized at 32×32: the mask belongs to the photo, and the photo is pasted back."""
+    manifest = str(work / "photos" / "manifest.jsonl")
+    code, immunized, err = in_process(["random", "--model-dir", "tiny", "--out-dir", "rand-alone", manifest], "",
+                                      work, monkeypatch, capsys)
+    assert code == 0, err
+    code, out, err = in_process(["edit", "--model-dir", "tiny", "--out-dir", "edit-alone", "--steps", "2",
+                                 "--fields", "immunized"], immunized, work, monkeypatch, capsys)
+    assert code == 0, err
+    mask = fit_image(load_image(str(work / "photos/mask.png"), channels=1), 32, nearest=True)[0] > 0.5
+    for row in records(out):
+        assert "edit_clean" not in row and row["resized"]
+        original = to_uint8(fit_image(load_image(str(work / row["image"])), 32)).int()
+        edited = to_uint8(load_image(str(work / row["edit_immunized"]))).int()
+        assert torch.equal(edited[:, ~mask], original[:, ~mask])
+
+
+def test_lossy_webp_output_is_real_webp(work, monkeypatch, capsys):
+    plain = json.dumps({"id": "x", "image": "photos/p0.png"}) + "\n"
+    code, out, err = in_process(["random", "--model-dir", "tiny", "--out-dir", "webp", "--format", "webp",
+                                 "--allow-lossy"], plain, work, monkeypatch, capsys)
+    assert code == 0, err
+    (row,) = records(out)
+    head = (work / row["immunized"]).read_bytes()[:12]
+    assert row["immunized"].endswith(".webp") and row["lossy"]
+    assert head[:4] == b"RIFF" and head[8:12] == b"WEBP", head
 
 
 def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
@@ -170,6 +217,8 @@ def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
         shutil.copytree(work / "tiny", no_text)
         shutil.rmtree(no_text / "toy_text")
     save_file({"x": torch.rand(3, 31, 32)}, str(work / "odd.safetensors"))
+    save_image(torch.rand(3, 32, 32), work / "immunized-32.png")
+    immunized_32 = json.dumps({**one, "immunized": "immunized-32.png"}) + "\n"
     encoder = ["encoder", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1"]
     cases = {
         "eps above one": (["random", "--model-dir", "tiny", "--out-dir", "bad", "--eps", "1.5"], plain, 2, "(0, 1]"),
@@ -183,6 +232,13 @@ def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
                              "--fields", "image"], json.dumps(one) + "\n", 3, "--prompt-embeds"),
         "inpaint without mask": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1"], plain, 3,
                                  "needs a mask"),
+        "immunized of another size": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1",
+                                       "--size", "16"], immunized_32, 3,
+                                      "'photo/0': immunized is 32×32 but its photo is edited at 16×16"),
+        "paste-back without the photo": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1",
+                                          "--fields", "immunized"],
+                                         json.dumps({"id": "y", "immunized": "immunized-32.png",
+                                                     "mask": "photos/mask.png"}) + "\n", 3, "needs its \"image\""),
     }
     for name, (args, stdin, expected, message) in cases.items():
         code, _, err = in_process(args, stdin, work, monkeypatch, capsys)

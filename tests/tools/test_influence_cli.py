@@ -5,6 +5,8 @@ import os
 import subprocess
 
 import pytest
+import torch
+from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 from safetensors.torch import load_file
 
 from tests.conftest import BIN, ROOT
@@ -70,6 +72,37 @@ def test_rerun_resume_shards_and_partial_sums_give_the_same_estimate(farm):
                                                                             abs=2e-6)
 
 
+def test_merge_writes_an_estimate_and_refuses_mixtures_and_duplicates(farm):
+    made = shell(farm, "head -20 done.jsonl > a.jsonl && tail -20 done.jsonl > b.jsonl && "
+                       "influence estimate a.jsonl --output logit_correct --partial-out pa.safetensors && "
+                       "influence estimate b.jsonl --output logit_correct --partial-out pb.safetensors && "
+                       "influence estimate b.jsonl --output correct --partial-out pc.safetensors")
+    assert made.returncode == 0, made.stderr
+    merged = shell(farm, "influence estimate --merge pa.safetensors --merge pb.safetensors --out pm.safetensors")
+    assert merged.returncode == 0, merged.stderr
+    whole = shell(farm, "influence estimate done.jsonl --output logit_correct")
+    assert [r["overall"] for r in records(merged.stdout)] == pytest.approx([r["overall"] for r in
+                                                                           records(whole.stdout)], abs=2e-6)
+    assert load_artifact_metadata(farm / "pm.safetensors")["output"] == "logit_correct"  # the partials' output
+    for other, words in (("pa", "both hold job 0"), ("pc", "differ in output")):
+        refused = shell(farm, f"influence estimate --merge pa.safetensors --merge {other}.safetensors")
+        assert refused.returncode == 3 and words in refused.stderr and f"{other}.safetensors" in refused.stderr
+    asked = shell(farm, "influence estimate --merge pa.safetensors --output correct")
+    assert asked.returncode == 3 and "not --output 'correct'" in asked.stderr
+    twice = shell(farm, "cat a.jsonl a.jsonl | influence estimate --output logit_correct")
+    assert twice.returncode == 3 and "counts once" in twice.stderr
+
+
+def test_counterfactual_ranks_and_reports_nan_units(farm):
+    overall = torch.tensor([0.3, float("nan"), -0.2, 0.1])
+    save_artifact(farm / "nan.safetensors", {"influence": overall[:, None].clone(), "overall": overall},
+                  artifact_metadata(tool="influence", kind="influence"))
+    result = shell(farm, "influence counterfactual --influence nan.safetensors --ks 1 --runs 1 --order bottom,top")
+    assert result.returncode == 0, result.stderr
+    assert {r["order"]: r["exclude"] for r in records(result.stdout)} == {"bottom": [2], "top": [0]}
+    assert "1 units have a NaN influence" in result.stderr
+
+
 def test_counterfactual_jobs_run_and_summarize(farm):
     shell(farm, "influence estimate done.jsonl --output logit_correct --out infl.safetensors > /dev/null")
     result = shell(farm, "influence counterfactual --influence infl.safetensors --ks 0,2 --runs 2 "
@@ -84,6 +117,14 @@ def test_slurm_script_runs_one_job_per_array_task(farm):
     script = shell(farm, "influence slurm-script --plan plan.jsonl --recipe oracle-linear --out-dir results "
                          "--concurrency 8 --partition gpu")
     assert "#SBATCH --array=0-39%8" in script.stdout and "--job-index $SLURM_ARRAY_TASK_ID" in script.stdout
+    assert "#SBATCH --cpus-per-task=1" in script.stdout and (farm / "logs").is_dir()
+    sized = shell(farm, "influence slurm-script --plan plan.jsonl --recipe oracle-linear --out-dir slurm "
+                        "--cpus-per-task 3 --log-dir runs/logs > farm.sbatch && "
+                        "env -u OMP_NUM_THREADS SLURM_ARRAY_TASK_ID=7 SLURM_CPUS_PER_TASK=3 bash farm.sbatch")
+    assert sized.returncode == 0, sized.stderr
+    text = (farm / "farm.sbatch").read_text()
+    assert "#SBATCH --cpus-per-task=3" in text and f"#SBATCH --output={farm / 'runs' / 'logs'}/" in text
+    assert (farm / "runs" / "logs").is_dir() and (farm / "slurm" / "o" / "job-000007.safetensors").exists()
     one = shell(farm, "influence train --plan plan.jsonl --job-index 12 --recipe oracle-linear --out-dir single")
     (result,) = records(one.stdout)
     assert result["job_id"] == 12 and (farm / "single" / "o" / "job-000012.safetensors").exists()

@@ -24,12 +24,29 @@ def digits(tmp_path_factory):
     return root
 
 
-def test_relabel_poison_trains_a_backdoor_that_asr_measures(run_tool, digits):
-    poisoned = run_tool("plant-backdoor", "poison", "train.jsonl", "--mode", "relabel", "--target-label", "0",
-                        "--rate", "0.1", "--size", "8", "--ids-out", "ids.jsonl", "--summary", "counts.json",
-                        cwd=digits)
+@pytest.fixture(scope="module")
+def backdoored(digits):
+    """digits plus bd.safetensors, a tiny ResNet trained on a 10 % relabel poison (8-pixel square → class 0)."""
+    import subprocess
+
+    from tests.conftest import tool_path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    poisoned = subprocess.run([tool_path("plant-backdoor"), "poison", "train.jsonl", "--mode", "relabel",
+                               "--target-label", "0", "--rate", "0.1", "--size", "8", "--ids-out", "ids.jsonl",
+                               "--summary", "counts.json"], cwd=digits, capture_output=True, text=True, env=env)
     assert poisoned.returncode == 0, poisoned.stderr
-    rows = poisoned.records
+    (digits / "poisoned.jsonl").write_text(poisoned.stdout)
+    trained = subprocess.run([tool_path("advtrain"), "train", "--data", "poisoned.jsonl", "--arch", "tiny_resnet",
+                              "--epochs", "4", "--shift", "2", "--out", "bd.safetensors", "-q"], cwd=digits,
+                             capture_output=True, text=True, env=env)
+    assert trained.returncode == 0, trained.stderr
+    return digits
+
+
+def test_relabel_poison_trains_a_backdoor_that_asr_measures(run_tool, backdoored):
+    digits = backdoored
+    rows = [json.loads(line) for line in (digits / "poisoned.jsonl").read_text().splitlines()]
     hit = [r for r in rows if r["poisoned"]]
     assert len(hit) == round(0.1 * len(rows)) and all(r["label"] == 0 and r["orig_label"] != 0 for r in hit)
     assert all(r["trigger"] == {"type": "square", "size": 8} for r in hit)
@@ -38,11 +55,7 @@ def test_relabel_poison_trains_a_backdoor_that_asr_measures(run_tool, digits):
     assert ids == [r["id"] for r in hit]
     counts = json.loads((digits / "counts.json").read_text())
     assert counts["n_poisoned"] == len(hit) and counts["rate_of"] == "dataset"
-    (digits / "poisoned.jsonl").write_text(poisoned.stdout)
 
-    trained = run_tool("advtrain", "train", "--data", "poisoned.jsonl", "--arch", "tiny_resnet", "--epochs", "4",
-                       "--shift", "2", "--out", "bd.safetensors", "-q", cwd=digits)
-    assert trained.returncode == 0, trained.stderr
     measured = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", "bd.safetensors", "--size", "8",
                         "--target-label", "0", cwd=digits)
     assert measured.returncode == 0, measured.stderr
@@ -118,7 +131,8 @@ def test_experiment_grid_and_summarize(run_tool, digits):
                     cwd=digits)
     assert grid.returncode == 0, grid.stderr
     runs = grid.records
-    assert len(runs) == 2 * 2 * 2 and all(r["kind"] == "run" and 0 <= r["target_clean_acc"] <= 1 for r in runs)
+    assert len(runs) == 2 * 2 * 2
+    assert all(r["kind"] == "run" and r["target_clean_acc"] > 0.3 for r in runs)  # chance is 0.2
     again = run_tool("plant-backdoor", "summarize", input=grid.stdout, cwd=digits)
     assert json.loads(again.stdout) == json.loads((digits / "grid.json").read_text())
     bad = run_tool("plant-backdoor", "experiment", "--source", "demo:digits?size=8", "--target", "demo:digits?size=8",
@@ -160,18 +174,20 @@ def test_subset_draws_exact_cells_and_respects_exclusions(run_tool, digits):
     assert too_many.returncode == 3 and "only" in too_many.stderr
 
 
-def test_probe_reports_histograms_per_model(run_tool, digits, tmp_path):
-    from confidently.models import create_model, save_model
-
-    save_model(create_model("small_cnn", 10, img_size=32), tmp_path / "m.safetensors")
-    model = f"scratch={tmp_path / 'm.safetensors'}"
-    result = run_tool("plant-backdoor", "probe", "--data", "test.jsonl", "--model", model, "--trigger", "stencil",
-                      "--builtin", "chainlink", cwd=digits)
-    assert result.returncode == 0, result.stderr
-    (record,) = result.records
-    assert record["name"] == "scratch" and sum(record["hist_overlay"]) == record["n"] == sum(record["hist_clean"])
-    assert 0 <= record["tv_to_clean"] <= 1 and record["kl_to_uniform"] >= 0
-    assert record["top_share"] == max(record["hist_overlay"]) / record["n"]
+def test_probe_finds_the_feature_a_model_learned(run_tool, backdoored):
+    """The backdoored model piles the overlaid images onto class 0; the same model on a corner it never saw,
+    or with no overlay at all, does not."""
+    result = run_tool("plant-backdoor", "probe", "--data", "test.jsonl", "--model", "bd=bd.safetensors",
+                      "--size", "8", cwd=backdoored)
+    other_corner = run_tool("plant-backdoor", "probe", "--data", "test.jsonl", "--model", "bd=bd.safetensors",
+                            "--size", "8", "--pos", "br", cwd=backdoored)
+    assert result.returncode == other_corner.returncode == 0, result.stderr + other_corner.stderr
+    (record,), (control,) = result.records, other_corner.records
+    assert record["name"] == "bd" and record["hist_clean"] == control["hist_clean"]
+    assert max(record["hist_clean"]) < 0.2 * record["n"]  # clean predictions spread over the ten digits
+    assert record["top_class"] == 0 and record["top_share"] > 0.7 and record["changed"] > 0.6
+    assert record["tv_to_clean"] > 0.6 and record["kl_to_uniform"] > control["kl_to_uniform"] + 0.5
+    assert control["tv_to_clean"] < record["tv_to_clean"] - 0.3
 
 
 def test_asr_reports_group_gaps_from_a_record_attribute(run_tool, digits, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from confidently.cli.app import run_app
+from confidently.io.atomic import FOLDER_MARKER
 from confidently.schema import schema_errors
 
 from tests.conftest import BIN, ROOT
@@ -148,7 +149,7 @@ def test_analyze_tables_heatmap_tensors_and_charts(workspace):
     heat = load_file(workspace / "heat.safetensors")
     assert heat["heatmap/orientation.rotation_z,camera.zoom_factor/acc"].shape == (2, 2)
     assert int(heat["heatmap/orientation.rotation_z,camera.zoom_factor/n"].sum()) == PLANNED
-    charts = sorted(p.name for p in (workspace / "charts").iterdir())
+    charts = sorted(p.name for p in (workspace / "charts").iterdir() if p.name != FOLDER_MARKER)
     assert charts == ["boxplot_object_environment.png", "by_orientation.rotation_z.png",
                       "heatmap_orientation.rotation_z_camera.zoom_factor.png"]
     assert any(r["analysis"] == "stability" for r in rows)
@@ -191,3 +192,54 @@ def test_guards_and_usage_errors(workspace, capsys, monkeypatch):
     assert status == 2 and "unknown parameter 'tilt'" in err
     status, out, _ = in_process(capsys, "controls")
     assert status == 0 and {r["name"] for r in records(out)} >= {"camera", "orientation", "texture", "imagenet_c"}
+
+
+def test_a_kill_9_keeps_finished_records_and_resume_completes_the_run(workspace):
+    import signal
+    import time
+
+    (workspace / "long.yaml").write_text(yaml.safe_dump({**EXPERIMENT, "policy": {"module": "grid",
+                                                                                  "samples_per_dim": 6}}))
+    planned = 2 * 2 * 6 * 6 * 2
+    command = "render-3db run long.yaml --images-shard long.safetensors --shard-size 100 --chunk-size 1 -q"
+    run = subprocess.Popen(["bash", "-c", f"exec {command} --out long-killed.jsonl"], cwd=workspace, env=ENV,
+                           stderr=subprocess.DEVNULL)
+    out = workspace / "long-killed.jsonl"
+    deadline = time.monotonic() + 120
+    while ((not out.exists() or out.read_text().count("\n") < 110) and run.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kept = [json.loads(line) for line in out.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    assert 110 <= len(kept) < 200  # records reached --out as renders finished, not a shard at a time
+    resumed = shell(workspace, f"{command} --resume long-killed.jsonl --out long-killed.jsonl")
+    assert resumed.returncode == 0, resumed.stderr
+    rows = records(out.read_text())
+    assert len(rows) == planned == len({r["id"] for r in rows})
+    full = shell(workspace, "render-3db run long.yaml -q")
+    assert without_timing(rows) == without_timing(records(full.stdout))
+    from confidently.io.artifacts import load_artifact_metadata
+
+    for row in rows:  # every record's image is on disk, in the row its record names
+        shard = load_artifact_metadata(workspace / row["image"]["tensors"])
+        assert shard["ids"][row["image"]["index"]] == row["id"]
+
+
+def test_outputs_render_3db_did_not_write_are_refused_without_force(workspace):
+    for option, name in (("--out", "mine.jsonl"), ("--summary", "mine.json"), ("--images-shard", "mine.safetensors")):
+        (workspace / name).write_text("my notes\n")
+        refused = shell(workspace, f"render-3db run exp.yaml --limit 2 -q {option} {name} > /dev/null")
+        assert refused.returncode == 2 and name in refused.stderr and "--force" in refused.stderr
+        assert (workspace / name).read_text() == "my notes\n"
+    (workspace / "pictures").mkdir()
+    (workspace / "pictures" / "holiday.jpg").write_bytes(b"mine")
+    refused = shell(workspace, "render-3db run exp.yaml --limit 2 -q --images-dir pictures > /dev/null")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    for _ in range(2):  # render-3db's own outputs may be written again
+        again = shell(workspace, "render-3db run exp.yaml --limit 2 -q --out own.jsonl --summary own.json "
+                                 "--images-dir own-pictures")
+        assert again.returncode == 0, again.stderr
+    forced = shell(workspace, "render-3db run exp.yaml --limit 2 -q --out mine.jsonl --images-dir pictures --force")
+    assert forced.returncode == 0 and (workspace / "pictures" / "holiday.jpg").read_bytes() == b"mine"

@@ -36,3 +36,17 @@ def test_unknown_kinds_are_skipped_and_nothing_drawn_exits_4(tmp_path):
     assert broken.returncode == 3 and "broken.jsonl" in broken.stderr
     missing = shell(tmp_path, "report nowhere.jsonl --out b")
     assert missing.returncode == 2
+
+
+def test_out_never_deletes_the_users_files(tmp_path):
+    (tmp_path / "results" / "old").mkdir(parents=True)
+    (tmp_path / "results" / "certify.jsonl").write_text((FIXTURES / "certify.jsonl").read_text())
+    (tmp_path / "results" / "old" / "notes.txt").write_text("mine")
+    refused = shell(tmp_path, "report results/certify.jsonl --out results")
+    assert refused.returncode == 2 and "--force" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert not (tmp_path / "results" / "index.html").exists()
+    for flags in ("--force", ""):  # forced once, then it is report's own folder
+        result = shell(tmp_path, f"report results/certify.jsonl --out results {flags}")
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "results" / "old" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "results" / "certify.jsonl").read_text() == (FIXTURES / "certify.jsonl").read_text()

@@ -84,6 +84,21 @@ def test_a_trained_patch_beats_a_random_one(digits_model, digits_tensors):
     assert [r["acc"] for r in again] == [acc[("unadv", "clean")], acc[("unadv", "contrast")]]
 
 
+def test_corruption_noise_follows_the_image_not_its_batch(digits_model, digits_tensors):
+    _, (images, labels) = digits_tensors
+    ids = [f"digit-{i}" for i in range(len(images))]
+
+    def rows(order, batch_size):
+        return evaluate_arms(digits_model, images[order], labels[order], {"none": None}, Placement(),
+                             ["gaussian_noise", "fog"], [5], seed=2, batch_size=batch_size,
+                             ids=[ids[i] for i in order])
+
+    forward = list(range(len(images)))
+    reference = rows(forward, 256)
+    assert rows(forward, 7) == reference
+    assert rows(forward[::-1], 256) == reference  # each image's noise is its own, wherever it sits
+
+
 def test_in_loop_corruptions_pass_gradients_to_the_patch(digits_model, digits_tensors):
     from confidently.data.corruptions import corrupt
     from confidently.unadversarial import corrupt_with_gradient, random_corruptions
@@ -171,3 +186,22 @@ def test_qr_without_the_package_says_what_to_install(monkeypatch):
     with pytest.raises(MissingBackend, match=r"confidently\[qr\]") as caught:
         qr_patches(10, 8)
     assert caught.value.exit_code == 3
+
+
+def test_placement_round_trips_through_patch_file_metadata(tmp_path):
+    from confidently.errors import InvalidInput
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+    from confidently.unadversarial import load_patch_file
+
+    trained = Placement(degrees=10.0, translate=0.1, scale=(1.0, 1.2), mode="region", region=(0.5, 0.0, 1.0, 1.0))
+    save_artifact(tmp_path / "p.safetensors", {"patches": torch.rand(2, 3, 4, 4)},
+                  artifact_metadata(tool="unadv-patch", kind="patch2d", transform=trained.as_dict()))
+    patches, class_ids, meta = load_patch_file(tmp_path / "p.safetensors")
+    assert patches.shape == (2, 3, 4, 4) and class_ids.tolist() == [0, 1]  # class ids default to 0..K-1
+    assert Placement.from_metadata(meta["transform"]) == trained  # JSON lists come back as the tuples
+    assert Placement.from_metadata(None) == Placement() == Placement.from_metadata({"mode": "anywhere"})
+    with pytest.raises(InvalidInput, match="placement"):
+        Placement.from_metadata({"mode": "corner"})
+    save_artifact(tmp_path / "flat.safetensors", {"patches": torch.rand(2, 16)}, {})
+    with pytest.raises(InvalidInput, match="not a patch file"):
+        load_patch_file(tmp_path / "flat.safetensors")

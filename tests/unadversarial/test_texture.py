@@ -48,6 +48,16 @@ def test_training_keeps_the_texture_in_range_and_beats_grey(trained_resnet, cube
     assert acc["unadv", "clean"] > acc["grey", "clean"]
 
 
+def test_texture_eval_does_not_depend_on_the_batch_size(trained_resnet, cube):
+    from confidently.render import ViewSampler
+    from confidently.unadversarial.texture import BACKGROUNDS
+
+    arms = {"grey": torch.full((3, 8, 8), 0.5)}
+    rows = [evaluate_textures(trained_resnet, cube, 5, arms, ViewSampler(), BACKGROUNDS.get("black"), 12,
+                              ["gaussian_noise"], [5], seed=4, batch_size=size) for size in (5, 12)]
+    assert rows[0] == rows[1] and 0 < rows[0][1]["correct"] < 12  # the noise decides some views
+
+
 def test_texture_files_round_trip_and_check_class_ids(tmp_path):
     texture = torch.rand(2, 3, 4, 4)
     save_texture(tmp_path / "t.safetensors", texture, [3, 7], {"tool": "test"})
@@ -59,3 +69,15 @@ def test_texture_files_round_trip_and_check_class_ids(tmp_path):
     save_texture(tmp_path / "bad.safetensors", texture + 1, [3, 7], {})
     with pytest.raises(InvalidInput, match="outside"):
         load_texture(tmp_path / "bad.safetensors")
+
+
+def test_frames_from_an_accelerator_composite_over_backgrounds_moved_to_it(monkeypatch):
+    """Mitsuba's CUDA variant returns CUDA frames; a 'meta' frame stands in for one (no GPU here)."""
+    from confidently.render import ViewSampler
+    from confidently.unadversarial.texture import GRADIENTS, GradientMode, render_batch
+
+    monkeypatch.setitem(GRADIENTS._items, "ad", GradientMode(lambda *_: torch.zeros(4, 8, 8, device="meta"),
+                                                             replay=True))
+    views = ViewSampler().sample(2, torch.Generator().manual_seed(0))
+    scenes = render_batch(None, torch.rand(3, 4, 4), views, [1, 2], torch.rand(2, 3, 8, 8), "ad")
+    assert scenes.device.type == "meta" and scenes.shape == (2, 3, 8, 8)

@@ -2,9 +2,9 @@
 the stdin rule, record streaming and the documented exit codes.
 
 A tool builds ``app = tool_app("name", help)``, decorates each command with
-``@common_options`` (which adds ``--seed --device --batch-size --config --print-config -q -v
---shard --engine --address --skip-invalid --deterministic`` and passes a :class:`Common`),
-and ends with ``def main(): run_app(app, "name")``.
+``@common_options(uses={...})`` (which adds ``--config --print-config -q -v`` and those of
+``--seed --device --batch-size --shard --engine --address --skip-invalid --deterministic`` the
+command honours, and passes a :class:`Common`), and ends with ``def main(): run_app(app, "name")``.
 """
 
 from confidently.cli.app import Common, common_options, run_app, tool_app

@@ -6,7 +6,7 @@ import functools
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def _option(default: Any, *names: str, help: str, **kwargs: Any) -> Any:
 COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
     ("seed", int, _option(0, "--seed", help="Run seed; per-record randomness derives from (seed, id).")),
     ("device", str, _option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto prefers an accelerator).")),
-    ("batch_size", int, _option(64, "--batch-size", min=1, help="Batch size; halved automatically on CUDA OOM.")),
+    ("batch_size", int, _option(64, "--batch-size", min=1, help="Batch size.")),
     ("config", Path, _option(None, "--config", help="YAML file of option defaults; flags on the command line win.",
                              exists=True, dir_okay=False)),
     ("print_config", bool, _option(False, "--print-config", help="Print the effective config (YAML) and exit.")),
@@ -66,16 +66,20 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
     ("deterministic", bool, _option(False, "--deterministic", help="Deterministic kernels (slower; for tests).")),
 ]
 COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
+ALWAYS = {"config", "print_config", "quiet", "verbose"}
+OPTIONAL = COMMON_NAMES - ALWAYS  # each command declares which of these it honours
+BATCH_SIZE_BACKOFF = _option(64, "--batch-size", min=1, help="Batch size; halved automatically on CUDA OOM.")
 NOT_CONFIG = {"config", "print_config"}
 
 
 def _effective_config(ctx: typer.Context) -> dict[str, Any]:
-    values = {}
-    for name, value in ctx.params.items():
-        if name in NOT_CONFIG:
-            continue
-        values[name] = str(value) if isinstance(value, Path) else value
-    return values
+    """The options as plain YAML/JSON values: paths, also inside repeated options, become strings."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {name: plain(value) for name, value in ctx.params.items() if name not in NOT_CONFIG}
 
 
 def _explicit(ctx: typer.Context) -> set[str]:
@@ -92,34 +96,54 @@ def _check_config_keys(ctx: typer.Context) -> None:
                          f"its options are: {', '.join(sorted(known - NOT_CONFIG))}")
 
 
-def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the shared options to a typer command and pass them as ``common: Common``."""
-    signature = inspect.signature(command)
-    own = [p for p in signature.parameters.values() if p.name != "common"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, annotation, default in COMMON_PARAMETERS]
-    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """Add the shared options a command honours to a typer command and pass them as ``common: Common``.
 
-    @functools.wraps(command)
-    def wrapper(ctx: typer.Context, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in COMMON_NAMES | {"print_config", "config"} if name in kwargs}
-        configure_logging(values["verbose"], values["quiet"])
-        _check_config_keys(ctx)
-        effective = _effective_config(ctx)
-        if values["print_config"]:
-            sys.stdout.write(yaml.safe_dump(effective, sort_keys=True))
-            raise typer.Exit(EXIT_OK)
-        common = Common(seed=values["seed"], device=values["device"], batch_size=values["batch_size"],
-                        quiet=values["quiet"], verbose=values["verbose"], shard=Shard.parse(values["shard"]),
-                        engine=values["engine"], address=values["address"], skip_invalid=values["skip_invalid"],
-                        deterministic=values["deterministic"], config=effective, explicit=_explicit(ctx))
-        from confidently.run.seeding import seed_everything
+    ``uses`` names the optional ones (seed, device, batch_size, shard, engine, address, skip_invalid,
+    deterministic) so ``--help`` shows only what the command acts on; --config, --print-config, -q and -v
+    are always there, and an option not taken keeps its :class:`Common` default. ``oom_backoff`` says the
+    command halves its batch on CUDA out-of-memory, and its --batch-size help says so.
+    """
+    chosen = set(uses)
+    if chosen - OPTIONAL:
+        raise ValueError(f"common_options: unknown shared options {sorted(chosen - OPTIONAL)}; choose from "
+                         f"{sorted(OPTIONAL)}")
+    if "address" in chosen and "engine" not in chosen:
+        raise ValueError("common_options: --address only means something with --engine")
+    if oom_backoff and "batch_size" not in chosen:
+        raise ValueError("common_options: oom_backoff needs batch_size")
+    taken = chosen | ALWAYS
+    parameters = [(name, annotation, BATCH_SIZE_BACKOFF if oom_backoff and name == "batch_size" else default)
+                  for name, annotation, default in COMMON_PARAMETERS if name in taken]
 
-        seed_everything(common.seed, deterministic=common.deterministic)  # --seed reproduces a run by default
-        return command(common=common, **kwargs)
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != "common"]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+                 for name, annotation, default in parameters]
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
-    wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
-    return wrapper
+        @functools.wraps(command)
+        def wrapper(ctx: typer.Context, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in taken}
+            configure_logging(values["verbose"], values["quiet"])
+            _check_config_keys(ctx)
+            effective = _effective_config(ctx)
+            if values["print_config"]:
+                sys.stdout.write(yaml.safe_dump(effective, sort_keys=True))
+                raise typer.Exit(EXIT_OK)
+            shared = {name: values[name] for name in chosen - {"shard"}}
+            common = Common(**shared, quiet=values["quiet"], verbose=values["verbose"],
+                            shard=Shard.parse(values.get("shard")), config=effective, explicit=_explicit(ctx))
+            from confidently.run.seeding import seed_everything
+
+            seed_everything(common.seed, deterministic=common.deterministic)  # --seed reproduces a run by default
+            return command(common=common, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
+        return wrapper
+
+    return decorate
 
 
 def version_option(name: str) -> Any:

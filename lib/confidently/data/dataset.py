@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from confidently.errors import InvalidInput
-from confidently.io.images import ImageLoader, to_channels
+from confidently.errors import InvalidInput, UsageError
+from confidently.io.images import ImageLoader, check_pixel_range, to_channels
 from confidently.io.records import Record
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -146,15 +146,24 @@ class ImageDataset(Dataset):
             digest.update(json.dumps([record.data["id"], record.data.get("label")]).encode())
         return digest.hexdigest()[:16]
 
-    def info(self, decode: bool = True) -> dict[str, Any]:
-        """Counts, classes and image shapes (decoding every image, which also checks them)."""
+    def info(self, decode: bool = True, on_invalid: Callable[[InvalidInput], None] | None = None) -> dict[str, Any]:
+        """Counts, classes and image shapes (decoding every image, which also checks them).
+
+        An image that does not decode raises :class:`InvalidInput`, or goes to ``on_invalid`` and
+        is left out of the shapes.
+        """
         shapes: Counter = Counter()
         if decode:
             if self.images is not None:
                 shapes[tuple(to_channels_batch(self.images[:1].float(), self.channels).shape[1:])] = len(self)
             else:
                 for index in range(len(self)):
-                    shapes[tuple(self.image(index).shape)] += 1
+                    try:
+                        shapes[tuple(self.image(index).shape)] += 1
+                    except InvalidInput as exc:
+                        if on_invalid is None:
+                            raise
+                        on_invalid(exc)
         per_class = Counter(int(label) for label in self.labels if label >= 0)
         splits = Counter(r.data.get("split") for r in self.records if r.data.get("split"))
         return {"name": self.name, "count": len(self), "num_classes": self.num_classes, "classes": self.classes,
@@ -196,8 +205,8 @@ def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
     images = tensors["images"]
     if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
         raise InvalidInput(f"{path}: 'images' has shape {list(images.shape)}; expected N×C×H×W with C in 1, 3 or 4")
-    if images.is_floating_point() and images.numel() and (images.min() < 0 or images.max() > 1):
-        raise InvalidInput(f"{path}: float 'images' must lie in [0, 1]")
+    if images.is_floating_point():
+        check_pixel_range(images, f"{path}: 'images'")
     labels = tensors.get("labels")
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
         raise InvalidInput(f"{path}: 'labels' has shape {list(labels.shape)}; expected [{images.shape[0]}]")
@@ -212,11 +221,13 @@ def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
 
 
 def open_dataset(source: str | os.PathLike, split: str | None = None, *, channels: int | None = 3,
-                 classes: list[str] | None = None) -> ImageDataset:
+                 classes: list[str] | None = None,
+                 on_invalid: Callable[[InvalidInput], None] | None = None) -> ImageDataset:
     """Open any dataset source (see the module docstring); ``split`` keeps one split only.
 
     Manifests split on their records' ``split`` field, image folders on a ``ROOT/<split>``
-    subfolder, demo sets on their built-in seeded split.
+    subfolder, demo sets on their built-in seeded split. A manifest's bad line raises
+    :class:`InvalidInput`, or is handed to ``on_invalid`` and left out (``--skip-invalid``).
     """
     from confidently.data.demo import open_demo
     from confidently.io.records import RecordReader
@@ -226,8 +237,8 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
         return open_demo(text, split, channels=channels)
     path = Path(text)
     if text != "-" and not path.exists():
-        raise InvalidInput(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "
-                           "a .safetensors shard or demo:digits|shapes|photos)")
+        raise UsageError(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "
+                         "a .safetensors shard or demo:digits|shapes|photos)")
     if path.is_dir():
         root = path / split if split and (path / split).is_dir() else path
         if split and root == path:
@@ -238,7 +249,12 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
         if split:
             raise InvalidInput(f"{path} is a shard and has no splits; make one shard per split")
         return shard_dataset(path, channels)
-    records = list(RecordReader(text, require_image=True))
+    records = []
+    for item in RecordReader(text, require_image=True, yield_errors=on_invalid is not None):
+        if isinstance(item, InvalidInput):
+            on_invalid(item)
+        else:
+            records.append(item)
     if split:
         records = [r for r in records if r.data.get("split") == split]
         if not records:

@@ -35,6 +35,12 @@ from confidently.immunize.text import Conditioning
 DEFAULT_STRENGTH = {"inpaint": 1.0, "img2img": 0.5}
 
 
+def denoised_steps(steps: int, strength: float) -> int:
+    """The denoising steps an edit really runs, ⌊steps·strength⌋ (diffusers skips the first ones): what
+    records report, not the requested ``steps``."""
+    return min(int(steps * strength), steps)
+
+
 @dataclass(frozen=True)
 class EditConfig:
     """How an image is edited. ``strength`` None → 1.0 for inpaint, 0.5 for img2img (spec §2.6)."""
@@ -59,6 +65,10 @@ class EditConfig:
     @property
     def effective_strength(self) -> float:
         return DEFAULT_STRENGTH[self.mode] if self.strength is None else self.strength
+
+    @property
+    def denoised_steps(self) -> int:
+        return denoised_steps(self.steps, self.effective_strength)
 
 
 def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -95,8 +105,7 @@ class EditNoise:
 def edit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
     """The timesteps left after skipping the first steps − ⌊steps·strength⌋ (diffusers ``get_timesteps``)."""
     scheduler.set_timesteps(steps)
-    init = min(int(steps * strength), steps)
-    return scheduler.timesteps[max(steps - init, 0):]
+    return scheduler.timesteps[max(steps - denoised_steps(steps, strength), 0):]
 
 
 def set_block_checkpointing(ldm: LatentDiffusion, enabled: bool) -> None:
@@ -201,14 +210,22 @@ def paste_back(edited: torch.Tensor, original: torch.Tensor, mask: torch.Tensor)
 
 @torch.no_grad()
 def edit_image(ldm: LatentDiffusion, image: torch.Tensor, cond: Conditioning, config: EditConfig, seed: int,
-               mask: torch.Tensor | None = None, paste: bool = True) -> torch.Tensor:
+               mask: torch.Tensor | None = None, paste: bool = True,
+               original: torch.Tensor | None = None) -> torch.Tensor:
     """The evaluation edit of one C×H×W image in [0, 1] with a CPU generator seeded by ``seed``; C×H×W in [0, 1].
 
-    Use the same seed for a clean image and its immunized copy (common random numbers).
+    Use the same seed for a clean image and its immunized copy (common random numbers). Inpainting
+    pastes ``original`` (default ``image``) back in the kept region; when ``image`` is an immunized or
+    transformed copy, pass the original photo, as PhotoGuard's ``recover_image(edit, init_image, mask)``
+    does: pasting the copy back would leave its own perturbation there and overstate the protection.
     """
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     out = edit_forward(ldm, image.unsqueeze(0), cond, config, generator, mask)
     out = ((out + 1) / 2).clamp(0, 1)
     if paste and mask is not None and config.mode == "inpaint":
-        out = paste_back(out, image.unsqueeze(0), mask)
+        original = image if original is None else original
+        if original.shape != image.shape:
+            raise InvalidInput(f"the original photo is {'×'.join(map(str, original.shape))} but the edited image is "
+                               f"{'×'.join(map(str, image.shape))}; paste-back needs one size")
+        out = paste_back(out, original.unsqueeze(0), mask)
     return out[0].cpu()

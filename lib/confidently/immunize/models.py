@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ COMPONENTS = {
 }
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODES = ("inpaint", "img2img")
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+TEXT_ENCODER_DIR = "text_encoder"
 
 
 def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -144,13 +147,67 @@ def _require(model_dir: Path, name: str) -> None:
                            f"layout: vae/, unet/, scheduler/, and text_encoder/+tokenizer/ or {TOY_TEXT_DIR}/")
 
 
+def _only_pickled_weights(component_dir: Path, trust_pickle: bool) -> bool:
+    """Whether the component's weights exist only as pickles (.bin), which are refused unless ``trust_pickle``.
+
+    diffusers and transformers fall back to unpickling a ``.bin`` when there is no safetensors file, and a
+    pickle can run code when loaded.
+    """
+    if any(component_dir.glob("*.safetensors")) or any(component_dir.glob("*.safetensors.index.json")):
+        return False
+    pickles = sorted(path for pattern in PICKLED_WEIGHTS for path in component_dir.glob(pattern))
+    if pickles and not trust_pickle:
+        raise InvalidInput(f"{pickles[0]} is a pickle, which can run code when loaded; convert it to safetensors, "
+                           "or pass --trust-pickle if you trust where it came from")
+    return bool(pickles)
+
+
+@contextmanager
+def _diffusers_errors_only():
+    """diffusers logs mismatched weights as multi-line warnings; they become one InvalidInput line instead."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool):
+    """One diffusers component, refused unless its weights are exactly the ones its config.json describes."""
+    use_safetensors = not _only_pickled_weights(model_dir / name, trust_pickle)
+    try:
+        with _diffusers_errors_only():
+            module, info = model_class.from_pretrained(str(model_dir), subfolder=name, local_files_only=True,
+                                                       low_cpu_mem_usage=False, use_safetensors=use_safetensors,
+                                                       output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{model_dir}: cannot load {name}/ ({exc})") from None
+    except RuntimeError as exc:  # torch's load_state_dict: a weight of the wrong shape
+        if "Error(s) in loading state_dict" not in str(exc):
+            raise
+        lines = str(exc).splitlines()  # "Error(s) in loading state_dict for X:", then one line per weight
+        first = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise InvalidInput(f"{model_dir / name}: its weights do not match its config.json ({first})") from None
+    missing, unexpected = info["missing_keys"], info["unexpected_keys"]
+    if missing or unexpected:
+        raise InvalidInput(f"{model_dir / name}: its weights do not match its config.json (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}); it would run with random weights")
+    return module
+
+
 def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | str = "fp32", *,
-             parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text")) -> LatentDiffusion:
+             parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text"), trust_pickle: bool = False
+             ) -> LatentDiffusion:
     """Load the ``parts`` of a local diffusers LDM directory (never from the network).
 
     ``parts`` ⊆ {vae, unet, scheduler, text}; the encoder attack needs only ``vae``. A missing
     component is an :class:`InvalidInput` naming it; a missing text encoder is not an error here
     (prompt embeddings may come from a file) but ``conditioning`` refuses when neither exists.
+    Pickled weights (``.bin``) load only with ``trust_pickle``; weights that do not fit a component's
+    config are refused rather than left randomly initialised.
     """
     model_dir = Path(model_dir)
     device = torch.device(device)
@@ -161,14 +218,10 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
             _require(model_dir, name)
     from diffusers import AutoencoderKL, UNet2DConditionModel  # slow to import: only once the layout is right
 
-    try:
-        vae = AutoencoderKL.from_pretrained(str(model_dir), subfolder="vae", local_files_only=True,
-                                            low_cpu_mem_usage=False)
-        unet = (UNet2DConditionModel.from_pretrained(str(model_dir), subfolder="unet", local_files_only=True,
-                                                     low_cpu_mem_usage=False)
-                if "unet" in parts else None)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"{model_dir}: cannot load a component ({exc})") from None
+    vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle)
+    unet = _load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle) if "unet" in parts else None
+    if "text" in parts and (model_dir / TEXT_ENCODER_DIR).is_dir():
+        _only_pickled_weights(model_dir / TEXT_ENCODER_DIR, trust_pickle)  # refused before transformers unpickles
     scheduler_config = None
     if "scheduler" in parts:
         try:

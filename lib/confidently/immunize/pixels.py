@@ -86,5 +86,5 @@ def check_output_format(path: str | Path, allow_lossy: bool) -> None:
 
 
 def save_uint8(image: torch.Tensor, path: str | Path) -> None:
-    """Write a uint8 C×H×W tensor exactly (PNG is lossless, so the file holds these values)."""
+    """Write a uint8 C×H×W tensor in the format of the suffix: PNG holds these values exactly, JPEG/WebP do not."""
     save_image(image.float() / 255.0, path)

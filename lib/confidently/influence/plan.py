@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,11 +62,16 @@ def subset_plan(num_units: int, num_models: int, alpha: float = 0.5, sampling: s
 def counterfactual_plan(overall: torch.Tensor, orders: Sequence[str], ks: Sequence[int], runs: int, seed: int = 0,
                         run_id: str = "counterfactual") -> list[dict[str, Any]]:
     """Jobs that train on every unit except k: the most negative (``bottom``), most positive (``top``) or
-    random ones, ``runs`` times each (ranking ties broken by unit index). k = 0 becomes one ``full`` set."""
+    random ones, ``runs`` times each (ranking ties broken by unit index). k = 0 becomes one ``full`` set.
+    A NaN influence (a unit in every model or in none) says nothing, so it ranks last in both orders."""
     count = len(overall)
     values = overall.tolist()
-    ascending = sorted(range(count), key=lambda k: (values[k], k))
-    descending = sorted(range(count), key=lambda k: (-values[k], k))
+
+    def rank(sign: float):
+        return lambda k: (True, 0.0, k) if math.isnan(values[k]) else (False, sign * values[k], k)
+
+    ascending = sorted(range(count), key=rank(1.0))
+    descending = sorted(range(count), key=rank(-1.0))
     jobs = []
     for order in orders:
         if order not in ("bottom", "top", "random"):

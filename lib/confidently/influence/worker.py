@@ -1,7 +1,8 @@
 """One farm job: train, transfer, record every output, and write one safetensors file atomically.
 
 Re-running a finished job is a no-op (its file exists with the same plan, job and recipe), so a
-killed farm resumes by running the plan again; a half-written file never exists (write + rename).
+killed farm resumes by running the plan again; a half-written file never exists (write + rename), and
+the temporary file a killed write leaves behind is removed when the job is next run.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from confidently.influence.outputs import all_outputs
 from confidently.influence.plan import check_job
 from confidently.influence.recipes import Recipe, load_recipe
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
+from confidently.io.atomic import remove_stale_temporaries
 
 RESULT_KIND = "influence.result"
+STARTED = time.time()  # temporaries older than this process were left by a killed one
 
 
 def result_path(out_dir: str | os.PathLike, job: dict[str, Any]) -> Path:
@@ -45,6 +48,7 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     if job["num_units"] != recipe.num_units:
         raise ValueError(f"job {job['job_id']} has {job['num_units']} units; the recipe has {recipe.num_units}")
     path = result_path(out_dir, job)
+    remove_stale_temporaries(path, older_than=STARTED)
     recipe_sha = recipe.checksum()
     base = {"kind": RESULT_KIND, "schema": 1, "run_id": job["run_id"], "job_id": job["job_id"], "path": str(path)}
     meta = None if overwrite else finished(path, job, recipe_sha)
@@ -75,6 +79,16 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     return {**base, "status": "ok", "source_acc": source_acc, "target_acc": target_acc, "seconds": round(seconds, 3)}
 
 
+def worker_threads() -> int:
+    """Torch threads for one worker: OMP_NUM_THREADS (engines set it per worker), else the CPUs Slurm gave
+    the task (SLURM_CPUS_PER_TASK), else 1."""
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 class JobRunner:
     """A picklable worker for engines (``map_stateful``): loads the recipe once per worker process."""
 
@@ -84,7 +98,7 @@ class JobRunner:
 
     def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
         if self._recipe is None:
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            torch.set_num_threads(worker_threads())
             self._recipe = load_recipe(self.recipe_spec)
         try:
             return run_job(self._recipe, job, self.out_dir, self.overwrite)

@@ -43,14 +43,25 @@ def to_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
     raise InvalidInput(f"expected an image with 1, 3 or 4 channels, got {image.shape[0]}")
 
 
+def check_pixel_range(images: torch.Tensor, what: str) -> None:
+    """Refuse float pixels outside [0, 1], NaN and ±inf included (a NaN image would be classified, even certified)."""
+    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+        bad = "NaN or infinite values" if not bool(torch.isfinite(images).all()) else "values outside [0, 1]"
+        raise InvalidInput(f"{what} has {bad}; expected uint8 or finite float pixels in [0, 1]")
+
+
 def decode_file(path: str | os.PathLike, channels: int | None = 3) -> torch.Tensor:
     """Decode an image file with Pillow into a float C×H×W tensor in [0, 1]."""
     try:
         with Image.open(path) as img:
             mode = CHANNEL_MODES.get(channels) if channels else ("RGB" if img.mode not in ("L", "RGB") else img.mode)
             array = np.asarray(img.convert(mode) if img.mode != mode else img)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory; expected an image file") from None
+    except (FileNotFoundError, NotADirectoryError):
         raise InvalidInput(f"image file does not exist: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise InvalidInput(f"image too large to decode safely ({exc}): {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"not a readable image ({type(exc).__name__}: {exc}): {path}") from None
     tensor = torch.from_numpy(array.copy())
@@ -75,6 +86,8 @@ class ImageLoader:
         if handle is not None:
             self._open.move_to_end(path)
             return handle
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a directory; expected a .safetensors file")
         if not path.is_file():
             raise InvalidInput(f"tensor file does not exist: {path}")
         try:
@@ -112,8 +125,7 @@ class ImageLoader:
             tensor = tensor.float().div_(255.0)
         elif tensor.is_floating_point():
             tensor = tensor.float()
-            if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
-                raise InvalidInput(f"{what} has values outside [0, 1]; expected uint8 or float pixels in [0, 1]")
+            check_pixel_range(tensor, what)
         else:
             raise InvalidInput(f"{what} has dtype {tensor.dtype}; expected uint8 or a float type")
         return to_channels(tensor, self.channels)
@@ -130,13 +142,22 @@ def load_image(ref: str | dict, base_dir: str | os.PathLike | None = None, chann
     return ImageLoader(channels).load(ref, base_dir)
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a float C×H×W image in [0, 1] as PNG (or JPEG by suffix), atomically."""
+def save_image(image: torch.Tensor, path: str | os.PathLike, tool: str | None = None) -> None:
+    """Write a float C×H×W image in [0, 1] as PNG (or JPEG / WebP by suffix), atomically.
+
+    ``tool`` goes into a PNG's ``tool`` text chunk, so a later run knows the file as its own (``written_by``).
+    """
+    from PIL import PngImagePlugin
+
     from confidently.io.atomic import atomic_write
 
     array = (image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).cpu())
     array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
     path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+    options = {}
+    if tool is not None and fmt == "PNG":
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        options["pnginfo"].add_text("tool", tool)
     with atomic_write(path) as handle:
-        Image.fromarray(array).save(handle, format=fmt)
+        Image.fromarray(array).save(handle, format=fmt, **options)

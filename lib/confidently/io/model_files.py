@@ -8,13 +8,14 @@ Loading never unpickles: a pickled checkpoint is refused with an explanation.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from confidently.errors import InvalidInput
+from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_bytes, read_safetensors_bytes
 from confidently.io.atomic import write_bytes_atomic
 
@@ -24,11 +25,48 @@ PICKLE_HINT = ("it looks like a pickled PyTorch checkpoint (.pt/.pth); pickles c
                "so confidently never loads them. Convert it once with "
                "`advtrain import --arch NAME --trust-pickle CHECKPOINT --out model.safetensors` "
                "if you trust where it came from")
+ZIP_SIGNATURE = b"PK\x03\x04"
+PICKLE_PROTO = 0x80
+PICKLE_PROTOCOLS = range(2, 6)
+MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit on a header's size
+
+
+def is_safetensors_header(head: bytes) -> bool:
+    """The file starts with an 8-byte little-endian length and that many bytes of a JSON object.
+
+    A length's low byte is 0x80 in 1 of 256 files, so a safetensors file can start like a pickle;
+    its header tells them apart.
+    """
+    if len(head) < 8:
+        return False
+    length = int.from_bytes(head[:8], "little")
+    if not 2 <= length <= len(head) - 8:
+        return False
+    try:
+        return isinstance(json.loads(head[8:8 + length]), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 def looks_pickled(head: bytes) -> bool:
-    """A zip archive (torch.save) or a pickle protocol header."""
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+    """A zip archive (torch.save's default) or a pickle's PROTO opcode (0x80, protocol 2..5), not a safetensors file.
+
+    ``head`` is the file's start, long enough to hold a safetensors header (see :func:`file_head`).
+    """
+    if is_safetensors_header(head):
+        return False
+    return head.startswith(ZIP_SIGNATURE) or (len(head) >= 2 and head[0] == PICKLE_PROTO and
+                                              head[1] in PICKLE_PROTOCOLS)
+
+
+def file_head(path: str | os.PathLike) -> bytes:
+    """The first bytes of a weights file: enough to recognise its format, including a safetensors header."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if length > min(MAX_SAFETENSORS_HEADER, os.fstat(handle.fileno()).st_size - 8):
+            return head  # no room for such a header: not safetensors, and no reason to read on
+        return head + handle.read(length)
 
 
 def write_model_file(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -42,10 +80,12 @@ def write_model_file(path: str | os.PathLike, state_dict: dict[str, torch.Tensor
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a model file: (state dict, metadata). Refuses pickles and files without metadata."""
     path = Path(path)
+    if path.is_dir():  # a model is named on the command line: a wrong path is a usage error (exit 2)
+        raise UsageError(f"{path} is a directory; expected a model .safetensors file")
     if not path.is_file():
-        raise InvalidInput(f"model file does not exist: {path}")
+        raise UsageError(f"model file does not exist: {path}")
     data = path.read_bytes()
-    if looks_pickled(data[:4]):
+    if looks_pickled(data):
         raise InvalidInput(f"{path}: {PICKLE_HINT}")
     tensors, metadata = read_safetensors_bytes(data, str(path))
     if metadata.get("format") != MODEL_FORMAT:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from confidently.errors import InvalidInput, OutputClosed
+from confidently.errors import InvalidInput, OutputClosed, UsageError
 
 STDIN_NAMES = {"-", "<stdin>"}
 
@@ -97,9 +97,7 @@ class RecordReader:
         self.validate = validate
         self.yield_errors = yield_errors
         if isinstance(source, (str, os.PathLike)) and str(source) not in STDIN_NAMES:
-            path = Path(source)
-            if not path.is_file():
-                raise InvalidInput(f"no such file: {path}", source=str(path))
+            path = check_input_file(source, "records file")
             self.name = str(path)
             self.base_dir = path.resolve().parent
             self._path: Path | None = path
@@ -113,43 +111,166 @@ class RecordReader:
 
     def __iter__(self) -> Iterator[Record]:
         if self._path is not None:
-            with open(self._path, encoding="utf-8") as handle:
+            with open(self._path, "rb") as handle:
                 yield from self._records(handle)
+        elif self._stream is sys.stdin and hasattr(sys.stdin, "buffer"):
+            yield from self._records(sys.stdin.buffer)  # bytes: bad UTF-8 is one bad line, whatever the locale
         else:
             yield from self._records(self._stream)
 
-    def _records(self, lines: Iterable[str]) -> Iterator[Record | InvalidInput]:
+    def _records(self, lines: Iterable[str | bytes]) -> Iterator[Record | InvalidInput]:
         seen: set[str] = set()
+        kind = binary_kind(lines.peek(16)[:16]) if hasattr(lines, "peek") else None
+        if kind:
+            raise InvalidInput(f"this is {kind}, not JSONL records; expected one JSON object per line",
+                               source=self.name, line=1)
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
             try:
-                record = self._parse(line, number, seen)
+                text = decode_line(line)
+                if not text.strip():
+                    continue
+                record = self._parse(text, number, seen)
             except InvalidInput as exc:
+                exc = exc.located(source=self.name, line=number)
                 if not self.yield_errors:
-                    raise
+                    raise exc from None
                 yield exc
                 continue
             yield record
 
     def _parse(self, line: str, number: int, seen: set[str]) -> Record:
-        try:
-            data = json.loads(line.strip())
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"malformed JSON ({exc.msg} at column {exc.colno}); "
-                               "expected one JSON object per line", source=self.name, line=number) from None
+        data = parse_json_line(line)
         if self.validate:
             problem = validate_image_record(data)
             if problem is None and self.require_image and "image" not in data:
                 problem = ("image", "missing: expected an image path or tensor reference")
             if problem is not None:
+                rid = data.get("id") if isinstance(data, dict) and problem[0] != "id" else None
                 raise InvalidInput(problem[1], source=self.name, line=number, field=problem[0] or None,
-                                   record_id=data.get("id") if isinstance(data, dict) else None)
+                                   record_id=rid)
             if data["id"] in seen:
                 raise InvalidInput(f"duplicate id {json.dumps(data['id'])}; ids must be unique",
                                    source=self.name, line=number, field="id", record_id=data["id"])
             seen.add(data["id"])
         return Record(data, number, self.name, self.base_dir)
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a readable file; a usage error (exit 2) saying what is wrong if not.
+
+    For files named on the command line: a missing one is a usage error, unlike a file named inside
+    a record (an image path), which is invalid input.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; expected a {what}")
+    if not path.is_file():
+        raise UsageError(f"no such file: {path} (expected a {what})")
+    return path
+
+
+BINARY_MAGIC = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+                b"PK\x03\x04": "a zip archive", b"\x1f\x8b": "a gzip file"}
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What kind of binary file starts with ``head`` (a safetensors file, an image...), or None for text."""
+    for magic, kind in BINARY_MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 10 and head[8:10] == b'{"' and 0 < int.from_bytes(head[:8], "little") < 1 << 40:
+        return "a safetensors file"
+    return None
+
+
+def decode_line(line: str | bytes) -> str:
+    """The line as text; bytes that are not UTF-8 (or a text stream's undecodable bytes) are an error."""
+    if isinstance(line, str):
+        if line.isascii() or _encodable(line):
+            return line
+        try:
+            line = line.encode("utf-8", "surrogateescape")  # a text stream that kept bad bytes as surrogates
+        except UnicodeEncodeError:
+            line = line.encode("utf-8", "surrogatepass")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                           "expected JSON lines encoded in UTF-8") from None
+
+
+MAX_DEPTH = 64  # deeper records are refused: json and every later stage recurse per level
+
+
+def parse_json_line(line: str) -> Any:
+    """One JSON value from one line, or :class:`InvalidInput` saying why not (without source and line).
+
+    Refuses what would break a later stage: nesting deeper than ``MAX_DEPTH``, integers beyond
+    Python's digit limit, and strings holding lone UTF-16 surrogates (``"\\ud800"``), which no
+    UTF-8 output can carry.
+    """
+    if "\x00" in line:
+        raise InvalidInput("binary data (a NUL byte); expected one JSON object per line")
+    deep = InvalidInput(f"nested deeper than {MAX_DEPTH} levels; expected a JSON record of plain fields")
+    try:
+        data = json.loads(line)
+    except RecursionError:
+        raise deep from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON ({exc.msg} at column {exc.colno}); "
+                           "expected one JSON object per line") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int parsing limit
+        raise InvalidInput(f"unreadable number ({str(exc).split(':')[0]}); expected one JSON object per line") \
+            from None
+    if line.count("[") + line.count("{") > MAX_DEPTH and _depth_exceeds(data, MAX_DEPTH):
+        raise deep
+    if "\\u" in line:
+        bad = _surrogate_field(data)
+        if bad is not None:
+            raise InvalidInput("contains a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text; "
+                               "expected valid Unicode", field=bad or None)
+    return data
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit`` (walked with a stack: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _surrogate_field(value: Any, top: str | None = None) -> str | None:
+    """The top-level field holding a string that is not encodable as UTF-8 ("" for the line itself), or None."""
+    stack = [(value, top)]
+    while stack:
+        item, name = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return name or ""
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                owner = name if name is not None else key
+                if not _encodable(key):
+                    return owner
+                stack.append((child, owner))
+        elif isinstance(item, list):
+            stack.extend((child, name) for child in item)
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def rebase_refs(data: dict[str, Any], old_base: Path, new_base: Path) -> dict[str, Any]:
@@ -186,11 +307,18 @@ def _finite(value: Any) -> Any:
 
 
 def dumps_record(record: dict[str, Any]) -> str:
-    """Compact, strict JSON for one record (NaN/inf become null: JSON has no such numbers)."""
+    """Compact, strict JSON for one record that always encodes as UTF-8.
+
+    NaN/inf become null (JSON has no such numbers); a string that is not valid Unicode (a lone
+    surrogate, e.g. an undecodable byte kept by a text stream) is written as ``\\udXXX`` escapes.
+    """
     try:
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
-        return json.dumps(_finite(record), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(_finite(record), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if text.isascii() or _encodable(text):
+        return text
+    return json.dumps(_finite(record), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 class RecordWriter:

@@ -14,7 +14,7 @@ from confidently.missingness.features import (
     removal_flags,
     visible_after_removal,
 )
-from confidently.missingness.fills import BINARY8, FILL_NAMES, Fill, color_fills, make_fill
+from confidently.missingness.fills import BINARY8, FILL_NAMES, Fill, color_fills, drop_over, make_fill
 from confidently.missingness.lime import (
     Explanation,
     LimeConfig,
@@ -38,8 +38,8 @@ from confidently.missingness.summary import class_entropy, summarize_consistency
 
 __all__ = [
     "BINARY8", "FILL_NAMES", "PARTIAL_RULES", "Curves", "Explanation", "Features", "Fill", "LimeConfig",
-    "MissingnessModel", "MissingnessTraining", "class_entropy", "color_fills", "curve_auc", "curve_ks", "explain",
-    "expected_random_jaccard", "feature_scores", "from_label_map", "grid_labels", "kernel_weights",
+    "MissingnessModel", "MissingnessTraining", "class_entropy", "color_fills", "curve_auc", "curve_ks", "drop_over",
+    "explain", "expected_random_jaccard", "feature_scores", "from_label_map", "grid_labels", "kernel_weights",
     "list_backends", "list_orders", "list_units", "make_features", "make_fill", "missingness_curves",
     "needs_scores", "pairwise_jaccard", "perturbations", "register_backend", "register_order", "register_unit",
     "removal_flags", "removal_order", "saliency_maps", "summarize_consistency", "summarize_curves",

@@ -55,31 +55,26 @@ def missingness_curves(model: MissingnessModel, images: torch.Tensor, features: 
                        seeds: Sequence[Sequence[int]] | None = None) -> Curves:
     """Curves for N images (N×C×H×W) with their features, orders and per-k fill seeds (N×K, random fills).
 
-    Rows that remove nothing are the clean image and reuse its logits, so k = 0 is exact.
+    Every (image, k) row runs through the model, k = 0 too: a fill or token rule that alters an
+    image with nothing removed shows as U₀ < 1 instead of being hidden by the clean logits.
     """
     ks = list(ks)
     count = len(images)
     clean_logits = model.logits(images, torch.arange(count), torch.ones(count, *images.shape[-2:], dtype=torch.bool),
                                 [seed_row[0] for seed_row in seeds] if seeds is not None else None)
     pred0 = clean_logits.argmax(1)
-    rows, masks, row_seeds, slots = [], [], [], []
-    logits = clean_logits[:, None, :].repeat(1, len(ks), 1)
+    rows, masks, row_seeds = [], [], []
     for i, (feats, order) in enumerate(zip(features, orders, strict=True)):
         if max(ks) > feats.count:
             raise UsageError(f"k = {max(ks)} is larger than the {feats.count} features of image {i}")
         flags = removal_flags(order, ks, feats.count, keep_top)
         visible = visible_after_removal(feats.labels, flags)
-        for j in range(len(ks)):
-            if bool(flags[j].any()):
-                rows.append(i)
-                masks.append(visible[j])
-                slots.append((i, j))
-                if seeds is not None:
-                    row_seeds.append(seeds[i][j])
-    if rows:
-        out = model.logits(images, torch.tensor(rows), torch.stack(masks), row_seeds if seeds is not None else None)
-        index = torch.tensor(slots)
-        logits[index[:, 0], index[:, 1]] = out
+        rows += [i] * len(ks)
+        masks += list(visible)
+        if seeds is not None:
+            row_seeds += list(seeds[i])
+    logits = model.logits(images, torch.tensor(rows), torch.stack(masks), row_seeds if seeds is not None else None)
+    logits = logits.view(count, len(ks), -1)
     probs = logits.softmax(-1)
     p_orig = probs.gather(2, pred0.view(-1, 1, 1).expand(-1, len(ks), 1)).squeeze(-1)
     return Curves(ks, pred0, logits.argmax(-1), p_orig)

@@ -9,6 +9,7 @@ Fills are registered by name; ``color:R,G,B`` is parsed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ class Fill:
 
     def __call__(self, images: torch.Tensor, visible: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Images with the invisible pixels replaced (B×C×H×W, visible B×H×W)."""
-        if self.drops_tokens:
+        if self.drops_tokens and self.replace is None:
             return images
         if self.random and (seeds is None or len(seeds) != len(images)):
             raise ValueError(f"fill {self.name!r} is random: pass one seed per image")
@@ -99,6 +100,14 @@ def make_fill(spec: str, mean: Sequence[float] = (0.485, 0.456, 0.406)) -> Fill:
     if spec == "drop":
         return Fill(spec, None, drops_tokens=True)
     raise UsageError(f"unknown fill {spec!r}; choose {', '.join(FILL_NAMES)}")
+
+
+def drop_over(fill: Fill) -> Fill:
+    """Token dropping with the removed pixels painted by ``fill`` first: whatever of the paint
+    the kept tokens still show reaches the model, so explanations that differ by paint measure the leak."""
+    if fill.drops_tokens:
+        raise UsageError("--colors: give pixel fills to paint under drop, not drop itself")
+    return dataclasses.replace(fill, name=f"drop/{fill.name}", drops_tokens=True)
 
 
 def color_fills(spec: str) -> list[Fill]:

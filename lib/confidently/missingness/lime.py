@@ -3,7 +3,7 @@
 For one image with F features: T binary vectors z ~ Bernoulli(0.5)^F (z_0 = all ones with
 ``include_original``, as the ``lime`` package does), the model's probability (or logit) of its
 clean class on each perturbed image, weights π = sqrt(exp(−d²/σ²)) with d the cosine distance
-of z to all-ones, and a weighted ridge regression (α = 1, with intercept); the coefficients
+of z to all-ones, and a weighted ridge regression (α = ``ridge_alpha``, 1 by default, with intercept); the coefficients
 are the feature scores. Perturbations come from a generator seeded by (seed, record id), so
 the explanation never depends on batch size, order or shard. Backends are registered by name:
 ``own`` (this module, every perturbation of a batch of images in large forwards) and ``lime``
@@ -147,6 +147,7 @@ def explain_lime_package(model: MissingnessModel, images: torch.Tensor, features
     """
     try:
         from lime.lime_image import LimeImageExplainer
+        from sklearn.linear_model import Ridge
     except ImportError as exc:  # pragma: no cover - lime is a core dependency
         raise UsageError("--backend lime needs the `lime` package (pip install lime)") from exc
     if not config.include_original:
@@ -178,7 +179,8 @@ def explain_lime_package(model: MissingnessModel, images: torch.Tensor, features
             explanation = explainer.explain_instance(
                 image.permute(1, 2, 0).double().numpy(), classify, labels=(target,), top_labels=None,
                 hide_color=float("nan"), num_features=feats.count, num_samples=config.samples,
-                segmentation_fn=lambda _image, labels=labels: labels, batch_size=max(1, model.batch_size))
+                segmentation_fn=lambda _image, labels=labels: labels, batch_size=max(1, model.batch_size),
+                model_regressor=Ridge(alpha=config.ridge_alpha, fit_intercept=True))  # lime's own default is α = 1
         scores = torch.zeros(feats.count)
         for feature, weight in explanation.local_exp[target]:
             scores[feature] = weight

@@ -40,7 +40,9 @@ class MissingnessModel:
                       keep: torch.Tensor | None) -> torch.Tensor:
         if keep is None:
             return self.model(self.fill(images, visible, seeds))
-        if self.partial == "keep":
+        if self.fill.replace is not None:  # drop over a paint: kept tokens show what they still hold of it
+            images = self.fill(images, visible, seeds)
+        elif self.partial == "keep":
             images = images * visible[:, None].to(images.dtype)
         return vit_forward_kept(self.model.net, self.model.normalize(images), keep)
 

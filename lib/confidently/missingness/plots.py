@@ -54,6 +54,8 @@ def plot_summaries(summaries: Sequence[dict[str, Any]], labels: Sequence[str], p
         figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=os.path.splitext(str(path))[1].lstrip(".") or "png", dpi=120)
+    fmt = os.path.splitext(str(path))[1].lstrip(".") or "png"
+    # a PNG names its maker (``written_by``), so a re-run may replace it; SVG and PDF have no such field
+    figure.savefig(buffer, format=fmt, dpi=120, metadata={"tool": "ablate"} if fmt == "png" else None)
     plt.close(figure)
     write_bytes_atomic(path, buffer.getvalue())

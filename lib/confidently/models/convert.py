@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from confidently.errors import InvalidInput, UsageError
-from confidently.io.model_files import looks_pickled
+from confidently.io.model_files import file_head, looks_pickled
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 PREFIXES = ("module.model.", "module.", "model.", "net.")
@@ -27,9 +27,7 @@ def read_foreign_weights(path: str | os.PathLike, trust_pickle: bool = False) ->
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"weights file does not exist: {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if not looks_pickled(head):
+    if not looks_pickled(file_head(path)):
         from confidently.io.artifacts import load_artifact
 
         return load_artifact(path)[0]
@@ -84,7 +82,24 @@ def convert_state_dict(raw: dict[str, Any], net: nn.Module) -> tuple[dict[str, t
     return state, normalization
 
 
-def classifier_width(raw: dict[str, Any]) -> int | None:
-    """The number of classes of a foreign state dict, read off its last 2-D weight (a guess for --num-classes)."""
-    tensors = [v for k, v in _unwrap(raw).items() if k.endswith("weight") and v.ndim == 2 and "attacker" not in k]
-    return int(tensors[-1].shape[0]) if tensors else None
+def classifier_width(raw: dict[str, Any], arch: str, img_size: int | None = None) -> int | None:
+    """The number of classes of a foreign state dict: the rows of ``arch``'s own classifier weight.
+
+    The architecture says which key is its classifier (timm's ``get_classifier()``); a state
+    dict's key order says nothing (safetensors headers are unordered).
+    """
+    from confidently.models.registry import create_model
+
+    with torch.device("meta"):  # only the module names are needed: allocate nothing
+        net = create_model(arch, 1, img_size=img_size).net
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    head = head[0] if isinstance(head, tuple) else head  # distilled ViTs: (head, head_dist)
+    names = [name for name, module in net.named_modules() if module is head and name]
+    if not names:
+        return None
+    key = f"{names[0]}.weight"
+    tensors = {k: v for k, v in _unwrap(raw).items() if ".attacker." not in f".{k}"}
+    for candidate in (key, *(prefix + key for prefix in PREFIXES)):
+        if candidate in tensors and tensors[candidate].ndim >= 2:
+            return int(tensors[candidate].shape[0])
+    return None

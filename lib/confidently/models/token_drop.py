@@ -51,15 +51,24 @@ def _embed(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _pool(vit: nn.Module, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Pool like ``vit.pool`` but only over valid (kept, unpadded) patch tokens."""
-    if valid is None or vit.global_pool == "token":
+    """Pool like ``vit.pool`` but only over valid (kept, unpadded) patch tokens.
+
+    A row with no patch token pools to zeros (no evidence), alone or padded in a batch, so
+    average pooling never divides by zero and never depends on the row's batchmates.
+    """
+    if vit.global_pool == "token":
         return vit.pool(x)
+    if valid is None:
+        if x.shape[1] > vit.num_prefix_tokens:
+            return vit.pool(x)
+        valid = torch.zeros(x.shape[0], 0, dtype=torch.bool, device=x.device)
     if vit.attn_pool is not None or vit.global_pool != "avg" or vit.pool_include_prefix:
         raise NotImplementedError(f"token dropping with varying counts supports 'token' and 'avg' pooling, "
                                   f"not {vit.global_pool!r} / attention pooling")
     patches = x[:, vit.num_prefix_tokens:]
-    weights = valid.to(patches.dtype).unsqueeze(-1)
-    return (patches * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    weights = valid.unsqueeze(-1)
+    summed = torch.where(weights, patches, patches.new_zeros(())).sum(1)  # where, not *: a padded NaN stays out
+    return summed / weights.sum(1).clamp_min(1).to(patches.dtype)
 
 
 def _head(vit: nn.Module, x: torch.Tensor, valid: torch.Tensor | None, pre_logits: bool) -> torch.Tensor:

@@ -31,6 +31,7 @@ class SceneState:
     frame_shift: tuple[float, float] = (0.0, 0.0)  # where the object's centre projects, in [-1, 1] (x right, y up)
     rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)  # Euler XYZ of the object
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # translation after rotation, in bounding radii
+    aim: tuple[float, float, float] = (0.0, 0.0, 0.0)  # where the camera looks: the object's centre when it was placed
     scale: float = 1.0
     texture: torch.Tensor | None = None  # 3×s×s, unadv-patch's convention (row = floor(v·s)); None = original
     light: float = 1.0  # multiplier of the environment's light

@@ -3,8 +3,10 @@
 A shard holds ``images`` uint8 N×3×H×W and ``labels`` int64 N (so ``--data renders.safetensors`` works
 in every tool), optional ``segmentation`` int32 N×1×H×W, ``uv`` and ``depth`` float16, and metadata
 ``ids`` in order. Records reference rows as ``{"tensors": FILE, "key": "images", "index": I}``. A
-shard's records are released only once the shard is on disk (written atomically), so a killed run
-never leaves a record pointing at a missing image; shards roll over every ``shard_size`` renders.
+record is released as soon as its render is done, so a killed run keeps every finished record; the
+shard holding its image is written (atomically) when it fills or the run ends, and shards roll over
+every ``shard_size`` renders. A record whose shard never reached disk is not finished
+(:func:`image_on_disk`): a resumed run renders it again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import torch
 
-from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.errors import InvalidInput
+from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 from confidently.io.images import save_image
 
 SHARD_KEYS = {"rgb": "images", "segmentation": "segmentation", "uv": "uv", "depth": "depth"}
@@ -25,6 +28,24 @@ def _ref_path(path: Path, base: Path) -> str:
     return os.path.relpath(path.resolve(), base.resolve())
 
 
+def image_on_disk(record: dict[str, Any], base: Path, shard_ids: dict[Path, list[str]]) -> bool:
+    """Whether the render ``record`` points at was written (paths relative to ``base``); ``shard_ids``
+    caches each shard's ``ids`` metadata. A record without an image reference counts as written."""
+    ref = record.get("image")
+    if isinstance(ref, str):
+        return (base / ref).is_file()
+    if not isinstance(ref, dict) or "tensors" not in ref:
+        return True
+    path = base / str(ref["tensors"])
+    if path not in shard_ids:
+        try:
+            shard_ids[path] = list(load_artifact_metadata(path).get("ids") or [])
+        except InvalidInput:
+            shard_ids[path] = []
+    ids, index = shard_ids[path], ref.get("index")
+    return isinstance(index, int) and 0 <= index < len(ids) and ids[index] == record.get("id")
+
+
 class PngWriter:
     """``DIR/<id>_rgb.png`` per render; the record's ``image`` is its path relative to ``base``."""
 
@@ -32,25 +53,31 @@ class PngWriter:
         self.directory, self.base = Path(directory), Path(base)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         path = self.directory / f"{record['id']}_rgb.png"
         save_image(tensors["rgb"].float() / 255.0, path)
         record["image"] = _ref_path(path, self.base)
-        return [record]
+        return record
 
-    def close(self) -> list[dict[str, Any]]:
-        return []
+    def close(self) -> None:
+        """Nothing is held back: each PNG is written before its record."""
 
 
 class ShardWriter:
-    """Safetensors shards of renders; ``add`` returns the records that are now safe to emit."""
+    """Safetensors shards of renders; ``add`` returns its record at once, the shard follows when full.
+
+    With ``keep_existing`` (a resumed run) numbered shards already on disk are skipped, not replaced:
+    the earlier run's records point at them.
+    """
 
     def __init__(self, path: Path, base: Path, *, total: int, shard_size: int = 1024,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, keep_existing: bool = False):
         self.path, self.base, self.shard_size = Path(path), Path(base), max(1, shard_size)
         self.rolls = total > self.shard_size
         self.meta = meta or {}
+        self.keep_existing = keep_existing
         self.index = 0
+        self._skip_existing()
         self.buffer: list[tuple[dict[str, Any], dict[str, torch.Tensor]]] = []
         self.files: list[Path] = []
 
@@ -59,7 +86,7 @@ class ShardWriter:
             return self.path
         return self.path.with_name(f"{self.path.stem}-{self.index:05d}{self.path.suffix}")
 
-    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         ref = _ref_path(self.current(), self.base)
         row = len(self.buffer)
         record["image"] = {"tensors": ref, "key": "images", "index": row}
@@ -67,11 +94,17 @@ class ShardWriter:
             if name in tensors:
                 record[name] = {"tensors": ref, "key": SHARD_KEYS[name], "index": row}
         self.buffer.append((record, tensors))
-        return self.flush() if len(self.buffer) >= self.shard_size else []
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+        return record
 
-    def flush(self) -> list[dict[str, Any]]:
+    def _skip_existing(self) -> None:
+        while self.keep_existing and self.rolls and self.current().exists():
+            self.index += 1
+
+    def flush(self) -> None:
         if not self.buffer:
-            return []
+            return
         records = [r for r, _ in self.buffer]
         tensors = {"images": torch.stack([t["rgb"] for _, t in self.buffer]),
                    "labels": torch.tensor([int(r["label"]) for r in records], dtype=torch.int64)}
@@ -85,7 +118,7 @@ class ShardWriter:
         self.files.append(path)
         self.buffer = []
         self.index += 1
-        return records
+        self._skip_existing()
 
-    def close(self) -> list[dict[str, Any]]:
-        return self.flush()
+    def close(self) -> None:
+        self.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,6 +20,12 @@ def derive_seed(seed: int, *keys: object) -> int:
 def record_generator(seed: int, record_id: str, *keys: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator seeded for one record: the record's randomness is the same everywhere."""
     return torch.Generator(device=device).manual_seed(derive_seed(seed, record_id, *keys))
+
+
+def record_seeds(seed: int, record_ids: Sequence[str], *keys: object) -> list[int]:
+    """One 31-bit seed per record from (seed, id, keys): small enough for NumPy, which code such as
+    ``corrupt(..., seeds=...)`` seeds per image."""
+    return [derive_seed(seed, record_id, *keys) % 2**31 for record_id in record_ids]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

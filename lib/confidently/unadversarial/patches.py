@@ -9,12 +9,14 @@ from a seeded generator, so every arm of an evaluation sees the same ones and ``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from confidently.errors import UsageError
+from confidently.errors import InvalidInput, UsageError
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class Placement:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_metadata(cls, transform: Mapping[str, Any] | None, source: str = "patch file") -> Placement:
+        """The placement a patch file records (its ``transform`` metadata, as :meth:`as_dict` wrote it), so
+        evaluation sees the patches where they were trained; fields the file lacks keep their defaults."""
+        if transform is None:
+            return cls()
+        names = {f.name for f in fields(cls)}
+        try:
+            values = {k: v if k == "mode" else tuple(map(float, v)) if k in ("scale", "region") else float(v)
+                      for k, v in transform.items() if k in names}
+            return cls(**values)
+        except (UsageError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"{source}: its placement metadata {transform!r} is not valid ({exc})",
+                               field="transform") from None
+
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """N×4: angle (degrees), scale, centre offset x and y (fractions of the side from the middle)."""
         uniform = torch.rand(count, 4, generator=generator, dtype=torch.float64)
@@ -51,6 +68,22 @@ class Placement:
             x0, y0, x1, y1 = self.region
             dx, dy = x0 + uniform[:, 2] * (x1 - x0) - 0.5, y0 + uniform[:, 3] * (y1 - y0) - 0.5
         return torch.stack([angle, scale, dx, dy], dim=1).float()
+
+
+def load_patch_file(path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """A patch file's patches (K×C×p×p in [0, 1]), class ids (default 0..K−1) and metadata, checked."""
+    from confidently.io.artifacts import load_artifact
+
+    tensors, meta = load_artifact(path)
+    patches = tensors.get("patches")
+    if patches is None or patches.ndim != 4 or patches.shape[-1] != patches.shape[-2]:
+        raise InvalidInput(f"{path} is not a patch file (needs 'patches' K×C×p×p from `unadv-patch train`)")
+    class_ids = tensors.get("class_ids", torch.arange(len(patches), dtype=torch.int64))
+    if class_ids.shape != (len(patches),):
+        raise InvalidInput(f"{path}: 'class_ids' must hold one class per patch ({len(patches)})")
+    if float(patches.min()) < 0 or float(patches.max()) > 1:
+        raise InvalidInput(f"{path}: patch values lie outside [0, 1]")
+    return patches.float(), class_ids, meta
 
 
 def patch_side(height: int, width: int, patch_size: int | None, patch_frac: float | None) -> int:

@@ -26,6 +26,7 @@ from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.registry import Registry
 from confidently.render import MitsubaRenderer, View, ViewSampler, gather_texels, shift_frame
+from confidently.run.seeding import record_seeds
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,15 @@ class TextureConfig:
 
 def render_batch(renderer: MitsubaRenderer, texture: torch.Tensor, views: Sequence[View], seeds: Sequence[int],
                  backgrounds: torch.Tensor, grad: str = "ad") -> torch.Tensor:
-    """Views of the textured mesh, each shifted in the frame and composited over its background."""
+    """Views of the textured mesh, each shifted in the frame and composited over its background (moved to
+    the frame's device: Mitsuba's CUDA variant hands back CUDA frames)."""
     draw = GRADIENTS.get(grad).draw
     frames = []
     for view, seed, background in zip(views, seeds, backgrounds, strict=True):
         frame = shift_frame(draw(renderer, texture, view, int(seed)), view.shift)
         channels = background.shape[0]
         colour = frame[:3] if channels == 3 else frame[:3].mean(0, keepdim=True)
-        frames.append((colour + (1 - frame[3:]) * background).clamp(0, 1))
+        frames.append((colour + (1 - frame[3:]) * background.to(frame.device)).clamp(0, 1))
     return torch.stack(frames)
 
 
@@ -176,7 +178,8 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
                       count: int, corruptions: Sequence[str], severities: Sequence[int], seed: int,
                       batch_size: int = 64) -> list[dict[str, Any]]:
     """Accuracy on ``class_id`` per (arm, corruption, severity); every arm sees the same views, render
-    seeds, backgrounds and corruption noise, so arm differences come from the texture alone."""
+    seeds, backgrounds and corruption noise, so arm differences come from the texture alone. Each
+    view's noise is seeded by (seed, view index), whatever the batch."""
     device = model.normalize.mean.device
     channels, size = model.input_size[0], model.input_size[-1]
     generator = torch.Generator().manual_seed(seed)
@@ -194,7 +197,8 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
             for start in range(0, count, batch_size):
                 x = scenes[start:start + batch_size]
                 if corruption != "clean":
-                    x = corrupt(x, corruption, severity, torch.Generator().manual_seed(seed * 1000 + start))
+                    views_here = [str(i) for i in range(start, start + len(x))]
+                    x = corrupt(x, corruption, severity, seeds=record_seeds(seed, views_here, "corrupt", corruption))
                 with torch.no_grad():
                     predicted = model(x.to(device)).argmax(1).cpu()
                 correct += int((predicted == class_id).sum())

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from confidently.data.corruptions import SEVERITIES, corrupt, list_corruptions
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
-from confidently.run.seeding import derive_seed
+from confidently.run.seeding import derive_seed, record_seeds
 from confidently.unadversarial.patches import Placement, composite
 
 
@@ -45,10 +45,11 @@ class PatchConfig:
 
 def corrupt_with_gradient(images: torch.Tensor, name: str, severity: int,
                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """``corrupt`` that lets gradients through: exactly for corruptions written in torch (noise, blur,
-    contrast, brightness, fog), straight through (∂out/∂x := I) for those that leave torch (JPEG
-    through PIL): ``out = x + stopgrad(corrupt(x) − x)``. A quantising corruption written with
-    ``torch.round`` should detach its output so that it gets the straight-through gradient too."""
+    """``corrupt`` that lets gradients through: exactly for corruptions written in torch (gaussian noise
+    and blur, contrast, brightness, fog), straight through (∂out/∂x := I) for those run by the
+    ``imagecorruptions`` reference in NumPy: ``out = x + stopgrad(corrupt(x) − x)``. A quantising
+    corruption written with ``torch.round`` should detach its output so that it gets the straight-through
+    gradient too."""
     out = corrupt(images, name, severity, generator)
     if images.requires_grad and out.grad_fn is None:
         out = images + (out - images).detach()
@@ -126,8 +127,9 @@ def evaluate_arms(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
                   arms: dict[str, torch.Tensor | None], placement: Placement, corruptions: Sequence[str],
                   severities: Sequence[int], seed: int, batch_size: int = 256, *,
                   warps: Mapping[str, str] | None = None,
-                  conflict: torch.Tensor | None = None) -> list[dict[str, Any]]:
-    """Accuracy per (arm, corruption, severity); every arm sees the same placements and the same noise.
+                  conflict: torch.Tensor | None = None, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Accuracy per (arm, corruption, severity); every arm sees the same placements and the same noise,
+    each image's noise seeded by (seed, its id in ``ids``, default its position), whatever the batch.
     Corruptions act on the already patched image. Arm ``None`` = no patch; ``warps`` names an arm's
     resampling (``nearest`` for QR codes; default ``bilinear``).
 
@@ -137,6 +139,7 @@ def evaluate_arms(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
     the patch's class (``pred_patch_frac``).
     """
     device = model.normalize.mean.device
+    ids = [str(i) for i in range(len(images))] if ids is None else list(ids)
     placements = placement.sample(len(images), torch.Generator().manual_seed(seed))
     rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
     shown: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {arm: (p, labels) for arm, p in arms.items()}
@@ -156,8 +159,8 @@ def evaluate_arms(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
                     x = composite(x, patches[pasted[start:start + batch_size]], placements[start:start + batch_size],
                                   warp)
                 if corruption != "clean":
-                    generator = torch.Generator().manual_seed(seed * 1000 + start)
-                    x = corrupt(x, corruption, severity, generator)
+                    x = corrupt(x, corruption, severity, seeds=record_seeds(seed, ids[start:start + batch_size],
+                                                                            "corrupt", corruption))
                 with torch.no_grad():
                     predictions.append(model(x.to(device)).argmax(1).cpu())
             predicted = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
@@ -173,12 +176,14 @@ def evaluate_arms(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
 
 def best_images(model: Classifier, images: torch.Tensor, labels: torch.Tensor, num_classes: int, side: int,
                 batch_size: int = 256) -> torch.Tensor:
-    """Per class, the training image the model finds easiest (lowest loss), resized to p×p (thesis baseline)."""
+    """Per class, the training image the model finds easiest (lowest loss), resized to p×p (thesis baseline).
+    Batches go to the model's device; the losses come back to the CPU, where the images stay."""
+    device = model.normalize.mean.device
     losses = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            losses.append(F.cross_entropy(model(images[start:start + batch_size]), labels[start:start + batch_size],
-                                          reduction="none"))
+            x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
+            losses.append(F.cross_entropy(model(x), y, reduction="none").cpu())
     losses = torch.cat(losses)
     out = []
     for c in range(num_classes):

@@ -156,7 +156,7 @@ class BlenderEngine:
 
     name = "bpy"
     fields = frozenset({"view_point", "zoom", "focal_length", "aperture", "frame_shift", "rotation", "offset",
-                        "scale", "texture", "light", "light_color"})
+                        "aim", "scale", "texture", "light", "light_color"})
     builtins = BUILTIN_OBJECTS
 
     def __init__(self, device: str | torch.device = "cpu", view_transform: str = "Standard", **_: Any):

@@ -73,7 +73,7 @@ class MitsubaEngine:
 
     name = "mitsuba"
     fields = frozenset({"view_point", "zoom", "focal_length", "aperture", "frame_shift", "rotation", "offset",
-                        "scale", "texture", "light", "light_color"})
+                        "aim", "scale", "texture", "light", "light_color"})
     builtins = BUILTIN_OBJECTS
 
     def __init__(self, device: str | torch.device = "cpu", **_: Any):
@@ -87,10 +87,11 @@ class MitsubaEngine:
 
         self.mi, self.dr = mi, dr = load_mitsuba(self.device)
         _log_to_stderr(mi)
-        if not self.device.startswith("cuda"):
-            dr.set_thread_count(max(1, int(args.threads)))
         if args.resolution < 1 or args.samples < 1:
             raise UsageError("render resolution and samples must be >= 1")
+        cpu = not self.device.startswith("cuda")
+        if cpu:  # Mitsuba's EXR reader hangs on a single Dr.Jit thread: load on at least two, render on ``threads``
+            dr.set_thread_count(max(2, int(args.threads)))
         self.args, self.obj, self.environment = args, obj, environment
         label = obj.label[0] if isinstance(obj.label, list | tuple) else obj.label
         self.label = int(label)
@@ -117,6 +118,9 @@ class MitsubaEngine:
         except RuntimeError as exc:
             raise InvalidInput(f"object {obj.id!r} / environment {environment.id!r}: Mitsuba cannot load it: "
                                f"{str(exc).strip().splitlines()[-1]}") from None
+        finally:
+            if cpu:
+                dr.set_thread_count(max(1, int(args.threads)))
         self.params = mi.traverse(self.scene)
         (shape,) = self.scene.shapes()
         self.shape_id = float(np.array(dr.reinterpret_array(mi.UInt32, mi.ShapePtr(shape))).ravel()[0])

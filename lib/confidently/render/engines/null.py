@@ -245,8 +245,10 @@ def rotation_matrix(rx: float, ry: float, rz: float) -> torch.Tensor:
     return z @ y @ x
 
 
-def camera_frame(view_point: tuple[float, float, float], zoom: float, focal_length: float):
-    """Camera centre, (right, up, forward) axes and the tangent of half the field of view."""
+def camera_frame(view_point: tuple[float, float, float], zoom: float, focal_length: float,
+                 target: tuple[float, float, float]):
+    """Camera centre, (right, up, forward) axes and the tangent of half the field of view, for a camera along
+    ``view_point`` from ``target`` looking at it."""
     direction = torch.tensor(view_point, dtype=torch.float64)
     if float(direction.norm()) < 1e-9:
         direction = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
@@ -259,7 +261,7 @@ def camera_frame(view_point: tuple[float, float, float], zoom: float, focal_leng
         up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     right = _unit(torch.linalg.cross(forward, up))
     true_up = torch.linalg.cross(right, forward)
-    return direction * distance, right, true_up, forward, math.tan(half_fov)
+    return torch.tensor(target, dtype=torch.float64) + direction * distance, right, true_up, forward, math.tan(half_fov)
 
 
 class NullEngine:
@@ -267,7 +269,7 @@ class NullEngine:
 
     name = "null"
     fields = frozenset({"view_point", "zoom", "focal_length", "aperture", "frame_shift", "rotation", "offset",
-                        "scale", "texture", "light", "light_color"})
+                        "aim", "scale", "texture", "light", "light_color"})
     builtins = BUILTIN_SHAPES
 
     def __init__(self, **_: Any):
@@ -296,7 +298,8 @@ class NullEngine:
         rotation = rotation_matrix(*state.rotation)
         world = (self.points * state.scale) @ rotation.T + torch.tensor(state.offset, dtype=torch.float64)
         normals = self.normals @ rotation.T
-        center, right, up, forward, tan_half = camera_frame(state.view_point, state.zoom, state.focal_length)
+        center, right, up, forward, tan_half = camera_frame(state.view_point, state.zoom, state.focal_length,
+                                                            state.aim)
         rel = world - center
         depth = rel @ forward
         keep = depth > 1e-3

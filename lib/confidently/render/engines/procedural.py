@@ -286,10 +286,11 @@ def fov_radians(focal_length: float) -> float:
 
 
 def camera_pose(state: SceneState) -> CameraPose:
-    """Where the camera stands for ``state`` (spec §4.1): along ``view_point`` from the object, at the distance
-    where the unit bounding sphere fills 1/MARGIN of the frame at zoom 1 (closer for zoom > 1), looking at the
-    object with +z up; then moved parallel to the image plane so the object's centre projects at
-    ``frame_shift`` (x right, y up, both in [-1, 1])."""
+    """Where the camera stands for ``state`` (spec §4.1): along ``view_point`` from ``aim`` (the object's centre
+    when the camera control ran, as 3DB frames the object where the earlier controls moved it), at the distance
+    where the unit bounding sphere fills 1/MARGIN of the frame at zoom 1 (closer for zoom > 1), looking at it
+    with +z up; then moved parallel to the image plane so ``aim`` projects at ``frame_shift`` (x right, y up,
+    both in [-1, 1]). Depth of field focuses on the object's centre, ``offset``."""
     if state.zoom <= 0:
         raise UsageError(f"zoom {state.zoom}: must be positive")
     direction = np.asarray(state.view_point, dtype=np.float64) + 1e-9  # the +ε of the spec: never zero
@@ -302,7 +303,7 @@ def camera_pose(state: SceneState) -> CameraPose:
     up = np.cross(right, forward)
     half = distance * math.tan(fov / 2)
     shift_x, shift_y = state.frame_shift
-    origin = direction * distance - (shift_x * right + shift_y * up) * half
+    origin = np.asarray(state.aim, dtype=np.float64) + direction * distance - (shift_x * right + shift_y * up) * half
     target = np.asarray(state.offset, dtype=np.float64)
     return CameraPose(origin, right, up, forward, fov, max(float(np.dot(target - origin, forward)), 1e-3))
 

@@ -10,7 +10,8 @@ from confidently.render3db.controls import Continuous, Control, register_control
 
 @register_control("camera")
 class Camera(Control):
-    doc = ("Camera on the ray from the object along the view-point vector, aimed at it; at zoom 1 the object "
+    doc = ("Camera on the ray from the object along the view-point vector, aimed at the object's centre as the "
+           "controls listed before it placed it (3DB frames the moved object); at zoom 1 the object "
            "just fits the frame (>1 closer); focal length sets the field of view; a finite aperture (f-stop) "
            "focuses on the object with depth of field (off unless given).")
     params = {
@@ -30,3 +31,4 @@ class Camera(Control):
         state.zoom = args["zoom_factor"]
         state.aperture = args["aperture"]
         state.focal_length = args["focal_length"]
+        state.aim = state.offset

@@ -14,7 +14,7 @@ from confidently.render3db.controls import Control, Discrete, register_control
 class ImagenetC(Control):
     kind = "post"
     doc = ("Corrupt the render with `corruption_name` at `severity` (1-5; 0 = clean), seeded per render. The "
-           "corruptions are confidently's torch set shared with unadv-patch.")
+           "corruptions are ImageNet-C's (the imagecorruptions package), shared with unadv-patch.")
     params = {"corruption_name": Discrete(tuple(list_corruptions()), tuple(list_corruptions()),
                                           doc="a registered corruption"),
               "severity": Discrete(SEVERITIES, (0, *SEVERITIES), doc="1 (mild) to 5 (severe)")}

@@ -68,7 +68,17 @@ def _label(result: dict[str, Any]) -> str:
     return ", ".join(str(p) for p in parts if p)
 
 
-@register_section("ablate", "ablate — missingness bias, LIME and the top-k test", _claims)
+def _fields(record: dict[str, Any]) -> dict[str, str]:
+    if record.get("schema") not in SUMMARIES:
+        return {"ablate.ks": "list?", "ablate.ks.*": "integer"}
+    spec = {"n": "integer", "ks": "list", "ks.*": "integer"}
+    if record["schema"] == "ablate-curve-summary/v1":
+        spec.update({"frac_unchanged": "list", "frac_unchanged.*": "number", "class_entropy_norm": "list",
+                     "class_entropy_norm.*": "number", "auc_unchanged": "number?"})
+    return spec
+
+
+@register_section("ablate", "ablate — missingness bias, LIME and the top-k test", _claims, _fields)
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     summaries: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}

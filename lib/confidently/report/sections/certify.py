@@ -15,7 +15,12 @@ def _claims(record: dict[str, Any]) -> bool:
     return isinstance(result, dict) and "certified" in result and "max_certified_patch" in result
 
 
-@register_section("certify", "certify — certified patch robustness", _claims)
+def _fields(record: dict[str, Any]) -> dict[str, str]:
+    return {"certify.max_certified_patch": "integer", "certify.certified": "object", "certify.pred": "integer?",
+            "certify.correct": "bool?"}
+
+
+@register_section("certify", "certify — certified patch robustness", _claims, _fields)
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     results = [{**r["certify"], "label": r.get("label")} for r in records]
     summary = summarize_certificates(results)

@@ -46,8 +46,19 @@ def _from_scored(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _fields(record: dict[str, Any]) -> dict[str, str]:
+    if record.get("kind") == "immunize.scored":
+        return {"metrics": "object", "metrics.*": "number?", "metrics_transformed": "object?",
+                "metrics_transformed.*": "object", "metrics_transformed.*.*": "number?"}
+    from confidently.immunize.metrics import PAIR_METRICS, list_metrics
+
+    pair = [name for name in list_metrics() if name in PAIR_METRICS]
+    return {"n": "integer", **{name: "object?" for name in pair},
+            **{f"{name}.{stat}": "number" for name in pair for stat in ("mean", "std")}}
+
+
 @register_section("immunize", "immunize — do edits of immunized photos differ from edits of the clean ones?",
-                  _claims)
+                  _claims, _fields)
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     from confidently.immunize.metrics import PAIR_METRICS, SET_METRICS, list_metrics
 

@@ -1,0 +1,127 @@
+"""`--help` tells the truth: every command shows exactly the shared options it honours.
+
+The table below is the record of which shared options each command acts on (read from its body and
+the library calls it passes ``common`` to); a command that starts honouring another one adds it here.
+"""
+
+import importlib
+import re
+import shlex
+
+import pytest
+import typer
+import yaml
+from confidently.cli.app import run_app
+from typer.testing import CliRunner
+
+SEED, DEVICE, BATCH, SHARD = "--seed", "--device", "--batch-size", "--shard"
+ENGINE, ADDRESS, SKIP, DETERMINISTIC = "--engine", "--address", "--skip-invalid", "--deterministic"
+SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}
+ALWAYS = {"--config", "--print-config", "--quiet", "--verbose"}
+STREAMED = {SHARD, ENGINE, ADDRESS, SKIP}  # what stream_batches / stream_records act on
+TRAINING = {SEED, DEVICE, BATCH, DETERMINISTIC}
+
+HONOURED = {
+    "dataset": {"export": STREAMED, "info": {SKIP}, "split": {SEED}},
+    "advtrain": {"train": TRAINING, "eval": TRAINING, "attack": TRAINING | {SHARD}, "transfer": TRAINING,
+                 "features": {DEVICE, BATCH, SHARD}, "import": set()},
+    "certify": {"run": SHARED, "recertify": set(), "check": TRAINING | {SHARD}, "summarize": set(), "delta": set(),
+                "fit": TRAINING},
+    "ablate": {"order": SHARED, "curve": SHARED, "lime": SHARED, "consistency": SHARED, "topk": SHARED,
+               "apply": SHARED, "fit": TRAINING, "summarize": set(), "plot": set()},
+    "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH},
+                       "subset": {SEED}, "probe": {DEVICE, BATCH}, "experiment": TRAINING, "summarize": set()},
+    "influence": {"plan": {SEED}, "train": {SHARD, ENGINE, ADDRESS}, "estimate": set(), "top": set(),
+                  "subpop": set(), "explain": set(), "leakage": set(), "counterfactual": {SEED}, "summarize": set(),
+                  "convergence": {SEED}, "status": set(), "slurm-script": set()},
+    "report": {"": {SKIP}},
+    "unadv_patch": {"train": TRAINING, "eval": TRAINING, "baseline": {SEED, DEVICE, DETERMINISTIC},
+                    "apply": {SEED}, "texture": TRAINING, "eval-texture": TRAINING, "export": set(),
+                    "airsim eval": TRAINING, "airsim land": {SEED, DEVICE, DETERMINISTIC},
+                    "airsim serve-fake": {SEED}},
+    "immunize": {"tiny-model": {SEED}, **dict.fromkeys(("encoder", "diffusion", "random", "edit"),
+                                                       {SEED, DEVICE, DETERMINISTIC} | STREAMED),
+                 "score": {DEVICE, BATCH} | STREAMED},
+    "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC}, "validate": {SEED},
+                   "controls": set(), "analyze": set()},
+}
+# Commands whose --batch-size really is halved on CUDA out-of-memory (with_batch_backoff).
+BACKS_OFF = {("advtrain", "eval"), ("advtrain", "attack"), ("advtrain", "features"), ("immunize", "score")}
+OPTION_LINE = re.compile(r"^  (?:-\w, )?(--[\w-]+)", re.MULTILINE)
+
+
+def app_of(tool: str) -> typer.Typer:
+    return importlib.import_module(f"tools.{tool}").app
+
+
+def leaf_commands(command, path: tuple[str, ...] = ()):
+    if hasattr(command, "commands"):  # a group (typer's own click)
+        for name, sub in command.commands.items():
+            yield from leaf_commands(sub, (*path, name))
+    else:
+        yield " ".join(path), command
+
+
+def help_text(tool: str, command: str) -> str:
+    result = CliRunner().invoke(app_of(tool), [*command.split(), "--help"], prog_name=tool.replace("_", "-"))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def shown_options(text: str) -> set[str]:
+    return set(OPTION_LINE.findall(text.split("Options:", 1)[1]))
+
+
+def test_the_table_names_every_command_of_every_tool():
+    for tool, commands in HONOURED.items():
+        assert {name for name, _ in leaf_commands(typer.main.get_command(app_of(tool)))} == set(commands), tool
+
+
+@pytest.mark.parametrize(("tool", "command"), [(t, c) for t, commands in HONOURED.items() for c in commands])
+def test_help_shows_exactly_the_shared_options_the_command_honours(tool, command):
+    text = help_text(tool, command)
+    shown = shown_options(text)
+    assert shown & SHARED == HONOURED[tool][command], f"{tool} {command}"
+    assert ALWAYS <= shown, f"{tool} {command}"
+    if BATCH in shown:
+        assert ("halved automatically on CUDA OOM" in text) == ((tool, command) in BACKS_OFF), f"{tool} {command}"
+
+
+def test_report_help_names_every_record_kind_and_no_option_it_ignores():
+    from confidently.report import list_sections
+
+    text = help_text("report", "")
+    assert shown_options(text) & SHARED == {SKIP}
+    description = re.sub(r"-\s+", "-", " ".join(text.split("Options:", 1)[0].split()))  # undo wrapping at hyphens
+    assert all(kind in description for kind in list_sections()), description
+
+
+def test_certify_fit_and_immunize_attacks_drop_what_they_ignore():
+    assert not shown_options(help_text("certify", "fit")) & {SHARD, ENGINE, SKIP}
+    for attack in ("encoder", "diffusion", "random"):
+        assert BATCH not in shown_options(help_text("immunize", attack)), attack
+
+
+def test_a_config_key_for_an_option_a_command_lacks_is_a_usage_error(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"seed": 3}))
+    with pytest.raises(SystemExit) as info:
+        run_app(app_of("report"), "report", ["--config", str(config), "--out", str(tmp_path / "site"),
+                                             str(tmp_path / "records.jsonl")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "config file sets seed, which `report` does not have" in err and "Traceback" not in err
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_slurm_script_runs_train_with_options_train_has(tmp_path):
+    plan = tmp_path / "plan.jsonl"
+    made = CliRunner().invoke(app_of("influence"), ["plan", "--num-units", "4", "--num-models", "2"])
+    assert made.exit_code == 0, made.output
+    plan.write_text(made.stdout)
+    script = CliRunner().invoke(app_of("influence"), ["slurm-script", "--plan", str(plan), "--recipe",
+                                                      "oracle-linear", "--out-dir", str(tmp_path / "out")])
+    assert script.exit_code == 0, script.output
+    (line,) = [line for line in script.stdout.splitlines() if line.startswith("influence train ")]
+    train = typer.main.get_command(app_of("influence")).commands["train"]
+    train.make_context("train", shlex.split(line)[2:])  # a usage error if the script passes what train lacks
