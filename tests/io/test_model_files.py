@@ -8,6 +8,8 @@ from confidently.models import create_model, load_model, save_model
 from confidently.schema import schema_errors
 from safetensors.torch import save_file
 
+from tests.io.safetensors_bytes import padded_safetensors
+
 
 def test_model_round_trip_rebuilds_from_metadata(tmp_path):
     model = create_model("tiny_resnet", 4, classes=["a", "b", "c", "d"]).eval()
@@ -52,18 +54,6 @@ def test_truncated_model_file(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(InvalidInput):
         read_model_file(tmp_path / "cut.safetensors")
-
-
-def padded_safetensors(header_length: int, tensors: dict, metadata: dict[str, str]) -> bytes:
-    """Safetensors bytes whose header is exactly ``header_length`` long (metadata padded to get there)."""
-    from safetensors.torch import save
-
-    unpadded = int.from_bytes(save(tensors, metadata={**metadata, "pad": ""})[:8], "little")
-    for pad in range(max(0, header_length - unpadded - 8), header_length - unpadded + 8):
-        data = save(tensors, metadata={**metadata, "pad": "x" * pad})
-        if int.from_bytes(data[:8], "little") == header_length:
-            return data
-    raise AssertionError(f"no padding gives a {header_length}-byte header")
 
 
 @pytest.mark.parametrize("header_length", [0x2080, 0x10280])  # low byte 0x80; the second also mimics PROTO 2

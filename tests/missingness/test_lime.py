@@ -70,9 +70,9 @@ def test_explanations_do_not_depend_on_batching(resnet):
     assert torch.allclose(run(512, 5), run(7, 2), atol=1e-5)
 
 
-def test_lime_package_fits_the_same_model_on_its_own_perturbations(additive):
-    """The `lime` backend and our regression agree exactly given lime's perturbations; rankings agree."""
-    model, weights = additive
+def lime_package_run(model, labels, config):
+    """The `lime` backend's explanation, with the perturbations it drew (z, one row per sample) and the
+    class-1 probabilities it saw (y), read off the model as it is called."""
     seen = []
 
     class Spy(MissingnessModel):
@@ -81,41 +81,36 @@ def test_lime_package_fits_the_same_model_on_its_own_perturbations(additive):
             seen.append((visible.clone(), out.softmax(-1)[:, 1]))
             return out
 
-    labels = grid_labels(16, 16, 4)
-    features = [Features(labels, 16)]
-    config = LimeConfig(samples=400)
-    (theirs,) = explain("lime", Spy(model, make_fill("black")), torch.ones(1, 1, 16, 16), features, config,
+    features = [Features(labels, int(labels.max()) + 1)]
+    (theirs,) = explain("lime", Spy(model, make_fill("black")), torch.ones(1, 1, *labels.shape), features, config,
                         [torch.Generator().manual_seed(5)])
     visible = torch.cat([v for v, _ in seen[1:]])  # the first call is the clean image
-    y = torch.cat([p for _, p in seen[1:]])
-    z = torch.stack([torch.stack([visible[t][labels == j].all() for j in range(16)]) for t in range(len(visible))])
-    ours = fit_explanation(z.double(), y.double(), config, 1)
+    y = torch.cat([p for _, p in seen[1:]]).double()
+    z = torch.stack([torch.stack([visible[t][labels == j].all() for j in range(features[0].count)])
+                     for t in range(len(visible))])
+    return theirs, z.double(), y
+
+
+def test_lime_package_fits_the_same_model_on_its_own_perturbations(additive):
+    """The `lime` backend and our regression agree exactly given lime's perturbations; rankings agree."""
+    model, weights = additive
+    labels = grid_labels(16, 16, 4)
+    config = LimeConfig(samples=400)
+    theirs, z, y = lime_package_run(model, labels, config)
+    ours = fit_explanation(z, y, config, 1)
     assert torch.allclose(ours.scores, theirs.scores, atol=1e-5)
-    (own,) = explain("own", MissingnessModel(model, make_fill("black")), torch.ones(1, 1, 16, 16), features, config,
-                     [torch.Generator().manual_seed(5)])
+    (own,) = explain("own", MissingnessModel(model, make_fill("black")), torch.ones(1, 1, 16, 16),
+                     [Features(labels, 16)], config, [torch.Generator().manual_seed(5)])
     assert set(own.ranking[:5].tolist()) == set(theirs.ranking[:5].tolist())  # different draws, same top-5
 
 
 def test_lime_package_uses_the_ridge_alpha_asked_for(additive):
     """`--backend lime --ridge-alpha A` fits Ridge(A) on lime's perturbations, not lime's default α = 1."""
     model, _ = additive
-    seen = []
-
-    class Spy(MissingnessModel):
-        def logits(self, images, rows, visible, seeds=None):
-            out = super().logits(images, rows, visible, seeds)
-            seen.append((visible.clone(), out.softmax(-1)[:, 1]))
-            return out
-
-    labels = grid_labels(16, 16, 4)
     config = LimeConfig(samples=200, ridge_alpha=30.0)
-    (theirs,) = explain("lime", Spy(model, make_fill("black")), torch.ones(1, 1, 16, 16), [Features(labels, 16)],
-                        config, [torch.Generator().manual_seed(5)])
-    visible = torch.cat([v for v, _ in seen[1:]])
-    y = torch.cat([p for _, p in seen[1:]]).double()
-    z = torch.stack([torch.stack([visible[t][labels == j].all() for j in range(16)]) for t in range(len(visible))])
-    assert torch.allclose(fit_explanation(z.double(), y, config, 1).scores, theirs.scores, atol=1e-5)
-    default = fit_explanation(z.double(), y, LimeConfig(samples=200), 1).scores
+    theirs, z, y = lime_package_run(model, grid_labels(16, 16, 4), config)
+    assert torch.allclose(fit_explanation(z, y, config, 1).scores, theirs.scores, atol=1e-5)
+    default = fit_explanation(z, y, LimeConfig(samples=200), 1).scores
     assert not torch.allclose(default, theirs.scores, atol=1e-3)
 
 

@@ -6,23 +6,14 @@ import pytest
 import torch
 from confidently.errors import InvalidInput
 from confidently.models.convert import read_foreign_weights
-from safetensors.torch import save
 
-
-def safetensors_with_header_length(header_length: int) -> bytes:
-    """A bare state dict whose safetensors header is ``header_length`` bytes (padded metadata)."""
-    tensors = {"weight": torch.arange(6.0).reshape(2, 3)}
-    for pad in range(header_length):
-        data = save(tensors, metadata={"pad": "x" * pad})
-        if int.from_bytes(data[:8], "little") == header_length:
-            return data
-    raise AssertionError(f"no padding gives a {header_length}-byte header")
+from tests.io.safetensors_bytes import padded_safetensors
 
 
 @pytest.mark.parametrize("header_length", [0x180, 0x280])  # starts 0x80 0x01 / 0x80 0x02 (a pickle's PROTO 2)
 def test_safetensors_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path, header_length):
     path = tmp_path / "weights.safetensors"
-    path.write_bytes(safetensors_with_header_length(header_length))
+    path.write_bytes(padded_safetensors(header_length, {"weight": torch.arange(6.0).reshape(2, 3)}))
     assert path.read_bytes()[0] == 0x80
     assert torch.equal(read_foreign_weights(path)["weight"], torch.arange(6.0).reshape(2, 3))
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from confidently.errors import InvalidInput, UsageError
+from confidently.errors import InvalidInput
 from confidently.io.artifacts import artifact_bytes, read_safetensors_bytes
 from confidently.io.atomic import write_bytes_atomic
+from confidently.io.records import check_input_file
 
 MODEL_FORMAT = "confidently.model/1"
 REQUIRED_METADATA = ("format", "arch", "arch_kwargs", "num_classes", "input_size", "mean", "std")
@@ -79,11 +79,7 @@ def write_model_file(path: str | os.PathLike, state_dict: dict[str, torch.Tensor
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a model file: (state dict, metadata). Refuses pickles and files without metadata."""
-    path = Path(path)
-    if path.is_dir():  # a model is named on the command line: a wrong path is a usage error (exit 2)
-        raise UsageError(f"{path} is a directory; expected a model .safetensors file")
-    if not path.is_file():
-        raise UsageError(f"model file does not exist: {path}")
+    path = check_input_file(path, "model .safetensors file")  # named on the command line: a usage error (exit 2)
     data = path.read_bytes()
     if looks_pickled(data):
         raise InvalidInput(f"{path}: {PICKLE_HINT}")
