@@ -22,11 +22,13 @@ from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
 from confidently.run import console, record_generator, resolve_device, with_batch_backoff
+from confidently.run.tallies import merge_shards, read_shard_records
 from confidently.training import (
     Distributed,
     TrainConfig,
+    accuracies,
+    class_tallies,
     init_distributed_from_env,
-    mean_per_class_accuracy,
     predict,
 )
 from confidently.transfer import transfer as transfer_model
@@ -93,16 +95,22 @@ def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
                            f"{num_classes} classes (set --num-classes to match the data)", field="label")
 
 
-def accuracy_metrics(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig | None,
+def accuracy_tallies(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig | None,
                      device: torch.device, batch_size: int, seed: int,
-                     ids: Sequence[str] | None = None) -> dict[str, float]:
-    """Clean (and, with ``attack``, PGD on the records ``ids``) accuracy and mean-per-class accuracy."""
-    clean = predict(model, images, batch_size, device)
-    metrics = {"nat_acc": float((clean == labels).float().mean()), "mpc_nat": mean_per_class_accuracy(clean, labels)}
+                     ids: Sequence[str] | None = None) -> dict[str, dict[str, list[int]]]:
+    """Per-class counts of clean (and, with ``attack``, PGD on the records ``ids``) correct predictions."""
+    tallies = {"nat": class_tallies(predict(model, images, batch_size, device), labels, model.num_classes)}
     if attack is not None and attack.eps > 0:
         adversarial = attack_batches(model, images, labels, ids, attack, device, batch_size, seed)
-        adv = predict(model, adversarial, batch_size, device)
-        metrics.update(adv_acc=float((adv == labels).float().mean()), mpc_adv=mean_per_class_accuracy(adv, labels))
+        tallies["adv"] = class_tallies(predict(model, adversarial, batch_size, device), labels, model.num_classes)
+    return tallies
+
+
+def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
+    """Accuracy and mean-per-class accuracy, clean and (where attacked) adversarial."""
+    metrics: dict[str, float | None] = {"n": sum(tallies["nat"]["class_n"])}
+    for arm, counts in tallies.items():
+        metrics[f"{arm}_acc"], metrics[f"mpc_{arm}"] = accuracies(counts)
     return metrics
 
 
@@ -194,8 +202,8 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
         if val_data is None or (epoch % eval_every and epoch != config.epochs):
             return {}
-        metrics = accuracy_metrics(trained, *val_data, attack if attack.eps > 0 else None, device,
-                                   common.batch_size, common.seed, ids=val_set[0].ids)
+        metrics = metrics_from_tallies(accuracy_tallies(trained, *val_data, attack if attack.eps > 0 else None,
+                                                        device, common.batch_size, common.seed, ids=val_set[0].ids))
         return {f"val_{key}": value for key, value in metrics.items()}
 
     def log_epoch(metrics: dict[str, Any]) -> None:
@@ -218,8 +226,19 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
         console.log(f"wrote {out}")
 
 
+EVAL_COMPUTED = ("n", "nat_acc", "mpc_nat", "adv_acc", "mpc_adv")
+
+
+def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
+    """An eval record's metrics; at eps 0 the adversarial ones are the clean ones."""
+    metrics = metrics_from_tallies(tallies)
+    metrics.setdefault("adv_acc", metrics["nat_acc"])
+    metrics.setdefault("mpc_adv", metrics["mpc_nat"])
+    return metrics
+
+
 @app.command("eval")
-@common_options(uses={"seed", "device", "batch_size", "deterministic"}, oom_backoff=True)
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic"}, oom_backoff=True)
 def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
                         data: str = typer.Option(..., "--data"),
                         split: str = typer.Option(None, "--split"),
@@ -235,26 +254,51 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                                                           help="Start the first run at random too; starts derive "
                                                           "from (seed, id)."),
                         *, common: Common) -> None:
-    """Clean and PGD accuracy for each eps: one JSON record per eps on stdout."""
+    """Clean and PGD accuracy for each eps: one JSON record per eps on stdout.
+
+    Records carry the per-class counts they come from ("tallies"). With --shard i/N only every N-th
+    record from i is evaluated and the records say which shard they count; `advtrain eval-merge`
+    sums the N shards' records into the records one run over everything gives.
+    """
     device = resolve_device(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
-    dataset, images, labels = load_data(data, split, model.input_size[-1])
+    dataset = open_dataset(data, split)
+    fingerprint = dataset.fingerprint()
+    if common.shard.count > 1:
+        dataset = dataset.subset([i for i in range(len(dataset)) if common.shard.owns(i)])
+    images, labels = dataset.tensors(model.input_size[-1])
     check_labels(labels, model.num_classes, data)
-    table = Table("eps", "clean acc", "robust acc", title=f"{model_path.name}: {constraint} PGD-{steps}")
+    title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
+    table = Table("eps", "clean acc", "robust acc", title=title)
     for radius in radii:
         attack = PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
                                       random_start=random_start)
-        metrics = accuracy_metrics(model, images, labels, attack, device, common.batch_size, common.seed,
+        tallies = accuracy_tallies(model, images, labels, attack, device, common.batch_size, common.seed,
                                    ids=dataset.ids)
-        metrics.setdefault("adv_acc", metrics["nat_acc"])
-        metrics.setdefault("mpc_adv", metrics["mpc_nat"])
-        emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "constraint": constraint,
-              "eps": radius, "steps": steps, "step_size": attack.alpha, "restarts": restarts, "n": len(labels),
-              "seed": common.seed, **metrics})
-        table.add_row(f"{radius:g}", f"{metrics['nat_acc']:.3f}", f"{metrics['adv_acc']:.3f}")
+        metrics = eval_metrics(tallies)
+        emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "data_fingerprint": fingerprint,
+              "constraint": constraint, "eps": radius, "steps": steps, "step_size": attack.alpha,
+              "restarts": restarts, "random_start": random_start, "seed": common.seed, **metrics,
+              **({"shard": str(common.shard)} if common.shard.count > 1 else {}), "tallies": tallies})
+        table.add_row(f"{radius:g}", *(("-" if v is None else f"{v:.3f}") for v in
+                                       (metrics["nat_acc"], metrics["adv_acc"])))
     console.print(table)
+
+
+@app.command("eval-merge")
+@common_options()
+def merge_evaluations(files: list[Path] = typer.Argument(..., help="The records of `advtrain eval --shard i/N`, "
+                                                         "every shard of the run (one file each, or together)."),
+                      *, common: Common) -> None:
+    """The records of one eval over everything, from its --shard runs' records (counts summed)."""
+    records = [r for r in read_shard_records(files) if r.get("kind") == "eval"]
+    if not records:
+        raise InvalidInput(f"no eval records in {', '.join(map(str, files))}")
+    writer = RecordWriter()
+    for record in merge_shards(records, EVAL_COMPUTED, eval_metrics):
+        writer.write(record)
 
 
 @app.command()
@@ -371,8 +415,8 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     def evaluate(model: Classifier, epoch: int) -> dict[str, Any]:
         if val_data is None:
             return {}
-        return {f"val_{k}": v for k, v in accuracy_metrics(model, *val_data, None, device, common.batch_size,
-                                                           common.seed).items()}
+        tallies = accuracy_tallies(model, *val_data, None, device, common.batch_size, common.seed)
+        return {f"val_{k}": v for k, v in metrics_from_tallies(tallies).items()}
 
     def log_epoch(metrics: dict[str, Any]) -> None:
         emit({"kind": "metric", "cmd": "transfer", "mode": mode, "source_eps": source_eps, "seed": common.seed,
@@ -392,7 +436,8 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
                "source_constraint": source_model.training_info.get("constraint"), "seed": common.seed,
                "out": str(out)}
     if val_data is not None:
-        metrics = accuracy_metrics(model, *val_data, None, torch.device("cpu"), common.batch_size, common.seed)
+        metrics = metrics_from_tallies(accuracy_tallies(model, *val_data, None, torch.device("cpu"),
+                                                        common.batch_size, common.seed))
         summary.update(top1=metrics["nat_acc"], mean_per_class=metrics["mpc_nat"])
     emit(summary)
 

@@ -14,7 +14,14 @@ from typing import Any
 import torch
 import typer
 from confidently import __version__
-from confidently.backdoor import bias_metrics, group_gaps, parse_classes, select_poison
+from confidently.backdoor import (
+    bias_from_tallies,
+    bias_tallies,
+    group_from_tallies,
+    group_tallies,
+    parse_classes,
+    select_poison,
+)
 from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
@@ -26,6 +33,7 @@ from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.models import load_model
 from confidently.run import console, derive_seed, resolve_device
+from confidently.run.tallies import merge_shards, read_shard_records
 from confidently.training import predict
 from rich.table import Table
 
@@ -288,8 +296,20 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
     console.log(f"stamped {len(chosen)} of {len(records)} rows")
 
 
+ASR_COMPUTED = ("n", "n_correct", "clean_acc", "triggered_acc", "asr", "asr_targeted", "pred_hist_clean",
+                "pred_hist_trig", "tv_pred_shift", "top_shift_class", "delta_acc", "group")
+
+
+def asr_metrics(tallies: dict[str, Any]) -> dict[str, Any]:
+    """An asr record's metrics from its tallies (the group gaps too, where counted)."""
+    metrics = bias_from_tallies({k: v for k, v in tallies.items() if k != "group"})
+    if "group" in tallies:
+        metrics["group"] = group_from_tallies(tallies["group"])
+    return metrics
+
+
 @app.command()
-@common_options(uses={"device", "batch_size"})
+@common_options(uses={"device", "batch_size", "shard"})
 @trigger_options
 def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
@@ -300,41 +320,77 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         exclude_classes: str = typer.Option(None, "--exclude-classes",
                                             help="Leave these classes out (e.g. the poisoned group on the source)."),
         *, trigger_spec: dict[str, Any], common: Common) -> None:
-    """Attack success rate of the trigger, P[C(T(x)) ≠ y | C(x) = y], and accuracy drop; one record per model."""
+    """Attack success rate of the trigger, P[C(T(x)) ≠ y | C(x) = y], and accuracy drop; one record per model.
+
+    Records carry the counts they come from ("tallies"). With --shard i/N only every N-th record from i
+    is evaluated; `plant-backdoor asr-merge` sums the N shards' records into the unsharded run's records.
+    """
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
     if any(r.data.get("trigger") for r in dataset.records):
         console.print("[yellow]warning:[/] the evaluation records carry triggers; asr stamps its own on clean images")
     if not dataset.num_classes or bool((dataset.labels < 0).any()):
         raise InvalidInput(f"{data}: every evaluation row needs a label", field="label")
+    num_classes, fingerprint = dataset.num_classes, dataset.fingerprint()
+    if group_attr:
+        values = [field_value(r, group_attr) for r in dataset.records]
+        if any(v not in (0, 1, True, False) for v in values):
+            bad = next(r for r, v in zip(dataset.records, values, strict=True) if v not in (0, 1, True, False))
+            raise bad.error(f"--group-attr {group_attr}: expected 0/1 (or true/false) in every record", group_attr)
+    if common.shard.count > 1:
+        owned = [i for i in range(len(dataset)) if common.shard.owns(i)]
+        dataset = dataset.subset(owned)
+        values = [values[i] for i in owned] if group_attr else None
     writer = RecordWriter()
     evaluation_set = clean_and_triggered(dataset, trigger_spec)
     for path in models:
         model = load_model(path, device)
-        if model.num_classes != dataset.num_classes:
-            raise InvalidInput(f"{path} has {model.num_classes} classes but {data} has {dataset.num_classes}; "
+        if model.num_classes != num_classes:
+            raise InvalidInput(f"{path} has {model.num_classes} classes but {data} has {num_classes}; "
                                "evaluate a model on its own task")
         if target_label is not None and not 0 <= target_label < model.num_classes:
             raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
         exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
         images, labels, triggered = evaluation_set(model.input_size[-1])
-        model.check_input(images[:1])
-        clean_pred = predict(model, images, common.batch_size, device)
-        trig_pred = predict(model, triggered, common.batch_size, device)
-        metrics = bias_metrics(clean_pred.cpu(), trig_pred.cpu(), labels, model.num_classes, target_label, exclude)
+        if len(images):
+            model.check_input(images[:1])
+        clean_pred = predict(model, images, common.batch_size, device).cpu()
+        trig_pred = predict(model, triggered, common.batch_size, device).cpu()
+        tallies = bias_tallies(clean_pred, trig_pred, labels, model.num_classes, target_label, exclude)
         if group_attr:
-            values = [field_value(r, group_attr) for r in dataset.records]
-            if any(v not in (0, 1, True, False) for v in values):
-                bad = next(r for r, v in zip(dataset.records, values, strict=True) if v not in (0, 1, True, False))
-                raise bad.error(f"--group-attr {group_attr}: expected 0/1 (or true/false) in every record", group_attr)
-            metrics["group"] = {"attr": group_attr, **group_gaps(clean_pred.cpu(), labels,
-                                                                  torch.tensor([bool(v) for v in values]),
-                                                                  model.num_classes)}
+            tallies["group"] = group_tallies(clean_pred, labels, torch.tensor([bool(v) for v in values]),
+                                             model.num_classes)
+        metrics = asr_metrics(tallies)
+        if group_attr:
+            metrics["group"] = {"attr": group_attr, **metrics["group"]}
         writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "bias", "model": str(path),
-                      "data": data, "data_fingerprint": dataset.fingerprint(), "trigger": trigger_spec,
-                      "excluded_classes": sorted(exclude) if exclude else None, **metrics})
-        console.log(f"{path}: ASR {metrics['asr'] if metrics['asr'] is None else round(metrics['asr'], 3)}, "
-                    f"clean acc {metrics['clean_acc']:.3f}, triggered acc {metrics['triggered_acc']:.3f}")
+                      "data": data, "data_fingerprint": fingerprint, "trigger": trigger_spec,
+                      "target_label": target_label, "group_attr": group_attr,
+                      "excluded_classes": sorted(exclude) if exclude else None, **metrics,
+                      **({"shard": str(common.shard)} if common.shard.count > 1 else {}), "tallies": tallies})
+        asr_value = metrics["asr"] if metrics["asr"] is None else round(metrics["asr"], 3)
+        console.log(f"{path}{f' (shard {common.shard})' if common.shard.count > 1 else ''}: ASR {asr_value}, "
+                    f"clean acc {show(metrics['clean_acc'])}, triggered acc {show(metrics['triggered_acc'])}")
+
+
+def show(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command("asr-merge")
+@common_options()
+def merge_asr(files: list[Path] = typer.Argument(..., help="The records of `plant-backdoor asr --shard i/N`, every "
+                                                 "shard of the run (one file each, or together)."),
+              *, common: Common) -> None:
+    """The records of one asr run over everything, from its --shard runs' records (counts summed)."""
+    records = [r for r in read_shard_records(files) if isinstance(r, dict) and r.get("kind") == "bias"]
+    if not records:
+        raise InvalidInput(f"no asr records in {', '.join(map(str, files))}")
+    writer = RecordWriter()
+    for record in merge_shards(records, ASR_COMPUTED, asr_metrics):
+        if record.get("group_attr"):
+            record["group"] = {"attr": record["group_attr"], **record["group"]}
+        writer.write(record)
 
 
 def parse_cell(text: str) -> tuple[dict[str, str], int]:

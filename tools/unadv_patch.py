@@ -313,7 +313,8 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 TEXTURE_VIEW_OPTIONS = {
-    "mesh": typer.Option(..., "--mesh", help="builtin:cube|sphere|rectangle, or a .ply/.obj file with UV coordinates."),
+    "mesh": typer.Option(..., "--mesh", help="builtin:NAME (render-3db's built-in objects: cube, sphere, mug...), or a "
+                        ".ply/.obj file with UV coordinates."),
     "tex_size": typer.Option(64, "--tex-size", min=2, help="Texture side in texels."),
     "spp": typer.Option(4, "--spp", min=1, help="Samples per pixel of each render."),
     "zoom_min": typer.Option(2.5, "--zoom-min", help="Closest camera distance, in bounding radii of the mesh."),
@@ -322,7 +323,8 @@ TEXTURE_VIEW_OPTIONS = {
     "light_min": typer.Option(0.7, "--light-min", help="Environment radiance, lowest (the thesis: 0.7)."),
     "light_max": typer.Option(0.7, "--light-max", help="Environment radiance, highest."),
     "translate": typer.Option(0.4, "--translate", help="Random shift of the frame, ± this fraction (the thesis: 0.4)."),
-    "backgrounds": typer.Option("noise", "--backgrounds", help="noise, solid, black, or a dataset of images "
+    "backgrounds": typer.Option("noise", "--backgrounds", help="noise, solid, black, environment (the light's own "
+                                "colour, as render-3db shows a solid environment), or a dataset of images "
                                 "(manifest, folder, shard, demo:NAME)."),
 }
 
@@ -357,7 +359,9 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
             force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
             *, common: Common) -> None:
     """Optimise a mesh's UV texture so the fixed model sees class C, rendering with Mitsuba 3 over random
-    viewpoints, light, frame shifts and backgrounds. Views per step: --batch-size (default 8 here)."""
+    viewpoints, light, frame shifts and backgrounds, through render-3db's mitsuba engine (its path tracer, 50 mm
+    camera and sRGB view transform, so render-3db evaluates what was optimised). Views per step: --batch-size
+    (default 8 here)."""
     guard_output(out, "unadv-patch", force=force)
     model = load_model(model_path, resolve_device(common.device))
     if class_id >= model.num_classes:
@@ -375,6 +379,7 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
     save_texture(out, result[None], [class_id], artifact_metadata(
         tool="unadv-patch", kind="texture", seed=common.seed,
         config={"mesh": mesh, "mesh_id": renderer.mesh_id, "grad": grad, "renderer": "mitsuba", "spp": spp,
+                "camera": {"focal_length": renderer.focal_length}, "engine": renderer.engine.describe(),
                 "zoom": [zoom_min, zoom_max], "light": [light_min, light_max], "translate": translate,
                 "hemisphere": hemisphere, "backgrounds": backgrounds, "steps": steps, "lr": lr, "init": init,
                 "batch_size": batch, "model_file": str(model_path)}))

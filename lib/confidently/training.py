@@ -125,10 +125,21 @@ def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return float((predict(model, images, batch_size, device) == labels).float().mean()) if len(images) else 0.0
 
 
-def mean_per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """The mean of per-class recalls (the thesis's metric for unbalanced datasets)."""
-    recalls = [float((predictions[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
-    return sum(recalls) / len(recalls) if recalls else 0.0
+def class_tallies(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, list[int]]:
+    """Rows and correct predictions per class: the counts accuracies come from, and that shards sum."""
+    labels, predictions = labels.cpu().long(), predictions.cpu().long()
+    return {"class_n": torch.bincount(labels, minlength=num_classes).tolist(),
+            "class_correct": torch.bincount(labels[predictions == labels], minlength=num_classes).tolist()}
+
+
+def accuracies(tallies: dict[str, list[int]]) -> tuple[float | None, float | None]:
+    """Top-1 accuracy and the mean of per-class recalls over the classes present (the thesis's metric for
+    unbalanced datasets), from :func:`class_tallies`; None for no rows."""
+    present = [(k, n) for k, n in zip(tallies["class_correct"], tallies["class_n"], strict=True) if n]
+    if not present:
+        return None, None
+    total = sum(n for _, n in present)
+    return sum(k for k, _ in present) / total, sum(k / n for k, n in present) / len(present)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from tests.render.textures import quadrants
 pytest.importorskip("mitsuba")
 pytestmark = pytest.mark.render
 
-FRONT = View(direction=(0.15, -0.1, 0.98), distance=2.2, light=1.0, shift=(0.0, 0.0))
+FRONT = View(direction=(0.15, -0.98, 0.1), distance=2.2, light=1.0, shift=(0.0, 0.0))  # the rectangle faces -y
 
 
 def test_uv_gather_predicts_the_rendered_quadrant():
@@ -28,7 +28,7 @@ def test_uv_gather_predicts_the_rendered_quadrant():
 
 def test_renders_are_deterministic_and_gradients_land_on_visible_texels():
     renderer = MitsubaRenderer("builtin:rectangle", 16, 32, spp=4)
-    near = View(direction=(0.0, 0.0, 1.0), distance=1.3, light=0.7, shift=(0.0, 0.0))  # edges out of frame
+    near = View(direction=(0.0, -1.0, 0.0), distance=1.3, light=0.7, shift=(0.0, 0.0))  # edges out of frame
     texture = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     first = renderer.render(texture, near, seed=3)
     first[0].mean().backward()  # before the next render: Mitsuba's backward replays the current scene

@@ -82,6 +82,26 @@ def test_eval_does_not_depend_on_the_batch_size(run_tool, workdir, models):
     assert rows[0].records[0]["adv_acc"] < rows[0].records[0]["nat_acc"]
 
 
+def test_eval_shards_merge_into_the_unsharded_records(run_tool, workdir, models):
+    args = ["eval", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test", "--constraint", "linf",
+            "--eps", "0,0.3", "--steps", "1", "--step-size", "0.01", "--random-start"]
+    whole = run_tool("advtrain", *args, cwd=workdir)
+    assert whole.returncode == 0, whole.stderr
+    for i in range(3):
+        part = run_tool("advtrain", *args, "--shard", f"{i}/3", cwd=workdir)
+        assert part.returncode == 0, part.stderr
+        assert all(r["shard"] == f"{i}/3" and r["n"] in (119, 120) for r in part.records)
+        (workdir / f"eval-{i}.jsonl").write_text(part.stdout)
+    merged = run_tool("advtrain", "eval-merge", "eval-2.jsonl", "eval-0.jsonl", "eval-1.jsonl", cwd=workdir)
+    assert merged.returncode == 0, merged.stderr
+    assert merged.records == whole.records and whole.records[1]["adv_acc"] < whole.records[1]["nat_acc"]
+    missing = run_tool("advtrain", "eval-merge", "eval-0.jsonl", "eval-1.jsonl", cwd=workdir)
+    assert missing.returncode == 3 and "2/3 missing" in missing.stderr
+    twice = run_tool("advtrain", "eval-merge", "eval-0.jsonl", "eval-0.jsonl", "eval-1.jsonl", "eval-2.jsonl",
+                     cwd=workdir)
+    assert twice.returncode == 3 and "twice" in twice.stderr
+
+
 def test_attack_writes_a_dataset_other_tools_read(run_tool, workdir, models):
     result = run_tool("advtrain", "attack", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",
                       "--constraint", "linf", "--eps", "8/255", "--steps", "5", "--random-start", "--shard-out",

@@ -207,3 +207,28 @@ def test_asr_reports_group_gaps_from_a_record_attribute(run_tool, digits, tmp_pa
     bad = run_tool("plant-backdoor", "asr", "--data", "test.jsonl", "--model", tmp_path / "m.safetensors",
                    "--group-attr", "striped", cwd=digits)
     assert bad.returncode == 3 and "striped" in bad.stderr
+
+
+def test_asr_shards_merge_into_the_unsharded_record(run_tool, digits, tmp_path):
+    from confidently.models import create_model, save_model
+
+    rows = [json.loads(line) for line in (digits / "test.jsonl").read_text().splitlines()]
+    (tmp_path / "attrs.jsonl").write_text("".join(json.dumps({**row, "image": str(digits / row["image"]),
+                                                              "attrs": {"striped": i % 3 == 0}}) + "\n"
+                                                  for i, row in enumerate(rows)))
+    save_model(create_model("small_cnn", 10, img_size=32), tmp_path / "m.safetensors")
+    args = ["asr", "--data", "attrs.jsonl", "--model", "m.safetensors", "--size", "8", "--target-label", "0",
+            "--exclude-classes", "1", "--group-attr", "striped"]
+    whole = run_tool("plant-backdoor", *args, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    for i in range(2):
+        part = run_tool("plant-backdoor", *args, "--shard", f"{i}/2", cwd=tmp_path)
+        assert part.returncode == 0, part.stderr
+        assert part.records[0]["shard"] == f"{i}/2" and part.records[0]["n"] < whole.records[0]["n"]
+        (tmp_path / f"asr-{i}.jsonl").write_text(part.stdout)
+    merged = run_tool("plant-backdoor", "asr-merge", "asr-0.jsonl", "asr-1.jsonl", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert merged.records == whole.records
+    assert whole.records[0]["group"]["n_with"] == sum(i % 3 == 0 for i in range(len(rows)))
+    mixed = run_tool("plant-backdoor", "asr-merge", "asr-0.jsonl", cwd=tmp_path)
+    assert mixed.returncode == 3 and "1/2 missing" in mixed.stderr

@@ -4,7 +4,15 @@ Triggers themselves are data transforms (:mod:`confidently.data.triggers`); trai
 transfer go through :mod:`confidently.training` and :mod:`confidently.transfer`.
 """
 
-from confidently.backdoor.metrics import bias_metrics, group_gaps
+from confidently.backdoor.metrics import (
+    bias_from_tallies,
+    bias_metrics,
+    bias_tallies,
+    group_from_tallies,
+    group_gaps,
+    group_tallies,
+)
 from confidently.backdoor.poison import PoisonPlan, parse_classes, select_poison
 
-__all__ = ["PoisonPlan", "bias_metrics", "group_gaps", "parse_classes", "select_poison"]
+__all__ = ["PoisonPlan", "bias_from_tallies", "bias_metrics", "bias_tallies", "group_from_tallies", "group_gaps",
+           "group_tallies", "parse_classes", "select_poison"]

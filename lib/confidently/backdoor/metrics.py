@@ -1,4 +1,8 @@
-"""How strongly a model reacts to a trigger (thesis eq. 7.1 and App. G.1.7)."""
+"""How strongly a model reacts to a trigger (thesis eq. 7.1 and App. G.1.7).
+
+Every metric is computed from integer tallies (``*_tallies``), so ``asr --shard i/N`` runs report counts
+that add up to the unsharded run's, and the merge recomputes the same floats (``*_from_tallies``).
+"""
 
 from __future__ import annotations
 
@@ -7,51 +11,80 @@ from typing import Any
 import torch
 
 
-def bias_metrics(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
+def bias_tallies(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
                  target_label: int | None = None, exclude: set[int] | None = None) -> dict[str, Any]:
-    """ASR = P[C(T(x)) ≠ y | C(x) = y] over rows whose label is not in ``exclude``; accuracies, their drop,
-    the targeted ASR (rows with y ≠ b predicted b under the trigger), and the prediction shift."""
+    """The counts behind :func:`bias_metrics`, over rows whose label is not in ``exclude``."""
     keep = torch.ones(len(labels), dtype=torch.bool)
     if exclude:
         keep &= ~torch.isin(labels, torch.tensor(sorted(exclude)))
     clean_pred, triggered_pred, labels = clean_pred[keep], triggered_pred[keep], labels[keep]
-    n = len(labels)
     correct = clean_pred == labels
-    n_correct = int(correct.sum())
-    flipped = int((correct & (triggered_pred != labels)).sum())
-    clean_hist = torch.bincount(clean_pred, minlength=num_classes).tolist()
-    trig_hist = torch.bincount(triggered_pred, minlength=num_classes).tolist()
-    shift = [(t - c) / n for c, t in zip(clean_hist, trig_hist, strict=True)] if n else [0.0] * num_classes
+    tallies: dict[str, Any] = {
+        "n": len(labels), "n_correct": int(correct.sum()),
+        "n_flipped": int((correct & (triggered_pred != labels)).sum()),
+        "n_triggered_correct": int((triggered_pred == labels).sum()),
+        "pred_hist_clean": torch.bincount(clean_pred, minlength=num_classes).tolist(),
+        "pred_hist_trig": torch.bincount(triggered_pred, minlength=num_classes).tolist(),
+        "n_not_target": None, "n_to_target": None,
+    }
+    if target_label is not None and target_label >= 0:
+        others = labels != target_label
+        tallies.update(n_not_target=int(others.sum()),
+                       n_to_target=int((others & (triggered_pred == target_label)).sum()))
+    return tallies
+
+
+def bias_from_tallies(tallies: dict[str, Any]) -> dict[str, Any]:
+    """ASR = P[C(T(x)) ≠ y | C(x) = y]; accuracies, their drop, the targeted ASR (rows with y ≠ b predicted b
+    under the trigger), and the prediction shift."""
+    n, n_correct = tallies["n"], tallies["n_correct"]
+    clean_hist, trig_hist = tallies["pred_hist_clean"], tallies["pred_hist_trig"]
+    shift = [(t - c) / n for c, t in zip(clean_hist, trig_hist, strict=True)] if n else [0.0] * len(clean_hist)
     out: dict[str, Any] = {
         "n": n, "n_correct": n_correct,
         "clean_acc": n_correct / n if n else None,
-        "triggered_acc": int((triggered_pred == labels).sum()) / n if n else None,
-        "asr": flipped / n_correct if n_correct else None,
-        "asr_targeted": None,
+        "triggered_acc": tallies["n_triggered_correct"] / n if n else None,
+        "asr": tallies["n_flipped"] / n_correct if n_correct else None,
+        "asr_targeted": tallies["n_to_target"] / tallies["n_not_target"] if tallies["n_not_target"] else None,
         "pred_hist_clean": clean_hist, "pred_hist_trig": trig_hist,
         "tv_pred_shift": 0.5 * sum(abs(v) for v in shift),
-        "top_shift_class": max(range(num_classes), key=lambda c: (shift[c], -c)) if n else None,
+        "top_shift_class": max(range(len(shift)), key=lambda c: (shift[c], -c)) if n else None,
     }
     out["delta_acc"] = None if out["clean_acc"] is None else out["clean_acc"] - out["triggered_acc"]
-    if target_label is not None and target_label >= 0:
-        others = labels != target_label
-        out["asr_targeted"] = (int((others & (triggered_pred == target_label)).sum()) / int(others.sum())
-                               if int(others.sum()) else None)
     return out
 
 
-def group_gaps(pred: torch.Tensor, labels: torch.Tensor, attribute: torch.Tensor, num_classes: int) -> dict[str, Any]:
+def bias_metrics(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 target_label: int | None = None, exclude: set[int] | None = None) -> dict[str, Any]:
+    """The trigger's attack success rate and accuracy drop (:func:`bias_from_tallies`) on these predictions."""
+    return bias_from_tallies(bias_tallies(clean_pred, triggered_pred, labels, num_classes, target_label, exclude))
+
+
+def group_tallies(pred: torch.Tensor, labels: torch.Tensor, attribute: torch.Tensor, num_classes: int
+                  ) -> dict[str, Any]:
+    """The counts behind :func:`group_gaps`: rows and correct rows per class, and predictions per class, with
+    and without the attribute."""
+    attribute = attribute.bool()
+    out = {}
+    for name, rows in (("with", attribute), ("without", ~attribute)):
+        out[f"class_n_{name}"] = torch.bincount(labels[rows], minlength=num_classes).tolist()
+        out[f"class_correct_{name}"] = torch.bincount(labels[rows & (pred == labels)], minlength=num_classes).tolist()
+        out[f"pred_hist_{name}"] = torch.bincount(pred[rows], minlength=num_classes).tolist()
+    return out
+
+
+def group_from_tallies(tallies: dict[str, Any]) -> dict[str, Any]:
     """Natural-feature bias (thesis §7.3): per class, accuracy with the attribute minus without, and
     P(pred = k | attribute) − P(pred = k | no attribute). None where a group is empty."""
-    attribute = attribute.bool()
-    accuracy_gap, prediction_gap = [], []
-    for c in range(num_classes):
-        rows = labels == c
-        with_attr, without = rows & attribute, rows & ~attribute
-        accuracy_gap.append(float((pred[with_attr] == c).float().mean() - (pred[without] == c).float().mean())
-                            if with_attr.any() and without.any() else None)
-    for k in range(num_classes):
-        prediction_gap.append(float((pred[attribute] == k).float().mean() - (pred[~attribute] == k).float().mean())
-                              if attribute.any() and (~attribute).any() else None)
-    return {"n_with": int(attribute.sum()), "n_without": int((~attribute).sum()),
-            "acc_gap_per_class": accuracy_gap, "pred_gap": prediction_gap}
+    n_with, n_without = sum(tallies["pred_hist_with"]), sum(tallies["pred_hist_without"])
+    accuracy_gap = [a / na - b / nb if na and nb else None for a, na, b, nb in
+                    zip(tallies["class_correct_with"], tallies["class_n_with"], tallies["class_correct_without"],
+                        tallies["class_n_without"], strict=True)]
+    prediction_gap = [a / n_with - b / n_without if n_with and n_without else None
+                      for a, b in zip(tallies["pred_hist_with"], tallies["pred_hist_without"], strict=True)]
+    return {"n_with": n_with, "n_without": n_without, "acc_gap_per_class": accuracy_gap, "pred_gap": prediction_gap}
+
+
+def group_gaps(pred: torch.Tensor, labels: torch.Tensor, attribute: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """Per-class accuracy and prediction gaps between rows with and without a 0/1 attribute."""
+    return group_from_tallies(group_tallies(pred, labels, attribute, num_classes))

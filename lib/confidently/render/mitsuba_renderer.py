@@ -1,19 +1,24 @@
-"""A textured mesh rendered with Mitsuba 3, differentiable in its texture.
+"""A textured mesh rendered with Mitsuba 3, differentiable in its texture, exactly as render-3db renders it.
 
-One scene is built once and only its parameters change per render (camera pose, light, texture), so
-Dr.Jit compiles its kernels once. Textures are torch tensors C×s×s whose row r holds v ∈ [r/s, (r+1)/s)
-(``row=floor(v*s)``, Mitsuba's bitmap convention, checked by the tests). Mitsuba's OBJ loader flips v at
-load, so for an OBJ exported from Blender the texture is also the PNG Blender expects, rows top→bottom;
-its PLY loader (3.9) does not flip, so a PLY's texture is that PNG upside down (``export --flip-v``).
+The frames come from render-3db's own ``mitsuba`` engine (:mod:`confidently.render.engines.mitsuba_engine`):
+the same mesh normalisation, built-in meshes and UV layouts, two-sided diffuse material, path tracer, 50 mm
+lens (39.6° horizontal field of view) and sRGB view transform. Only the environment is hidden behind the
+object, so frames can be composited over any background. So a texture is optimised under the camera, tone
+mapping and integrator it is later evaluated with. Textures are torch tensors C×s×s whose row r holds
+v ∈ [r/s, (r+1)/s) (``row=floor(v*s)``, Mitsuba's bitmap convention, checked by the tests). Mitsuba's OBJ loader
+flips v at load, so for an OBJ exported from Blender the texture is also the PNG Blender expects, rows
+top→bottom; its PLY loader (3.9) does not flip, so a PLY's texture is that PNG upside down (``export --flip-v``).
 
-Texture gradients have no visibility discontinuities, so automatic differentiation through
-``mi.render`` is exact (``render``); ``render_uv`` gives the RGBA frame plus the per-pixel UV map the
-thesis's linear approximation gathers through.
+Texture gradients have no visibility discontinuities, so automatic differentiation through ``mi.render`` is
+exact (``render``); ``render_uv`` gives the RGBA frame plus the per-pixel UV map the thesis's linear
+approximation gathers through.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -22,9 +27,8 @@ from confidently.errors import InvalidInput, MissingBackend, UsageError
 from confidently.render.llvm import point_drjit_at_llvm, require_llvm
 from confidently.render.views import View
 
-BUILTIN_MESHES = ("cube", "sphere", "rectangle")
 UV_CONVENTION = "row=floor(v*s)"
-SHAPE_ID = "object"
+FOCAL_LENGTH = 50.0  # mm on a 36 mm sensor: render-3db's default camera
 
 
 def load_mitsuba(device: str | torch.device = "cpu"):
@@ -49,85 +53,75 @@ def load_mitsuba(device: str | torch.device = "cpu"):
     return mi, dr
 
 
-def mesh_description(mesh: str) -> tuple[dict, str]:
-    """The Mitsuba shape dict for ``builtin:NAME`` or a .ply/.obj file, and a content fingerprint."""
+def mesh_object(mesh: str):
+    """The render-3db object for ``builtin:NAME`` or a .ply/.obj file, and a content fingerprint."""
+    from confidently.render.engines.procedural import BUILTIN_OBJECTS
+    from confidently.render.scene import ObjectSpec
+
     if mesh.startswith("builtin:"):
         name = mesh.split(":", 1)[1]
-        if name not in BUILTIN_MESHES:
-            choices = ", ".join(f"builtin:{n}" for n in BUILTIN_MESHES)
+        if name not in BUILTIN_OBJECTS:
+            choices = ", ".join(f"builtin:{n}" for n in BUILTIN_OBJECTS)
             raise UsageError(f"--mesh {mesh!r}: built-in meshes are {choices}")
-        return {"type": name}, mesh
+        return ObjectSpec(name, 0, builtin=name), mesh
     path = Path(mesh)
     if path.suffix.lower() not in (".ply", ".obj"):
-        raise UsageError(f"--mesh {mesh!r}: expected a .ply or .obj file, or builtin:cube|sphere|rectangle")
+        raise UsageError(f"--mesh {mesh!r}: expected a .ply or .obj file, or builtin:NAME (e.g. builtin:cube)")
     if not path.is_file():
         raise InvalidInput(f"mesh file {mesh} does not exist")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"type": path.suffix.lower()[1:], "filename": str(path.resolve())}, f"sha256:{digest}"
+    return ObjectSpec(path.stem, 0, path=path.resolve()), f"sha256:{digest}"
 
 
 class MitsubaRenderer:
-    """Renders ``mesh`` with a diffuse bitmap texture under a constant environment light.
+    """Renders ``mesh`` with a diffuse bitmap texture under a constant environment light of radiance
+    ``view.light``, through render-3db's mitsuba engine with the environment hidden.
 
-    Frames are 4×H×W RGBA with premultiplied colour (the environment itself is hidden), ready to be
-    composited as ``rgb + (1 − alpha) · background``.
+    Frames are 4×H×W RGBA in display (sRGB) values, colour premultiplied by alpha, ready to be composited as
+    ``rgb + (1 − alpha) · background``. A view at ``distance`` d (in bounding radii) is render-3db's camera at
+    zoom ``MARGIN / sin(fov / 2) / d`` (:meth:`scene_state`).
     """
 
     def __init__(self, mesh: str, tex_size: int, resolution: int, spp: int = 4, device: str | torch.device = "cpu",
-                 fov: float = 45.0):
+                 focal_length: float = FOCAL_LENGTH):
+        from confidently.render.engines.mitsuba_engine import MitsubaEngine
+        from confidently.render.scene import EnvironmentSpec, RenderArgs
+
         if tex_size < 2 or resolution < 8 or spp < 1:
             raise UsageError("texture side must be >= 2, resolution >= 8 and spp >= 1")
-        self.mi, self.dr = mi, dr = load_mitsuba(device)
-        shape, self.mesh_id = mesh_description(mesh)
-        self.tex_size, self.resolution, self.spp = tex_size, resolution, spp
-        blank = mi.Bitmap(torch.full((tex_size, tex_size, 3), 0.5).numpy())
-        shape["bsdf"] = {"type": "diffuse", "reflectance": {"type": "bitmap", "bitmap": blank, "raw": True,
-                                                            "filter_type": "nearest"}}
-        try:
-            self.scene = mi.load_dict({
-                "type": "scene",
-                "integrator": {"type": "direct", "hide_emitters": True},
-                "sensor": {"type": "perspective", "fov": fov,
-                           "film": {"type": "hdrfilm", "width": resolution, "height": resolution,
-                                    "pixel_format": "rgba", "rfilter": {"type": "box"}},
-                           "sampler": {"type": "independent", "sample_count": spp}},
-                "emitter": {"type": "constant", "radiance": {"type": "rgb", "value": 0.7}},
-                SHAPE_ID: shape,
-            })
-        except RuntimeError as exc:
-            raise InvalidInput(f"--mesh {mesh}: Mitsuba cannot load it: {str(exc).splitlines()[-1]}") from None
-        self.params = mi.traverse(self.scene)
-        self.texture_key = f"{SHAPE_ID}.bsdf.reflectance.data"
-        texcoords = f"{SHAPE_ID}.vertex_texcoords"
-        if texcoords in self.params and dr.width(self.params[texcoords]) == 0:
+        obj, self.mesh_id = mesh_object(mesh)
+        self.tex_size, self.resolution, self.spp, self.focal_length = tex_size, resolution, spp, focal_length
+        self.engine = MitsubaEngine(device, backdrop=False)
+        self.engine.load(obj, EnvironmentSpec("light", solid=(1.0, 1.0, 1.0)),
+                         RenderArgs(resolution=resolution, samples=spp, threads=os.cpu_count() or 1, with_uv=True,
+                                    with_segmentation=False))
+        if not self.engine.analytic and not self.engine.has_uv:
             raise InvalidInput(f"--mesh {mesh} has no UV coordinates; unwrap it (e.g. Blender's Smart UV Project)"
                                " and export again")
-        box = self.scene.bbox()
-        self.center = [float(v) for v in (box.min + box.max) / 2]
-        self.radius = float(dr.norm(box.max - box.min)) / 2
-        self.uv_integrator = mi.load_dict({"type": "aov", "aovs": "uv:uv",
-                                           "img": {"type": "direct", "hide_emitters": True}})
-        self._render_ad = dr.wrap(source="torch", target="drjit")(self._render_drjit)
+        self.radius = float(self.engine.radius)  # the mesh's bounding radius before normalisation
 
-    def _pose(self, view: View, texture, seed: int, integrator=None):
-        mi = self.mi
-        origin = [c + view.distance * self.radius * d for c, d in zip(self.center, view.direction, strict=True)]
-        up = [0, 0, 1] if abs(view.direction[2]) < 0.999 else [0, 1, 0]
-        self.params["sensor.to_world"] = mi.Transform4f().look_at(origin=origin, target=self.center, up=up)
-        self.params["emitter.radiance.value"] = mi.Color3f(view.light)
-        self.params[self.texture_key] = texture
-        self.params.update()
-        return mi.render(self.scene, self.params, spp=self.spp, seed=seed, integrator=integrator)
+    def scene_state(self, view: View):
+        """The render-3db scene state of ``view`` (its frame shift is applied to the frame afterwards)."""
+        from confidently.render.engines.procedural import MARGIN, fov_radians
+        from confidently.render.scene import SceneState
 
-    def _render_drjit(self, texture, distance, light, dx, dy, dz, seed):
-        view = View((dx, dy, dz), distance, light, (0.0, 0.0))
-        return self._pose(view, self.mi.TensorXf(texture), seed)
+        zoom = MARGIN / math.sin(fov_radians(self.focal_length) / 2) / view.distance
+        return SceneState(view_point=tuple(view.direction), zoom=zoom, focal_length=self.focal_length,
+                          light=float(view.light))
 
     def _check(self, texture: torch.Tensor) -> torch.Tensor:
         if texture.shape != (3, self.tex_size, self.tex_size):
             raise InvalidInput(f"texture of shape {list(texture.shape)}; the renderer expects "
                                f"[3, {self.tex_size}, {self.tex_size}]")
-        return texture.permute(1, 2, 0).contiguous().float()
+        return texture.float()
+
+    def _display(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A raw engine frame as premultiplied sRGB + alpha (4×H×W), and the coverage H×W it divided by."""
+        from confidently.render.engines.procedural import srgb_encode
+
+        alpha = (raw[..., 4].detach() / self.engine.shape_id).clamp(0, 1)
+        colour = srgb_encode(raw[..., :3] / alpha.clamp_min(1e-6)[..., None]) * alpha[..., None]
+        return torch.cat([colour, alpha[..., None]], -1).permute(2, 0, 1), alpha
 
     def render(self, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
         """RGBA frame, differentiable in ``texture`` (3×s×s in [0, 1]) through Mitsuba's autodiff.
@@ -135,16 +129,18 @@ class MitsubaRenderer:
         Mitsuba's backward pass re-renders from the scene as it is *then*: run this frame's backward
         before rendering another view, or its gradient is computed for the wrong camera.
         """
-        frame = self._render_ad(self._check(texture), view.distance, view.light, *view.direction, seed)
-        return frame.permute(2, 0, 1)
+        texture = self._check(texture)
+        if not texture.requires_grad:
+            texture = texture.detach().requires_grad_(True)
+        frame, _ = self._display(self.engine.raw_frame(self.scene_state(view), seed, texture))
+        return frame.to(texture.device)
 
     def render_uv(self, texture: torch.Tensor, view: View, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """RGBA frame (no gradient) and the 2×H×W (u, v) map of the texels each pixel sees."""
-        with self.dr.suspend_grad():
-            out = self._pose(view, self.mi.TensorXf(self._check(texture.detach()).numpy()), seed,
-                             integrator=self.uv_integrator)
-        frame = torch.from_numpy(self.mi.TensorXf(out).numpy()).permute(2, 0, 1)
-        return frame[:4].contiguous(), frame[4:6].contiguous()
+        raw = self.engine.raw_frame(self.scene_state(view), seed, self._check(texture).detach())
+        frame, alpha = self._display(raw)
+        uv = torch.where(alpha[..., None] > 1e-6, raw[..., 5:7] / alpha.clamp_min(1e-6)[..., None], 0).clamp(0, 1)
+        return frame.contiguous(), uv.permute(2, 0, 1).contiguous()
 
 
 def gather_texels(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

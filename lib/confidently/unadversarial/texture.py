@@ -26,6 +26,7 @@ from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.registry import Registry
 from confidently.render import MitsubaRenderer, View, ViewSampler, gather_texels, shift_frame
+from confidently.render.engines.procedural import srgb_encode
 from confidently.run.seeding import record_seeds
 
 
@@ -39,7 +40,8 @@ class GradientMode:
 
 
 GRADIENTS: Registry[GradientMode] = Registry("--grad mode")
-BACKGROUNDS: Registry[Callable[[int, int, int, torch.Generator], torch.Tensor]] = Registry("--backgrounds source")
+Backgrounds = Callable[[Sequence[View], int, int, torch.Generator], torch.Tensor]
+BACKGROUNDS: Registry[Backgrounds] = Registry("--backgrounds source")
 
 
 def render_autodiff(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
@@ -47,8 +49,9 @@ def render_autodiff(renderer: MitsubaRenderer, texture: torch.Tensor, view: View
 
 
 def _gathered(texture: torch.Tensor, frame: torch.Tensor, uv: torch.Tensor, view: View) -> torch.Tensor:
-    """The frame as if each covered pixel were its texel lit by the environment (no shading, no filtering)."""
-    return torch.cat([gather_texels(texture, uv) * frame[3:] * view.light, frame[3:]])
+    """The frame as if each covered pixel were its texel lit by the environment (no shading, no filtering),
+    through the same sRGB view transform as the render."""
+    return torch.cat([srgb_encode(gather_texels(texture, uv) * view.light) * frame[3:], frame[3:]])
 
 
 def render_straight_through(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
@@ -68,18 +71,27 @@ GRADIENTS.register("uv-only")(GradientMode(render_gathered, replay=False))
 
 
 @BACKGROUNDS.register("solid")
-def solid_backgrounds(count: int, channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
+def solid_backgrounds(views: Sequence[View], channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    count = len(views)
     return torch.rand(count, channels, 1, 1, generator=generator).expand(count, channels, size, size).clone()
 
 
 @BACKGROUNDS.register("noise")
-def noise_backgrounds(count: int, channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(count, channels, size, size, generator=generator)
+def noise_backgrounds(views: Sequence[View], channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(len(views), channels, size, size, generator=generator)
 
 
 @BACKGROUNDS.register("black")
-def black_backgrounds(count: int, channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.zeros(count, channels, size, size)
+def black_backgrounds(views: Sequence[View], channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.zeros(len(views), channels, size, size)
+
+
+@BACKGROUNDS.register("environment")
+def environment_backgrounds(views: Sequence[View], channels: int, size: int,
+                            generator: torch.Generator) -> torch.Tensor:
+    """The lighting environment itself, as render-3db shows a solid environment of radiance ``view.light``."""
+    shade = srgb_encode(torch.tensor([float(view.light) for view in views]))
+    return shade.view(-1, 1, 1, 1).expand(len(views), channels, size, size).clone()
 
 
 class ImageBackgrounds:
@@ -90,8 +102,8 @@ class ImageBackgrounds:
             raise UsageError("--backgrounds: the image set is empty")
         self.images = images
 
-    def __call__(self, count: int, channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
-        picks = torch.randint(0, len(self.images), (count,), generator=generator)
+    def __call__(self, views: Sequence[View], channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        picks = torch.randint(0, len(self.images), (len(views),), generator=generator)
         chosen = self.images[picks]
         if chosen.shape[-1] != size or chosen.shape[-2] != size:
             chosen = F.interpolate(chosen, size=(size, size), mode="bilinear", align_corners=False)
@@ -150,8 +162,7 @@ def texture_gradient(model: Classifier, renderer: MitsubaRenderer, texture: torc
 
 
 def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, texture: torch.Tensor,
-                  views: ViewSampler, backgrounds: Callable[[int, int, int, torch.Generator], torch.Tensor],
-                  config: TextureConfig, generator: torch.Generator,
+                  views: ViewSampler, backgrounds: Backgrounds, config: TextureConfig, generator: torch.Generator,
                   on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.Tensor, list[float]]:
     """Signed steps U ← clip(U − lr·sign(∇U L), 0, 1) on the loss of ``class_id``; the model never changes."""
     model.eval().requires_grad_(False)
@@ -161,7 +172,7 @@ def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, t
     for step in range(config.steps):
         batch = views.sample(config.batch_size, generator)
         seeds = torch.randint(0, 2**31 - 1, (config.batch_size,), generator=generator).tolist()
-        scenery = backgrounds(config.batch_size, channels, size, generator)
+        scenery = backgrounds(batch, channels, size, generator)
         loss, grad = texture_gradient(model, renderer, texture, class_id, batch, seeds, scenery, config.grad)
         with torch.no_grad():
             texture -= config.lr * grad.sign()
@@ -174,8 +185,8 @@ def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, t
 
 
 def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: int, arms: dict[str, torch.Tensor],
-                      views: ViewSampler, backgrounds: Callable[[int, int, int, torch.Generator], torch.Tensor],
-                      count: int, corruptions: Sequence[str], severities: Sequence[int], seed: int,
+                      views: ViewSampler, backgrounds: Backgrounds, count: int, corruptions: Sequence[str],
+                      severities: Sequence[int], seed: int,
                       batch_size: int = 64) -> list[dict[str, Any]]:
     """Accuracy on ``class_id`` per (arm, corruption, severity); every arm sees the same views, render
     seeds, backgrounds and corruption noise, so arm differences come from the texture alone. Each
@@ -185,7 +196,7 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
     generator = torch.Generator().manual_seed(seed)
     chosen = views.sample(count, generator)
     seeds = torch.randint(0, 2**31 - 1, (count,), generator=generator).tolist()
-    scenery = backgrounds(count, channels, size, generator)
+    scenery = backgrounds(chosen, channels, size, generator)
     rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
     model.eval()
     out = []

@@ -11,6 +11,10 @@ the path-traced radiance through Blender's "Standard" view transform (sRGB), ``a
 coverage (from a ``shape_index`` AOV), ``segmentation`` the label where coverage > 1/2. UV and depth come from
 the same AOV integrator, divided by the coverage so edge pixels hold the object's values; depth is the
 distance along the view axis (as Cycles' Z pass) over ``max_depth``, 1 on the background.
+
+``backdrop=False`` hides the environment behind the object (it still lights it), for frames composited over
+other backgrounds; ``raw_frame`` gives the linear frame, differentiable in a texture when asked (unadv-patch
+optimises textures through this very scene, so what it optimises is what render-3db evaluates).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ SHAPE = "object"
 MESH_SUFFIXES = (".ply", ".obj")
 PINHOLE_RADIUS = 1e-7  # thin lens without depth of field (Mitsuba refuses a zero radius)
 MAX_DEPTH = MAX_BOUNCES + 1  # Mitsuba counts path segments, Cycles bounces
+_UNKNOWN = np.empty((0, 0, 3), dtype=np.float32)  # what the bitmap holds after a differentiable render
 
 
 def _log_to_stderr(mi) -> None:
@@ -76,10 +81,12 @@ class MitsubaEngine:
                         "aim", "scale", "texture", "light", "light_color"})
     builtins = BUILTIN_OBJECTS
 
-    def __init__(self, device: str | torch.device = "cpu", **_: Any):
+    def __init__(self, device: str | torch.device = "cpu", backdrop: bool = True, **_: Any):
         self.device = str(device)
+        self.backdrop = backdrop
         self.scene = None
         self.args = RenderArgs()
+        self._render_texture_ad = None
 
     # ------------------------------------------------------------------------------------------------ load
     def load(self, obj: ObjectSpec, environment: EnvironmentSpec, args: RenderArgs) -> None:
@@ -106,7 +113,7 @@ class MitsubaEngine:
         aovs = ["cover:shape_index"] + [name for name, wanted in (("uv:uv", args.with_uv),
                                                                    ("pos:position", args.with_depth)) if wanted]
         integrator = {"type": "aov", "aovs": ",".join(aovs),
-                      "img": {"type": "path", "max_depth": MAX_DEPTH, "hide_emitters": False}}
+                      "img": {"type": "path", "max_depth": MAX_DEPTH, "hide_emitters": not self.backdrop}}
         sensor = {"type": "thinlens", "fov": 40.0, "fov_axis": "x", "aperture_radius": PINHOLE_RADIUS,
                   "focus_distance": 3.0,
                   "film": {"type": "hdrfilm", "width": args.resolution, "height": args.resolution,
@@ -191,21 +198,49 @@ class MitsubaEngine:
         self.has_uv = texcoords in self.params and self.dr.width(self.params[texcoords]) > 0
 
     # ---------------------------------------------------------------------------------------------- render
-    def render(self, state: SceneState, seed: int) -> dict[str, torch.Tensor]:
+    def _pose(self, state: SceneState):
         if self.scene is None:
             raise RuntimeError("MitsubaEngine.render before load")
-        mi, params, args = self.mi, self.params, self.args
+        mi, params = self.mi, self.params
         pose = camera_pose(state)
         params["sensor.to_world"] = mi.Transform4f().look_at(*pose.look_at())
         params["sensor.x_fov"] = math.degrees(pose.fov)
         params["sensor.aperture_radius"] = aperture_radius(state) or PINHOLE_RADIUS
         params["sensor.focus_distance"] = pose.focus_distance
         self._place_object(state)
-        self._set_texture(state.texture)
         self._set_light(state.light, state.light_color)
-        params.update()
-        image = mi.render(self.scene, params, spp=args.samples, seed=int(seed) % 2**32)
-        frame = np.array(image, dtype=np.float32)  # H×W×C, rows top→bottom
+        return pose
+
+    def raw_frame(self, state: SceneState, seed: int, texture: torch.Tensor | None = None) -> torch.Tensor:
+        """The linear H×W×C frame: RGB radiance, film alpha, coverage × ``shape_id``, then the AOVs.
+
+        With ``texture`` (3×s×s, in place of ``state.texture``) that requires grad, the frame is differentiable
+        in it through Mitsuba's autodiff, whose backward re-renders the scene as it is *then*: run a frame's
+        backward before the next render, or its gradient is computed for the wrong camera.
+        """
+        self._pose(state)
+        if texture is None or not texture.requires_grad:
+            self._set_texture(texture if texture is not None else state.texture)
+            self.params.update()
+            image = self.mi.render(self.scene, self.params, spp=self.args.samples, seed=int(seed) % 2**32)
+            return torch.from_numpy(np.array(image, dtype=np.float32))
+        self.params.update()
+        if self._render_texture_ad is None:
+            self._render_texture_ad = self.dr.wrap(source="torch", target="drjit")(self._render_with_texture)
+        texture_array(texture)  # checks the shape
+        frame = self._render_texture_ad(texture.permute(1, 2, 0).contiguous().float().clamp(0, 1), int(seed) % 2**32)
+        self._texture = _UNKNOWN  # the bitmap holds a traced texture now: the next render sets its own
+        return frame
+
+    def _render_with_texture(self, texture, seed):
+        self.params[self.texture_key] = texture
+        self.params.update()
+        return self.mi.render(self.scene, self.params, spp=self.args.samples, seed=seed)
+
+    def render(self, state: SceneState, seed: int) -> dict[str, torch.Tensor]:
+        args = self.args
+        pose = camera_pose(state)
+        frame = self.raw_frame(state, seed).numpy()  # H×W×C, rows top→bottom
         alpha = np.clip(frame[..., 4] / self.shape_id, 0.0, 1.0)
         out = {"rgb": torch.from_numpy(srgb_encode(frame[..., :3]).astype(np.float32)).permute(2, 0, 1).contiguous(),
                "alpha": torch.from_numpy(alpha[None].copy())}
@@ -274,4 +309,5 @@ class MitsubaEngine:
         return {"engine": self.name, "version": __version__, "mitsuba": mi_version, "variant": variant,
                 "resolution": self.args.resolution, "samples": self.args.samples, "threads": self.args.threads,
                 "integrator": f"path(max_depth={MAX_DEPTH})", "view_transform": "Standard (sRGB)",
+                "backdrop": self.backdrop,
                 "texture_convention": "row=floor(v*s)"}

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from confidently.errors import InvalidInput, UsageError
 from confidently.render.scene import SceneState
@@ -317,8 +318,12 @@ def aperture_radius(state: SceneState) -> float:
     return state.focal_length * 1e-3 / (2 * state.aperture)
 
 
-def srgb_encode(linear: np.ndarray) -> np.ndarray:
-    """Blender's "Standard" view transform: clip to [0, 1], then the sRGB transfer curve."""
+def srgb_encode(linear):
+    """Blender's "Standard" view transform: clip to [0, 1], then the sRGB transfer curve (a numpy array, or a
+    torch tensor, differentiable, for renders that are optimised through)."""
+    if isinstance(linear, torch.Tensor):
+        x = linear.clamp(0.0, 1.0)
+        return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
     x = np.clip(linear, 0.0, 1.0)
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
 
