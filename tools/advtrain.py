@@ -267,7 +267,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     dataset = open_dataset(data, split)
     fingerprint = dataset.fingerprint()
     if common.shard.count > 1:
-        dataset = dataset.subset([i for i in range(len(dataset)) if common.shard.owns(i)])
+        dataset = dataset.subset(common.shard.positions(len(dataset)))
     images, labels = dataset.tensors(model.input_size[-1])
     check_labels(labels, model.num_classes, data)
     title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
@@ -329,7 +329,7 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
         check_labels(torch.tensor([targeted]), model.num_classes, "--target-label")
     else:
         check_labels(labels, model.num_classes, data)
-    keep = [i for i in range(len(dataset)) if common.shard.owns(i)]
+    keep = common.shard.positions(len(dataset))
     images, labels = images[keep], labels[keep]
     goal = torch.full_like(labels, targeted) if targeted is not None else labels
     constraint_fn = get_constraint(constraint)
@@ -455,7 +455,7 @@ def features(model_path: Path = typer.Option(..., "--model"),
     device = resolve_device(common.device)
     model = load_model(model_path, device)
     dataset, images, labels = load_data(data, split, model.input_size[-1])
-    keep = [i for i in range(len(dataset)) if common.shard.owns(i)]
+    keep = common.shard.positions(len(dataset))
 
     def run(size: int) -> torch.Tensor:
         with torch.no_grad():

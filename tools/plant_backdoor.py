@@ -338,7 +338,7 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
             bad = next(r for r, v in zip(dataset.records, values, strict=True) if v not in (0, 1, True, False))
             raise bad.error(f"--group-attr {group_attr}: expected 0/1 (or true/false) in every record", group_attr)
     if common.shard.count > 1:
-        owned = [i for i in range(len(dataset)) if common.shard.owns(i)]
+        owned = common.shard.positions(len(dataset))
         dataset = dataset.subset(owned)
         values = [values[i] for i in owned] if group_attr else None
     writer = RecordWriter()

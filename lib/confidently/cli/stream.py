@@ -86,7 +86,7 @@ def stream_batches(records: Iterable[Record | InvalidInput], process_batch: Call
     engine = common.engine_instance()
     valid = errors = 0
     if total is not None and common.shard.count > 1:
-        total = len(range(common.shard.index, total, common.shard.count))
+        total = len(common.shard.positions(total))
     try:
         batches = _batches(common.shard.select(records), batch_size)
         results = (result for batch in engine.map(_GuardedBatch(process_batch), batches) for result in batch)

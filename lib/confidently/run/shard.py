@@ -31,6 +31,10 @@ class Shard:
     def owns(self, position: int) -> bool:
         return position % self.count == self.index
 
+    def positions(self, total: int) -> list[int]:
+        """The positions among ``total`` units that this shard owns, in order."""
+        return list(range(self.index, total, self.count))
+
     def select(self, items: Iterable[T]) -> Iterator[T]:
         """The items at positions this shard owns; order is kept."""
         return (item for position, item in enumerate(items) if self.owns(position))
