@@ -14,14 +14,17 @@ from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expr
 from confidently.cli import Common, common_options, run_app, tool_app
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import StreamLoader
+from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
+from confidently.evaluation import robustness_tallies
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import guard_output
-from confidently.io.records import RecordWriter
+from confidently.io.records import RecordWriter, error_record
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
-from confidently.run import console, record_generator, resolve_device, with_batch_backoff
+from confidently.run import console, progress, record_generator, resolve_device, with_batch_backoff
 from confidently.run.tallies import merge_shards, read_shard_records
 from confidently.training import (
     Distributed,
@@ -133,6 +136,12 @@ def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor
     return with_batch_backoff(run, batch_size)[0]
 
 
+def skip_record(error: InvalidInput) -> None:
+    """--skip-invalid: the image is left out of the counts; its error record goes to stdout."""
+    console.log(f"[yellow]skipped[/] {error}")
+    RecordWriter().write(error_record(error.record_id, error))
+
+
 def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
     if ranks is None or ranks.is_main:
         RecordWriter().write({"tool": "advtrain", "version": __version__, **record})
@@ -238,7 +247,8 @@ def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | 
 
 
 @app.command("eval")
-@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic"}, oom_backoff=True)
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers", "skip_invalid"},
+                oom_backoff=True)
 def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
                         data: str = typer.Option(..., "--data"),
                         split: str = typer.Option(None, "--split"),
@@ -253,35 +263,44 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                         random_start: bool = typer.Option(False, "--random-start/--no-random-start",
                                                           help="Start the first run at random too; starts derive "
                                                           "from (seed, id)."),
+                        preprocess: str = typer.Option("eval", "--preprocess",
+                                                       help="eval: resize the shorter side, crop the centre "
+                                                       "(timm's); squash: resize to the input size."),
+                        crop_pct: float = typer.Option(None, "--crop-pct", min=0.01, max=1.0,
+                                                       help="Centre-crop fraction (default: the model's data config; "
+                                                       "timm archs' pretrained value, 1 for tiny ones)."),
                         *, common: Common) -> None:
     """Clean and PGD accuracy for each eps: one JSON record per eps on stdout.
 
     Records carry the per-class counts they come from ("tallies"). With --shard i/N only every N-th
     record from i is evaluated and the records say which shard they count; `advtrain eval-merge`
-    sums the N shards' records into the records one run over everything gives.
+    sums the N shards' records into the records one run over everything gives. The data streams:
+    images are decoded by --workers processes, batch by batch, and read once for every eps.
     """
     device = resolve_device(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
-    dataset = open_dataset(data, split)
+    dataset = open_dataset(data, split, channels=model.input_size[0])
     fingerprint = dataset.fingerprint()
     if common.shard.count > 1:
         dataset = dataset.subset(common.shard.positions(len(dataset)))
-    images, labels = dataset.tensors(model.input_size[-1])
-    check_labels(labels, model.num_classes, data)
+    check_labels(dataset.labels, model.num_classes, data)
+    attacks = [PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts, random_start=random_start)
+               for radius in radii]
+    batches = StreamLoader(dataset, make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct)),
+                           batch_size=common.batch_size, device=device, workers=common.workers,
+                           on_invalid=skip_record if common.skip_invalid else None)
+    tallies = robustness_tallies(model, progress(batches, len(batches), f"eval {len(dataset)} images"), attacks,
+                                 num_classes=model.num_classes, seed=common.seed)
     title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
     table = Table("eps", "clean acc", "robust acc", title=title)
-    for radius in radii:
-        attack = PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
-                                      random_start=random_start)
-        tallies = accuracy_tallies(model, images, labels, attack, device, common.batch_size, common.seed,
-                                   ids=dataset.ids)
-        metrics = eval_metrics(tallies)
+    for radius, attack, counts in zip(radii, attacks, tallies, strict=True):
+        metrics = eval_metrics(counts)
         emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "data_fingerprint": fingerprint,
               "constraint": constraint, "eps": radius, "steps": steps, "step_size": attack.alpha,
               "restarts": restarts, "random_start": random_start, "seed": common.seed, **metrics,
-              **({"shard": str(common.shard)} if common.shard.count > 1 else {}), "tallies": tallies})
+              **({"shard": str(common.shard)} if common.shard.count > 1 else {}), "tallies": counts})
         table.add_row(f"{radius:g}", *(("-" if v is None else f"{v:.3f}") for v in
                                        (metrics["nat_acc"], metrics["adv_acc"])))
     console.print(table)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 from confidently.errors import InvalidInput
-from confidently.io.images import ImageLoader, load_image, save_image
+from confidently.io.images import ImageLoader, decode_uint8, load_image, save_image
 from PIL import Image
 from safetensors.torch import save_file
+
+from tests.photos import make_imagenet_folder
 
 
 def test_png_round_trip_is_exact(tmp_path):
@@ -73,3 +75,20 @@ def test_bad_references(tmp_path, ref, words):
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(InvalidInput, match=words if words != "outside [0, 1]" else r"outside \[0, 1\]"):
         load_image(ref, tmp_path)
+
+
+def test_decode_uint8_converts_what_users_folders_hold(tmp_path):
+    """Greyscale, CMYK, 16-bit PNG and EXIF-rotated photos decode to RGB uint8; a truncated JPEG names its file."""
+    val = make_imagenet_folder(tmp_path, train_per_class=0, val_per_class=1, truncated=True) / "val" / "n01440764"
+    grey = decode_uint8(val / "grey.JPEG")
+    assert grey.dtype == torch.uint8 and grey.shape[0] == 3 and torch.equal(grey[0], grey[2])
+    deep = decode_uint8(val / "deep.png", channels=1)
+    source = np.asarray(Image.open(val / "deep.png"), dtype=np.float64) / 257  # 16-bit: scaled, not clipped
+    assert deep.shape == (1, *source.shape) and np.abs(deep[0].numpy() - source).max() <= 0.5
+    assert 60 < deep.float().mean() < 200
+    cmyk = decode_uint8(val / "cmyk.JPEG")
+    assert cmyk.shape == (3, 80, 80) and 60 < cmyk.float().mean() < 200
+    assert decode_uint8(val / "exif.JPEG").shape == (3, 96, 64)  # stored 96 wide; orientation 6 stands it up
+    with pytest.raises(InvalidInput, match="truncated.JPEG") as info:
+        decode_uint8(val / "truncated.JPEG")
+    assert "truncated" in info.value.message

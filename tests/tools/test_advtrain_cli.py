@@ -215,3 +215,34 @@ def test_torchrun_two_gloo_ranks_log_and_write_once(workdir):
     metrics = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert load_model(workdir / "ddp.safetensors").training_info["eps"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """An ImageNet-layout folder of mixed-size JPEGs (one truncated) and a random-weight resnet18 at 224."""
+    from confidently.models import save_model
+
+    from tests.photos import make_imagenet_folder
+
+    root = make_imagenet_folder(tmp_path_factory.mktemp("imagenet"), train_per_class=0, val_per_class=4,
+                                truncated=True)
+    torch.manual_seed(0)
+    save_model(create_model("resnet18", 3, img_size=224), root / "resnet18.safetensors")
+    return root
+
+
+def test_eval_streams_an_imagenet_folder_with_a_timm_model(run_tool, photo_folder):
+    """Mixed sizes, greyscale, CMYK, 16-bit and EXIF photos at 224: workers and batch size change nothing;
+    a truncated JPEG stops the run naming its file, or is skipped with --skip-invalid."""
+    args = ["eval", "--model", photo_folder / "resnet18.safetensors", "--data", photo_folder, "--split", "val",
+            "--eps", "0,1/255", "--constraint", "linf", "--steps", "1"]
+    broken = run_tool("advtrain", *args, "--workers", "0")
+    assert broken.returncode == 3 and "truncated.JPEG" in broken.stderr and "Traceback" not in broken.stderr
+    serial = run_tool("advtrain", *args, "--workers", "0", "--batch-size", "5", "--skip-invalid")
+    parallel = run_tool("advtrain", *args, "--workers", "2", "--batch-size", "16", "--skip-invalid")
+    assert serial.returncode == 0 and parallel.returncode == 0, serial.stderr + parallel.stderr
+    errors = [r for r in serial.records if "error" in r]
+    assert len(errors) == 1 and "truncated.JPEG" in errors[0]["error"]
+    evals = [r for r in serial.records if r.get("kind") == "eval"]
+    assert [r["n"] for r in evals] == [16, 16] and evals[0]["tallies"]["nat"]["class_n"] == [8, 4, 4]
+    assert serial.records == parallel.records

@@ -36,6 +36,7 @@ class Common:
     address: str | None = None
     skip_invalid: bool = False
     deterministic: bool = False
+    workers: int | None = None  # data-loading processes; None: the data layer's default
     config: dict[str, Any] = field(default_factory=dict)
     explicit: set[str] = field(default_factory=set)  # options set on the command line or in --config
 
@@ -64,6 +65,8 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
     ("skip_invalid", bool, _option(False, "--skip-invalid",
                                    help="Write {\"id\":...,\"error\":...} for a bad record and go on (else exit 3).")),
     ("deterministic", bool, _option(False, "--deterministic", help="Deterministic kernels (slower; for tests).")),
+    ("workers", int, _option(None, "--workers", min=0, help="Processes decoding images (default: up to 4 for "
+                             "files and shards, 0 for in-memory demo sets). Results do not depend on it.")),
 ]
 COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
 ALWAYS = {"config", "print_config", "quiet", "verbose"}
@@ -100,7 +103,7 @@ def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Ca
     """Add the shared options a command honours to a typer command and pass them as ``common: Common``.
 
     ``uses`` names the optional ones (seed, device, batch_size, shard, engine, address, skip_invalid,
-    deterministic) so ``--help`` shows only what the command acts on; --config, --print-config, -q and -v
+    deterministic, workers) so ``--help`` shows only what the command acts on; --config, --print-config, -q and -v
     are always there, and an option not taken keeps its :class:`Common` default. ``oom_backoff`` says the
     command halves its batch on CUDA out-of-memory, and its --batch-size help says so.
     """

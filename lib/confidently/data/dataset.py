@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from confidently.errors import InvalidInput, UsageError
-from confidently.io.images import ImageLoader, check_pixel_range, to_channels
+from confidently.io.images import ImageLoader, as_float, to_channels
 from confidently.io.records import Record
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -28,19 +28,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 class ImageDataset(Dataset):
     """Records with images, as a torch ``Dataset`` of ``(image, label)`` pairs.
 
-    ``images`` (uint8 or float N×C×H×W) holds in-memory sources (demo sets, shards);
-    otherwise images are decoded from each record's ``image`` reference when asked for.
+    ``images`` (uint8 or float N×C×H×W) holds the demo sets, which are made in memory; every
+    other source is read per record from its ``image`` reference (a file, or a row of a
+    memory-mapped safetensors shard) when asked for. Batches come from :mod:`confidently.data.loader`.
     ``label`` is -1 for unlabelled records.
     """
 
     def __init__(self, records: Sequence[Record], *, name: str, classes: list[str] | None = None,
-                 images: torch.Tensor | None = None, channels: int | None = 3,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 images: torch.Tensor | None = None, channels: int | None = 3):
         self.records = list(records)
         self.name = name
         self.images = images
         self.channels = channels
-        self.transform = transform
         self._loader = ImageLoader(channels)
         labels = [r.data.get("label") for r in self.records]
         known = [label for label in labels if label is not None]
@@ -64,37 +63,43 @@ class ImageDataset(Dataset):
     def ids(self) -> list[str]:
         return [r.data["id"] for r in self.records]
 
-    def image(self, index: int) -> torch.Tensor:
-        """The image of record ``index`` as float C×H×W in [0, 1] (before ``transform``)."""
+    def raw(self, index: int) -> torch.Tensor:
+        """The image of record ``index`` as stored: uint8 C×H×W, or float32 in [0, 1] for float tensors."""
         if self.images is not None:
             image = self.images[index]
-            image = image.float().div(255.0) if image.dtype == torch.uint8 else image.float()
-            return to_channels(image, self.channels)
+            return to_channels(image if image.dtype == torch.uint8 else image.float(), self.channels)
         record = self.records[index]
         if "image" not in record.data:
             raise record.error("missing: expected an image path or tensor reference", "image")
         try:
-            return self._loader.load(record.data["image"], record.base_dir)
+            return self._loader.load_raw(record.data["image"], record.base_dir)
         except InvalidInput as exc:
             raise InvalidInput(exc.message, source=record.source, line=record.line, field="image",
                                record_id=record.id) from None
 
+    def image(self, index: int) -> torch.Tensor:
+        """The image of record ``index`` as float C×H×W in [0, 1]."""
+        return as_float(self.raw(index))
+
+    def label(self, index: int) -> int:
+        return self._labels[index]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.image(index)
-        if self.transform is not None:
-            image = self.transform(image)
         spec = self.records[index].data.get("trigger")
-        if spec:  # a deferred trigger is the last step, after any transform
-            image = self._stamp([spec], image[None], index)[0]
+        if spec:  # a deferred trigger is the last step
+            image = self.stamp(image[None], [index])[0]
         return image, self._labels[index]
 
-    def _stamp(self, specs: list, images: torch.Tensor, first: int) -> torch.Tensor:
+    def stamp(self, images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        """Stamp the deferred triggers of the records at ``indices`` onto their (preprocessed) images."""
         from confidently.data.triggers import stamp_rows
 
+        specs = [self.records[i].data.get("trigger") for i in indices]
         try:
             return stamp_rows(images, specs)
         except InvalidInput as exc:
-            bad = next(self.records[first + i] for i, spec in enumerate(specs) if spec)
+            bad = next(self.records[i] for i, spec in zip(indices, specs, strict=True) if spec)
             raise InvalidInput(exc.message, source=bad.source, line=bad.line, field="trigger",
                                record_id=bad.id) from None
 
@@ -112,15 +117,12 @@ class ImageDataset(Dataset):
         """
         from confidently.data.transforms import resize
 
-        specs = [r.data.get("trigger") for r in self.records]
-        if self.images is not None and self.transform is None:
+        if self.images is not None:
             images = self.images.float().div(255.0) if self.images.dtype == torch.uint8 else self.images.float()
             images = to_channels_batch(images, self.channels)
             images = resize(images, size) if size else images
         else:
             loaded = [self.image(i) for i in range(len(self))]
-            if self.transform is not None:
-                loaded = [self.transform(image) for image in loaded]
             if size:
                 loaded = [resize(image, size) for image in loaded]
             shapes = {tuple(img.shape) for img in loaded}
@@ -128,16 +130,16 @@ class ImageDataset(Dataset):
                 raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes "
                                    f"({sorted(shapes)[:3]}...); resize them (e.g. --img-size) before stacking")
             images = torch.stack(loaded) if loaded else torch.empty(0)
-        if stamp and any(specs):
-            images = self._stamp(specs, images, 0)
+        if stamp:
+            images = self.stamp(images, range(len(self)))
         return images, self.labels.clone()
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> ImageDataset:
-        """The records at ``indices`` (same classes, images and transform)."""
+        """The records at ``indices`` (same classes and channels)."""
         indices = list(indices)
         images = self.images[indices] if self.images is not None else None
         return ImageDataset([self.records[i] for i in indices], name=name or self.name, classes=self.classes,
-                            images=images, channels=self.channels, transform=self.transform)
+                            images=images, channels=self.channels)
 
     def fingerprint(self) -> str:
         """A short hash of ids and labels, stored in model metadata as the training data's identity."""
@@ -195,29 +197,41 @@ def folder_records(root: Path) -> tuple[list[Record], list[str]]:
 
 
 def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
-    """A safetensors shard: ``images`` N×C×H×W (uint8 or float in [0, 1]), ``labels`` int64 N, optional ``ids``."""
-    from confidently.io.artifacts import load_artifact
+    """A safetensors shard: ``images`` N×C×H×W (uint8 or float in [0, 1]), ``labels`` int64 N, optional ``ids``.
 
-    tensors, meta = load_artifact(path)
-    if "images" not in tensors:
-        raise InvalidInput(f"{path} has no 'images' tensor (it has {sorted(tensors)}); a shard needs "
-                           "'images' N×C×H×W and optionally 'labels' N")
-    images = tensors["images"]
-    if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
-        raise InvalidInput(f"{path}: 'images' has shape {list(images.shape)}; expected N×C×H×W with C in 1, 3 or 4")
-    if images.is_floating_point():
-        check_pixel_range(images, f"{path}: 'images'")
-    labels = tensors.get("labels")
-    if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
-        raise InvalidInput(f"{path}: 'labels' has shape {list(labels.shape)}; expected [{images.shape[0]}]")
-    ids = meta.get("ids") or [f"{path.stem}-{i}" for i in range(images.shape[0])]
+    Opened memory-mapped: only the labels are read here; each record's image is one row read when
+    the loader asks for it (a float row is range-checked then).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from confidently.io.artifacts import load_artifact_metadata
+
+    meta = load_artifact_metadata(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())
+            if "images" not in keys:
+                raise InvalidInput(f"{path} has no 'images' tensor (it has {sorted(keys)}); a shard needs "
+                                   "'images' N×C×H×W and optionally 'labels' N")
+            shape = list(handle.get_slice("images").get_shape())
+            labels = handle.get_tensor("labels") if "labels" in keys else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInput(f"not a safetensors file ({exc}): {path}") from None
+    if len(shape) != 4 or shape[1] not in (1, 3, 4):
+        raise InvalidInput(f"{path}: 'images' has shape {shape}; expected N×C×H×W with C in 1, 3 or 4")
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != shape[0]):
+        raise InvalidInput(f"{path}: 'labels' has shape {list(labels.shape)}; expected [{shape[0]}]")
+    ids = meta.get("ids") or [f"{path.stem}-{i}" for i in range(shape[0])]
+    if len(ids) != shape[0]:
+        raise InvalidInput(f"{path}: metadata 'ids' has {len(ids)} entries for {shape[0]} images")
+    location = str(path.resolve())
     records = []
-    for i in range(images.shape[0]):
-        data: dict[str, Any] = {"id": str(ids[i]), "image": {"tensors": str(path), "key": "images", "index": i}}
+    for i in range(shape[0]):
+        data: dict[str, Any] = {"id": str(ids[i]), "image": {"tensors": location, "key": "images", "index": i}}
         if labels is not None:
             data["label"] = int(labels[i])
         records.append(Record(data, i + 1, str(path), path.resolve().parent))
-    return ImageDataset(records, name=str(path), classes=meta.get("classes"), images=images, channels=channels)
+    return ImageDataset(records, name=str(path), classes=meta.get("classes"), channels=channels)
 
 
 def open_dataset(source: str | os.PathLike, split: str | None = None, *, channels: int | None = 3,

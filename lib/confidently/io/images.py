@@ -38,8 +38,9 @@ def to_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
     if image.shape[0] == 4 and channels == 3:
         return image[:3].contiguous()
     if image.shape[0] in (3, 4) and channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
-        return (image[:3] * weights).sum(0, keepdim=True)
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        grey = (image[:3].float() * weights).sum(0, keepdim=True)
+        return grey.round_().clamp_(0, 255).to(torch.uint8) if image.dtype == torch.uint8 else grey.to(image.dtype)
     raise InvalidInput(f"expected an image with 1, 3 or 4 channels, got {image.shape[0]}")
 
 
@@ -50,23 +51,54 @@ def check_pixel_range(images: torch.Tensor, what: str) -> None:
         raise InvalidInput(f"{what} has {bad}; expected uint8 or finite float pixels in [0, 1]")
 
 
-def decode_file(path: str | os.PathLike, channels: int | None = 3) -> torch.Tensor:
-    """Decode an image file with Pillow into a float C×H×W tensor in [0, 1]."""
+def decode_uint8(source: str | os.PathLike | bytes, channels: int | None = 3, *,
+                 name: str | None = None) -> torch.Tensor:
+    """Decode an image file (or its bytes) with Pillow into a uint8 C×H×W tensor.
+
+    What a folder of users' photos holds, converted rather than refused: EXIF orientation is
+    applied, 16-bit greyscale is scaled to 8 bits (not clipped), CMYK, palette and alpha modes
+    become RGB (or L for ``channels=1``). A truncated or corrupt file raises :class:`InvalidInput`
+    naming the file.
+    """
+    import io
+
+    from PIL import ImageOps
+
+    what = name or (f"{len(source)} bytes" if isinstance(source, bytes) else str(source))
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                img = _to_8bit_grey(img)
             mode = CHANNEL_MODES.get(channels) if channels else ("RGB" if img.mode not in ("L", "RGB") else img.mode)
             array = np.asarray(img.convert(mode) if img.mode != mode else img)
     except IsADirectoryError:
-        raise InvalidInput(f"{path} is a directory; expected an image file") from None
+        raise InvalidInput(f"{what} is a directory; expected an image file") from None
     except (FileNotFoundError, NotADirectoryError):
-        raise InvalidInput(f"image file does not exist: {path}") from None
+        raise InvalidInput(f"image file does not exist: {what}") from None
     except Image.DecompressionBombError as exc:
-        raise InvalidInput(f"image too large to decode safely ({exc}): {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInput(f"not a readable image ({type(exc).__name__}: {exc}): {path}") from None
-    tensor = torch.from_numpy(array.copy())
-    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    return tensor.float().div_(255.0)
+        raise InvalidInput(f"image too large to decode safely ({exc}): {what}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"not a readable image ({type(exc).__name__}: {exc}): {what}") from None
+    tensor = torch.from_numpy(np.array(array))  # a writable copy of Pillow's buffer
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _to_8bit_grey(img: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer / float) greyscale image scaled into 8 bits by its type's range."""
+    array = np.asarray(img)
+    if img.mode == "F":
+        scaled = np.clip(array, 0.0, 1.0) * 255.0 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
+    else:
+        peak = 65535 if img.mode.startswith("I;16") or array.max(initial=0) <= 65535 else int(array.max())
+        scaled = array.astype(np.float64) * (255.0 / peak)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def decode_file(path: str | os.PathLike, channels: int | None = 3) -> torch.Tensor:
+    """Decode an image file with Pillow into a float C×H×W tensor in [0, 1] (see :func:`decode_uint8`)."""
+    return decode_uint8(path, channels).float().div_(255.0)
 
 
 class ImageLoader:
@@ -117,24 +149,41 @@ class ImageLoader:
         return self._as_image(tensor, f"tensor '{key}' in {path}")
 
     def _as_image(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
+        """A stored tensor as a C×H×W image: uint8 stays uint8, floats become float32 (checked in [0, 1])."""
         if tensor.ndim == 2:
             tensor = tensor.unsqueeze(0)
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
             raise InvalidInput(f"{what} has shape {list(tensor.shape)}; expected C×H×W with C in 1, 3 or 4")
-        if tensor.dtype == torch.uint8:
-            tensor = tensor.float().div_(255.0)
-        elif tensor.is_floating_point():
+        if tensor.is_floating_point():
             tensor = tensor.float()
             check_pixel_range(tensor, what)
-        else:
+        elif tensor.dtype != torch.uint8:
             raise InvalidInput(f"{what} has dtype {tensor.dtype}; expected uint8 or a float type")
         return to_channels(tensor, self.channels)
 
-    def load(self, ref: str | dict, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    def load_raw(self, ref: str | dict, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
+        """The image as stored: uint8 C×H×W for files and uint8 tensors, float32 in [0, 1] for float tensors.
+
+        What the data loader carries between processes (a quarter of float32's bytes for photos);
+        float tensors stay float so stored adversarial examples are not requantised.
+        """
         base = base_dir if base_dir is not None else os.getcwd()
         if isinstance(ref, dict):
             return self.load_tensor_ref(ref, base)
-        return decode_file(_resolve(ref, base), self.channels)
+        return decode_uint8(_resolve(ref, base), self.channels)
+
+    def load(self, ref: str | dict, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
+        """The image as float32 C×H×W in [0, 1]."""
+        return as_float(self.load_raw(ref, base_dir))
+
+    def __getstate__(self) -> dict:
+        # open safetensors handles stay in the process that opened them (data-loader workers reopen)
+        return {**self.__dict__, "_open": OrderedDict()}
+
+
+def as_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float in [0, 1]; float pixels unchanged (as float32)."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
 
 
 def load_image(ref: str | dict, base_dir: str | os.PathLike | None = None, channels: int | None = 3) -> torch.Tensor:

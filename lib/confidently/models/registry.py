@@ -78,15 +78,19 @@ def _takes_img_size(name: str) -> bool:
 
 
 def arch_defaults(arch: str) -> dict[str, Any]:
-    """Default input size and normalisation for ``arch`` (timm's pretrained config for timm names)."""
+    """Default input size, normalisation and eval preprocessing (interpolation, crop_pct) for ``arch``:
+    timm's pretrained config for timm names; registered tiny archs do not crop (crop_pct 1)."""
     if arch in _ARCH_DEFAULTS:
-        return dict(_ARCH_DEFAULTS[arch])
+        return {"interpolation": "bilinear", "crop_pct": 1.0, **_ARCH_DEFAULTS[arch]}
     import timm
 
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:
-        return {"img_size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    return {"img_size": cfg.input_size[-1], "mean": tuple(cfg.mean), "std": tuple(cfg.std)}
+        return {"img_size": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bicubic",
+                "crop_pct": 0.875}
+    interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
+    return {"img_size": cfg.input_size[-1], "mean": tuple(cfg.mean), "std": tuple(cfg.std),
+            "interpolation": interpolation, "crop_pct": float(cfg.crop_pct or 0.875)}
 
 
 def create_model(arch: str, num_classes: int, *, in_chans: int = 3, img_size: int | None = None,

@@ -1,0 +1,178 @@
+"""The streaming data layer: any dataset through a torch ``DataLoader`` as preprocessed batches.
+
+Workers decode and preprocess; stored images (uint8 for photos) cross to the main process
+pinned, become float in [0, 1] on the device, and get their deferred triggers stamped there,
+after any augmentation. Memory is bounded by ``batch_size × prefetch × workers``, never by the
+dataset. Each record's augmentation is seeded by (seed, id, epoch) and the shuffle by
+(seed, epoch), so the batches' contents do not depend on the worker count or the batch size,
+and a rank of a ``torchrun`` job reads only its own part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from confidently.data.dataset import ImageDataset
+from confidently.data.preprocess import Preprocess
+from confidently.errors import InvalidInput
+from confidently.run.seeding import derive_seed, record_generator
+
+
+@dataclass
+class Batch:
+    """Model-ready images (float N×C×H×W in [0, 1] on the device), labels (-1: none) and dataset positions."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: list[int]
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A record whose image did not load, carried back from a worker as data (its error, field by field)."""
+
+    index: int
+    message: str
+    source: str | None
+    line: int | None
+    field: str | None
+    record_id: str | None
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(self.message, source=self.source, line=self.line, field=self.field,
+                            record_id=self.record_id)
+
+
+class Preprocessed(Dataset):
+    """An :class:`ImageDataset` whose items are ``(stored image after preprocess, label, position)``,
+    or :class:`Failed` for an image that does not decode.
+
+    Keys are positions or ``(position, epoch)`` pairs (what :class:`EpochSampler` yields), so the
+    epoch reaches random preprocessing in workers that live across epochs.
+    """
+
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, seed: int = 0):
+        self.dataset, self.preprocess, self.seed = dataset, preprocess, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int] | Failed:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        generator = (record_generator(self.seed, self.dataset.records[index].id, "augment", epoch)
+                     if self.preprocess.random else None)
+        try:
+            image = self.dataset.raw(index)
+        except InvalidInput as exc:
+            return Failed(index, exc.message, exc.source, exc.line, exc.field, exc.record_id)
+        return self.preprocess(image, generator), self.dataset.label(index), index
+
+
+class EpochSampler(Sampler):
+    """Dataset positions paired with the epoch: shuffled by (seed, epoch) if asked, then this rank's part.
+
+    Every rank shuffles alike and takes every ``world``-th position from its rank (the last ranks
+    get one fewer when the size does not divide), so ranks together read each record once.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool = False, seed: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def positions(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        return order[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(position, self.epoch) for position in self.positions()])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))
+
+
+def collate(samples: Sequence[tuple[torch.Tensor, int, int] | Failed]
+            ) -> tuple[torch.Tensor | None, torch.Tensor, list[int], list[Failed]]:
+    """Stack a batch's good rows (uint8 stays uint8 unless a float image is among them) and list its failed ones."""
+    failed = [sample for sample in samples if isinstance(sample, Failed)]
+    good = [sample for sample in samples if not isinstance(sample, Failed)]
+    images = [image for image, _, _ in good]
+    if len({image.dtype for image in images}) > 1:
+        images = [image.float().div(255.0) if image.dtype == torch.uint8 else image.float() for image in images]
+    labels = torch.tensor([label for _, label, _ in good], dtype=torch.long)
+    return (torch.stack(images) if images else None), labels, [index for _, _, index in good], failed
+
+
+def default_workers(dataset: ImageDataset) -> int:
+    """Decoding workers when not told: none for sets already in memory, else up to 4 of the cores."""
+    if dataset.images is not None:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Stored pixels to float in [0, 1] on ``device`` (the copy is uint8 for photos: a quarter of the bytes)."""
+    images = images.to(device, non_blocking=True)
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+class StreamLoader:
+    """Batches of a dataset for one job, epoch after epoch, with workers that persist between epochs.
+
+    ``shuffle`` reorders each epoch by (seed, epoch); ``rank``/``world`` read a ``torchrun`` rank's part;
+    ``stamp`` applies records' deferred triggers on the device after preprocessing. An image that does
+    not decode raises :class:`InvalidInput` naming its record, or goes to ``on_invalid`` and is left out.
+    """
+
+    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, *, batch_size: int,
+                 device: torch.device | str = "cpu", workers: int | None = None, seed: int = 0,
+                 shuffle: bool = False, rank: int = 0, world: int = 1, stamp: bool = True,
+                 prefetch: int = 2, on_invalid: Callable[[InvalidInput], None] | None = None):
+        self.dataset = dataset
+        self.on_invalid = on_invalid
+        self.device = torch.device(device)
+        self.stamp = stamp and any(r.data.get("trigger") for r in dataset.records)
+        self.sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)
+        workers = default_workers(dataset) if workers is None else workers
+        self.loader = DataLoader(Preprocessed(dataset, preprocess, seed), batch_size=batch_size,
+                                 sampler=self.sampler, num_workers=workers, collate_fn=collate,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                                 prefetch_factor=prefetch if workers > 0 else None)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        for images, labels, indices, failed in self.loader:
+            for failure in failed:
+                if self.on_invalid is None:
+                    raise failure.error()
+                self.on_invalid(failure.error())
+            if images is None:
+                continue
+            images = to_model_input(images, self.device)
+            if self.stamp:
+                images = self.dataset.stamp(images, indices)
+            yield Batch(images, labels.to(self.device, non_blocking=True), indices,
+                        [self.dataset.records[i].id for i in indices])
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+def stream(dataset: ImageDataset, preprocess: Preprocess, *, batch_size: int, **options) -> Iterator[Batch]:
+    """One pass over ``dataset`` in order (see :class:`StreamLoader` for the options)."""
+    return iter(StreamLoader(dataset, preprocess, batch_size=batch_size, **options))

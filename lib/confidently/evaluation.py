@@ -1,0 +1,62 @@
+"""Clean and adversarial accuracy over a stream of batches, as counts that shards can sum.
+
+One pass over the data serves every attack: each batch is predicted clean once and attacked
+once per radius, so a dataset of any size is read once and memory stays that of a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from confidently.adversarial import PGDConfig, pgd_attack
+from confidently.data.loader import Batch
+from confidently.run import record_generator, with_batch_backoff
+
+
+def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(images).argmax(1)
+
+
+def _adversarial_predictions(model: nn.Module, batch: Batch, attack: PGDConfig, seed: int) -> torch.Tensor:
+    """Predictions on PGD examples of ``batch``; random starts from (seed, id); halves the chunk on CUDA OOM."""
+    def run(size: int) -> torch.Tensor:
+        out = []
+        for start in range(0, len(batch.ids), size):
+            rows = slice(start, start + size)
+            generators = [record_generator(seed, record_id) for record_id in batch.ids[rows]]
+            adversarial = pgd_attack(model, batch.images[rows], batch.labels[rows], attack, generator=generators)
+            out.append(_predict(model, adversarial))
+        return torch.cat(out)
+
+    return with_batch_backoff(run, len(batch.ids))[0]
+
+
+def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequence[PGDConfig], *,
+                       num_classes: int, seed: int = 0) -> list[dict[str, dict[str, list[int]]]]:
+    """For each attack, per-class counts of correct predictions: ``{"nat": ..., "adv": ...}``
+    (``adv`` only where the attack has eps > 0), as :func:`~confidently.training.class_tallies` gives.
+
+    Labels must be in ``0..num_classes-1``. Results do not depend on how the data is batched.
+    """
+    model.eval()
+    zeros = {"class_n": torch.zeros(num_classes, dtype=torch.long),
+             "class_correct": torch.zeros(num_classes, dtype=torch.long)}
+    totals = [{arm: {k: v.clone() for k, v in zeros.items()} for arm in (("nat", "adv") if a.eps > 0 else ("nat",))}
+              for a in attacks]
+
+    def add(counts: dict[str, torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        predictions, labels = predictions.cpu(), labels.cpu()
+        counts["class_n"] += torch.bincount(labels, minlength=num_classes)
+        counts["class_correct"] += torch.bincount(labels[predictions == labels], minlength=num_classes)
+
+    for batch in batches:
+        clean = _predict(model, batch.images)
+        for attack, tally in zip(attacks, totals, strict=True):
+            add(tally["nat"], clean, batch.labels)
+            if "adv" in tally:
+                add(tally["adv"], _adversarial_predictions(model, batch, attack, seed), batch.labels)
+    return [{arm: {k: v.tolist() for k, v in counts.items()} for arm, counts in tally.items()} for tally in totals]
