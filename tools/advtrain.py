@@ -10,21 +10,22 @@ from typing import Any
 import torch
 import typer
 from confidently import __version__
-from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint, pgd_attack
+from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint
 from confidently.cli import Common, common_options, run_app, tool_app
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
-from confidently.evaluation import robustness_tallies
-from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.evaluation import attack_rows, robustness_tallies
+from confidently.io.artifacts import artifact_metadata
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter, error_record
+from confidently.io.shard_writer import ShardWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
-from confidently.run import console, progress, record_generator, resolve_device, with_batch_backoff
+from confidently.run import console, progress, resolve_device, with_batch_backoff
 from confidently.run.tallies import merge_shards, read_shard_records
 from confidently.training import (
     Distributed,
@@ -118,22 +119,11 @@ def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, 
 
 
 def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
-                   attack: PGDConfig, device: torch.device, batch_size: int, seed: int, *,
-                   targeted: bool = False) -> torch.Tensor:
-    """PGD over a whole tensor in batches, halving the batch on CUDA out-of-memory.
-
-    Each record's random starts come from (seed, id), so results do not depend on the batch size.
-    """
-
-    def run(size: int) -> torch.Tensor:
-        out = []
-        for start in range(0, len(images), size):
-            generators = [record_generator(seed, record_id) for record_id in ids[start:start + size]]
-            out.append(pgd_attack(model, images[start:start + size].to(device), labels[start:start + size].to(device),
-                                  attack, generator=generators, targeted=targeted).cpu())
-        return torch.cat(out) if out else images[:0]
-
-    return with_batch_backoff(run, batch_size)[0]
+                   attack: PGDConfig, device: torch.device, batch_size: int, seed: int) -> torch.Tensor:
+    """PGD over a tensor held in memory (validation during training), ``batch_size`` rows at a time."""
+    out = [attack_rows(model, images[s:s + batch_size].to(device), labels[s:s + batch_size].to(device),
+                       ids[s:s + batch_size], attack, seed).cpu() for s in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else images[:0]
 
 
 def skip_record(error: InvalidInput) -> None:
@@ -321,7 +311,7 @@ def merge_evaluations(files: list[Path] = typer.Argument(..., help="The records 
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic"}, oom_backoff=True)
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers"}, oom_backoff=True)
 def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
            data: str = typer.Option(..., "--data"),
            split: str = typer.Option(None, "--split"),
@@ -343,35 +333,53 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
     model = load_model(model_path, device)
-    dataset, images, labels = load_data(data, split, model.input_size[-1])
+    dataset = open_dataset(data, split, channels=model.input_size[0])
     if targeted is not None:
         check_labels(torch.tensor([targeted]), model.num_classes, "--target-label")
     else:
-        check_labels(labels, model.num_classes, data)
-    keep = common.shard.positions(len(dataset))
-    images, labels = images[keep], labels[keep]
-    goal = torch.full_like(labels, targeted) if targeted is not None else labels
+        check_labels(dataset.labels, model.num_classes, data)
+    dataset = dataset.subset(common.shard.positions(len(dataset)))
     constraint_fn = get_constraint(constraint)
-    adversarial = attack_batches(model, images, goal, [dataset.ids[i] for i in keep], config, device,
-                                 common.batch_size, common.seed, targeted=targeted is not None)
-    clean_pred = predict(model, images, common.batch_size, device)
-    adv_pred = predict(model, adversarial, common.batch_size, device)
+    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                           device=device, workers=common.workers)
+    shard = ShardWriter(shard_out)
+    records = []
+    try:
+        for batch in progress(batches, len(batches), f"attack {len(dataset)} images"):
+            goal = torch.full_like(batch.labels, targeted) if targeted is not None else batch.labels
+            adversarial = attack_rows(model, batch.images, goal, batch.ids, config, common.seed,
+                                      targeted=targeted is not None)
+            with torch.no_grad():
+                clean_pred, adv_pred = model(batch.images).argmax(1), model(adversarial).argmax(1)
+            norms = constraint_fn.norm(adversarial - batch.images)
+            for row, fields in enumerate(batch.records):
+                records.append(attack_record(fields, len(records), shard_out, constraint, config, int(clean_pred[row]),
+                                             int(adv_pred[row]), float(norms[row]), targeted))
+            shard.append(images=adversarial.cpu(), labels=batch.labels.cpu())
+    except BaseException:
+        shard.discard()
+        raise
     meta = artifact_metadata(tool="advtrain", kind="adversarial-images", config=common.config, seed=common.seed,
-                             ids=[dataset.ids[i] for i in keep], classes=dataset.classes)
-    save_artifact(shard_out, {"images": adversarial, "labels": labels}, meta)
+                             ids=dataset.ids, classes=dataset.classes)
+    shard.close(meta, empty={"images": (torch.float32, tuple(model.input_size)), "labels": (torch.int64, ())})
     writer = RecordWriter()
-    for row, index in enumerate(keep):
-        record = dict(dataset.records[index].data)
-        original = record.get("image")
-        record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
-        record["advtrain"] = {"adv_of": record["id"], "constraint": constraint, "eps": config.eps, "steps": steps,
-                              "pred_clean": int(clean_pred[row]), "pred_adv": int(adv_pred[row]),
-                              "norm": float(constraint_fn.norm((adversarial[row] - images[row])[None])[0])}
-        if original is not None:
-            record["advtrain"]["source_image"] = original
-        if targeted is not None:
-            record["advtrain"]["target"] = targeted
+    for record in records:
         writer.write(record)
+
+
+def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint: str, config: PGDConfig,
+                  pred_clean: int, pred_adv: int, norm: float, targeted: int | None) -> dict[str, Any]:
+    """The input's record pointing at its adversarial image in the shard, with what was done to it."""
+    record = dict(fields)
+    original = record.get("image")
+    record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
+    record["advtrain"] = {"adv_of": record["id"], "constraint": constraint, "eps": config.eps, "steps": config.steps,
+                          "pred_clean": pred_clean, "pred_adv": pred_adv, "norm": norm}
+    if original is not None:
+        record["advtrain"]["source_image"] = original
+    if targeted is not None:
+        record["advtrain"]["target"] = targeted
+    return record
 
 
 @app.command()
@@ -462,7 +470,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
 
 
 @app.command()
-@common_options(uses={"device", "batch_size", "shard"}, oom_backoff=True)
+@common_options(uses={"device", "batch_size", "shard", "workers"}, oom_backoff=True)
 def features(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
              split: str = typer.Option(None, "--split"),
@@ -472,27 +480,39 @@ def features(model_path: Path = typer.Option(..., "--model"),
     """Penultimate features of a dataset as a safetensors shard (for fast linear probes)."""
     guard_output(out, "advtrain", force=force)
     device = resolve_device(common.device)
-    model = load_model(model_path, device)
-    dataset, images, labels = load_data(data, split, model.input_size[-1])
-    keep = common.shard.positions(len(dataset))
+    model = load_model(model_path, device).eval()
+    dataset = open_dataset(data, split, channels=model.input_size[0])
+    dataset = dataset.subset(common.shard.positions(len(dataset)))
+    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                           device=device, workers=common.workers)
+    shard = ShardWriter(out)
+    records = []
+    try:
+        for batch in progress(batches, len(batches), f"features of {len(dataset)} images"):
+            shard.append(features=penultimate(model, batch.images), labels=batch.labels.cpu())
+            for fields in batch.records:
+                record = dict(fields)
+                record["advtrain"] = {**record.get("advtrain", {}),
+                                      "features": {"tensors": str(out), "key": "features", "index": len(records)}}
+                records.append(record)
+    except BaseException:
+        shard.discard()
+        raise
+    shard.close(artifact_metadata(tool="advtrain", kind="features", config=common.config, seed=common.seed,
+                                  ids=dataset.ids, classes=dataset.classes, model=str(model_path)),
+                empty={"features": (torch.float32, (0,)), "labels": (torch.int64, ())})
+    writer = RecordWriter()
+    for record in records:
+        writer.write(record)
 
+
+def penultimate(model: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """Penultimate features of one batch, computed in halves on CUDA out-of-memory."""
     def run(size: int) -> torch.Tensor:
         with torch.no_grad():
-            chunks = [model.features(images[keep[s:s + size]].to(device)).float().cpu()
-                      for s in range(0, len(keep), size)]
-        return torch.cat(chunks) if chunks else torch.empty(0)
+            return torch.cat([model.features(images[s:s + size]).float().cpu() for s in range(0, len(images), size)])
 
-    feats = with_batch_backoff(run, common.batch_size)[0]
-    ids = [dataset.ids[i] for i in keep]
-    save_artifact(out, {"features": feats, "labels": labels[keep]},
-                  artifact_metadata(tool="advtrain", kind="features", config=common.config, seed=common.seed,
-                                    ids=ids, classes=dataset.classes, model=str(model_path)))
-    writer = RecordWriter()
-    for row, index in enumerate(keep):
-        record = dict(dataset.records[index].data)
-        record["advtrain"] = {**record.get("advtrain", {}),
-                              "features": {"tensors": str(out), "key": "features", "index": row}}
-        writer.write(record)
+    return with_batch_backoff(run, max(1, len(images)))[0]
 
 
 @app.command("import")

@@ -1,4 +1,5 @@
-"""Clean and adversarial accuracy over a stream of batches, as counts that shards can sum.
+"""Clean and adversarial accuracy over a stream of batches, as counts that shards can sum, and the
+per-batch PGD that every command attacking a dataset shares.
 
 One pass over the data serves every attack: each batch is predicted clean once and attacked
 once per radius, so a dataset of any size is read once and memory stays that of a batch.
@@ -21,18 +22,19 @@ def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images).argmax(1)
 
 
-def _adversarial_predictions(model: nn.Module, batch: Batch, attack: PGDConfig, seed: int) -> torch.Tensor:
-    """Predictions on PGD examples of ``batch``; random starts from (seed, id); halves the chunk on CUDA OOM."""
+def attack_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
+                attack: PGDConfig, seed: int, *, targeted: bool = False) -> torch.Tensor:
+    """PGD examples of one batch (on its device). Each row's random starts come from (seed, id), so a
+    row's result does not depend on its batch; the batch is split in halves on CUDA out-of-memory."""
     def run(size: int) -> torch.Tensor:
         out = []
-        for start in range(0, len(batch.ids), size):
+        for start in range(0, len(ids), size):
             rows = slice(start, start + size)
-            generators = [record_generator(seed, record_id) for record_id in batch.ids[rows]]
-            adversarial = pgd_attack(model, batch.images[rows], batch.labels[rows], attack, generator=generators)
-            out.append(_predict(model, adversarial))
-        return torch.cat(out)
+            generators = [record_generator(seed, record_id) for record_id in ids[rows]]
+            out.append(pgd_attack(model, images[rows], labels[rows], attack, generator=generators, targeted=targeted))
+        return torch.cat(out) if out else images[:0].clone()
 
-    return with_batch_backoff(run, len(batch.ids))[0]
+    return with_batch_backoff(run, max(1, len(ids)))[0]
 
 
 def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequence[PGDConfig], *,
@@ -58,5 +60,6 @@ def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequ
         for attack, tally in zip(attacks, totals, strict=True):
             add(tally["nat"], clean, batch.labels)
             if "adv" in tally:
-                add(tally["adv"], _adversarial_predictions(model, batch, attack, seed), batch.labels)
+                adversarial = attack_rows(model, batch.images, batch.labels, batch.ids, attack, seed)
+                add(tally["adv"], _predict(model, adversarial), batch.labels)
     return [{arm: {k: v.tolist() for k, v in counts.items()} for arm, counts in tally.items()} for tally in totals]

@@ -6,6 +6,10 @@ after any augmentation. Memory is bounded by ``batch_size × prefetch × workers
 dataset. Each record's augmentation is seeded by (seed, id, epoch) and the shuffle by
 (seed, epoch), so the batches' contents do not depend on the worker count or the batch size,
 and a rank of a ``torchrun`` job reads only its own part.
+
+Sources are map-style (:class:`ImageDataset`: manifests, folders, shards, demo sets; items are
+keyed by position) or iterable (:class:`ImageStream`, e.g. WebDataset tar shards; items carry their
+record). Either way an item is ``(image after preprocess, label, key)`` or :class:`Failed`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from confidently.data.dataset import ImageDataset
 from confidently.data.preprocess import Preprocess
@@ -25,12 +29,30 @@ from confidently.run.seeding import derive_seed, record_generator
 
 @dataclass
 class Batch:
-    """Model-ready images (float N×C×H×W in [0, 1] on the device), labels (-1: none) and dataset positions."""
+    """Model-ready images (float N×C×H×W in [0, 1] on the device), labels (-1: none), each row's record
+    fields (``id``, ``label``, any others) and, for map-style sources, the rows' dataset positions."""
 
     images: torch.Tensor
     labels: torch.Tensor
-    indices: list[int]
-    ids: list[str]
+    records: list[dict]
+    indices: list[int] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(record["id"]) for record in self.records]
+
+
+class ImageStream(IterableDataset):
+    """An iterable source: yields ``(image after preprocess, label, record fields)`` or :class:`Failed`.
+
+    Subclasses split their items by rank and loader worker themselves, seed random preprocessing by
+    (seed, id, epoch) with :attr:`epoch`, and may know their length (``__len__``) for progress.
+    """
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -103,8 +125,8 @@ class EpochSampler(Sampler):
         return len(range(self.rank, self.size, self.world))
 
 
-def collate(samples: Sequence[tuple[torch.Tensor, int, int] | Failed]
-            ) -> tuple[torch.Tensor | None, torch.Tensor, list[int], list[Failed]]:
+def collate(samples: Sequence[tuple[torch.Tensor, int, int | dict] | Failed]
+            ) -> tuple[torch.Tensor | None, torch.Tensor, list[int | dict], list[Failed]]:
     """Stack a batch's good rows (uint8 stays uint8 unless a float image is among them) and list its failed ones."""
     failed = [sample for sample in samples if isinstance(sample, Failed)]
     good = [sample for sample in samples if not isinstance(sample, Failed)]
@@ -115,9 +137,9 @@ def collate(samples: Sequence[tuple[torch.Tensor, int, int] | Failed]
     return (torch.stack(images) if images else None), labels, [index for _, _, index in good], failed
 
 
-def default_workers(dataset: ImageDataset) -> int:
+def default_workers(dataset: ImageDataset | ImageStream) -> int:
     """Decoding workers when not told: none for sets already in memory, else up to 4 of the cores."""
-    if dataset.images is not None:
+    if getattr(dataset, "images", None) is not None:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
@@ -134,29 +156,39 @@ class StreamLoader:
     ``shuffle`` reorders each epoch by (seed, epoch); ``rank``/``world`` read a ``torchrun`` rank's part;
     ``stamp`` applies records' deferred triggers on the device after preprocessing. An image that does
     not decode raises :class:`InvalidInput` naming its record, or goes to ``on_invalid`` and is left out.
+
+    An :class:`ImageStream` is passed as it is (``preprocess``, ``seed``, ``shuffle``, ``rank`` and
+    ``world`` are then its own business); its workers start anew each epoch to see the epoch.
     """
 
-    def __init__(self, dataset: ImageDataset, preprocess: Preprocess, *, batch_size: int,
-                 device: torch.device | str = "cpu", workers: int | None = None, seed: int = 0,
-                 shuffle: bool = False, rank: int = 0, world: int = 1, stamp: bool = True,
+    def __init__(self, dataset: ImageDataset | ImageStream, preprocess: Preprocess | None = None, *,
+                 batch_size: int, device: torch.device | str = "cpu", workers: int | None = None,
+                 seed: int = 0, shuffle: bool = False, rank: int = 0, world: int = 1, stamp: bool = True,
                  prefetch: int = 2, on_invalid: Callable[[InvalidInput], None] | None = None):
         self.dataset = dataset
         self.on_invalid = on_invalid
         self.device = torch.device(device)
-        self.stamp = stamp and any(r.data.get("trigger") for r in dataset.records)
-        self.sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)
+        self.stamp = stamp
         workers = default_workers(dataset) if workers is None else workers
-        self.loader = DataLoader(Preprocessed(dataset, preprocess, seed), batch_size=batch_size,
-                                 sampler=self.sampler, num_workers=workers, collate_fn=collate,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                 prefetch_factor=prefetch if workers > 0 else None)
+        options = {"batch_size": batch_size, "num_workers": workers, "collate_fn": collate,
+                   "pin_memory": self.device.type == "cuda", "prefetch_factor": prefetch if workers > 0 else None}
+        if isinstance(dataset, ImageStream):
+            self.sampler = None
+            self.loader = DataLoader(dataset, **options)
+        else:
+            if preprocess is None:
+                raise ValueError("a map-style dataset needs a preprocess")
+            self.stamp = stamp and any(r.data.get("trigger") for r in dataset.records)
+            self.sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world)
+            self.loader = DataLoader(Preprocessed(dataset, preprocess, seed), sampler=self.sampler,
+                                     persistent_workers=workers > 0, **options)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        self.sampler.set_epoch(epoch)
-        for images, labels, indices, failed in self.loader:
+        (self.sampler or self.dataset).set_epoch(epoch)
+        for images, labels, keys, failed in self.loader:
             for failure in failed:
                 if self.on_invalid is None:
                     raise failure.error()
@@ -164,10 +196,17 @@ class StreamLoader:
             if images is None:
                 continue
             images = to_model_input(images, self.device)
-            if self.stamp:
-                images = self.dataset.stamp(images, indices)
-            yield Batch(images, labels.to(self.device, non_blocking=True), indices,
-                        [self.dataset.records[i].id for i in indices])
+            if self.sampler is not None:
+                indices, records = keys, [self.dataset.records[i].data for i in keys]
+                if self.stamp:
+                    images = self.dataset.stamp(images, indices)
+            else:
+                indices, records = None, keys
+                if self.stamp and any(r.get("trigger") for r in records):
+                    from confidently.data.triggers import stamp_rows
+
+                    images = stamp_rows(images, [r.get("trigger") for r in records])
+            yield Batch(images, labels.to(self.device, non_blocking=True), records, indices)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
