@@ -38,6 +38,7 @@ import time
 
 import torch
 from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
 from confidently.missingness import (
     PARTIAL_RULES,
     LimeConfig,
@@ -88,7 +89,8 @@ def trained_model(args: argparse.Namespace) -> tuple[Classifier, str]:
     if args.train_epochs > 0:
         train_x, train_y = open_dataset(DATA, "train").tensors()
         test_x, test_y = open_dataset(DATA, "test").tensors()
-        train_classifier(model, train_x, train_y, TrainConfig(epochs=args.train_epochs, lr=3e-3))
+        train_set = ImageDataset.from_tensors(train_x, train_y)
+        train_classifier(model, train_set, TrainConfig(epochs=args.train_epochs, lr=3e-3))
         model.eval()
         with torch.no_grad():
             accuracy = float((model(test_x).argmax(1) == test_y).float().mean())

@@ -60,13 +60,14 @@ def digits_tensors():
 @pytest.fixture(scope="session")
 def trained_resnet(digits_tensors):
     """A tiny ResNet trained on demo:digits (about 10 s on one core)."""
+    from confidently.data.dataset import ImageDataset
     from confidently.models import create_model
     from confidently.training import TrainConfig, train_classifier
 
     torch.manual_seed(0)
     model = create_model("tiny_resnet", 10, classes=[str(i) for i in range(10)])
     (train, _) = digits_tensors
-    return train_classifier(model, *train, TrainConfig(epochs=5, lr=3e-3, shift=2))
+    return train_classifier(model, ImageDataset.from_tensors(*train), TrainConfig(epochs=5, lr=3e-3, shift=2))
 
 
 @pytest.fixture(scope="session")

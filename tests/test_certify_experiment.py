@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
 from confidently.models import create_model, token_keep_mask, vit_forward_kept
 from confidently.smoothing import (
     Ablation,
@@ -26,9 +27,11 @@ from confidently.training import TrainConfig, train_classifier
 def smoothed_vit(images, labels, drop):
     torch.manual_seed(0)
     model = create_model("tiny_vit", 10, depth=2)
-    train_classifier(model, images, labels, TrainConfig(epochs=12, lr=1e-3, batch_size=32, schedule="cosine"))
+    train_set = ImageDataset.from_tensors(images, labels)
+    train_classifier(model, train_set, TrainConfig(epochs=12, lr=1e-3, batch_size=32, schedule="cosine"))
     hook = AblationTraining(Ablation("column", 8), 32, 32, drop)
-    train_classifier(model, images, labels, TrainConfig(epochs=10, lr=3e-4, batch_size=32, schedule="cosine"),
+    train_set = ImageDataset.from_tensors(images, labels)
+    train_classifier(model, train_set, TrainConfig(epochs=10, lr=3e-4, batch_size=32, schedule="cosine"),
                      perturb=hook, forward=hook.forward)
     return model
 

@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
 from confidently.missingness import (
     LimeConfig,
     MissingnessModel,
@@ -41,7 +42,8 @@ SPEC = "demo:digits?background=noisy"
 def train(arch, data, **kwargs):
     torch.manual_seed(0)
     model = create_model(arch, 10, **kwargs)
-    train_classifier(model, *data, TrainConfig(epochs=12, lr=1e-3, batch_size=32, schedule="cosine",
+    train_set = ImageDataset.from_tensors(*data)
+    train_classifier(model, train_set, TrainConfig(epochs=12, lr=1e-3, batch_size=32, schedule="cosine",
                                                weight_decay=0.0))
     return model.eval()
 
@@ -62,8 +64,9 @@ def random_curves(model, fill, images, seeds=(0, 1, 2)):
 def augmented(model, fill, data):
     tuned = copy.deepcopy(model)
     hook = MissingnessTraining(make_fill(fill), 32, 32, 4, 0.5)
-    train_classifier(tuned, *data, TrainConfig(epochs=5, lr=3e-4, batch_size=32, schedule="cosine", weight_decay=0.0),
-                     perturb=hook, forward=hook.forward)
+    train_set = ImageDataset.from_tensors(*data)
+    config = TrainConfig(epochs=5, lr=3e-4, batch_size=32, schedule="cosine", weight_decay=0.0)
+    train_classifier(tuned, train_set, config, perturb=hook, forward=hook.forward)
     return tuned.eval()
 
 

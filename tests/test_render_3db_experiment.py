@@ -71,6 +71,7 @@ def experiment(policy, rotation, engine="mitsuba"):
 @pytest.mark.slow
 @pytest.mark.render
 def test_a_frontal_classifier_fails_at_extreme_headings(tmp_path):
+    from confidently.data.dataset import ImageDataset
     from confidently.errors import MissingBackend
     from confidently.models import create_model, save_model
     from confidently.render3db import WorkerSettings, iter_jobs, load_experiment, run_jobs
@@ -92,7 +93,8 @@ def test_a_frontal_classifier_fails_at_extreme_headings(tmp_path):
     images = torch.stack([t["rgb"] for _, _, t in rendered]).float() / 255
     labels = torch.tensor([job.label for job, _, _ in rendered])
     torch.manual_seed(0)
-    model = train_classifier(create_model("tiny_resnet", len(NAMES), classes=NAMES), images, labels,
+    train_set = ImageDataset.from_tensors(images, labels)
+    model = train_classifier(create_model("tiny_resnet", len(NAMES), classes=NAMES), train_set,
                              TrainConfig(epochs=15, lr=3e-3, batch_size=32, shift=2))
     save_model(model, tmp_path / "frontal.safetensors")
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(experiment(

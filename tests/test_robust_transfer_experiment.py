@@ -14,6 +14,7 @@ import pytest
 import torch
 from confidently.adversarial import AdversarialPerturb, PGDConfig
 from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
 from confidently.models import create_model
 from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
 from confidently.transfer import transfer
@@ -48,13 +49,13 @@ def test_fixed_feature_transfer_prefers_a_moderately_robust_source():
             model = create_model("small_cnn", 5)
             recipe = TrainConfig(**{**SOURCE_RECIPE.as_dict(), "seed": source_seed})
             perturb = AdversarialPerturb(PGDConfig.training("l2", eps)) if eps else None
-            train_classifier(model, source_x, source_y, recipe, perturb=perturb)
+            train_classifier(model, ImageDataset.from_tensors(source_x, source_y), recipe, perturb=perturb)
             for mode in ("fixed", "full"):
                 for seed in SEEDS:
                     torch.manual_seed(seed)
                     config = TrainConfig(optimizer="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9, batch_size=16,
                                          epochs=50, schedule="cyclic", seed=seed)
-                    target = transfer(model, few_x, few_y, config, mode=mode, num_classes=5)
+                    target = transfer(model, ImageDataset.from_tensors(few_x, few_y), config, mode=mode, num_classes=5)
                     results[(eps, mode)].append(evaluate_accuracy(target, test_x, test_y))
     mean = {key: statistics.mean(values) for key, values in results.items()}
     for eps in EPS:

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
 from confidently.errors import UsageError
 from confidently.models import create_model
 from confidently.models.classifier import Classifier
@@ -151,7 +152,8 @@ def column_model():
 
     torch.manual_seed(0)
     model = create_model("small_cnn", 10)
-    train_classifier(model, images, labels, TrainConfig(epochs=12, lr=3e-3, batch_size=64), perturb=ablate)
+    train_set = ImageDataset.from_tensors(images, labels)
+    train_classifier(model, train_set, TrainConfig(epochs=12, lr=3e-3, batch_size=64), perturb=ablate)
     return model
 
 

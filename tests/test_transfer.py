@@ -1,5 +1,6 @@
 import pytest
 import torch
+from confidently.data.dataset import ImageDataset
 from confidently.errors import UsageError
 from confidently.models import create_model
 from confidently.training import TrainConfig
@@ -15,7 +16,8 @@ def target(digits_tensors):
 
 def test_fixed_mode_keeps_every_backbone_weight(trained_resnet, target):
     images, labels = target
-    model = transfer(trained_resnet, images, labels, TrainConfig(epochs=2, lr=0.01, optimizer="sgd"), mode="fixed")
+    train_set = ImageDataset.from_tensors(images, labels)
+    model = transfer(trained_resnet, train_set, TrainConfig(epochs=2, lr=0.01, optimizer="sgd"), mode="fixed")
     source = trained_resnet.state_dict()
     for name, value in model.state_dict().items():
         if name.startswith("net.fc."):
@@ -29,14 +31,15 @@ def test_fixed_mode_keeps_every_backbone_weight(trained_resnet, target):
 
 def test_full_mode_changes_the_backbone(trained_resnet, target):
     images, labels = target
-    model = transfer(trained_resnet, images, labels, TrainConfig(epochs=1, lr=0.01, optimizer="sgd"), mode="full")
+    train_set = ImageDataset.from_tensors(images, labels)
+    model = transfer(trained_resnet, train_set, TrainConfig(epochs=1, lr=0.01, optimizer="sgd"), mode="full")
     assert not torch.equal(model.state_dict()["net.conv1.weight"], trained_resnet.state_dict()["net.conv1.weight"])
 
 
 def test_frozen_bn_stats_when_asked(trained_resnet, target):
     images, labels = target
     config = TrainConfig(epochs=1, lr=0.01, optimizer="sgd", freeze_bn=True)
-    model = transfer(trained_resnet, images, labels, config, mode="fixed")
+    model = transfer(trained_resnet, ImageDataset.from_tensors(images, labels), config, mode="fixed")
     assert torch.equal(model.state_dict()["net.bn1.running_mean"], trained_resnet.state_dict()["net.bn1.running_mean"])
 
 

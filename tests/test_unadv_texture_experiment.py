@@ -27,7 +27,7 @@ def test_an_optimised_cube_texture_is_recognised_where_grey_and_random_are_not()
 
     torch.manual_seed(0)
     data = open_dataset("demo:shapes", "train")
-    model = train_classifier(create_model("tiny_resnet", 10, classes=data.classes), *data.tensors(),
+    model = train_classifier(create_model("tiny_resnet", 10, classes=data.classes), data,
                              TrainConfig(epochs=10, lr=3e-3, shift=2))
     images, labels = open_dataset("demo:shapes", "test").tensors()
     with torch.no_grad():

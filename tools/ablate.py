@@ -14,10 +14,13 @@ import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.data import open_dataset
+from confidently.data.loader import StreamLoader
+from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.evaluation import clean_accuracy
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.images import ImageLoader
+from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.missingness import (
     Features,
@@ -49,7 +52,7 @@ from confidently.missingness.plots import plot_summaries
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.run import console, derive_seed, record_generator, resolve_device
-from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
+from confidently.training import TrainConfig, train_classifier
 from rich.table import Table
 
 app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME, consistency, top-k test.")
@@ -58,9 +61,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cpu-tiny": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 12,
                  "schedule": "cosine"},
     "thesis-resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
-                      "epochs": 90, "schedule": "step", "step_every": 30, "flip": True},
+                      "epochs": 90, "schedule": "step", "step_every": 30, "augment": "train"},
     "thesis-deit": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512, "epochs": 300,
-                    "schedule": "cosine", "label_smoothing": 0.1, "flip": True},
+                    "schedule": "cosine", "label_smoothing": 0.1, "augment": "deit"},
 }
 
 
@@ -91,15 +94,15 @@ class Segments:
 
 
 class Inputs:
-    """Loads image records (at the model's size, when there is a model) and the features of each."""
+    """Loads image records (fitted to the model's size by ``fit``, when there is a model) and their features."""
 
     def __init__(self, unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
-                 size: tuple[int, int, int] | None):
+                 size: tuple[int, int, int] | None, fit: Preprocess | None = None):
         if unit not in list_units():
             raise UsageError(f"--unit {unit!r}: choose {', '.join(list_units())}")
         self.unit, self.patch_size, self.ragged, self.superpixels = unit, patch_size, ragged, superpixels
         self.segments = Segments(segments) if segments else None
-        self.size = size
+        self.size, self.fit = size, fit
         self.loader = ImageLoader(size[0] if size else 3)
         self._grid: dict[tuple[int, int], Features] = {}
 
@@ -116,13 +119,18 @@ class Inputs:
         if "image" not in record.data:
             raise record.error("missing: expected an image path or tensor reference", "image")
         try:
-            image = self.loader.load(record.data["image"], record.base_dir)
+            image = self.loader.load_raw(record.data["image"], record.base_dir)
         except InvalidInput as exc:
             raise record.error(exc.message, "image") from None
         height, width = image.shape[-2:]
         if self.size and (height, width) != self.size[1:]:
-            raise record.error(f"image is {height}×{width} but the model takes {self.size[1]}×{self.size[2]} "
-                               "(resize upstream)", "image")
+            if self.segments or record.data.get("boxes"):
+                raise record.error(f"image is {height}×{width} but the model takes {self.size[1]}×{self.size[2]}; "
+                                   "segments and boxes are drawn on the image as given, so resize it upstream "
+                                   "(e.g. dataset export --size)", "image")
+            image = self.fit(image)
+            height, width = image.shape[-2:]
+        image = as_float(image)
         if self.segments:
             return image, self.segments.get(record, height, width)
         if self.unit == "patch":
@@ -263,7 +271,8 @@ PARTIAL_OPTION = typer.Option("drop", "--partial", help="drop: drop a token when
 
 def make_inputs(unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
                 model: Classifier | None) -> Inputs:
-    inputs = Inputs(unit, patch_size, ragged, superpixels, segments, model.input_size if model else None)
+    inputs = Inputs(unit, patch_size, ragged, superpixels, segments, model.input_size if model else None,
+                    fit=make_preprocess("eval", DataConfig.of(model)) if model else None)
     inputs.check_geometry()
     return inputs
 
@@ -748,7 +757,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
         val: str = typer.Option(None, "--val"),
@@ -776,32 +785,34 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     dataset = open_dataset(data, split)
     if init is not None:
         model = load_model(init, device)
-        images, labels = dataset.tensors(model.input_size[-1])
     else:
-        images, labels = dataset.tensors()
         if not dataset.num_classes:
             raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
-        model = create_model(arch, dataset.num_classes, in_chans=images.shape[1], img_size=images.shape[-1],
-                             classes=dataset.classes)
-    model.check_input(images[:1])
+        model = create_model(arch, dataset.num_classes, in_chans=dataset.raw(0).shape[0],
+                             img_size=dataset.image_size(), classes=dataset.classes)
+    model.check_input(torch.zeros(1, *model.input_size))
     filler = missingness(model, fill, partial, common.batch_size).fill
-    hook = MissingnessTraining(filler, images.shape[-2], images.shape[-1], patch_size, remove_frac, partial)
+    hook = MissingnessTraining(filler, model.input_size[-2], model.input_size[-1], patch_size, remove_frac, partial)
     settings = {**RECIPES[recipe], **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {})}
     if "batch_size" in common.explicit:
         settings["batch_size"] = common.batch_size
     config = TrainConfig(**settings, seed=common.seed)
-    val_data = open_dataset(val, val_split).tensors(images.shape[-1]) if val else None
+    val_batches = None
+    if val:
+        val_batches = StreamLoader(open_dataset(val, val_split, channels=model.input_size[0]),
+                                   make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                                   device=device, workers=common.workers)
     writer = RecordWriter()
 
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
-        return {"val_acc": evaluate_accuracy(trained, *val_data, device=device)} if val_data else {}
+        return {"val_acc": clean_accuracy(trained, val_batches, model.num_classes)} if val_batches else {}
 
     def log(metrics: dict[str, Any]) -> None:
         writer.write({"tool": "ablate", "version": __version__, "kind": "metric", "cmd": "fit", "seed": common.seed,
                       **metrics})
 
-    train_classifier(model, images, labels, config, device=device, perturb=hook, forward=hook.forward,
-                     evaluate=evaluate, on_epoch=log)
+    train_classifier(model, dataset, config, device=device, perturb=hook, forward=hook.forward,
+                     evaluate=evaluate, on_epoch=log, workers=common.workers)
     save_model(model.cpu(), out, training={
         "tool": "ablate", "recipe": recipe, "config": config.as_dict(), "init": str(init) if init else None,
         "missingness": {"fill": fill, "remove_frac": remove_frac, "patch_size": patch_size, "partial": partial},

@@ -3,7 +3,6 @@ examples as a dataset, penultimate features, robust transfer learning, weight im
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,7 @@ from confidently.training import (
     Distributed,
     TrainConfig,
     accuracies,
-    class_tallies,
     init_distributed_from_env,
-    predict,
 )
 from confidently.transfer import transfer as transfer_model
 from rich.table import Table
@@ -47,12 +44,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 128, "epochs": 150,
               "schedule": "step", "step_every": 50, "shift": 4, "flip": True},
     "imagenet-robust": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
-                        "epochs": 90, "schedule": "step", "step_every": 30, "flip": True},
+                        "epochs": 90, "schedule": "step", "step_every": 30, "augment": "robustness-imagenet"},
     "transfer-thesis": {"optimizer": "sgd", "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 64, "epochs": 150,
                         "schedule": "step", "step_every": 50, "flip": True},
 }
 RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule", "step_every",
-               "peak_epoch", "shift", "flip", "amp")
+               "peak_epoch", "augment", "shift", "flip", "amp")
+AUGMENT_HELP = ("Training augmentation: shift-flip (--shift pixels, --flip; the CIFAR recipe), train "
+                "(RandomResizedCrop + flip), robustness-imagenet (that and the robustness library's colour jitter "
+                "and PCA lighting).")
 
 
 def parse_eps(text: str) -> float:
@@ -66,20 +66,32 @@ def parse_eps_list(text: str) -> list[float]:
     return [parse_eps(part) for part in text.split(",") if part.strip()]
 
 
-def load_data(source: str, split: str | None, size: int | None,
-              stamp: bool = True) -> tuple[ImageDataset, torch.Tensor, torch.Tensor]:
-    """Images and labels; ``stamp=False`` leaves records' deferred triggers to the trainer (after augmentation)."""
-    dataset = open_dataset(source, split)
-    images, labels = dataset.tensors(size, stamp=stamp)
-    return dataset, images, labels
+def stored_size(dataset: ImageDataset) -> int:
+    """The size to train at when --img-size is not given (logged for files: a folder may mix sizes)."""
+    size = dataset.image_size()
+    if dataset.images is None:
+        console.log(f"training at {size} px, the first image's size (set --img-size for another)")
+    return size
 
 
-def deferred_triggers(dataset: ImageDataset):
-    """The training set's deferred triggers (plant-backdoor's poisoned records), or None."""
-    triggers = dataset.triggers()
-    if triggers:
-        console.log(f"{sum(1 for spec in triggers.specs if spec)} records carry a trigger: stamped after augmentation")
-    return triggers or None
+def eval_batches(dataset: ImageDataset, model: Classifier, common: Common, device: torch.device) -> StreamLoader:
+    """The dataset through the model's eval preprocessing, in order."""
+    return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                        device=device, workers=common.workers)
+
+
+def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | None, seed: int) -> dict[str, Any]:
+    """Clean (and with ``attack``, adversarial) validation accuracies, as ``val_*`` metrics."""
+    attack = attack or PGDConfig(eps=0.0)  # clean accuracy only
+    tallies = robustness_tallies(model, batches, [attack], num_classes=model.num_classes, seed=seed)[0]
+    return {f"val_{key}": value for key, value in metrics_from_tallies(tallies).items()}
+
+
+def announce_triggers(dataset: ImageDataset) -> None:
+    """Say when plant-backdoor's poisoned records are in the training set (stamped after augmentation)."""
+    count = sum(1 for record in dataset.records if record.data.get("trigger"))
+    if count:
+        console.log(f"{count} records carry a trigger: stamped after augmentation")
 
 
 def recipe(common: Common, preset: str | None, values: dict[str, Any]) -> TrainConfig:
@@ -99,31 +111,12 @@ def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
                            f"{num_classes} classes (set --num-classes to match the data)", field="label")
 
 
-def accuracy_tallies(model: Classifier, images: torch.Tensor, labels: torch.Tensor, attack: PGDConfig | None,
-                     device: torch.device, batch_size: int, seed: int,
-                     ids: Sequence[str] | None = None) -> dict[str, dict[str, list[int]]]:
-    """Per-class counts of clean (and, with ``attack``, PGD on the records ``ids``) correct predictions."""
-    tallies = {"nat": class_tallies(predict(model, images, batch_size, device), labels, model.num_classes)}
-    if attack is not None and attack.eps > 0:
-        adversarial = attack_batches(model, images, labels, ids, attack, device, batch_size, seed)
-        tallies["adv"] = class_tallies(predict(model, adversarial, batch_size, device), labels, model.num_classes)
-    return tallies
-
-
 def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
     """Accuracy and mean-per-class accuracy, clean and (where attacked) adversarial."""
     metrics: dict[str, float | None] = {"n": sum(tallies["nat"]["class_n"])}
     for arm, counts in tallies.items():
         metrics[f"{arm}_acc"], metrics[f"mpc_{arm}"] = accuracies(counts)
     return metrics
-
-
-def attack_batches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
-                   attack: PGDConfig, device: torch.device, batch_size: int, seed: int) -> torch.Tensor:
-    """PGD over a tensor held in memory (validation during training), ``batch_size`` rows at a time."""
-    out = [attack_rows(model, images[s:s + batch_size].to(device), labels[s:s + batch_size].to(device),
-                       ids[s:s + batch_size], attack, seed).cpu() for s in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else images[:0]
 
 
 def skip_record(error: InvalidInput) -> None:
@@ -138,7 +131,7 @@ def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def train(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
           split: str = typer.Option(None, "--split", help="Only this split of --data (e.g. train)."),
           val: str = typer.Option(None, "--val", help="Validation data, evaluated every --eval-every epochs."),
@@ -160,6 +153,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
           momentum: float = typer.Option(0.9, "--momentum"),
           step_every: int = typer.Option(0, "--step-every", help="step schedule: divide the LR by 10 every N epochs."),
           peak_epoch: float = typer.Option(0.0, "--peak-epoch", help="cyclic schedule: epoch of the LR peak."),
+          augment: str = typer.Option("shift-flip", "--augment", help=AUGMENT_HELP),
           shift: int = typer.Option(2, "--shift", help="Random translation augmentation, in pixels."),
           flip: bool = typer.Option(False, "--flip/--no-flip", help="Random horizontal flips."),
           amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
@@ -181,29 +175,29 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
         return
     config = recipe(common, preset, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
                                      "momentum": momentum, "epochs": epochs, "schedule": schedule,
-                                     "step_every": step_every, "peak_epoch": peak_epoch, "shift": shift,
-                                     "flip": flip, "amp": amp})
+                                     "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
+                                     "shift": shift, "flip": flip, "amp": amp})
     attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
                                 use_best=use_best)
-    dataset, images, labels = load_data(data, split, img_size, stamp=False)
+    dataset = open_dataset(data, split)
     classes = num_classes or dataset.num_classes
     if not classes:
         raise InvalidInput(f"{data} has no labels; training needs labelled images", field="label")
-    check_labels(labels, classes, data)
-    model = create_model(arch, classes, in_chans=images.shape[1], img_size=img_size or images.shape[-1],
+    check_labels(dataset.labels, classes, data)
+    size = img_size or stored_size(dataset)
+    model = create_model(arch, classes, in_chans=dataset.raw(0).shape[0], img_size=size,
                          classes=dataset.classes if dataset.num_classes == classes else None)
-    model.check_input(images[:1])
-    val_set = load_data(val, val_split, img_size or images.shape[-1]) if val else None
-    val_data = val_set[1:] if val_set else None
-    if val_data is not None:
-        check_labels(val_data[1], classes, val)
+    model.check_input(torch.zeros(1, *model.input_size))
+    val_batches = None
+    if val:
+        val_set = open_dataset(val, val_split)
+        check_labels(val_set.labels, classes, val)
+        val_batches = eval_batches(val_set, model, common, device)
 
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
-        if val_data is None or (epoch % eval_every and epoch != config.epochs):
+        if val_batches is None or (epoch % eval_every and epoch != config.epochs):
             return {}
-        metrics = metrics_from_tallies(accuracy_tallies(trained, *val_data, attack if attack.eps > 0 else None,
-                                                        device, common.batch_size, common.seed, ids=val_set[0].ids))
-        return {f"val_{key}": value for key, value in metrics.items()}
+        return val_metrics(trained, val_batches, attack if attack.eps > 0 else None, common.seed)
 
     def log_epoch(metrics: dict[str, Any]) -> None:
         emit({"kind": "metric", "cmd": "train", "constraint": attack.constraint, "eps": attack.eps,
@@ -211,10 +205,11 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
 
     from confidently.training import train_classifier
 
+    announce_triggers(dataset)
     checkpoint = out.with_name(out.name + ".ckpt")
-    train_classifier(model, images, labels, config, device=device,
+    train_classifier(model, dataset, config, device=device,
                      perturb=AdversarialPerturb(attack) if attack.eps > 0 else None, evaluate=evaluate,
-                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume, stamp=deferred_triggers(dataset))
+                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume, workers=common.workers)
     if ranks.is_main:
         save_model(model.cpu(), out, training={
             "tool": "advtrain", "recipe": "adversarial" if attack.eps > 0 else "standard",
@@ -383,7 +378,7 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint:
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
              data: str = typer.Option(..., "--data", help="Target task training data."),
              split: str = typer.Option(None, "--split"),
@@ -401,6 +396,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
              momentum: float = typer.Option(0.9, "--momentum"),
              step_every: int = typer.Option(0, "--step-every"),
              peak_epoch: float = typer.Option(0.0, "--peak-epoch"),
+             augment: str = typer.Option("shift-flip", "--augment", help=AUGMENT_HELP),
              shift: int = typer.Option(0, "--shift"),
              flip: bool = typer.Option(False, "--flip/--no-flip"),
              amp: bool = typer.Option(False, "--amp"),
@@ -421,7 +417,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
         return
     device = resolve_device(common.device)
     source_model = load_model(source, device)
-    dataset, images, labels = load_data(data, split, source_model.input_size[-1], stamp=False)
+    dataset = open_dataset(data, split, channels=source_model.input_size[0])
     classes = dataset.num_classes
     if num_classes is not None and classes and num_classes != classes:
         raise InvalidInput(f"{data} has {classes} classes but --num-classes is {num_classes}; "
@@ -429,43 +425,40 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     classes = num_classes or classes
     if not classes:
         raise InvalidInput(f"{data} has no labels; transfer needs a labelled target task", field="label")
-    check_labels(labels, classes, data)
+    check_labels(dataset.labels, classes, data)
     config = recipe(common, preset, {"optimizer": optimizer, "lr": lr if lr is not None else
                                      (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
                                      "momentum": momentum, "epochs": epochs, "schedule": schedule,
-                                     "step_every": step_every, "peak_epoch": peak_epoch, "shift": shift,
-                                     "flip": flip, "amp": amp})
+                                     "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
+                                     "shift": shift, "flip": flip, "amp": amp})
     config.freeze_bn = bn_stats == "freeze"
-    val_data = load_data(val, val_split, source_model.input_size[-1])[1:] if val else None
+    val_set = open_dataset(val, val_split, channels=source_model.input_size[0]) if val else None
+    val_batches = eval_batches(val_set, source_model, common, device) if val_set is not None else None
     source_eps = source_model.training_info.get("eps")
 
     def evaluate(model: Classifier, epoch: int) -> dict[str, Any]:
-        if val_data is None:
-            return {}
-        tallies = accuracy_tallies(model, *val_data, None, device, common.batch_size, common.seed)
-        return {f"val_{k}": v for k, v in metrics_from_tallies(tallies).items()}
+        return val_metrics(model, val_batches, None, common.seed) if val_batches is not None else {}
 
     def log_epoch(metrics: dict[str, Any]) -> None:
         emit({"kind": "metric", "cmd": "transfer", "mode": mode, "source_eps": source_eps, "seed": common.seed,
               **metrics})
 
-    model = transfer_model(source_model, images, labels, config, mode=mode, freeze_to=freeze_to,
+    announce_triggers(dataset)
+    model = transfer_model(source_model, dataset, config, mode=mode, freeze_to=freeze_to,
                            num_classes=classes, classes=dataset.classes if dataset.num_classes == classes else None,
                            device=device, evaluate=evaluate, on_epoch=log_epoch,
-                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume,
-                           stamp=deferred_triggers(dataset))
+                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume, workers=common.workers)
     model.training_info.update(tool="advtrain", seed=common.seed, data=dataset.fingerprint(), source_file=str(source),
                                bn_stats=bn_stats)
-    save_model(model.cpu(), out)
-    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
     summary = {"kind": "summary", "cmd": "transfer", "mode": freeze_to and f"freeze_to:{freeze_to}" or mode,
                "source": str(source), "source_eps": source_eps,
                "source_constraint": source_model.training_info.get("constraint"), "seed": common.seed,
                "out": str(out)}
-    if val_data is not None:
-        metrics = metrics_from_tallies(accuracy_tallies(model, *val_data, None, torch.device("cpu"),
-                                                        common.batch_size, common.seed))
-        summary.update(top1=metrics["nat_acc"], mean_per_class=metrics["mpc_nat"])
+    if val_batches is not None:
+        metrics = val_metrics(model, val_batches, None, common.seed)
+        summary.update(top1=metrics["val_nat_acc"], mean_per_class=metrics["val_mpc_nat"])
+    save_model(model.cpu(), out)
+    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
     emit(summary)
 
 

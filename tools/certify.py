@@ -3,6 +3,7 @@ smoothing; ViTs drop fully blanked tokens)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,10 +14,13 @@ import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.data import open_dataset
+from confidently.data.loader import StreamLoader
+from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
+from confidently.evaluation import clean_accuracy
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.images import ImageLoader
+from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
@@ -35,7 +39,7 @@ from confidently.smoothing import (
     summarize_certificates,
     vote_counts,
 )
-from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
+from confidently.training import TrainConfig, train_classifier
 from rich.table import Table
 
 app = tool_app("certify", "Certified prediction against adversarial patches by derandomized smoothing.")
@@ -122,28 +126,29 @@ class Certifier:
         self.channels, self.height, self.width = model.input_size
         self.loader = ImageLoader(self.channels)
         self.mask_loader = ImageLoader(1)
+        fit = DataConfig.of(model)  # photos of any size: the model's eval resize and centre crop
+        self.fit_image = make_preprocess("eval", fit)
+        self.fit_mask = make_preprocess("eval", dataclasses.replace(fit, interpolation="nearest"))
         self.collected: list[tuple[str, int | None, torch.Tensor, int]] = []  # (id, label, votes, base prediction)
 
     def load_record(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         if "image" not in record.data:
             raise record.error("missing: expected an image path or tensor reference", "image")
         try:
-            image = self.loader.load(record.data["image"], record.base_dir)
+            stored = self.loader.load_raw(record.data["image"], record.base_dir)
         except InvalidInput as exc:
             raise record.error(exc.message, "image") from None
-        if tuple(image.shape[-2:]) != (self.height, self.width):
-            raise record.error(f"image is {image.shape[-2]}×{image.shape[-1]} but the model certifies "
-                               f"{self.height}×{self.width} images (resize upstream)", "image")
+        image = as_float(self.fit_image(stored))
         visible = torch.ones(self.height, self.width, dtype=torch.bool)
         if "mask" in record.data:
             try:
-                mask = self.mask_loader.load(record.data["mask"], record.base_dir)[0]
+                mask = self.mask_loader.load_raw(record.data["mask"], record.base_dir)
             except InvalidInput as exc:
                 raise record.error(exc.message, "mask") from None
-            if tuple(mask.shape) != (self.height, self.width):
-                raise record.error(f"mask is {mask.shape[0]}×{mask.shape[1]}, image is {self.height}×{self.width}",
-                                   "mask")
-            visible = mask > 0.5
+            if tuple(mask.shape[-2:]) != tuple(stored.shape[-2:]):
+                raise record.error(f"mask is {mask.shape[-2]}×{mask.shape[-1]}, image is "
+                                   f"{stored.shape[-2]}×{stored.shape[-1]}", "mask")
+            visible = as_float(self.fit_mask(mask))[0] > 0.5
         label = record.data.get("label")
         if label is not None and label >= self.model.num_classes:
             raise record.error(f"label {label} is outside the model's {self.model.num_classes} classes", "label")
@@ -513,7 +518,7 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
         val: str = typer.Option(None, "--val"),
@@ -528,6 +533,10 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         pretrain_lr: float = typer.Option(1e-3, "--pretrain-lr"),
         lr: float = typer.Option(3e-4, "--lr"),
         weight_decay: float = typer.Option(0.05, "--weight-decay"),
+        augment: str = typer.Option("shift-flip", "--augment",
+                                    help="Training augmentation: shift-flip (none: images fitted only), train "
+                                    "(RandomResizedCrop + flip) or deit (that, RandAugment and random erasing; "
+                                    "for ViTs at ImageNet scale)."),
         init: Path = typer.Option(None, "--init", help="Start from this model file (skips stage 1)."),
         out: Path = typer.Option(..., "--out"),
         force: bool = typer.Option(False, "--force"),
@@ -545,19 +554,22 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         return
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
-    images, labels = dataset.tensors(img_size)
     if init is not None:
         model = load_model(init, device)
         pretrain_epochs = 0
     else:
         if not dataset.num_classes:
             raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
-        model = create_model(arch, dataset.num_classes, in_chans=images.shape[1], img_size=images.shape[-1],
-                             classes=dataset.classes)
-    model.check_input(images[:1])
+        model = create_model(arch, dataset.num_classes, in_chans=dataset.raw(0).shape[0],
+                             img_size=img_size or dataset.image_size(), classes=dataset.classes)
+    model.check_input(torch.zeros(1, *model.input_size))
     drop = resolve_drop(drop_tokens, model)
     geometry = Ablation(ablation, ablation_size)
-    val_data = open_dataset(val, val_split).tensors(images.shape[-1]) if val else None
+    val_batches = None
+    if val:
+        val_batches = StreamLoader(open_dataset(val, val_split, channels=model.input_size[0]),
+                                   make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                                   device=device, workers=common.workers)
 
     writer = RecordWriter()
 
@@ -568,17 +580,18 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         return emit
 
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
-        return {"val_acc": evaluate_accuracy(trained, *val_data, device=device)} if val_data else {}
+        return {"val_acc": clean_accuracy(trained, val_batches, model.num_classes)} if val_batches else {}
 
     base = TrainConfig(batch_size=common.batch_size, optimizer="adamw", schedule="cosine",
-                       weight_decay=weight_decay, seed=common.seed)
+                       weight_decay=weight_decay, augment=augment, seed=common.seed)
     if pretrain_epochs:
         stage1 = TrainConfig(**{**base.as_dict(), "epochs": pretrain_epochs, "lr": pretrain_lr})
-        train_classifier(model, images, labels, stage1, device=device, evaluate=evaluate, on_epoch=log("full"))
-    hook = AblationTraining(geometry, images.shape[-2], images.shape[-1], drop)
+        train_classifier(model, dataset, stage1, device=device, evaluate=evaluate, on_epoch=log("full"),
+                         workers=common.workers)
+    hook = AblationTraining(geometry, model.input_size[-2], model.input_size[-1], drop)
     stage2 = TrainConfig(**{**base.as_dict(), "epochs": epochs, "lr": lr})
-    train_classifier(model, images, labels, stage2, device=device, perturb=hook, forward=hook.forward,
-                     on_epoch=log("ablation"))
+    train_classifier(model, dataset, stage2, device=device, perturb=hook, forward=hook.forward,
+                     on_epoch=log("ablation"), workers=common.workers)
     save_model(model.cpu(), out, training={
         "tool": "certify", "recipe": "smoothing", "ablation": {"kind": ablation, "size": ablation_size},
         "drop_tokens": drop, "null_encoding": "zero", "pretrain_epochs": pretrain_epochs, "epochs": epochs,

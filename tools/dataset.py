@@ -1,4 +1,4 @@
-"""`dataset`: export any dataset source to files + manifest, describe it, split it."""
+"""`dataset`: export any dataset source to files + manifest, pack it into shards, describe it, split it."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from confidently.data import open_dataset, split_by_class, split_records
 from confidently.data.dataset import ImageDataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, claim_folder
-from confidently.io.images import save_image
-from confidently.io.records import Record, RecordWriter, dumps_record, rebase_refs
+from confidently.io.images import as_float, save_image
+from confidently.io.records import Record, RecordWriter, dumps_record, error_record, rebase_refs
 from confidently.run import console
 from rich.markup import escape
 from rich.table import Table
@@ -35,15 +35,20 @@ def file_stem(record_id: str) -> str:
 class Exporter:
     """Writes one record's image under ``out`` and returns its manifest record."""
 
-    def __init__(self, dataset: ImageDataset, out: Path, image_format: str):
+    def __init__(self, dataset: ImageDataset, out: Path, image_format: str, size: int | None = None,
+                 crop: bool = False):
         self.dataset = dataset
         self.out = out
         self.suffix = ".png" if image_format == "png" else ".jpg"
+        self.size, self.crop = size, crop
         self.index = {record.id: i for i, record in enumerate(dataset.records)}
 
     def __call__(self, record: Record) -> dict[str, Any]:
+        from confidently.data.pack import fit_image
+
         index = self.index[record.id]
-        image = self.dataset.image(index)
+        image = self.dataset.raw(index)
+        image = as_float(fit_image(image, self.size, self.crop) if self.size else image)
         label = int(self.dataset.labels[index])
         folder = self.out / file_stem(self.dataset.classes[label]) if label >= 0 and self.dataset.classes else self.out
         path = folder / (file_stem(record.id) + self.suffix)
@@ -63,6 +68,8 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
            split: str = typer.Option(None, "--split", help="Only this split (train, test, ...)."),
            limit: int = typer.Option(None, "--limit", min=0, help="Only the first N records."),
            image_format: str = typer.Option("png", "--format", help="png (lossless) or jpg."),
+           size: int = typer.Option(None, "--size", min=1, help="Resize the shorter side to S pixels."),
+           crop: bool = typer.Option(False, "--crop", help="With --size: then crop the centre S×S."),
            force: bool = typer.Option(False, "--force", help="Export into a non-empty folder dataset did not make."),
            *, common: Common) -> None:
     """Write the images of SOURCE under --out and their manifest (JSONL) to stdout.
@@ -72,6 +79,8 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
     """
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format {image_format!r}: choose png or jpg")
+    if crop and size is None:
+        raise UsageError("--crop needs --size S (the side of the square crop)")
     invalid: list[InvalidInput] = []
     dataset = open_dataset(input_source(source, "a manifest") if source == "-" else source, split,
                            on_invalid=invalid.append if common.skip_invalid else None)
@@ -80,7 +89,7 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
     if not records:
         raise NoValidResult(f"{dataset.name} has no records to export")
     claim_folder(out, "dataset", force=force)  # after the input is read: bad input leaves no folder behind
-    exporter = Exporter(dataset, out, image_format)
+    exporter = Exporter(dataset, out, image_format, size, crop)
     written: list[dict[str, Any]] = []
 
     class Tee(RecordWriter):
@@ -98,17 +107,31 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
 
 
 @app.command()
-@common_options(uses={"skip_invalid"})
-def info(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
+@common_options(uses={"skip_invalid", "workers"})
+def info(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, tar shards (path, "
+                                                 "brace pattern or URL ending .tar; pack folder), demo:NAME or -."),
          split: str = typer.Option(None, "--split", help="Only this split."),
          decode: bool = typer.Option(True, "--decode/--no-decode",
                                      help="Decode every image (checks them, reports shapes)."),
          *, common: Common) -> None:
-    """Counts, classes, splits and image shapes of a dataset, as one JSON object on stdout."""
+    """Counts, classes, splits and image shapes of a dataset, as one JSON object on stdout.
+
+    Images are decoded by --workers processes, one batch at a time.
+    """
+    text = input_source(source, "a manifest")
+    from confidently.data.pack import ImageShape, describe
+    from confidently.data.webdataset import is_webdataset, open_stream
+
     invalid: list[InvalidInput] = []
     on_invalid = invalid.append if common.skip_invalid else None
-    dataset = open_dataset(input_source(source, "a manifest"), split, on_invalid=on_invalid)
-    summary = dataset.info(decode=decode, on_invalid=on_invalid)
+    if is_webdataset(text):
+        if not decode:
+            raise UsageError("--no-decode: tar shards have no index, so they are read whole to be counted; "
+                             "drop --no-decode")
+        data = open_stream(text, split, preprocess=ImageShape())
+    else:
+        data = open_dataset(text, split, on_invalid=on_invalid)
+    summary = describe(data, decode=decode, workers=common.workers, on_invalid=on_invalid)
     if invalid:
         console.print(f"[yellow]note:[/] skipped {len(invalid)} invalid records (--skip-invalid); "
                       f"the first: {escape(str(invalid[0]))}")
@@ -120,6 +143,48 @@ def info(source: str = typer.Argument(None, help="Manifest, image folder, .safet
     shapes = ", ".join(f"{'×'.join(map(str, s['shape']))} ({s['count']})" for s in summary["shapes"])
     table.add_row("shapes", shapes or "-")
     console.print(table)
+
+
+@app.command()
+@common_options(uses={"skip_invalid", "workers"})
+def pack(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
+         out: Path = typer.Option(..., "--out", help="Folder for the shards and pack.json (created)."),
+         shard_format: str = typer.Option("webdataset", "--format", help="webdataset (tar) or safetensors."),
+         split: str = typer.Option(None, "--split", help="Only this split (stored in each record)."),
+         size: int = typer.Option(None, "--size", min=1, help="Resize the shorter side to S pixels (stored as PNG)."),
+         crop: bool = typer.Option(False, "--crop", help="With --size: then crop the centre S×S."),
+         shard_size: float = typer.Option(500.0, "--shard-size", min=0.001, help="About this many MB per shard."),
+         shard_count: int = typer.Option(None, "--shard-count", min=1, help="At most this many images per shard."),
+         force: bool = typer.Option(False, "--force", help="Write into a non-empty folder dataset did not make, "
+                                                           "or repack a finished pack from the start."),
+         *, common: Common) -> None:
+    """Pack SOURCE into uint8 shards under --out; one JSON summary per shard on stdout.
+
+    WebDataset tars keep each image file's own bytes (the same pixels) unless --size is given, then
+    PNG; safetensors shards need images of one shape (--size S --crop). A rerun keeps the shards
+    already finished and goes on from there.
+    """
+    text = input_source(source, "a manifest")
+    from confidently.data.pack import pack as pack_dataset
+    from confidently.data.webdataset import is_webdataset
+
+    if is_webdataset(text):
+        raise UsageError(f"{text} is tar shards already; pack reads manifests, image folders, .safetensors "
+                         "shards and demo sets")
+    writer = RecordWriter()
+    invalid: list[InvalidInput] = []
+
+    def skip(error: InvalidInput) -> None:
+        invalid.append(error)
+        writer.write(error_record(error.record_id, error))
+
+    on_invalid = skip if common.skip_invalid else None
+    dataset = open_dataset(text, split, on_invalid=on_invalid)
+    summaries = pack_dataset(dataset, out, format=shard_format, size=size, crop=crop,
+                             max_bytes=max(1, round(shard_size * 2**20)), max_count=shard_count, split=split,
+                             workers=common.workers, force=force, on_invalid=on_invalid, on_shard=writer.write)
+    skipped = f", skipped {len(invalid)} invalid records" if invalid else ""
+    console.log(f"packed {sum(s['count'] for s in summaries)} images into {len(summaries)} shards in {out}{skipped}")
 
 
 def _parse_fractions(text: str) -> dict[str, float]:

@@ -25,8 +25,11 @@ from confidently.backdoor import (
 from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
+from confidently.data.loader import StreamLoader
+from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
 from confidently.errors import InvalidInput, NoValidResult, UsageError
+from confidently.evaluation import paired_predictions
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader
@@ -34,7 +37,6 @@ from confidently.io.records import Record, RecordReader, RecordWriter, rebase_re
 from confidently.models import load_model
 from confidently.run import console, derive_seed, resolve_device
 from confidently.run.tallies import merge_shards, read_shard_records
-from confidently.training import predict
 from rich.table import Table
 
 app = tool_app("plant-backdoor", "Plant a bias in source data and measure whether it survives transfer learning.")
@@ -158,15 +160,11 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
     return [{"tensors": str(path), "key": "images", "index": i} for i in range(len(records))]
 
 
-def clean_and_triggered(dataset, spec: dict[str, Any]):
-    """(images, labels, triggered images) at a size, loaded once however many models share it."""
-
-    @functools.lru_cache(maxsize=4)
-    def at(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels = dataset.tensors(size, stamp=False)
-        return images, labels, stamp_rows(images, [spec] * len(images))
-
-    return at
+def clean_and_triggered(model, dataset, spec: dict[str, Any], common: Common, device: torch.device):
+    """Predictions on the clean and the triggered images (stamped after the model's preprocessing), and labels."""
+    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
+                           device=device, workers=common.workers, stamp=False)
+    return paired_predictions(model, batches, lambda images: stamp_rows(images, [spec] * len(images)))
 
 
 def selection_seed(common: Common) -> int:
@@ -309,7 +307,7 @@ def asr_metrics(tallies: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
-@common_options(uses={"device", "batch_size", "shard"})
+@common_options(uses={"device", "batch_size", "shard", "workers"})
 @trigger_options
 def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: manifest, folder, shard or demo:NAME."),
         split: str = typer.Option(None, "--split"),
@@ -342,7 +340,6 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         dataset = dataset.subset(owned)
         values = [values[i] for i in owned] if group_attr else None
     writer = RecordWriter()
-    evaluation_set = clean_and_triggered(dataset, trigger_spec)
     for path in models:
         model = load_model(path, device)
         if model.num_classes != num_classes:
@@ -351,11 +348,7 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         if target_label is not None and not 0 <= target_label < model.num_classes:
             raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
         exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
-        images, labels, triggered = evaluation_set(model.input_size[-1])
-        if len(images):
-            model.check_input(images[:1])
-        clean_pred = predict(model, images, common.batch_size, device).cpu()
-        trig_pred = predict(model, triggered, common.batch_size, device).cpu()
+        clean_pred, trig_pred, labels = clean_and_triggered(model, dataset, trigger_spec, common, device)
         tallies = bias_tallies(clean_pred, trig_pred, labels, model.num_classes, target_label, exclude)
         if group_attr:
             tallies["group"] = group_tallies(clean_pred, labels, torch.tensor([bool(v) for v in values]),
@@ -448,7 +441,7 @@ def subset(source: str = typer.Argument(None, help="Manifest with attributes (JS
 
 
 @app.command()
-@common_options(uses={"device", "batch_size"})
+@common_options(uses={"device", "batch_size", "workers"})
 @trigger_options
 def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifest, folder, shard or demo:NAME."),
           split: str = typer.Option(None, "--split"),
@@ -462,21 +455,18 @@ def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifes
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
     writer = RecordWriter()
-    evaluation_set = clean_and_triggered(dataset, trigger_spec)
     for entry in models:
         name, _, path = entry.rpartition("=")
         path = Path(path)
         model = load_model(path, device)
-        images, _, overlay = evaluation_set(model.input_size[-1])
-        clean = predict(model, images, common.batch_size, device).cpu()
-        overlaid = predict(model, overlay, common.batch_size, device).cpu()
+        clean, overlaid, _ = clean_and_triggered(model, dataset, trigger_spec, common, device)
         clean_hist = torch.bincount(clean, minlength=model.num_classes).double()
         over_hist = torch.bincount(overlaid, minlength=model.num_classes).double()
-        n = max(len(images), 1)
+        n = max(len(clean), 1)
         share = over_hist / n
         positive = share[share > 0]
         writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "probe", "name": name or path.stem,
-                      "model": str(path), "data": data, "trigger": trigger_spec, "n": len(images),
+                      "model": str(path), "data": data, "trigger": trigger_spec, "n": len(clean),
                       "hist_clean": clean_hist.long().tolist(), "hist_overlay": over_hist.long().tolist(),
                       "top_class": int(share.argmax()), "top_share": float(share.max()),
                       "tv_to_clean": float(0.5 * (share - clean_hist / n).abs().sum()),

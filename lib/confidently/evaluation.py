@@ -7,7 +7,7 @@ once per radius, so a dataset of any size is read once and memory stays that of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -63,3 +63,24 @@ def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequ
                 adversarial = attack_rows(model, batch.images, batch.labels, batch.ids, attack, seed)
                 add(tally["adv"], _predict(model, adversarial), batch.labels)
     return [{arm: {k: v.tolist() for k, v in counts.items()} for arm, counts in tally.items()} for tally in totals]
+
+
+def clean_accuracy(model: nn.Module, batches: Iterable[Batch], num_classes: int) -> float | None:
+    """Top-1 accuracy over a stream (None for no rows)."""
+    from confidently.training import accuracies
+
+    return accuracies(robustness_tallies(model, batches, [PGDConfig(eps=0.0)], num_classes=num_classes)[0]["nat"])[0]
+
+
+def paired_predictions(model: nn.Module, batches: Iterable[Batch], alter: Callable[[torch.Tensor], torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predicted classes of every image as it comes and after ``alter`` (e.g. a stamped trigger), with the
+    labels, over a stream: only the predictions are kept."""
+    model.eval()
+    clean, altered, labels = [], [], []
+    for batch in batches:
+        clean.append(_predict(model, batch.images).cpu())
+        altered.append(_predict(model, alter(batch.images)).cpu())
+        labels.append(batch.labels.cpu())
+    empty = torch.empty(0, dtype=torch.long)
+    return tuple(torch.cat(parts) if parts else empty for parts in (clean, altered, labels))

@@ -1,11 +1,13 @@
-"""Supervised training of a :class:`~confidently.models.Classifier` on in-memory tensors.
+"""Supervised training of a :class:`~confidently.models.Classifier` on any dataset, streamed.
 
 One loop for every tool that trains (advtrain, certify fit, plant-backdoor, influence):
-optimizer and schedule by name, seeded shuffling and augmentation, an optional
-``perturb(model, images, labels, generator)`` hook through which adversarial training (or
-ablation as augmentation) replaces the batch, mixed precision on CUDA, a checkpoint every
-epoch that ``resume`` continues bit-for-bit, and data-parallel training when launched by
-``torchrun`` (each rank trains on its slice of every global batch; rank 0 writes).
+optimizer and schedule by name; data through :mod:`confidently.data.loader` (workers decode,
+augmentation per record seeded by (seed, id, epoch), shuffle by (seed, epoch), deferred
+triggers stamped after augmentation); an optional ``perturb(model, images, labels, generator)``
+hook through which adversarial training (or ablation as augmentation) replaces the batch; mixed
+precision on CUDA; a checkpoint every epoch that ``resume`` continues bit-for-bit; and
+data-parallel training when launched by ``torchrun`` (each rank reads its own part of every
+epoch, batches of ``batch_size / world``; rank 0 writes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from confidently.data.transforms import random_flip, random_shift
+from confidently.data.dataset import ImageDataset
+from confidently.data.loader import StreamLoader
+from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.run.seeding import derive_seed
 
@@ -46,6 +50,7 @@ class TrainConfig:
     momentum: float = 0.9
     step_every: int = 0  # ``step`` schedule: divide by 10 every N epochs (0: at 50 % and 75 %)
     peak_epoch: float = 0.0  # ``cyclic`` schedule: epoch of the peak (0: the middle)
+    augment: str = "shift-flip"  # a registered preprocess; shift-flip uses ``shift`` and ``flip``
     shift: int = 0
     flip: bool = False
     label_smoothing: float = 0.0
@@ -198,7 +203,7 @@ class Checkpoint:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, epoch: int,
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
              history: list[dict[str, Any]], config: TrainConfig) -> None:
         from confidently.io.artifacts import artifact_metadata, save_artifact
 
@@ -211,15 +216,13 @@ class Checkpoint:
                     tensors[f"optim.{index}.{name}"] = value.detach().cpu()
                 else:
                     scalars.setdefault(str(index), {})[name] = value
-        tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         meta = artifact_metadata(tool="training", kind="checkpoint", config=config.as_dict(), seed=config.seed,
                                  checkpoint_format=CHECKPOINT_FORMAT, epoch=epoch, history=history,
                                  param_groups=state["param_groups"], optimizer_scalars=scalars)
         save_artifact(self.path, tensors, meta)
 
-    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator) -> tuple[int, list[dict[str, Any]]]:
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, Any]]]:
         from confidently.io.artifacts import load_artifact
 
         tensors, meta = load_artifact(self.path)
@@ -234,36 +237,48 @@ class Checkpoint:
         for index, values in meta.get("optimizer_scalars", {}).items():
             state.setdefault(int(index), {}).update(values)
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
         return int(meta["epoch"]), list(meta.get("history", []))
 
 
-def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *,
+def train_preprocess(config: TrainConfig, model: nn.Module, data: ImageDataset) -> Preprocess:
+    """The recipe's augmentation at the model's input size (the data's own size for a bare network)."""
+    if hasattr(model, "arch") and hasattr(model, "input_size"):
+        data_config = DataConfig.of(model)
+    else:
+        data_config = DataConfig(tuple(data.raw(0).shape[-2:]))
+    if config.augment == "shift-flip":
+        return make_preprocess("shift-flip", data_config, shift=config.shift, flip=config.flip)
+    return make_preprocess(config.augment, data_config)
+
+
+def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
                      device: torch.device | str = "cpu", perturb: Perturb | None = None,
                      evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
                      parameters: Iterable[nn.Parameter] | None = None,
                      forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                     stamp: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
-    """Train ``model`` in place on float images in [0, 1] with integer labels.
+                     preprocess: Preprocess | None = None, workers: int | None = None) -> nn.Module:
+    """Train ``model`` in place on ``data`` (any :class:`ImageDataset`; :meth:`ImageDataset.from_tensors`
+    wraps tensors already in memory).
 
-    ``parameters`` restricts what is optimised (fixed-feature transfer trains the head only).
-    ``forward(model, batch)`` replaces ``model(batch)`` (certify trains ViTs on kept tokens only;
-    single-process only).
-    ``evaluate(model, epoch)`` adds validation metrics to each epoch's record; ``on_epoch`` receives
-    ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}`` (on rank 0 only). With
-    ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
-    ``stamp(batch, index)`` runs after augmentation with the rows' dataset indices: deferred
-    triggers (:meth:`ImageDataset.triggers`) land where they were placed, whatever the crop.
+    Each epoch streams ``data`` through ``preprocess`` (default :func:`train_preprocess`: the recipe's
+    augmentation) in ``workers`` processes; records' deferred triggers are stamped after it, where
+    they were placed, whatever the crop. ``parameters`` restricts what is optimised (fixed-feature
+    transfer trains the head only). ``forward(model, batch)`` replaces ``model(batch)`` (certify trains
+    ViTs on kept tokens only; single-process only). ``evaluate(model, epoch)`` adds validation metrics
+    to each epoch's record; ``on_epoch`` receives ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}``
+    (on rank 0 only). With ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
     """
-    if len(images) == 0:
+    if len(data) == 0:
         raise UsageError("no training images")
+    labels = data.labels
     num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes):
         raise InvalidInput(f"training labels span {int(labels.min())}..{int(labels.max())} but the model has "
-                           f"{num_classes} classes (set --num-classes to match the data)", field="label")
+                           f"{num_classes} classes (set --num-classes to match the data; every training "
+                           "record needs a label)", field="label")
     device = torch.device(device)
     ranks = Distributed.current()
     model.to(device)
@@ -273,17 +288,19 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     if ranks.world > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    batches = StreamLoader(data, preprocess or train_preprocess(config, model, data),
+                           batch_size=max(1, config.batch_size // ranks.world), device=device, workers=workers,
+                           seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world)
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, params, config.lr, config.weight_decay, config.momentum)
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    steps_per_epoch = len(batches)
     schedule = make_schedule(config, optimizer, steps_per_epoch)
-    generator = torch.Generator().manual_seed(config.seed)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     start_epoch, history = 0, []
     store = Checkpoint(checkpoint) if checkpoint is not None else None
     if resume and store is not None and store.path.exists():
-        start_epoch, history = store.load(model, optimizer, generator)
+        start_epoch, history = store.load(model, optimizer)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fast-forwarding the schedule without optimizer steps
             for _ in range(start_epoch * steps_per_epoch):
@@ -291,27 +308,15 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         _set_train_mode(model, config.freeze_bn)
-        order = torch.randperm(len(images), generator=generator)
         total_loss = correct = seen = 0.0
-        for step, start in enumerate(range(0, len(images), config.batch_size)):
-            index = order[start:start + config.batch_size]
-            if len(index) < ranks.world:
-                continue  # every rank needs a share of the batch
-            batch, target = images[index], labels[index]
-            # Augment the whole global batch on every rank, so the shared generator stays in step.
-            if config.shift:
-                batch = random_shift(batch, config.shift, generator)
-            if config.flip:
-                batch = random_flip(batch, generator)
-            if stamp is not None:
-                batch = stamp(batch, index)
-            batch, target = batch[ranks.rank::ranks.world].to(device), target[ranks.rank::ranks.world].to(device)
+        for step, batch in enumerate(batches.epoch(epoch)):
+            images, target = batch.images, batch.labels
             if perturb is not None:
                 attack_rng = torch.Generator().manual_seed(derive_seed(config.seed, "attack", epoch, step, ranks.rank))
-                batch = perturb(model, batch, target, attack_rng)
+                images = perturb(model, images, target, attack_rng)
                 _set_train_mode(model, config.freeze_bn)
             with _autocast(device, config.amp):
-                logits = forward(model, batch) if forward is not None else trained(batch)
+                logits = forward(model, images) if forward is not None else trained(images)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -332,7 +337,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
         if store is not None and ranks.is_main:
-            store.save(model, optimizer, generator, epoch + 1, history, config)
+            store.save(model, optimizer, epoch + 1, history, config)
         if on_epoch is not None and ranks.is_main:
             on_epoch(metrics)
     model.eval()

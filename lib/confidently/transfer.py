@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 
+from confidently.data.dataset import ImageDataset
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.training import TrainConfig, train_classifier
@@ -61,7 +61,7 @@ def trainable_parameters(model: Classifier, mode: str = "full", freeze_to: str |
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def transfer(source: Classifier, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *,
+def transfer(source: Classifier, data: ImageDataset, config: TrainConfig, *,
              mode: str = "fixed", freeze_to: str | None = None, num_classes: int | None = None,
              classes: list[str] | None = None, **train_kwargs: Any) -> Classifier:
     """Train a new head (and, unless fixed, more) of ``source`` on the target data; returns the new model.
@@ -69,10 +69,10 @@ def transfer(source: Classifier, images: torch.Tensor, labels: torch.Tensor, con
     ``train_kwargs`` go to :func:`~confidently.training.train_classifier` (device, evaluate,
     on_epoch, checkpoint, resume).
     """
-    num_classes = num_classes or (int(labels.max()) + 1)
+    num_classes = num_classes or (int(data.labels.max()) + 1)
     target = replace_head(source, num_classes, classes)
     params = trainable_parameters(target, mode, freeze_to)
-    train_classifier(target, images, labels, config, parameters=params, **train_kwargs)
+    train_classifier(target, data, config, parameters=params, **train_kwargs)
     for param in target.parameters():
         param.requires_grad_(True)
     target.training_info = {

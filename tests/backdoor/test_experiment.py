@@ -54,7 +54,7 @@ def test_fixed_feature_transfer_leaves_the_backbone_bit_identical(splits):
     torch.manual_seed(0)
     model = create_model("small_cnn", 3, img_size=8)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    tuned = transfer(model, target.images, target.labels, TrainConfig(epochs=2, lr=0.05), mode="fixed", num_classes=2)
+    tuned = transfer(model, target.dataset(), TrainConfig(epochs=2, lr=0.05), mode="fixed", num_classes=2)
     backbone = [(name, p) for name, p in tuned.named_parameters() if not name.startswith("net.fc")]
     assert len(backbone) == 9
     for name, param in backbone:

@@ -16,23 +16,27 @@ from typer.testing import CliRunner
 
 SEED, DEVICE, BATCH, SHARD = "--seed", "--device", "--batch-size", "--shard"
 ENGINE, ADDRESS, SKIP, DETERMINISTIC = "--engine", "--address", "--skip-invalid", "--deterministic"
-SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}
+WORKERS = "--workers"  # the data loader's decoding processes
+SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}  # a per-record streaming command's
+EVERY_SHARED = SHARED | {WORKERS}
 ALWAYS = {"--config", "--print-config", "--quiet", "--verbose"}
 STREAMED = {SHARD, ENGINE, ADDRESS, SKIP}  # what stream_batches / stream_records act on
 TRAINING = {SEED, DEVICE, BATCH, DETERMINISTIC}
+STREAMING = TRAINING | {WORKERS}  # training or evaluating through the data loader
 
 HONOURED = {
-    "dataset": {"export": STREAMED, "info": {SKIP}, "split": {SEED}},
-    "advtrain": {"train": TRAINING, "eval": TRAINING | {SHARD}, "eval-merge": set(), "attack": TRAINING | {SHARD},
-                 "transfer": TRAINING, "features": {DEVICE, BATCH, SHARD}, "import": set()},
+    "dataset": {"export": STREAMED, "info": {SKIP, WORKERS}, "split": {SEED}, "pack": {SKIP, WORKERS}},
+    "advtrain": {"train": STREAMING, "eval": STREAMING | {SHARD, SKIP}, "eval-merge": set(),
+                 "attack": STREAMING | {SHARD}, "transfer": STREAMING, "features": {DEVICE, BATCH, SHARD, WORKERS},
+                 "import": set()},
     "certify": {"run": SHARED, "recertify": set(), "check": TRAINING | {SHARD}, "summarize": set(), "delta": set(),
-                "fit": TRAINING},
+                "fit": STREAMING},
     "ablate": {"order": SHARED, "curve": SHARED, "lime": SHARED, "consistency": SHARED, "topk": SHARED,
-               "apply": SHARED, "fit": TRAINING, "summarize": set(), "plot": set()},
-    "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH, SHARD},
-                       "asr-merge": set(), "subset": {SEED}, "probe": {DEVICE, BATCH}, "experiment": TRAINING,
+               "apply": SHARED, "fit": STREAMING, "summarize": set(), "plot": set()},
+    "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH, SHARD, WORKERS},
+                       "asr-merge": set(), "subset": {SEED}, "probe": {DEVICE, BATCH, WORKERS}, "experiment": TRAINING,
                        "summarize": set()},
-    "influence": {"plan": {SEED}, "train": {SHARD, ENGINE, ADDRESS}, "estimate": set(), "top": set(),
+    "influence": {"plan": {SEED}, "train": {SHARD, ENGINE, ADDRESS, WORKERS}, "estimate": set(), "top": set(),
                   "subpop": set(), "explain": set(), "leakage": set(), "counterfactual": {SEED}, "summarize": set(),
                   "convergence": {SEED}, "status": set(), "slurm-script": set()},
     "report": {"": {SKIP}},
@@ -43,7 +47,7 @@ HONOURED = {
     "immunize": {"tiny-model": {SEED}, **dict.fromkeys(("encoder", "diffusion", "random", "edit"),
                                                        {SEED, DEVICE, DETERMINISTIC} | STREAMED),
                  "score": {DEVICE, BATCH} | STREAMED},
-    "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC}, "validate": {SEED},
+    "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC, WORKERS}, "validate": {SEED},
                    "controls": set(), "analyze": set()},
 }
 # Commands whose --batch-size really is halved on CUDA out-of-memory (with_batch_backoff).
@@ -82,7 +86,7 @@ def test_the_table_names_every_command_of_every_tool():
 def test_help_shows_exactly_the_shared_options_the_command_honours(tool, command):
     text = help_text(tool, command)
     shown = shown_options(text)
-    assert shown & SHARED == HONOURED[tool][command], f"{tool} {command}"
+    assert shown & EVERY_SHARED == HONOURED[tool][command], f"{tool} {command}"
     assert ALWAYS <= shown, f"{tool} {command}"
     if BATCH in shown:
         assert ("halved automatically on CUDA OOM" in text) == ((tool, command) in BACKS_OFF), f"{tool} {command}"
@@ -92,7 +96,7 @@ def test_report_help_names_every_record_kind_and_no_option_it_ignores():
     from confidently.report import list_sections
 
     text = help_text("report", "")
-    assert shown_options(text) & SHARED == {SKIP}
+    assert shown_options(text) & EVERY_SHARED == {SKIP}
     description = re.sub(r"-\s+", "-", " ".join(text.split("Options:", 1)[0].split()))  # undo wrapping at hyphens
     assert all(kind in description for kind in list_sections()), description
 

@@ -40,7 +40,7 @@ def test_crop_pct_sets_the_resize():
     assert (out.float() - expected).abs().max() <= 1.01
 
 
-@pytest.mark.parametrize("name", ["train", "robustness-imagenet"])
+@pytest.mark.parametrize("name", ["train", "robustness-imagenet", "deit"])
 def test_random_preprocess_depends_only_on_its_generator(name):
     preprocess = make_preprocess(name, DataConfig((64, 64)))
     image = _image(120, 90)

@@ -64,7 +64,7 @@ def test_deferred_triggers_land_after_augmentation():
     for record in dataset.records[::2]:
         record.data["trigger"] = {"type": "square", "size": 4, "color": [1, 0, 0]}
     stamped, _ = dataset.tensors()
-    raw, labels = dataset.tensors(stamp=False)
+    raw, _ = dataset.tensors(stamp=False)
     assert torch.equal(stamped[1], raw[1]) and (stamped[0, 0, :4, :4] == 1).all()
     seen = []
 
@@ -73,8 +73,7 @@ def test_deferred_triggers_land_after_augmentation():
         return batch
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-    train_classifier(model, raw, labels, TrainConfig(epochs=2, batch_size=16, shift=4, flip=True),
-                     stamp=dataset.triggers(), perturb=spy)
+    train_classifier(model, dataset, TrainConfig(epochs=2, batch_size=16, shift=4, flip=True), perturb=spy)
     corners = torch.cat(seen)[:, :, :4, :4]
     red = ((corners[:, 0] == 1) & (corners[:, 1] == 0) & (corners[:, 2] == 0)).flatten(1).all(1)
     assert int(red.sum()) == 2 * 32  # every triggered row in every epoch, exactly at the corner

@@ -1,4 +1,5 @@
 import torch
+from confidently.data.dataset import ImageDataset
 from confidently.missingness import MissingnessTraining, make_fill
 from confidently.models import token_keep_mask, vit_forward_kept
 from confidently.training import TrainConfig, train_classifier
@@ -34,7 +35,8 @@ def test_augmented_training_fits_a_small_set(resnet):
     labels = torch.arange(32) % 2
     images[labels == 1, 0] = 1.0  # class 1: a red image, visible in any half of its patches
     hook = MissingnessTraining(make_fill("black"), 32, 32, 8, 0.5)
-    train_classifier(model, images, labels, TrainConfig(epochs=8, lr=3e-3, batch_size=8), perturb=hook,
+    train_set = ImageDataset.from_tensors(images, labels)
+    train_classifier(model, train_set, TrainConfig(epochs=12, lr=3e-3, batch_size=8), perturb=hook,
                      forward=hook.forward)
     with torch.no_grad():
         held = hook(model, images, labels, torch.Generator().manual_seed(9))

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+from confidently.data.dataset import ImageDataset
 from confidently.models import create_model
 from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
 
@@ -19,7 +20,7 @@ def test_tiny_vit_over_90_percent(digits_tensors):
     torch.manual_seed(0)
     model = create_model("tiny_vit", 10)
     started = time.perf_counter()
-    train_classifier(model, *train, TrainConfig(**VIT_RECIPE))
+    train_classifier(model, ImageDataset.from_tensors(*train), TrainConfig(**VIT_RECIPE))
     accuracy = evaluate_accuracy(model, *test)
     print(f"tiny_vit: {accuracy:.3f} in {time.perf_counter() - started:.0f} s")
     assert accuracy > 0.9

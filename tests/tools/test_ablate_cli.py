@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from confidently.data.dataset import ImageDataset
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.images import load_image
 from confidently.io.model_files import read_model_file
@@ -39,8 +40,9 @@ def workdir(tmp_path_factory):
     for arch, name, epochs in (("tiny_resnet", "rn", 2), ("tiny_vit", "vit", 1)):
         torch.manual_seed(0)
         model = create_model(arch, 10, img_size=32, classes=train.classes)
-        save_model(train_classifier(model, images, labels, TrainConfig(epochs=epochs, lr=3e-3, shift=2)),
-                   root / f"{name}.safetensors")
+        trained = train_classifier(model, ImageDataset.from_tensors(images, labels),
+                                   TrainConfig(epochs=epochs, lr=3e-3, shift=2))
+        save_model(trained, root / f"{name}.safetensors")
     out, err = export.communicate(timeout=300)
     assert export.returncode == 0, err
     (root / "test.jsonl").write_text(out)
@@ -356,3 +358,15 @@ def test_summarize_recomputes_the_written_summary(workdir, saliency_curve):
     _, _, recomputed = saliency_curve
     written = json.loads((workdir / "s.json").read_text())
     assert rounded({k: v for k, v in written.items() if k != "config"}) == rounded(recomputed)
+
+
+def test_photos_of_any_size_are_fitted_to_the_model(workdir):
+    """Mixed-size, greyscale, CMYK, 16-bit and EXIF photos through a real pipe: every one gets a curve."""
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(workdir / "photos", train_per_class=0, val_per_class=1)
+    curve = shell(workdir, "dataset export photos --split val --out photos-out -q "
+                           "| ablate curve - --model rn.safetensors --fill black --patch-size 4 --step 32 -q")
+    assert curve.returncode == 0, curve.stderr
+    got = records(curve)
+    assert len(got) == 7 and all("error" not in r and r["ablate"]["ks"] for r in got)

@@ -87,12 +87,17 @@ def test_fail_under_gate_exits_4(workdir):
     assert len(proc.stdout.splitlines()) == 40  # the records were written before the gate
 
 
-def test_bad_image_size_names_line_and_field(workdir):
-    save_image(torch.rand(3, 16, 16), workdir / "small.png")
-    lines = (workdir / "test.jsonl").read_text().splitlines()[:2] + ['{"id":"small","image":"small.png"}']
-    (workdir / "bad.jsonl").write_text("\n".join(lines) + "\n")
+def test_other_sizes_are_fitted_and_bad_images_name_line_and_field(workdir):
+    """A 16×40 photo is resized and centre-cropped to the model's 32×32; an unreadable one stops the run."""
+    save_image(torch.rand(3, 16, 40), workdir / "small.png")
+    (workdir / "broken.png").write_bytes(b"not a png")
+    lines = (workdir / "test.jsonl").read_text().splitlines()[:2]
+    (workdir / "sizes.jsonl").write_text("\n".join(lines + ['{"id":"small","image":"small.png"}']) + "\n")
+    fitted = certify(workdir, "run", "sizes.jsonl", "--model", "base.safetensors")
+    assert fitted.returncode == 0 and records(fitted)[2]["id"] == "small", fitted.stderr
+    (workdir / "bad.jsonl").write_text("\n".join(lines + ['{"id":"broken","image":"broken.png"}']) + "\n")
     proc = certify(workdir, "run", "bad.jsonl", "--model", "base.safetensors")
-    assert proc.returncode == 3 and "bad.jsonl:3, field 'image'" in proc.stderr and "16×16" in proc.stderr
+    assert proc.returncode == 3 and "bad.jsonl:3, field 'image'" in proc.stderr and "broken.png" in proc.stderr
     assert len(proc.stdout.splitlines()) == 2
     skipped = certify(workdir, "run", "bad.jsonl", "--model", "base.safetensors", "--skip-invalid")
     assert skipped.returncode == 0 and "error" in records(skipped)[2]

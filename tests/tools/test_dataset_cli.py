@@ -14,6 +14,7 @@ from confidently.schema import schema_errors
 from safetensors.torch import save_file
 
 from tests.conftest import tool_path
+from tests.photos import make_imagenet_folder
 
 
 def test_export_pipes_into_a_reader(tmp_path):
@@ -183,3 +184,39 @@ def test_export_never_writes_into_a_users_folder_unless_forced(run_tool, tmp_pat
     assert run_tool("dataset", "export", source, "--out", "photos", "--force").returncode == 0
     assert run_tool("dataset", "export", source, "--out", "photos").returncode == 0  # its own folder now
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"mine"
+
+
+# --- dataset pack: shards of a photo folder, resumed after a bad image ---------------------------------------------
+
+def test_pack_stops_at_a_truncated_jpeg_then_resumes_with_skip_invalid(run_tool, tmp_path):
+    make_imagenet_folder(tmp_path / "photos", 1, 2, truncated=True)  # val: 10 good photos, then a cut JPEG
+    args = ("pack", "photos", "--split", "val", "--out", "p", "--shard-size", "0.01", "--workers", "2")
+    stopped = run_tool("dataset", *args)
+    assert stopped.returncode == 3 and "Traceback" not in stopped.stderr
+    assert "truncated.JPEG" in stopped.stderr and "not a readable image" in stopped.stderr
+    assert stopped.records and all("shard" in r for r in stopped.records)  # the shards finished before it
+    finished = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "p").glob("shard-*")}
+    resumed = run_tool("dataset", *args, "--skip-invalid")
+    assert resumed.returncode == 0, resumed.stderr
+    errors = [r for r in resumed.records if "error" in r]
+    assert len(errors) == 1 and schema_errors(errors[0], "error-record") == []
+    assert errors[0]["id"].endswith("truncated.JPEG")
+    assert resumed.records[:len(stopped.records)] == stopped.records
+    assert {name: (tmp_path / "p" / name).stat().st_mtime_ns for name in finished} == finished  # not rewritten
+    info = run_tool("dataset", "info", "p", "--workers", "2")
+    assert info.returncode == 0, info.stderr
+    summary = info.records[0]
+    assert schema_errors(summary, "dataset-info") == [] and summary["count"] == 10
+    assert summary["splits"] == {"val": 10} and summary["num_classes"] == 3
+
+
+def test_export_resizes_and_crops(run_tool, tmp_path):
+    from confidently.data.pack import fit_image
+
+    make_imagenet_folder(tmp_path / "photos", 1, 1, special=False)
+    result = run_tool("dataset", "export", "photos/val", "--size", "24", "--crop", "--out", "e")
+    assert result.returncode == 0, result.stderr
+    source, exported = open_dataset(tmp_path / "photos" / "val"), open_dataset(tmp_path / "e" / "manifest.jsonl")
+    assert exported.ids == source.ids
+    for i in range(len(source)):
+        assert torch.equal(exported.raw(i), fit_image(source.raw(i), 24, crop=True))

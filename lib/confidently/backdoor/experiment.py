@@ -3,7 +3,7 @@ target de-biasing × seeds; one record per run, then mean and spread per setting
 
 Every training goes through :func:`~confidently.training.train_classifier` and
 :func:`~confidently.transfer.transfer` (the recipes ``advtrain`` uses); poisoned rows are
-triggered after augmentation by the trainer's ``stamp`` hook, keyed by row.
+carry their trigger as a record field, which the data loader stamps after augmentation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import torch
 
 from confidently.backdoor.metrics import bias_metrics
 from confidently.backdoor.poison import select_poison
-from confidently.data.triggers import DeferredTriggers, stamp_rows
+from confidently.data.dataset import ImageDataset
+from confidently.data.triggers import stamp_rows
 from confidently.errors import UsageError
 from confidently.models import create_model
 from confidently.models.classifier import Classifier
@@ -57,6 +58,11 @@ class Split:
     @property
     def num_classes(self) -> int:
         return int(self.labels.max()) + 1
+
+    def dataset(self, triggers: Sequence[dict[str, Any] | None] | None = None) -> ImageDataset:
+        """The rows as a dataset for training; ``triggers`` (one per row, None: clean) are stamped last."""
+        fields = None if triggers is None else [{"trigger": spec} if spec else None for spec in triggers]
+        return ImageDataset.from_tensors(self.images, self.labels, ids=self.ids, fields=fields)
 
     @classmethod
     def from_dataset(cls, dataset, classes: Sequence[int] | None = None, size: int | None = None) -> Split:
@@ -152,8 +158,8 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
             torch.manual_seed(derive_seed(seed, "source-init") % 2**63)
             src_model = create_model(grid.arch, source.num_classes, in_chans=source.images.shape[1],
                                      img_size=source.images.shape[-1], **grid.arch_kwargs)
-            train_classifier(src_model, poisoned.images, poisoned.labels, replace(grid.source_config, seed=seed),
-                             device=device, stamp=DeferredTriggers(specs))
+            train_classifier(src_model, poisoned.dataset(specs), replace(grid.source_config, seed=seed),
+                             device=device)
             exclude = set(poisoning.group) if poisoning.mode == "group" else None
             target_label = poisoning.target_label if poisoning.mode == "relabel" else None
             src = _asr(src_model, source_test, trigger, batch_size, device,
@@ -174,13 +180,11 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
                             torch.manual_seed(derive_seed(seed, "scratch-init") % 2**63)
                             model = create_model(grid.arch, target.num_classes, in_chans=target.images.shape[1],
                                                  img_size=target.images.shape[-1], **grid.arch_kwargs)
-                            train_classifier(model, target.images, target.labels, config, device=device,
-                                             stamp=DeferredTriggers(debias_specs))
+                            train_classifier(model, target.dataset(debias_specs), config, device=device)
                         else:
                             torch.manual_seed(derive_seed(seed, "head-init") % 2**63)
-                            model = transfer(src_model, target.images, target.labels, config, mode=mode,
-                                             num_classes=target.num_classes, device=device,
-                                             stamp=DeferredTriggers(debias_specs))
+                            model = transfer(src_model, target.dataset(debias_specs), config, mode=mode,
+                                             num_classes=target.num_classes, device=device)
                         tgt = _asr(model, target_test, trigger, batch_size, device)
                         yield {"kind": "run", "tool": "plant-backdoor", "poison_mode": poisoning.mode,
                                "source_rate": rate, "mode": mode, "wd": wd, "debias_rate": debias, "seed": seed,

@@ -52,6 +52,24 @@ class ImageDataset(Dataset):
             bad = next(r for r in self.records if (r.data.get("label") or 0) >= len(self.classes))
             raise bad.error(f"label {bad.data['label']} is outside the {len(self.classes)} classes of {name}", "label")
 
+    @classmethod
+    def from_tensors(cls, images: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None, *,
+                     ids: Sequence[str] | None = None, classes: list[str] | None = None,
+                     fields: Sequence[dict[str, Any] | None] | None = None, name: str = "tensors") -> ImageDataset:
+        """Images already in memory (uint8, or float in [0, 1], N×C×H×W) as a dataset, for library users
+        and tests that hold tensors. Ids default to ``0..N-1`` (so per-record seeds are the row numbers);
+        ``fields`` adds per-record fields, e.g. a deferred ``trigger``."""
+        labels = [None] * len(images) if labels is None else [int(label) for label in labels]
+        ids = [str(i) for i in range(len(images))] if ids is None else [str(i) for i in ids]
+        extra = [None] * len(images) if fields is None else list(fields)
+        records = []
+        for i, (record_id, label, more) in enumerate(zip(ids, labels, extra, strict=True)):
+            data = {"id": record_id, **(more or {})}
+            if label is not None and label >= 0:
+                data["label"] = label
+            records.append(Record(data, i + 1, name))
+        return cls(records, name=name, classes=classes, images=images, channels=None)
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -81,6 +99,11 @@ class ImageDataset(Dataset):
         """The image of record ``index`` as float C×H×W in [0, 1]."""
         return as_float(self.raw(index))
 
+    def image_size(self) -> int:
+        """The size to build a model for when none is given: the images' own (for files, the first image's
+        shorter side, since a folder may mix sizes; the data loader fits every image to the model)."""
+        return int(min(self.raw(0).shape[-2:]))
+
     def label(self, index: int) -> int:
         return self._labels[index]
 
@@ -102,12 +125,6 @@ class ImageDataset(Dataset):
             bad = next(self.records[i] for i, spec in zip(indices, specs, strict=True) if spec)
             raise InvalidInput(exc.message, source=bad.source, line=bad.line, field="trigger",
                                record_id=bad.id) from None
-
-    def triggers(self):
-        """The records' deferred triggers, for ``train_classifier(stamp=...)`` (stamped after augmentation)."""
-        from confidently.data.triggers import DeferredTriggers
-
-        return DeferredTriggers([r.data.get("trigger") for r in self.records])
 
     def tensors(self, size: int | None = None, stamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """All images stacked (float N×C×H×W, resized to size×size if given) with their labels.
@@ -140,6 +157,18 @@ class ImageDataset(Dataset):
         images = self.images[indices] if self.images is not None else None
         return ImageDataset([self.records[i] for i in indices], name=name or self.name, classes=self.classes,
                             images=images, channels=self.channels)
+
+    def select_classes(self, classes: Sequence[int], name: str | None = None) -> ImageDataset:
+        """The records of ``classes``, relabelled 0..k-1 in the order given (a task carved from a bigger set)."""
+        order = list(classes)
+        remap = {label: position for position, label in enumerate(order)}
+        rows = [i for i, label in enumerate(self._labels) if label in remap]
+        records = [Record({**self.records[i].data, "label": remap[self._labels[i]]}, self.records[i].line,
+                          self.records[i].source, self.records[i].base_dir) for i in rows]
+        names = [self.classes[k] for k in order] if self.classes and max(order, default=-1) < len(self.classes) \
+            else None
+        images = self.images[rows] if self.images is not None else None
+        return ImageDataset(records, name=name or self.name, classes=names, images=images, channels=self.channels)
 
     def fingerprint(self) -> str:
         """A short hash of ids and labels, stored in model metadata as the training data's identity."""
@@ -239,9 +268,10 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
                  on_invalid: Callable[[InvalidInput], None] | None = None) -> ImageDataset:
     """Open any dataset source (see the module docstring); ``split`` keeps one split only.
 
-    Manifests split on their records' ``split`` field, image folders on a ``ROOT/<split>``
-    subfolder, demo sets on their built-in seeded split. A manifest's bad line raises
-    :class:`InvalidInput`, or is handed to ``on_invalid`` and left out (``--skip-invalid``).
+    Manifests and folders of safetensors shards made by ``dataset pack`` split on their records'
+    ``split`` field, image folders on a ``ROOT/<split>`` subfolder, demo sets on their built-in
+    seeded split. A manifest's bad line raises :class:`InvalidInput`, or is handed to ``on_invalid``
+    and left out (``--skip-invalid``). Tar shards are streams: see :mod:`confidently.data.webdataset`.
     """
     from confidently.data.demo import open_demo
     from confidently.io.records import RecordReader
@@ -253,6 +283,10 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
     if text != "-" and not path.exists():
         raise UsageError(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "
                          "a .safetensors shard or demo:digits|shapes|photos)")
+    if path.is_dir() and (path / "pack.json").is_file():
+        from confidently.data.pack import open_pack
+
+        return open_pack(path, split, channels=channels, classes=classes)
     if path.is_dir():
         root = path / split if split and (path / split).is_dir() else path
         if split and root == path:

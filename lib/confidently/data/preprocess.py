@@ -8,25 +8,37 @@ shards.
 
 ``eval`` is timm's evaluation transform (resize the shorter side to ``size / crop_pct``, centre
 crop); ``train`` is ``RandomResizedCrop`` + flip; ``robustness-imagenet`` adds the robustness
-library's ImageNet colour jitter and PCA lighting noise (the thesis's adversarial training).
+library's ImageNet colour jitter and PCA lighting noise (the thesis's adversarial training);
+``shift-flip`` is the CIFAR recipe (translate by up to ``shift`` pixels, mirror half); ``deit`` the
+DeiT recipe for ViTs (crop, flip, RandAugment, random erasing).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from confidently.errors import UsageError
 from confidently.registry import Registry
 
-INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-                  "nearest": InterpolationMode.NEAREST}
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def _functional():
+    """torchvision's v2 functional transforms, imported when first used (``dataset info`` never needs them)."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
+
+
+def _interpolation(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode(name)
 
 
 @dataclass(frozen=True)
@@ -68,21 +80,23 @@ class Preprocess(ABC):
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
 
     @property
-    def mode(self) -> InterpolationMode:
-        return INTERPOLATIONS[self.config.interpolation]
+    def mode(self):
+        """The config's interpolation as torchvision's ``InterpolationMode``."""
+        return _interpolation(self.config.interpolation)
 
 
 PREPROCESS: Registry[type[Preprocess]] = Registry("preprocess")
 
 
-def make_preprocess(name: str, config: DataConfig) -> Preprocess:
-    return PREPROCESS.get(name)(config)
+def make_preprocess(name: str, config: DataConfig, **options: Any) -> Preprocess:
+    """The preprocess ``name`` for ``config``; ``options`` are its own (``shift``/``flip`` for shift-flip)."""
+    return PREPROCESS.get(name)(config, **options)
 
 
-def _resize(image: torch.Tensor, size: list[int], mode: InterpolationMode) -> torch.Tensor:
+def _resize(image: torch.Tensor, size: list[int], mode) -> torch.Tensor:
     if list(image.shape[-2:]) == list(size):
         return image
-    out = TF.resize(image, size, interpolation=mode, antialias=True)
+    out = _functional().resize(image, size, interpolation=mode, antialias=True)
     return out.clamp_(0, 1) if out.is_floating_point() else out
 
 
@@ -99,7 +113,7 @@ class CenterCrop(Preprocess):
             target = target if image.shape[-2] <= image.shape[-1] else target[::-1]
         else:
             target = [math.floor(height / self.config.crop_pct), math.floor(width / self.config.crop_pct)]
-        return TF.center_crop(_resize(image, target, self.mode), [height, width])
+        return _functional().center_crop(_resize(image, target, self.mode), [height, width])
 
 
 @PREPROCESS.register("squash")
@@ -144,9 +158,10 @@ class RandomResizedCrop(Preprocess):
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         top, left, h, w = self.crop_box(image.shape[-2], image.shape[-1], generator)
-        out = TF.resized_crop(image, top, left, h, w, list(self.config.size), interpolation=self.mode, antialias=True)
+        out = _functional().resized_crop(image, top, left, h, w, list(self.config.size), interpolation=self.mode,
+                                         antialias=True)
         out = out.clamp_(0, 1) if out.is_floating_point() else out
-        return TF.horizontal_flip(out) if float(torch.rand((), generator=generator)) < 0.5 else out
+        return _functional().horizontal_flip(out) if float(torch.rand((), generator=generator)) < 0.5 else out
 
 
 # The robustness library's ImageNet PCA lighting constants (AlexNet's eigen-decomposition of RGB).
@@ -167,7 +182,7 @@ class RobustnessImageNet(RandomResizedCrop):
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         out = super().__call__(image, generator)
         out = out.float().div(255.0) if out.dtype == torch.uint8 else out.float()
-        adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation]
+        adjust = [_functional().adjust_brightness, _functional().adjust_contrast, _functional().adjust_saturation]
         factors = [_uniform(generator, 1 - self.jitter, 1 + self.jitter) for _ in adjust]
         if out.shape[0] == 1:
             adjust, factors = adjust[:2], factors[:2]  # saturation needs colour
@@ -177,3 +192,48 @@ class RobustnessImageNet(RandomResizedCrop):
             alpha = torch.randn(3, generator=generator) * self.lighting
             out = out + (IMAGENET_PCA_EIGVEC @ (alpha * IMAGENET_PCA_EIGVAL)).view(3, 1, 1)
         return out.clamp_(0, 1)
+
+
+@PREPROCESS.register("shift-flip")
+class ShiftFlip(Preprocess):
+    """The CIFAR training augmentation: the image brought to ``size`` (shorter side, centre crop, no margin),
+    translated by up to ``shift`` pixels each way (zero padding) and, with ``flip``, mirrored half the time."""
+
+    def __init__(self, config: DataConfig, shift: int = 4, flip: bool = True):
+        super().__init__(config)
+        self.fit = CenterCrop(replace(config, crop_pct=1.0))
+        self.shift, self.flip = shift, flip
+        self.random = shift > 0 or flip
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = self.fit(image)
+        if self.shift > 0:
+            height, width = out.shape[-2:]
+            dy, dx = torch.randint(0, 2 * self.shift + 1, (2,), generator=generator).tolist()
+            padded = torch.nn.functional.pad(out, (self.shift,) * 4)
+            out = padded[:, dy:dy + height, dx:dx + width]
+        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            out = out.flip(-1)
+        return out.contiguous()
+
+
+@PREPROCESS.register("deit")
+class DeiT(RandomResizedCrop):
+    """DeiT's training augmentation for ViTs: the crop (bicubic) and flip, ``RandAugment(2, 9)`` and
+    ``RandomErasing(p=0.25)`` (per-image; DeiT's batch-level mixup and cutmix are not included).
+    torchvision's RandAugment draws from the global generator, so it runs under a forked one seeded
+    from this image's generator: the same record and epoch give the same image anywhere."""
+
+    erase_p = 0.25
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        out = super().__call__(image, generator)
+        seed = int(torch.randint(0, 2**62, (), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = v2.RandAugment(num_ops=2, magnitude=9, interpolation=_interpolation("bicubic"))(out)
+            if out.dtype == torch.uint8:
+                out = out.float().div(255.0)
+            return v2.RandomErasing(p=self.erase_p, value=0.0)(out).clamp_(0, 1)

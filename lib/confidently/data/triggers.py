@@ -224,16 +224,3 @@ def stamp_rows(images: torch.Tensor, specs: Sequence[dict[str, Any] | None]) -> 
     for key, rows in groups.items():
         out[rows] = make_stamp(json.loads(key), tuple(images.shape[1:]))(images[rows])
     return out
-
-
-class DeferredTriggers:
-    """The triggers of a dataset's records, stamped after augmentation: ``train_classifier(stamp=...)``."""
-
-    def __init__(self, specs: Sequence[dict[str, Any] | None]):
-        self.specs = list(specs)
-
-    def __bool__(self) -> bool:
-        return any(self.specs)
-
-    def __call__(self, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return stamp_rows(batch, [self.specs[i] for i in index.tolist()])

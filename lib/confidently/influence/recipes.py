@@ -211,24 +211,20 @@ def _train_config(section: dict[str, Any], defaults: dict[str, Any]):
     return TrainConfig(**values)
 
 
-def carve(split, fraction: float):
-    """(train, validation) with round(fraction · n) rows chosen by id; None when the fraction is 0."""
-    from dataclasses import replace as copy_with
-
+def carve(dataset, fraction: float):
+    """(train, validation) with round(fraction · n) records chosen by id; None when the fraction is 0."""
     from confidently.run.seeding import derive_seed
 
     if fraction <= 0:
-        return split, None
-    ranked = sorted(range(len(split.ids)), key=lambda i: derive_seed(0, split.ids[i], "val"))
+        return dataset, None
+    ranked = sorted(range(len(dataset)), key=lambda i: derive_seed(0, dataset.ids[i], "val"))
     chosen = set(ranked[:round(fraction * len(ranked))])
-    keep = [i for i in range(len(split.ids)) if i not in chosen]
-    held = sorted(chosen)
+    return dataset.subset([i for i in range(len(dataset)) if i not in chosen]), dataset.subset(sorted(chosen))
 
-    def rows(index):
-        return copy_with(split, images=split.images[index], labels=split.labels[index],
-                         ids=[split.ids[i] for i in index])
 
-    return rows(keep), rows(held)
+def _chosen(dataset, classes):
+    """The task's classes relabelled 0..k-1, or the dataset as it is."""
+    return dataset.select_classes(classes) if classes is not None else dataset
 
 
 @register_recipe("image")
@@ -241,7 +237,6 @@ class ImageRecipe(Recipe):
     kind = "image"
 
     def __init__(self, config: dict[str, Any]):
-        from confidently.backdoor.experiment import Split
         from confidently.data import open_dataset
 
         self.config = config
@@ -249,11 +244,10 @@ class ImageRecipe(Recipe):
         targets = config.get("target") or []
         if "data" not in source or not targets:
             raise InvalidInput("an image recipe needs [source] data = ... and at least one [[target]]")
-        dataset = open_dataset(source["data"], source.get("split"))
+        dataset = open_dataset(source["data"], source.get("split"))  # records only: images stream per job
         classes = source.get("classes") or list(range(dataset.num_classes))
-        size = source.get("img_size")
-        self.source = Split.from_dataset(dataset, classes, size)
-        self.size = self.source.images.shape[-1]
+        self.source = dataset.select_classes(classes)
+        self.size = source.get("img_size")
         self.granularity = source.get("granularity", "class")
         if self.granularity not in ("class", "example"):
             raise InvalidInput(f"source granularity {self.granularity!r}: choose class or example")
@@ -261,57 +255,61 @@ class ImageRecipe(Recipe):
         if self.granularity == "class":
             self.num_units, self.unit_names = len(classes), [names[k] for k in classes]
         else:  # every source image is a unit (leakage, misleading examples): needs many more models
-            self.num_units, self.unit_names = len(self.source.ids), list(self.source.ids)
+            self.num_units, self.unit_names = len(self.source), list(self.source.ids)
         self.tasks = {}
         for task in targets:
-            train = open_dataset(task["train"], task.get("train_split"))
-            test = open_dataset(task.get("test", task["train"]), task.get("test_split"))
             chosen = task.get("classes")
-            train_split = Split.from_dataset(train, chosen, self.size)
+            train = _chosen(open_dataset(task["train"], task.get("train_split")), chosen)
+            test = _chosen(open_dataset(task.get("test", task["train"]), task.get("test_split")), chosen)
             if "val" in task or "val_split" in task:
-                val_split = Split.from_dataset(open_dataset(task.get("val", task["train"]), task.get("val_split")),
-                                               chosen, self.size)
+                val = _chosen(open_dataset(task.get("val", task["train"]), task.get("val_split")), chosen)
             else:
-                train_split, val_split = carve(train_split, float(task.get("val_fraction", 0.1)))
-            self.tasks[task.get("name", f"target{len(self.tasks)}")] = (
-                task, train_split, Split.from_dataset(test, chosen, self.size), val_split)
+                train, val = carve(train, float(task.get("val_fraction", 0.1)))
+            self.tasks[task.get("name", f"target{len(self.tasks)}")] = (task, train, test, val)
 
     def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+        from confidently.data.loader import StreamLoader
+        from confidently.data.preprocess import DataConfig, make_preprocess
+        from confidently.evaluation import clean_accuracy
         from confidently.models import create_model
         from confidently.run.seeding import derive_seed
-        from confidently.training import predict, train_classifier
+        from confidently.training import train_classifier
         from confidently.transfer import transfer
 
         source = self.config["source"]
-        if self.granularity == "class":
-            rows = [i for i, label in enumerate(self.source.labels.tolist()) if label in set(include)]
-        else:
-            rows = list(include)
-        present = sorted({int(self.source.labels[i]) for i in rows})
-        remap = {label: position for position, label in enumerate(present)}
-        labels = torch.tensor([remap[int(self.source.labels[i])] for i in rows])
-        images = self.source.images[rows]
+        labels = self.source.labels.tolist()
+        rows = [i for i, label in enumerate(labels) if label in set(include)] if self.granularity == "class" \
+            else list(include)
+        present = sorted({labels[i] for i in rows})
+        subset = self.source.subset(rows).select_classes(present)
         torch.manual_seed(derive_seed(seed, "source") % 2**63)
-        model = create_model(source.get("arch", "small_cnn"), len(present), in_chans=images.shape[1],
-                             img_size=self.size)
+        model = create_model(source.get("arch", "small_cnn"), len(present), in_chans=subset.raw(0).shape[0],
+                             img_size=self.size or self.source.image_size())
         config = replace(_train_config(source, {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "schedule": "cyclic",
                                                 "peak_epoch": 2, "weight_decay": 5e-4}), seed=seed % 2**31)
-        train_classifier(model, images, labels, config)
-        source_acc = float((predict(model, images) == labels).float().mean())
+        train_classifier(model, subset, config)
+
+        def batches(dataset):
+            return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=256)
+
+        source_acc = clean_accuracy(model, batches(subset), len(present))
         out = {}
         for name, (task, train, test, val) in self.tasks.items():
             torch.manual_seed(derive_seed(seed, "head", name) % 2**63)
             target_config = replace(_train_config(task, {"epochs": 10, "lr": 0.05, "optimizer": "sgd",
                                                          "schedule": "cyclic", "peak_epoch": 2,
                                                          "weight_decay": 5e-4}), seed=seed % 2**31)
-            tuned = transfer(model, train.images, train.labels, target_config, mode=task.get("mode", "fixed"),
-                             num_classes=train.num_classes)
+            tuned = transfer(model, train, target_config, mode=task.get("mode", "fixed"),
+                             num_classes=int(train.labels.max()) + 1)
             tuned.eval()
-            with torch.no_grad():
-                for key, split in ((name, test), (name + VAL, val)):
-                    if split is not None and len(split.ids):
-                        logits = torch.cat([tuned(split.images[i:i + 256]) for i in range(0, len(split.images), 256)])
-                        out[key] = TaskResult(logits, split.labels)
+            for key, split in ((name, test), (name + VAL, val)):
+                if split is not None and len(split):
+                    logits, targets = [], []
+                    with torch.no_grad():
+                        for batch in batches(split):
+                            logits.append(tuned(batch.images))
+                            targets.append(batch.labels)
+                    out[key] = TaskResult(torch.cat(logits), torch.cat(targets))
         return source_acc, out
 
 
