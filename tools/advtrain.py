@@ -15,6 +15,7 @@ from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
+from confidently.data.webdataset import is_webdataset, open_stream
 from confidently.errors import InvalidInput, UsageError
 from confidently.evaluation import attack_rows, robustness_tallies
 from confidently.io.artifacts import artifact_metadata
@@ -117,6 +118,14 @@ def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, 
     for arm, counts in tallies.items():
         metrics[f"{arm}_acc"], metrics[f"mpc_{arm}"] = accuracies(counts)
     return metrics
+
+
+def known_length(items) -> int | None:
+    """``len(items)``, or None for a stream that does not know its length (progress then counts up)."""
+    try:
+        return len(items)
+    except TypeError:
+        return None
 
 
 def skip_record(error: InvalidInput) -> None:
@@ -266,17 +275,22 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
-    dataset = open_dataset(data, split, channels=model.input_size[0])
-    fingerprint = dataset.fingerprint()
-    if common.shard.count > 1:
-        dataset = dataset.subset(common.shard.positions(len(dataset)))
-    check_labels(dataset.labels, model.num_classes, data)
     attacks = [PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts, random_start=random_start)
                for radius in radii]
-    batches = StreamLoader(dataset, make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct)),
-                           batch_size=common.batch_size, device=device, workers=common.workers,
+    fit = make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct))
+    if is_webdataset(data):  # tar shards stream; a --shard reads its share of them
+        source = open_stream(data, split, preprocess=fit, seed=common.seed, channels=model.input_size[0],
+                             rank=common.shard.index, world=common.shard.count)
+        fingerprint = None
+    else:
+        source = open_dataset(data, split, channels=model.input_size[0])
+        fingerprint = source.fingerprint()
+        if common.shard.count > 1:
+            source = source.subset(common.shard.positions(len(source)))
+        check_labels(source.labels, model.num_classes, data)
+    batches = StreamLoader(source, fit, batch_size=common.batch_size, device=device, workers=common.workers,
                            on_invalid=skip_record if common.skip_invalid else None)
-    tallies = robustness_tallies(model, progress(batches, len(batches), f"eval {len(dataset)} images"), attacks,
+    tallies = robustness_tallies(model, progress(batches, known_length(batches), "eval"), attacks,
                                  num_classes=model.num_classes, seed=common.seed)
     title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
     table = Table("eps", "clean acc", "robust acc", title=title)

@@ -14,6 +14,7 @@ from torch import nn
 
 from confidently.adversarial import PGDConfig, pgd_attack
 from confidently.data.loader import Batch
+from confidently.errors import InvalidInput
 from confidently.run import record_generator, with_batch_backoff
 
 
@@ -52,6 +53,9 @@ def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequ
 
     def add(counts: dict[str, torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor) -> None:
         predictions, labels = predictions.cpu(), labels.cpu()
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise InvalidInput(f"labels {int(labels.min())}..{int(labels.max())} are outside the model's "
+                               f"{num_classes} classes", field="label")
         counts["class_n"] += torch.bincount(labels, minlength=num_classes)
         counts["class_correct"] += torch.bincount(labels[predictions == labels], minlength=num_classes)
 
