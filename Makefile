@@ -48,6 +48,7 @@ bench: venv llvm
 	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
 	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/io_throughput.py
+	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/advtrain_pgd.py
 	$(BIN)/python bench/advtrain_pgd.py --constraint linf --eps 0.03
 	$(BIN)/python bench/certify_speed.py
