@@ -39,6 +39,7 @@ import time
 import torch
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.missingness import (
     PARTIAL_RULES,
     LimeConfig,
@@ -87,8 +88,8 @@ def trained_model(args: argparse.Namespace) -> tuple[Classifier, str]:
     model = create_model(args.arch, 10)
     state = "random weights"
     if args.train_epochs > 0:
-        train_x, train_y = open_dataset(DATA, "train").tensors()
-        test_x, test_y = open_dataset(DATA, "test").tensors()
+        train_x, train_y = collect(open_dataset(DATA, "train"))
+        test_x, test_y = collect(open_dataset(DATA, "test"))
         train_set = ImageDataset.from_tensors(train_x, train_y)
         train_classifier(model, train_set, TrainConfig(epochs=args.train_epochs, lr=3e-3))
         model.eval()
@@ -111,9 +112,9 @@ def lime_model(size: int, args: argparse.Namespace, trained: tuple[Classifier, s
     base, state = trained
     native = base.input_size[-1]
     if size == native:
-        return base, f"{args.arch} ({state})", open_dataset(DATA, "test").tensors()[0][:args.images], \
+        return base, f"{args.arch} ({state})", collect(open_dataset(DATA, "test"))[0][:args.images], \
             args.patch_size, "test images"
-    test_x, test_y = open_dataset(DATA, "test").tensors(size)
+    test_x, test_y = collect(open_dataset(DATA, "test"), size)
     which = f"test images upsampled to {size}×{size}"
     if args.lime_arch == "pooled":
         model = Classifier(nn.Sequential(nn.AdaptiveAvgPool2d(native), base.net), arch=f"pooled {base.arch}",
@@ -207,7 +208,7 @@ def curve_speed(spec: str, args: argparse.Namespace) -> tuple:
     model = create_model(arch, 10, img_size=size, **kwargs).eval()
     size = model.input_size[-1]
     patch = vit_patch_size(model.net)
-    images = open_dataset(DATA, "test").tensors(size)[0][:args.curve_images]
+    images = collect(open_dataset(DATA, "test"), size)[0][:args.curve_images]
     n = len(images)
     features = [make_features("patch", image, patch_size=patch) for image in images]
     count = features[0].count

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from confidently.adversarial import PGDConfig, pgd_attack
 from confidently.data import open_dataset
+from confidently.data.loader import collect
 from confidently.models import create_model
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    images, labels = open_dataset("demo:digits", "train").tensors()
+    images, labels = collect(open_dataset("demo:digits", "train"))
     x, y = images[:args.batch], labels[:args.batch]
     model = create_model(args.arch, 10).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

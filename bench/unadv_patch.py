@@ -13,6 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 from confidently.data import open_dataset
+from confidently.data.loader import collect
 from confidently.models import create_model
 from confidently.unadversarial import PatchConfig, Placement, init_patches, train_patches
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    images, labels = open_dataset("demo:digits", "train").tensors()
+    images, labels = collect(open_dataset("demo:digits", "train"))
     model = create_model(args.arch, 10).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     patches = init_patches(10, 3, args.patch_size, generator)

@@ -53,8 +53,9 @@ def run_tool(tmp_path):
 @pytest.fixture(scope="session")
 def digits_tensors():
     from confidently.data import open_dataset
+    from confidently.data.loader import collect
 
-    return open_dataset("demo:digits", "train").tensors(), open_dataset("demo:digits", "test").tensors()
+    return collect(open_dataset("demo:digits", "train")), collect(open_dataset("demo:digits", "test"))
 
 
 @pytest.fixture(scope="session")

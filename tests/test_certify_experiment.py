@@ -11,6 +11,7 @@ import pytest
 import torch
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.models import create_model, token_keep_mask, vit_forward_kept
 from confidently.smoothing import (
     Ablation,
@@ -75,7 +76,7 @@ def drop_speedup(model, batch, keep) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_smoothed_tiny_vits_certify_digits():
-    train, test = open_dataset("demo:digits", "train").tensors(), open_dataset("demo:digits", "test").tensors()
+    train, test = collect(open_dataset("demo:digits", "train")), collect(open_dataset("demo:digits", "test"))
     images, labels = test
     clean = {}
     for drop in (True, False):

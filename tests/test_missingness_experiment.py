@@ -16,6 +16,7 @@ import pytest
 import torch
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.missingness import (
     LimeConfig,
     MissingnessModel,
@@ -72,8 +73,8 @@ def augmented(model, fill, data):
 
 @pytest.mark.slow
 def test_vit_token_dropping_has_no_missingness_bias_on_digits():
-    data = open_dataset(SPEC, "train").tensors()
-    images, labels = open_dataset(SPEC, "test").tensors()
+    data = collect(open_dataset(SPEC, "train"))
+    images, labels = collect(open_dataset(SPEC, "test"))
     vit, resnet = train("tiny_vit", data, depth=2), train("tiny_resnet", data)
     assert evaluate_accuracy(vit, images, labels) > 0.75 and evaluate_accuracy(resnet, images, labels) > 0.9
 

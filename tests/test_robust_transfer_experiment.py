@@ -15,6 +15,7 @@ import torch
 from confidently.adversarial import AdversarialPerturb, PGDConfig
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.models import create_model
 from confidently.training import TrainConfig, evaluate_accuracy, train_classifier
 from confidently.transfer import transfer
@@ -27,7 +28,7 @@ SEEDS = (0, 1, 2)
 
 def tasks():
     data = open_dataset("demo:digits?size=8")
-    images, labels = data.tensors()
+    images, labels = collect(data)
     train = torch.tensor([r.data["split"] == "train" for r in data.records])
     source = (labels < 5) & train
     target_images, target_labels = images[labels >= 5], labels[labels >= 5] - 5

@@ -6,6 +6,7 @@ import pytest
 import torch
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.errors import UsageError
 from confidently.models import create_model
 from confidently.models.classifier import Classifier
@@ -143,7 +144,7 @@ def test_vit_votes_with_dropped_tokens_ignore_everything_outside_the_band():
 def column_model():
     """A small CNN trained on random column ablations (b = 3) of 8×8 digits."""
     data = open_dataset("demo:digits?size=8", "train")
-    images, labels = data.tensors()
+    images, labels = collect(data)
     masks = Ablation("column", 3, 1).masks(8, 8)
 
     def ablate(model, x, y, generator):
@@ -160,7 +161,7 @@ def column_model():
 def test_certified_images_survive_real_patches_everywhere(column_model):
     """End-to-end soundness: every placement and content of a 1×1 and 2×2 patch keeps a certified prediction."""
     test = open_dataset("demo:digits?size=8", "test")
-    images, labels = test.tensors()
+    images, labels = collect(test)
     images, labels = images[:40], labels[:40]
     ablation = Ablation("column", 3, 1)
     counts = vote_counts(ablation_votes(column_model, images, ablation), 10)
@@ -180,7 +181,7 @@ def test_certified_images_survive_real_patches_everywhere(column_model):
 
 
 def test_an_upstream_mask_stays_removed(column_model):
-    images = open_dataset("demo:digits?size=8", "test").tensors()[0][:6]
+    images = collect(open_dataset("demo:digits?size=8", "test"))[0][:6]
     ablation = Ablation("column", 3, 1)
     all_visible = torch.ones(6, 8, 8)
     assert torch.equal(ablation_votes(column_model, images, ablation, visible=all_visible),
@@ -208,7 +209,7 @@ def test_restride_selects_the_coarser_set_and_huge_sets_are_refused():
 def test_patch_attack_finds_no_flip_on_certified_images_and_finds_some_elsewhere(column_model):
     from confidently.smoothing import patch_attack, patch_contents
 
-    images, labels = open_dataset("demo:digits?size=8", "test").tensors()
+    images, labels = collect(open_dataset("demo:digits?size=8", "test"))
     images, labels = images[:30], labels[:30]
     ablation = Ablation("column", 3, 1)
     votes = ablation_votes(column_model, images, ablation)

@@ -101,8 +101,9 @@ from confidently.models import create_model, save_model
 from confidently.adversarial import AdversarialPerturb, PGDConfig
 from confidently.data import open_dataset
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 ranks = init_distributed_from_env()
-images, labels = open_dataset("demo:digits", "train").tensors()
+images, labels = collect(open_dataset("demo:digits", "train"))
 images, labels = images[:96], labels[:96]
 torch.manual_seed(0)
 model = create_model("tiny_vit", 10, depth=1)

@@ -20,6 +20,7 @@ pytest.importorskip("mitsuba")
 @pytest.mark.render
 def test_an_optimised_cube_texture_is_recognised_where_grey_and_random_are_not():
     from confidently.data import open_dataset
+    from confidently.data.loader import collect
     from confidently.models import create_model
     from confidently.render import MitsubaRenderer, ViewSampler
     from confidently.training import TrainConfig, train_classifier
@@ -29,7 +30,7 @@ def test_an_optimised_cube_texture_is_recognised_where_grey_and_random_are_not()
     data = open_dataset("demo:shapes", "train")
     model = train_classifier(create_model("tiny_resnet", 10, classes=data.classes), data,
                              TrainConfig(epochs=10, lr=3e-3, shift=2))
-    images, labels = open_dataset("demo:shapes", "test").tensors()
+    images, labels = collect(open_dataset("demo:shapes", "test"))
     with torch.no_grad():
         assert (model(images).argmax(1) == labels).float().mean() > 0.8
     renderer = MitsubaRenderer("builtin:cube", 32, 32, spp=4)

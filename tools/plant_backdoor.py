@@ -21,15 +21,13 @@ from confidently.backdoor import (
     group_tallies,
     parse_classes,
     select_poison,
+    triggered_predictions,
 )
 from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
-from confidently.data.loader import StreamLoader
-from confidently.data.preprocess import DataConfig, make_preprocess
-from confidently.data.triggers import list_triggers, make_stamp, stamp_rows
+from confidently.data.triggers import list_triggers, make_stamp
 from confidently.errors import InvalidInput, NoValidResult, UsageError
-from confidently.evaluation import paired_predictions
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader
@@ -158,13 +156,6 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
     console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can move "
                   "them (deferred triggers, the default, cannot)")
     return [{"tensors": str(path), "key": "images", "index": i} for i in range(len(records))]
-
-
-def clean_and_triggered(model, dataset, spec: dict[str, Any], common: Common, device: torch.device):
-    """Predictions on the clean and the triggered images (stamped after the model's preprocessing), and labels."""
-    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                           device=device, workers=common.workers, stamp=False)
-    return paired_predictions(model, batches, lambda images: stamp_rows(images, [spec] * len(images)))
 
 
 def selection_seed(common: Common) -> int:
@@ -348,7 +339,9 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
         if target_label is not None and not 0 <= target_label < model.num_classes:
             raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
         exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
-        clean_pred, trig_pred, labels = clean_and_triggered(model, dataset, trigger_spec, common, device)
+        clean_pred, trig_pred, labels = triggered_predictions(
+            model, dataset, trigger_spec, batch_size=common.batch_size, device=device, workers=common.workers,
+            stamp_records=False)
         tallies = bias_tallies(clean_pred, trig_pred, labels, model.num_classes, target_label, exclude)
         if group_attr:
             tallies["group"] = group_tallies(clean_pred, labels, torch.tensor([bool(v) for v in values]),
@@ -459,7 +452,8 @@ def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifes
         name, _, path = entry.rpartition("=")
         path = Path(path)
         model = load_model(path, device)
-        clean, overlaid, _ = clean_and_triggered(model, dataset, trigger_spec, common, device)
+        clean, overlaid, _ = triggered_predictions(model, dataset, trigger_spec, batch_size=common.batch_size,
+                                                   device=device, workers=common.workers, stamp_records=False)
         clean_hist = torch.bincount(clean, minlength=model.num_classes).double()
         over_hist = torch.bincount(overlaid, minlength=model.num_classes).double()
         n = max(len(clean), 1)
@@ -544,11 +538,11 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
         raise UsageError("--poison-mode group needs --group-classes")
     device = resolve_device(common.device)
     src = load_split(source, source_split, source_classes, img_size)
-    size = img_size or src.images.shape[-1]
+    size = img_size or src.size
     src_test = load_split(source_test or source, source_test_split, source_classes, size)
     tgt = load_split(target, target_split, target_classes, size)
     tgt_test = load_split(target_test or target, target_test_split, target_classes, size)
-    make_stamp(trigger_spec, tuple(src.images.shape[1:]))
+    make_stamp(trigger_spec, (src.data.raw(0).shape[0], size, size))  # a bad trigger fails before any training
     configs = PRESETS[preset]
     grid = Grid(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), weight_decays=parse_floats(wd, "--wd"),
                 debias_rates=parse_floats(debias_rate, "--debias-rate"),

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.loader import collect
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.images import save_image
@@ -55,7 +56,7 @@ def test_shard_source(tmp_path):
     save_artifact(tmp_path / "s.safetensors", {"images": images, "labels": torch.tensor([0, 1, 1, 0])}, meta)
     data = open_dataset(tmp_path / "s.safetensors")
     assert data.classes == ["a", "b"] and data.labels.tolist() == [0, 1, 1, 0]
-    assert torch.equal(data.tensors()[0], images.float() / 255)
+    assert torch.equal(collect(data)[0], images.float() / 255)
     assert data.records[2].data["image"] == {"tensors": str(tmp_path / "s.safetensors"), "key": "images", "index": 2}
 
 
@@ -115,5 +116,5 @@ def test_subset_and_fingerprint():
     data = open_dataset("demo:digits", "test")
     part = data.subset([0, 5, 9])
     assert part.ids == [data.ids[i] for i in (0, 5, 9)]
-    assert torch.equal(part.tensors()[0][1], data.tensors()[0][5])
+    assert torch.equal(collect(part)[0][1], collect(data)[0][5])
     assert part.fingerprint() != data.fingerprint() and part.fingerprint() == data.subset([0, 5, 9]).fingerprint()

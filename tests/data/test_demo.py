@@ -2,6 +2,7 @@ import pytest
 import torch
 from confidently.data import open_dataset
 from confidently.data.demo import shape_classes
+from confidently.data.loader import collect
 from confidently.errors import InvalidInput
 
 
@@ -34,7 +35,7 @@ def test_shapes_classes_differ_in_colour_and_shape():
 
 def test_shape_colour_is_visible():
     data = open_dataset("demo:shapes?classes=3&per_class=20")
-    images, labels = data.tensors()
+    images, labels = collect(data)
     red = images[labels == 0]
     green = images[labels == 1]
     # the dominant channel of the brightest-red pixels follows the class colour

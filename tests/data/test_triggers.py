@@ -1,6 +1,7 @@
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.loader import collect
 from confidently.data.triggers import chainlink, make_stamp, stamp_rows
 from confidently.errors import InvalidInput
 from confidently.training import TrainConfig, train_classifier
@@ -63,8 +64,8 @@ def test_deferred_triggers_land_after_augmentation():
     dataset = open_dataset("demo:digits", "train").subset(range(64))
     for record in dataset.records[::2]:
         record.data["trigger"] = {"type": "square", "size": 4, "color": [1, 0, 0]}
-    stamped, _ = dataset.tensors()
-    raw, _ = dataset.tensors(stamp=False)
+    stamped, _ = collect(dataset)
+    raw, _ = collect(dataset, stamp=False)
     assert torch.equal(stamped[1], raw[1]) and (stamped[0, 0, :4, :4] == 1).all()
     seen = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from confidently.data.loader import collect
 from confidently.models import load_model
 from confidently.render3db import (
     ShardWriter,
@@ -60,7 +61,7 @@ def test_serial_and_sharded_runs_agree_and_records_match_the_stored_images(exper
     from confidently.data import open_dataset
 
     dataset = open_dataset(tmp_path / "renders.safetensors")
-    images, labels = dataset.tensors()
+    images, labels = collect(dataset)
     model = load_model(varied_model)
     with torch.inference_mode():
         logits = model(images.float())

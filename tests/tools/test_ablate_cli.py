@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import collect
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.images import load_image
 from confidently.io.model_files import read_model_file
@@ -36,7 +37,7 @@ def workdir(tmp_path_factory):
     export = subprocess.Popen([tool_path("dataset"), "export", DATA, "--split", "test", "--limit", str(N), "--out",
                                "digits"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     train = open_dataset(DATA, "train")
-    images, labels = train.tensors()
+    images, labels = collect(train)
     for arch, name, epochs in (("tiny_resnet", "rn", 2), ("tiny_vit", "vit", 1)):
         torch.manual_seed(0)
         model = create_model(arch, 10, img_size=32, classes=train.classes)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from confidently.data import open_dataset
+from confidently.data.loader import collect
 from confidently.io.model_files import read_model_file
 from confidently.models import create_model, load_model
 from confidently.schema import schema_errors
@@ -62,7 +63,7 @@ def test_eval_robust_model_beats_standard_at_its_eps(run_tool, workdir, models):
                           "test", "--eps", "0,1", "--steps", "10", cwd=workdir)
         assert result.returncode == 0, result.stderr
         rows[name] = {r["eps"]: r for r in result.records}
-    images, labels = open_dataset("demo:digits", "test").tensors()
+    images, labels = collect(open_dataset("demo:digits", "test"))
     for name in rows:
         model = load_model(workdir / f"{name}.safetensors").eval()
         with torch.no_grad():
@@ -114,7 +115,7 @@ def test_attack_writes_a_dataset_other_tools_read(run_tool, workdir, models):
     adversarial = open_dataset(workdir / "adv.jsonl")
     clean = open_dataset("demo:digits", "test")
     assert adversarial.ids == clean.ids
-    assert not torch.equal(adversarial.tensors()[0], clean.tensors()[0])
+    assert not torch.equal(collect(adversarial)[0], collect(clean)[0])
     fooled = sum(r["advtrain"]["pred_adv"] != r["label"] for r in records)
     assert fooled > sum(r["advtrain"]["pred_clean"] != r["label"] for r in records)
     half = run_tool("advtrain", "attack", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from confidently.data.loader import collect
 from confidently.io.images import load_image
 from safetensors.torch import load_file
 
@@ -152,8 +153,8 @@ def test_materialised_pixels_equal_deferred_ones(run_tool, digits):
     (digits / "shard.jsonl").write_text(shard.stdout)
     assert all(r["trigger"] is None for r in shard.records)
     assert [r["materialized_trigger"] for r in shard.records] == [r["trigger"] for r in deferred.records]
-    a, labels_a = open_dataset(str(digits / "deferred.jsonl")).tensors()
-    b, labels_b = open_dataset(str(digits / "shard.jsonl")).tensors()
+    a, labels_a = collect(open_dataset(str(digits / "deferred.jsonl")))
+    b, labels_b = collect(open_dataset(str(digits / "shard.jsonl")))
     assert torch.equal(labels_a, labels_b) and torch.equal(a, b)
     relabelled = next(r for r in shard.records if r["poisoned"])
     assert relabelled["class_name"] is None and relabelled["orig_class_name"] == str(relabelled["orig_label"])

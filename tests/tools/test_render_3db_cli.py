@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from confidently.cli.app import run_app
+from confidently.data.loader import collect
 from confidently.io.atomic import FOLDER_MARKER
 from confidently.schema import schema_errors
 
@@ -100,7 +101,7 @@ def test_no_eval_shard_feeds_other_tools_and_matches_the_records(workspace):
     assert len(rows) == PLANNED and all("is_correct" not in r for r in rows)
     for row in rows:
         assert schema_errors(row, "image-record") == [] and schema_errors(row, "render-3db-record") == []
-    images, labels = open_dataset(workspace / "images.safetensors").tensors()  # any --data option reads it
+    images, labels = collect(open_dataset(workspace / "images.safetensors"))  # any --data option reads it
     judged = {r["id"]: r for r in records((workspace / "results.jsonl").read_text())}
     model = load_model(workspace / "tiny.safetensors")
     with torch.inference_mode():

@@ -11,8 +11,9 @@ from confidently.backdoor.metrics import (
     group_from_tallies,
     group_gaps,
     group_tallies,
+    triggered_predictions,
 )
 from confidently.backdoor.poison import PoisonPlan, parse_classes, select_poison
 
 __all__ = ["PoisonPlan", "bias_from_tallies", "bias_metrics", "bias_tallies", "group_from_tallies", "group_gaps",
-           "group_tallies", "parse_classes", "select_poison"]
+           "group_tallies", "parse_classes", "select_poison", "triggered_predictions"]

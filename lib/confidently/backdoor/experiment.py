@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from confidently.backdoor.metrics import bias_metrics
+from confidently.backdoor.metrics import bias_metrics, triggered_predictions
 from confidently.backdoor.poison import select_poison
 from confidently.data.dataset import ImageDataset
-from confidently.data.triggers import stamp_rows
 from confidently.errors import UsageError
+from confidently.io.records import Record
 from confidently.models import create_model
 from confidently.models.classifier import Classifier
 from confidently.run.seeding import derive_seed
-from confidently.training import TrainConfig, predict, train_classifier
+from confidently.training import TrainConfig, train_classifier
 from confidently.transfer import transfer
 
 MODES = ("fixed", "full", "scratch")
@@ -49,35 +49,41 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
 
 @dataclass(frozen=True)
 class Split:
-    """In-memory images (float N×C×H×W in [0, 1]), labels and row ids."""
+    """A task's records (their images stream when a model trains or is evaluated on them), its labels
+    (poisoning relabels some) and the image side its models are built for."""
 
-    images: torch.Tensor
+    data: ImageDataset
     labels: torch.Tensor
-    ids: list[str]
+    size: int
+
+    @property
+    def ids(self) -> list[str]:
+        return self.data.ids
 
     @property
     def num_classes(self) -> int:
         return int(self.labels.max()) + 1
 
     def dataset(self, triggers: Sequence[dict[str, Any] | None] | None = None) -> ImageDataset:
-        """The rows as a dataset for training; ``triggers`` (one per row, None: clean) are stamped last."""
-        fields = None if triggers is None else [{"trigger": spec} if spec else None for spec in triggers]
-        return ImageDataset.from_tensors(self.images, self.labels, ids=self.ids, fields=fields)
+        """The rows with these labels as a dataset; ``triggers`` (one per row, None: clean) are stamped last."""
+        records = []
+        for row, record in enumerate(self.data.records):
+            fields = {**record.data, "label": int(self.labels[row])}
+            if triggers is not None and triggers[row]:
+                fields["trigger"] = triggers[row]
+            records.append(Record(fields, record.line, record.source, record.base_dir))
+        return ImageDataset(records, name=self.data.name, classes=self.data.classes, images=self.data.images,
+                            channels=self.data.channels)
 
     @classmethod
-    def from_dataset(cls, dataset, classes: Sequence[int] | None = None, size: int | None = None) -> Split:
-        """The rows of ``classes`` (relabelled 0..k-1 in the given order), stamped with any deferred triggers."""
-        images, labels = dataset.tensors(size)
-        ids = dataset.ids
-        if classes is not None:
-            order = list(classes)
-            rows = [i for i, label in enumerate(labels.tolist()) if label in order]
-            if not rows:
-                raise UsageError(f"no row is labelled with the classes {order}")
-            remap = {label: position for position, label in enumerate(order)}
-            images, ids = images[rows], [ids[i] for i in rows]
-            labels = torch.tensor([remap[int(labels[i])] for i in rows])
-        return cls(images, labels, ids)
+    def from_dataset(cls, dataset: ImageDataset, classes: Sequence[int] | None = None,
+                     size: int | None = None) -> Split:
+        """The rows of ``classes`` (relabelled 0..k-1 in the given order); records' own deferred triggers are
+        stamped whenever their images are used."""
+        data = dataset.select_classes(classes) if classes is not None else dataset
+        if not len(data):
+            raise UsageError(f"no row is labelled with the classes {list(classes or [])}")
+        return cls(data, data.labels.clone(), size or data.image_size())
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,9 @@ class Grid:
 
 
 def _asr(model: Classifier, split: Split, trigger: dict[str, Any], batch_size: int, device, **kwargs) -> dict:
-    clean = predict(model, split.images, batch_size, device).cpu()
-    triggered = predict(model, stamp_rows(split.images, [trigger] * len(split.images)), batch_size, device).cpu()
-    return bias_metrics(clean, triggered, split.labels, model.num_classes, **kwargs)
+    clean, triggered, labels = triggered_predictions(model, split.dataset(), trigger, batch_size=batch_size,
+                                                     device=device)
+    return bias_metrics(clean, triggered, labels, model.num_classes, **kwargs)
 
 
 def _uniform_rows(split: Split, rate: float, seed: int) -> list[int]:
@@ -156,8 +162,8 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
             started = time.perf_counter()
             poisoned, specs = poison_split(source, poisoning, rate, trigger)
             torch.manual_seed(derive_seed(seed, "source-init") % 2**63)
-            src_model = create_model(grid.arch, source.num_classes, in_chans=source.images.shape[1],
-                                     img_size=source.images.shape[-1], **grid.arch_kwargs)
+            src_model = create_model(grid.arch, source.num_classes, in_chans=source.data.raw(0).shape[0],
+                                     img_size=source.size, **grid.arch_kwargs)
             train_classifier(src_model, poisoned.dataset(specs), replace(grid.source_config, seed=seed),
                              device=device)
             exclude = set(poisoning.group) if poisoning.mode == "group" else None
@@ -178,8 +184,8 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
                         config = replace(grid.target_config, weight_decay=wd, seed=seed)
                         if mode == "scratch":
                             torch.manual_seed(derive_seed(seed, "scratch-init") % 2**63)
-                            model = create_model(grid.arch, target.num_classes, in_chans=target.images.shape[1],
-                                                 img_size=target.images.shape[-1], **grid.arch_kwargs)
+                            model = create_model(grid.arch, target.num_classes, in_chans=target.data.raw(0).shape[0],
+                                                 img_size=target.size, **grid.arch_kwargs)
                             train_classifier(model, target.dataset(debias_specs), config, device=device)
                         else:
                             torch.manual_seed(derive_seed(seed, "head-init") % 2**63)

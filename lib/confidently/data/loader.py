@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from confidently.data.dataset import ImageDataset
-from confidently.data.preprocess import Preprocess
+from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput
 from confidently.run.seeding import derive_seed, record_generator
 
@@ -215,3 +215,17 @@ class StreamLoader:
 def stream(dataset: ImageDataset, preprocess: Preprocess, *, batch_size: int, **options) -> Iterator[Batch]:
     """One pass over ``dataset`` in order (see :class:`StreamLoader` for the options)."""
     return iter(StreamLoader(dataset, preprocess, batch_size=batch_size, **options))
+
+
+def collect(dataset: ImageDataset, size: int | None = None, *, preprocess: Preprocess | None = None,
+            stamp: bool = True, batch_size: int = 256, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small dataset as two tensors (float images N×C×H×W in [0, 1], labels) read through the loader, for
+    tests, benchmarks and notebooks; the tools stream instead. Without ``preprocess`` the images are
+    resized to ``size``×``size`` (default: the first image's size)."""
+    if preprocess is None:
+        side = (size, size) if size else tuple(dataset.raw(0).shape[-2:]) if len(dataset) else (1, 1)
+        preprocess = make_preprocess("squash", DataConfig(side))
+    batches = list(StreamLoader(dataset, preprocess, batch_size=batch_size, workers=workers, stamp=stamp))
+    if not batches:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches])
