@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from confidently.data import open_dataset
 from confidently.data.loader import collect
 from confidently.models import create_model
-from confidently.unadversarial import PatchConfig, Placement, init_patches, train_patches
+from confidently.unadversarial import PatchConfig, Placement, init_patches, train_patches, training_batches
 
 
 def per_step(run, steps: int) -> float:
@@ -34,15 +34,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    images, labels = collect(open_dataset("demo:digits", "train"))
+    dataset = open_dataset("demo:digits", "train")
+    images, labels = collect(dataset)
     model = create_model(args.arch, 10).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     patches = init_patches(10, 3, args.patch_size, generator)
     config = PatchConfig(steps=0, batch_size=args.batch_size, lr=0.02)
 
     def patch_steps(count: int) -> None:
-        train_patches(model, images, labels, patches, Placement(), PatchConfig(count, config.batch_size, config.lr),
-                      generator)
+        steps = PatchConfig(count, config.batch_size, config.lr)
+        train_patches(model, training_batches(dataset, model, steps, 0), patches, Placement(), steps, generator)
 
     def limit_steps(count: int) -> None:
         for _ in range(count):

@@ -22,12 +22,16 @@ from confidently.render import MitsubaRenderer, ViewSampler
 from confidently.run import console, record_generator, resolve_device
 from confidently.unadversarial import (
     BACKGROUNDS,
+    MAX_BACKGROUNDS,
     ImageBackgrounds,
     PatchConfig,
     Placement,
     TextureConfig,
+    background_images,
     best_images,
+    check_labels,
     composite,
+    eval_batches,
     evaluate_arms,
     evaluate_textures,
     init_patches,
@@ -35,9 +39,12 @@ from confidently.unadversarial import (
     load_texture,
     patch_side,
     qr_patches,
+    random_image_picks,
+    random_images,
     save_texture,
     train_patches,
     train_texture,
+    training_batches,
 )
 
 app = tool_app("unadv-patch", "Unadversarial patches: stickers a fixed model recognises easily.")
@@ -80,16 +87,12 @@ def load_patches(path: Path, model: Classifier) -> tuple[torch.Tensor, dict[str,
 
 
 def model_and_data(model_path: Path, data: str, split: str | None, common: Common):
-    """The model, the data's images and labels, and the records' ids (which seed per-image randomness)."""
+    """The model and the dataset (records only: images stream through the model's eval preprocessing later),
+    its labels checked against the model."""
     model = load_model(model_path, resolve_device(common.device))
-    dataset = open_dataset(data, split)
-    images, labels = dataset.tensors(model.input_size[-1])
-    if bool((labels < 0).any()):
-        raise InvalidInput(f"{data}: every row needs a label", field="label")
-    if int(labels.max()) >= model.num_classes:
-        raise InvalidInput(f"{data} has labels up to {int(labels.max())}; the model has {model.num_classes} classes")
-    model.check_input(images[:1])
-    return model, images, labels, dataset.ids
+    dataset = open_dataset(data, split, channels=model.input_size[0])
+    check_labels(dataset, model.num_classes, data)
+    return model, dataset
 
 
 PLACEMENT_OPTIONS = {
@@ -134,7 +137,7 @@ def severity_levels(text: str, flag: str) -> list[int]:
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def train(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
           data: str = typer.Option(..., "--data", help="Images to optimise on: manifest, folder, shard, demo:NAME."),
           split: str = typer.Option(None, "--split"),
@@ -157,18 +160,21 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
           out: Path = typer.Option(..., "--out", help="patches.safetensors (patches K×C×p×p, class_ids)."),
           force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
           *, common: Common) -> None:
-    """One patch per class, optimised over random placement, rotation and scale; the model stays fixed."""
+    """One patch per class, optimised over random placement, rotation and scale; the model stays fixed.
+    Each step takes the next --batch-size images of the data, shuffled each epoch by --seed (images of any
+    size, resized and centre-cropped to the model's input)."""
     guard_output(out, "unadv-patch", force=force)
     in_loop = corruption_names(train_corruptions, "--train-corruptions")
     in_loop_levels = severity_levels(train_severities, "--train-severities")
-    model, images, labels, _ = model_and_data(model_path, data, split, common)
+    model, dataset = model_and_data(model_path, data, split, common)
     where = make_placement(degrees, translate, scale, placement, region)
     side = patch_side(*model.input_size[1:], patch_size, patch_frac)
     generator = torch.Generator().manual_seed(common.seed)
     start = init_patches(model.num_classes, model.input_size[0], side, generator, init)
-    config = PatchConfig(steps, min(common.batch_size, len(images)), lr, optimizer, tuple(in_loop),
-                         tuple(in_loop_levels), train_corruption_prob)
-    patches, losses = train_patches(model, images, labels, start, where, config, generator,
+    config = PatchConfig(steps, common.batch_size, lr, optimizer, tuple(in_loop), tuple(in_loop_levels),
+                         train_corruption_prob)
+    batches = training_batches(dataset, model, config, common.seed, workers=common.workers)
+    patches, losses = train_patches(model, batches, start, where, config, generator,
                                     on_step=lambda m: console.log(f"step {m['step']}: loss {m['loss']:.4f}"))
     save_patches(out, patches, model, where, optimizer=optimizer, lr=lr, steps=steps, seed=common.seed,
                  init=init, model_file=str(model_path), data=data, train_corruptions=in_loop,
@@ -182,7 +188,7 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
 
 
 @app.command("eval")
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def evaluate(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
              split: str = typer.Option(None, "--split"),
@@ -200,10 +206,12 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
              *, common: Common) -> None:
     """Accuracy of no patch / random patch / unadversarial patch / baselines × clean and each corruption.
     Patches land as they were trained (the placement stored in --patches); a placement option given
-    overrides that field. Records carry the placement used and placement_source."""
+    overrides that field. Records carry the placement used and placement_source. The data streams (images of
+    any size, resized and centre-cropped to the model's input); each image's noise comes from (--seed, its id)
+    and the placements from --seed in data order, so the counts do not depend on --batch-size or --workers."""
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities")
-    model, images, labels, ids = model_and_data(model_path, data, split, common)
+    model, dataset = model_and_data(model_path, data, split, common)
     patches, meta = load_patches(patches_path, model)
     random = init_patches(len(patches), patches.shape[1], patches.shape[-1],
                           torch.Generator().manual_seed(int(meta.get("seed", 0))), meta.get("init", "rand"))
@@ -214,15 +222,16 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
         warps[path.stem] = other.get("warp", "bilinear")
     where, source = chosen_placement(Placement.from_metadata(meta.get("transform"), str(patches_path)),
                                      make_placement(degrees, translate, scale, placement, region), common.explicit)
-    for row in evaluate_arms(model, images, labels, arms, where, names, levels, common.seed, common.batch_size,
-                             warps=warps, conflict=patches if conflict else None, ids=ids):
+    batches = eval_batches(dataset, model, common.batch_size, workers=common.workers)
+    for row in evaluate_arms(model, batches, arms, where, names, levels, common.seed, warps=warps,
+                             conflict=patches if conflict else None):
         emit({"cmd": "eval", **row, "patch_size": int(patches.shape[-1]), "patches": str(patches_path),
               "model": str(model_path), "eval_seed": common.seed, "placement": where.as_dict(),
               "placement_source": source})
 
 
 @app.command()
-@common_options(uses={"seed", "device", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noise or qr."),
              model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(None, "--data", help="Training images (every kind but qr)."),
@@ -232,8 +241,11 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
              out: Path = typer.Option(..., "--out"),
              force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
              *, common: Common) -> None:
-    """Patches to compare against (thesis §3.2): each class's easiest training image, a random one, noise, or
-    the QR code of the class index (needs the `qrcode` package; warped by nearest neighbour in eval)."""
+    """Patches to compare against (thesis §3.2): each class's easiest training image (the model's highest
+    confidence in its class; the data streams, one best image per class kept), a random one (per class the
+    image whose derive_seed(--seed, id, "random-image") is smallest: chosen from the records, so only those
+    images are read), noise, or the QR code of the class index (needs the `qrcode` package; warped by
+    nearest neighbour in eval)."""
     if kind not in ("best-image", "random-image", "noise", "qr"):
         raise UsageError(f"baseline {kind!r}: choose best-image, random-image, noise or qr")
     guard_output(out, "unadv-patch", force=force)
@@ -242,17 +254,16 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
     elif data is None:
         raise UsageError(f"baseline {kind} needs --data (the training images)")
     else:
-        model, images, labels, _ = model_and_data(model_path, data, split, common)
+        model, dataset = model_and_data(model_path, data, split, common)
     side = patch_side(*model.input_size[1:], patch_size, patch_frac)
     generator = torch.Generator().manual_seed(common.seed)
     if kind == "best-image":
-        patches = best_images(model, images, labels, model.num_classes, side)
+        patches = best_images(model, eval_batches(dataset, model, common.batch_size, workers=common.workers),
+                              model.num_classes, side)
     elif kind == "random-image":
-        picks = [torch.nonzero(labels == c).flatten() for c in range(model.num_classes)]
-        if any(len(p) == 0 for p in picks):
-            raise InvalidInput("every class needs a training image for a random-image patch")
-        chosen = [p[torch.randint(0, len(p), (1,), generator=generator)] for p in picks]
-        patches = torch.nn.functional.interpolate(images[torch.cat(chosen)], size=(side, side), mode="area")
+        picked = dataset.subset(random_image_picks(dataset.ids, dataset.labels, model.num_classes, common.seed))
+        patches = random_images(eval_batches(picked, model, common.batch_size, workers=common.workers),
+                                model.num_classes, side, common.seed)
     elif kind == "noise":
         patches = (0.5 + 0.2 * torch.randn(model.num_classes, model.input_size[0], side, side,
                                            generator=generator)).clamp(0, 1)
@@ -325,7 +336,8 @@ TEXTURE_VIEW_OPTIONS = {
     "translate": typer.Option(0.4, "--translate", help="Random shift of the frame, ± this fraction (the thesis: 0.4)."),
     "backgrounds": typer.Option("noise", "--backgrounds", help="noise, solid, black, environment (the light's own "
                                 "colour, as render-3db shows a solid environment), or a dataset of images "
-                                "(manifest, folder, shard, demo:NAME)."),
+                                f"(manifest, folder, shard, demo:NAME; at most {MAX_BACKGROUNDS} of its images are "
+                                "read, a sample seeded by --seed when it has more)."),
 }
 
 
@@ -336,12 +348,13 @@ def texture_scene(model: Classifier, mesh: str, tex_size: int, spp: int, zoom_mi
     renderer = MitsubaRenderer(mesh, tex_size, model.input_size[-1], spp, resolve_device(common.device))
     views = ViewSampler((zoom_min, zoom_max), (light_min, light_max), translate, hemisphere)
     source = BACKGROUNDS.get(backgrounds) if backgrounds in BACKGROUNDS else \
-        ImageBackgrounds(open_dataset(backgrounds).tensors(model.input_size[-1])[0])
+        ImageBackgrounds(background_images(open_dataset(backgrounds), model, limit=MAX_BACKGROUNDS, seed=common.seed,
+                                           batch_size=common.batch_size, workers=common.workers))
     return renderer, views, source
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def texture(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
             class_id: int = typer.Option(..., "--class-id", min=0, help="The class the object must be seen as."),
             grad: str = typer.Option("ad", "--grad", help="ad (through Mitsuba), uv (the thesis's UV-map "
@@ -390,7 +403,7 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
 
 
 @app.command("eval-texture")
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def eval_texture(model_path: Path = typer.Option(..., "--model"),
                  texture_path: Path = typer.Option(..., "--texture", help="From `unadv-patch texture`."),
                  views_count: int = typer.Option(100, "--views", min=1, help="Held-out viewpoints per arm."),

@@ -191,3 +191,27 @@ def test_export_writes_each_class_patch_as_a_lossless_png(run_tool, setup, tmp_p
     refused = run_tool("unadv-patch", "export", "--patches", "p.safetensors", "--out", "mine.png", cwd=tmp_path)
     assert refused.returncode == 2 and not (tmp_path / "mine-0.png").exists()
     assert (tmp_path / "mine-3.png").read_bytes() == b"someone else's picture"
+
+
+def test_train_and_eval_stream_a_folder_of_mixed_size_photos(run_tool, tmp_path):
+    """JPEGs of many sizes (and greyscale, CMYK, 16-bit, EXIF-rotated ones) go through the model's eval
+    preprocessing: train and eval read the folder as a stream, and eval counts every image."""
+    from confidently.models import create_model, save_model
+
+    from tests.photos import make_imagenet_folder
+
+    root = make_imagenet_folder(tmp_path / "photos", train_per_class=4, val_per_class=2)
+    torch.manual_seed(0)
+    save_model(create_model("tiny_resnet", 3, img_size=32), tmp_path / "m.safetensors")
+    trained = run_tool("unadv-patch", "train", "--model", "m.safetensors", "--data", root, "--split", "train",
+                       "--patch-size", "6", "--steps", "3", "--batch-size", "5", "--workers", "1",
+                       "--out", "p.safetensors", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert load_file(tmp_path / "p.safetensors")["patches"].shape == (3, 3, 6, 6)
+    rows = run_tool("unadv-patch", "eval", "--model", "m.safetensors", "--data", root, "--split", "val",
+                    "--patches", "p.safetensors", "--corruptions", "gaussian_noise", "--severities", "1",
+                    "--batch-size", "3", "--workers", "0", cwd=tmp_path)
+    assert rows.returncode == 0, rows.stderr
+    assert [(r["arm"], r["corruption"]) for r in rows.records] == \
+        [(arm, c) for arm in ("none", "random", "unadv") for c in ("clean", "gaussian_noise")]
+    assert all(r["n"] == 3 * 2 + 4 for r in rows.records)  # the first class's val also holds the 4 odd photos

@@ -1,20 +1,33 @@
 import pytest
 import torch
+from confidently.data.dataset import ImageDataset
 from confidently.errors import UsageError
 from confidently.unadversarial import (
     PatchConfig,
     Placement,
     composite,
+    eval_batches,
     evaluate_arms,
     init_patches,
     patch_side,
     train_patches,
+    training_batches,
 )
 
 
 @pytest.fixture(scope="module")
 def digits_model(trained_resnet):
     return trained_resnet
+
+
+def batches(model, images, labels, batch_size=256, ids=None):
+    """Tensors as the in-order stream evaluation reads."""
+    return eval_batches(ImageDataset.from_tensors(images, labels, ids=ids), model, batch_size)
+
+
+def train(model, images, labels, start, placement, config, seed=1):
+    loader = training_batches(ImageDataset.from_tensors(images, labels), model, config, seed)
+    return train_patches(model, loader, start, placement, config, torch.Generator().manual_seed(seed))
 
 
 def test_composite_identity_exact_centre_and_bounds():
@@ -62,25 +75,51 @@ def test_sign_steps_keep_patches_in_range_and_absent_classes_unchanged(digits_mo
     (images, labels), _ = digits_tensors
     keep = labels < 5  # classes 5-9 never appear
     start = init_patches(10, 3, 8, torch.Generator().manual_seed(0))
-    patches, losses = train_patches(digits_model, images[keep], labels[keep], start, Placement(),
-                                    PatchConfig(steps=20, batch_size=32, lr=0.05), torch.Generator().manual_seed(1))
+    patches, losses = train(digits_model, images[keep], labels[keep], start, Placement(),
+                            PatchConfig(steps=20, batch_size=32, lr=0.05))
     assert patches.min() >= 0 and patches.max() <= 1 and patches.shape == start.shape
     assert torch.equal(patches[5:], start[5:]) and not torch.equal(patches[:5], start[:5])
     assert len(losses) == 20
+    adam, _ = train(digits_model, images[keep], labels[keep], start, Placement(),
+                    PatchConfig(steps=5, batch_size=32, lr=0.05, optimizer="adam"))
+    assert torch.equal(adam[5:], start[5:]) and not torch.equal(adam[:5], start[:5])
+
+
+def test_training_draws_its_steps_from_successive_shuffled_epochs(digits_model, digits_tensors):
+    (images, labels), _ = digits_tensors
+    images, labels = images[:40], labels[:40]
+    config = PatchConfig(steps=7, batch_size=16, lr=0.05)
+    loader = training_batches(ImageDataset.from_tensors(images, labels), digits_model, config, seed=3)
+    seen = []
+
+    class Recording:  # the loader, noting which epochs and how many images each step got
+        def epoch(self, epoch):
+            for batch in loader.epoch(epoch):
+                seen.append((epoch, len(batch.ids)))
+                yield batch
+
+    start = init_patches(10, 3, 8, torch.Generator().manual_seed(0))
+    first, losses = train_patches(digits_model, Recording(), start, Placement(), config,
+                                  torch.Generator().manual_seed(1))
+    assert len(losses) == 7 and seen == [(0, 16), (0, 16), (0, 8), (1, 16), (1, 16), (1, 8), (2, 16)]
+    again, _ = train_patches(digits_model, loader, start, Placement(), config, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)  # shuffles come from (seed, epoch), placements from the generator
+    assert [b.ids for b in loader.epoch(0)] != [b.ids for b in loader.epoch(1)]
 
 
 def test_a_trained_patch_beats_a_random_one(digits_model, digits_tensors):
     (train_images, train_labels), (images, labels) = digits_tensors
     where = Placement()
     start = init_patches(10, 3, 10, torch.Generator().manual_seed(0))
-    patches, losses = train_patches(digits_model, train_images, train_labels, start, where,
-                                    PatchConfig(steps=120, batch_size=64, lr=0.02), torch.Generator().manual_seed(1))
-    rows = evaluate_arms(digits_model, images, labels, {"random": start, "unadv": patches}, where,
-                         ["gaussian_noise", "contrast"], [2], seed=5)
+    patches, losses = train(digits_model, train_images, train_labels, start, where,
+                            PatchConfig(steps=120, batch_size=64, lr=0.02))
+    rows = evaluate_arms(digits_model, batches(digits_model, images, labels), {"random": start, "unadv": patches},
+                         where, ["gaussian_noise", "contrast"], [1], seed=5)  # contrast 2 leaves every arm near chance
     acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
     for corruption in ("clean", "gaussian_noise", "contrast"):
         assert acc[("unadv", corruption)] > acc[("random", corruption)]
-    again = evaluate_arms(digits_model, images, labels, {"unadv": patches}, where, ["contrast"], [2], seed=5)
+    again = evaluate_arms(digits_model, batches(digits_model, images, labels, 50), {"unadv": patches}, where,
+                          ["contrast"], [1], seed=5)
     assert [r["acc"] for r in again] == [acc[("unadv", "clean")], acc[("unadv", "contrast")]]
 
 
@@ -89,9 +128,9 @@ def test_corruption_noise_follows_the_image_not_its_batch(digits_model, digits_t
     ids = [f"digit-{i}" for i in range(len(images))]
 
     def rows(order, batch_size):
-        return evaluate_arms(digits_model, images[order], labels[order], {"none": None}, Placement(),
-                             ["gaussian_noise", "fog"], [5], seed=2, batch_size=batch_size,
-                             ids=[ids[i] for i in order])
+        stream = batches(digits_model, images[order], labels[order], batch_size, ids=[ids[i] for i in order])
+        return evaluate_arms(digits_model, stream, {"none": None}, Placement(), ["gaussian_noise", "fog"], [5],
+                             seed=2)
 
     forward = list(range(len(images)))
     reference = rows(forward, 256)
@@ -123,8 +162,7 @@ def test_in_loop_corruptions_pass_gradients_to_the_patch(digits_model, digits_te
     start = init_patches(10, 3, 8, torch.Generator().manual_seed(0))
     config = PatchConfig(steps=12, batch_size=32, lr=0.05, corruptions=("gaussian_noise", "jpeg_compression", "fog"),
                          severities=(2, 4))
-    patches, losses = train_patches(digits_model, images, labels, start, Placement(), config,
-                                    torch.Generator().manual_seed(1))
+    patches, losses = train(digits_model, images, labels, start, Placement(), config)
     assert patches.min() >= 0 and patches.max() <= 1 and not torch.equal(patches, start) and len(losses) == 12
     with pytest.raises(UsageError, match="snowstorm"):
         PatchConfig(corruptions=("snowstorm",))
@@ -143,8 +181,8 @@ def test_conflict_pastes_another_class_and_counts_both_predictions(digits_model,
     # the other class's image, so pred_patch_frac is exactly its accuracy on those pasted images
     patches = torch.stack([images[labels == c][0] for c in range(10)])
     still = Placement(degrees=0, scale=(1.0, 1.0), mode="center")
-    rows = evaluate_arms(digits_model, images[:120], labels[:120], {"none": None}, still, ["contrast"], [1], seed=3,
-                         conflict=patches)
+    rows = evaluate_arms(digits_model, batches(digits_model, images[:120], labels[:120], 50), {"none": None}, still,
+                         ["contrast"], [1], seed=3, conflict=patches)
     clean = next(r for r in rows if r["arm"] == "conflict" and r["corruption"] == "clean")
     with torch.no_grad():
         predicted = digits_model(patches[others[:120]]).argmax(1)
@@ -155,8 +193,8 @@ def test_conflict_pastes_another_class_and_counts_both_predictions(digits_model,
                                                            ("conflict", "clean"), ("conflict", "contrast")}
     assert all("pred_patch_frac" not in r for r in rows if r["arm"] == "none")
     with pytest.raises(UsageError, match="conflict"):
-        evaluate_arms(digits_model, images[:4], labels[:4], {"conflict": patches}, still, [], [1], seed=3,
-                      conflict=patches)
+        evaluate_arms(digits_model, batches(digits_model, images[:4], labels[:4]), {"conflict": patches}, still, [],
+                      [1], seed=3, conflict=patches)
 
 
 def test_qr_patches_are_binary_codes_warped_by_nearest_neighbour(monkeypatch):
@@ -205,3 +243,43 @@ def test_placement_round_trips_through_patch_file_metadata(tmp_path):
     save_artifact(tmp_path / "flat.safetensors", {"patches": torch.rand(2, 16)}, {})
     with pytest.raises(InvalidInput, match="not a patch file"):
         load_patch_file(tmp_path / "flat.safetensors")
+
+
+def test_image_baselines_stream_one_image_per_class(digits_model, digits_tensors):
+    import torch.nn.functional as F
+    from confidently.unadversarial import best_images, random_image_picks, random_images, seeded_sample
+
+    _, (images, labels) = digits_tensors
+    images, labels = images[:150], labels[:150]
+    with torch.no_grad():
+        losses = F.cross_entropy(digits_model(images), labels, reduction="none")
+    easiest = torch.stack([images[labels == c][losses[labels == c].argmin()] for c in range(10)])
+    expected = F.interpolate(easiest, size=(6, 6), mode="area").clamp(0, 1)
+    for size in (7, 256):  # only each class's best so far is kept, whatever the batches
+        assert torch.equal(best_images(digits_model, batches(digits_model, images, labels, size), 10, 6), expected)
+
+    dataset = ImageDataset.from_tensors(images, labels, ids=[f"d{i}" for i in range(150)])
+    picks = random_image_picks(dataset.ids, dataset.labels, 10, seed=4)
+    assert [int(labels[p]) for p in picks] == list(range(10))
+    assert picks != random_image_picks(dataset.ids, dataset.labels, 10, seed=5)
+    whole = random_images(eval_batches(dataset, digits_model, 32), 10, 6, seed=4)
+    assert torch.equal(whole, random_images(eval_batches(dataset.subset(picks), digits_model, 4), 10, 6, seed=4))
+    assert torch.equal(whole, F.interpolate(images[picks], size=(6, 6), mode="area").clamp(0, 1))
+    with pytest.raises(UsageError, match="class 9"):
+        best_images(digits_model, batches(digits_model, images[labels < 9], labels[labels < 9]), 10, 6)
+    sample = seeded_sample(dataset.ids, 20, 0, "background")
+    assert len(sample) == 20 == len(set(sample)) and sample == sorted(sample)
+    assert sample == seeded_sample(dataset.ids, 20, 0, "background") != seeded_sample(dataset.ids, 20, 1, "background")
+
+
+def test_texture_backgrounds_read_at_most_their_limit(digits_model):
+    from confidently.unadversarial import ImageBackgrounds, background_images, seeded_sample
+
+    images = (torch.rand(12, 3, 20, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    dataset = ImageDataset.from_tensors(images, ids=[f"bg{i}" for i in range(12)])
+    chosen = background_images(dataset, digits_model, limit=5, seed=2, batch_size=2)
+    assert chosen.shape == (5, 3, 32, 32) and chosen.dtype == torch.float32  # eval preprocessing: model size
+    again = background_images(dataset.subset(seeded_sample(dataset.ids, 5, 2, "background")), digits_model)
+    assert torch.equal(chosen, again)
+    assert len(background_images(dataset, digits_model, limit=100)) == 12
+    assert ImageBackgrounds(chosen)([None] * 3, 3, 32, torch.Generator().manual_seed(0)).shape == (3, 3, 32, 32)

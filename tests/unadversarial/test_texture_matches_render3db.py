@@ -69,11 +69,33 @@ def test_frames_of_a_view_match_render3db_engine(cube):
         assert (frame - other_samples).abs().mean() < noise + 0.015, view
 
 
-def test_eval_texture_and_render3db_agree_on_predictions_and_accuracy(cube, trained_resnet, run_tool, tmp_path):
+@pytest.fixture(scope="module")
+def zoom_model(cube):
+    """A tiny ResNet that tells the grid's two zooms apart on these renders: its predictions vary by view,
+    so agreement between the two renderers' predictions means something (a digits model calls every
+    out-of-distribution cube the same digit)."""
+    from confidently.data.dataset import ImageDataset
+    from confidently.models import create_model
+    from confidently.training import TrainConfig, train_classifier
+    from confidently.unadversarial.texture import BACKGROUNDS, render_batch
+
+    views = [view_of(p, z, cube) for p in VIEW_POINTS for z in ZOOMS]
+    with torch.no_grad():
+        frames = render_batch(cube, quadrants(8), views, list(range(len(views))),
+                              BACKGROUNDS.get("environment")(views, 3, 32, None))
+    labels = torch.tensor([ZOOMS.index(z) for _ in VIEW_POINTS for z in ZOOMS])
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", 2)
+    train_classifier(model, ImageDataset.from_tensors(frames, labels), TrainConfig(epochs=30, lr=3e-3, batch_size=16))
+    return model.eval()
+
+
+def test_eval_texture_and_render3db_agree_on_predictions_and_accuracy(cube, zoom_model, run_tool, tmp_path):
     from confidently.models import save_model
     from confidently.unadversarial import evaluate_textures, save_texture
     from confidently.unadversarial.texture import BACKGROUNDS, render_batch
 
+    trained_resnet = zoom_model
     texture, label = quadrants(8), 1
     save_model(trained_resnet, tmp_path / "model.safetensors")
     save_texture(tmp_path / "tex.safetensors", texture[None], [label], {"tool": "unadv-patch"})

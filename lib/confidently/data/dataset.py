@@ -126,31 +126,6 @@ class ImageDataset(Dataset):
             raise InvalidInput(exc.message, source=bad.source, line=bad.line, field="trigger",
                                record_id=bad.id) from None
 
-    def tensors(self, size: int | None = None, stamp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images stacked (float N×C×H×W, resized to size×size if given) with their labels.
-
-        The fast path for data that fits in memory. Records' deferred triggers are stamped last
-        (``stamp=False`` leaves them to the trainer, which stamps after augmentation).
-        """
-        from confidently.data.transforms import resize
-
-        if self.images is not None:
-            images = self.images.float().div(255.0) if self.images.dtype == torch.uint8 else self.images.float()
-            images = to_channels_batch(images, self.channels)
-            images = resize(images, size) if size else images
-        else:
-            loaded = [self.image(i) for i in range(len(self))]
-            if size:
-                loaded = [resize(image, size) for image in loaded]
-            shapes = {tuple(img.shape) for img in loaded}
-            if len(shapes) > 1:
-                raise InvalidInput(f"{self.name} has images of {len(shapes)} different shapes "
-                                   f"({sorted(shapes)[:3]}...); resize them (e.g. --img-size) before stacking")
-            images = torch.stack(loaded) if loaded else torch.empty(0)
-        if stamp:
-            images = self.stamp(images, range(len(self)))
-        return images, self.labels.clone()
-
     def subset(self, indices: Sequence[int], name: str | None = None) -> ImageDataset:
         """The records at ``indices`` (same classes and channels)."""
         indices = list(indices)

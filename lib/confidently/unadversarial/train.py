@@ -1,9 +1,17 @@
-"""Optimising unadversarial patches for a fixed model, and measuring them (thesis §3.2, App. C.2)."""
+"""Optimising unadversarial patches for a fixed model, and measuring them (thesis §3.2, App. C.2).
+
+Everything here reads data as a stream of :class:`~confidently.data.loader.Batch` es (from a
+:class:`~confidently.data.loader.StreamLoader`), so memory is that of a batch and a few images per
+class, never the dataset: training draws its steps from successive shuffled epochs, evaluation
+counts per batch, and the image baselines keep one image per class while they stream.
+"""
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from confidently.data.corruptions import SEVERITIES, corrupt, list_corruptions
-from confidently.errors import UsageError
+from confidently.data.dataset import ImageDataset
+from confidently.data.loader import Batch, StreamLoader
+from confidently.data.preprocess import DataConfig, make_preprocess
+from confidently.errors import InvalidInput, UsageError
 from confidently.models.classifier import Classifier
 from confidently.run.seeding import derive_seed, record_seeds
 from confidently.unadversarial.patches import Placement, composite
@@ -21,7 +32,8 @@ from confidently.unadversarial.patches import Placement, composite
 class PatchConfig:
     """The optimisation budget and, optionally, corruptions applied in the loop after compositing
     (``corruptions``: each sample gets one drawn uniformly, at a severity drawn from ``severities``,
-    with probability ``corruption_prob``; default none, as in the thesis)."""
+    with probability ``corruption_prob``; default none, as in the thesis). ``batch_size`` is the
+    loader's (see :func:`training_batches`)."""
 
     steps: int = 300
     batch_size: int = 128
@@ -76,120 +88,273 @@ def random_corruptions(images: torch.Tensor, names: Sequence[str], severities: S
     return out
 
 
-def train_patches(model: Classifier, images: torch.Tensor, labels: torch.Tensor, patches: torch.Tensor,
-                  placement: Placement, config: PatchConfig, generator: torch.Generator,
+def model_device(model: Classifier) -> torch.device:
+    return model.normalize.mean.device
+
+
+def check_labels(dataset: ImageDataset, num_classes: int, source: str | None = None) -> None:
+    """Every record labelled, and within the model's classes (read from the records: nothing is decoded)."""
+    source = source or dataset.name
+    labels = dataset.labels
+    if bool((labels < 0).any()):
+        raise InvalidInput(f"{source}: every row needs a label", field="label")
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise InvalidInput(f"{source} has labels up to {int(labels.max())}; the model has {num_classes} classes")
+
+
+def eval_batches(dataset: ImageDataset, model: Classifier, batch_size: int, *, workers: int | None = None,
+                 device: torch.device | str | None = None) -> StreamLoader:
+    """``dataset`` in order through the model's eval preprocessing (shorter side resized, centre crop to its
+    input size: images of any size), as batches on the model's device."""
+    return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=max(1, batch_size),
+                        device=model_device(model) if device is None else device, workers=workers)
+
+
+def training_batches(dataset: ImageDataset, model: Classifier, config: PatchConfig, seed: int, *,
+                     workers: int | None = None, device: torch.device | str | None = None) -> StreamLoader:
+    """The loader :func:`train_patches` draws from: ``dataset`` through the model's eval preprocessing,
+    shuffled by (``seed``, epoch), ``config.batch_size`` images a batch (at most the dataset)."""
+    if not len(dataset):
+        raise InvalidInput(f"{dataset.name} has no images to optimise patches on")
+    return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)),
+                        batch_size=max(1, min(config.batch_size, len(dataset))),
+                        device=model_device(model) if device is None else device, workers=workers, seed=seed,
+                        shuffle=True)
+
+
+def _checked_labels(batch: Batch, num_classes: int) -> torch.Tensor:
+    labels = batch.labels
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = next(r for r, y in zip(batch.records, labels.tolist(), strict=True) if not 0 <= y < num_classes)
+        raise InvalidInput(f"label {bad.get('label')!r} is not one of the {num_classes} classes",
+                           field="label", record_id=str(bad.get("id")))
+    return labels
+
+
+def train_patches(model: Classifier, loader: StreamLoader, patches: torch.Tensor, placement: Placement,
+                  config: PatchConfig, generator: torch.Generator,
                   on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.Tensor, list[float]]:
     """Minimise the model's loss on patched images over random placements; the model never changes.
 
-    ``sign`` steps P ← clip(P − lr·sign(∇P), 0, 1): a class absent from a batch has zero gradient and
-    keeps its patch bit-identical. Returns the patches and the loss per step.
+    ``loader`` (a shuffled :class:`StreamLoader`, e.g. :func:`training_batches`) gives one batch per step,
+    from ``loader.epoch(0)``, then ``epoch(1)``, ... until ``config.steps`` batches are done. Placements and
+    in-loop corruptions come from ``generator``. ``sign`` steps P ← clip(P − lr·sign(∇P), 0, 1): a class
+    absent from a batch has zero gradient and keeps its patch bit-identical (``adam`` zeroes its gradient
+    so momentum cannot move it). Returns the patches and the loss per step.
     """
-    device = model.normalize.mean.device
+    device = model_device(model)
     model.eval().requires_grad_(False)
     patches = patches.clone().to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([patches], lr=config.lr) if config.optimizer == "adam" else None
-    losses = []
+    losses: list[float] = []
     started = time.perf_counter()
-    for step in range(config.steps):
-        index = torch.randint(0, len(images), (min(config.batch_size, len(images)),), generator=generator)
-        x, y = images[index].to(device), labels[index].to(device)
-        x = composite(x, patches[y], placement.sample(len(y), generator))
-        x = random_corruptions(x, config.corruptions, config.severities, generator, config.corruption_prob)
-        loss = F.cross_entropy(model(x), y)
-        (grad,) = torch.autograd.grad(loss, patches)
-        with torch.no_grad():
-            if optimizer is None:
-                patches -= config.lr * grad.sign()
-            else:
-                present = torch.zeros(len(patches), dtype=torch.bool, device=device)
-                present[y] = True
-                grad[~present] = 0  # absent classes must not drift under momentum
-                patches.grad = grad
-                optimizer.step()
-            patches.clamp_(0, 1)
-        losses.append(float(loss.detach()))
-        if on_step is not None and (step + 1) % max(1, config.steps // 10) == 0:
-            on_step({"step": step + 1, "loss": sum(losses[-10:]) / len(losses[-10:]),
-                     "seconds": time.perf_counter() - started})
+    epoch = 0
+    while len(losses) < config.steps:
+        drawn = 0
+        for batch in loader.epoch(epoch):
+            drawn += 1
+            y = _checked_labels(batch, len(patches)).to(device)
+            x = composite(batch.images.to(device), patches[y], placement.sample(len(y), generator))
+            x = random_corruptions(x, config.corruptions, config.severities, generator, config.corruption_prob)
+            loss = F.cross_entropy(model(x), y)
+            (grad,) = torch.autograd.grad(loss, patches)
+            with torch.no_grad():
+                if optimizer is None:
+                    patches -= config.lr * grad.sign()
+                else:
+                    present = torch.zeros(len(patches), dtype=torch.bool, device=device)
+                    present[y] = True
+                    grad[~present] = 0  # absent classes must not drift under momentum
+                    patches.grad = grad
+                    optimizer.step()
+                patches.clamp_(0, 1)
+            losses.append(float(loss.detach()))
+            step = len(losses)
+            if on_step is not None and step % max(1, config.steps // 10) == 0:
+                on_step({"step": step, "loss": sum(losses[-10:]) / len(losses[-10:]), "epoch": epoch,
+                         "seconds": time.perf_counter() - started})
+            if step == config.steps:
+                break
+        if not drawn:
+            raise InvalidInput("the training data gave no batch (no image loaded)")
+        epoch += 1
     return patches.detach().cpu(), losses
 
 
 def conflict_classes(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
     """For each image a class other than its own, uniformly and seeded: whose patch it carries in the
     conflict test (thesis Fig. 3.5)."""
+    return _other_classes(labels, num_classes, _conflict_generator(num_classes, seed))
+
+
+def _conflict_generator(num_classes: int, seed: int) -> torch.Generator:
     if num_classes < 2:
         raise UsageError("the conflict test needs at least two classes")
-    generator = torch.Generator().manual_seed(derive_seed(seed, "conflict"))
+    return torch.Generator().manual_seed(derive_seed(seed, "conflict"))
+
+
+def _other_classes(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Drawn batch after batch from one generator: the same classes as one draw over all the labels."""
+    labels = labels.cpu()
     return (labels + torch.randint(1, num_classes, labels.shape, generator=generator)) % num_classes
 
 
-def evaluate_arms(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
-                  arms: dict[str, torch.Tensor | None], placement: Placement, corruptions: Sequence[str],
-                  severities: Sequence[int], seed: int, batch_size: int = 256, *,
+def evaluate_arms(model: Classifier, batches: Iterable[Batch], arms: dict[str, torch.Tensor | None],
+                  placement: Placement, corruptions: Sequence[str], severities: Sequence[int], seed: int, *,
                   warps: Mapping[str, str] | None = None,
-                  conflict: torch.Tensor | None = None, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Accuracy per (arm, corruption, severity); every arm sees the same placements and the same noise,
-    each image's noise seeded by (seed, its id in ``ids``, default its position), whatever the batch.
-    Corruptions act on the already patched image. Arm ``None`` = no patch; ``warps`` names an arm's
-    resampling (``nearest`` for QR codes; default ``bilinear``).
+                  conflict: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Accuracy per (arm, corruption, severity) over one pass of a stream of batches (counts add up per
+    batch; memory is one batch). Every arm sees the same placements and the same noise. Each image's
+    corruption noise is seeded by (seed, its record id); placements (and conflict classes) are drawn in
+    stream order from generators seeded by ``seed``, batch after batch, which gives exactly the draws one
+    call over the whole set would: so neither depends on the batch size. Corruptions act on the already
+    patched image. Arm ``None`` = no patch; ``warps`` names an arm's resampling (``nearest`` for QR codes;
+    default ``bilinear``).
 
     ``conflict`` (the unadversarial patches, usually) adds rows with arm ``conflict``: each image carries
     the patch of a random *other* class (:func:`conflict_classes`), at the same placements; the row
     reports the fractions predicted as the image's class (``pred_image_frac``, also its ``acc``) and as
     the patch's class (``pred_patch_frac``).
     """
-    device = model.normalize.mean.device
-    ids = [str(i) for i in range(len(images))] if ids is None else list(ids)
-    placements = placement.sample(len(images), torch.Generator().manual_seed(seed))
-    rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
-    shown: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {arm: (p, labels) for arm, p in arms.items()}
+    device = model_device(model)
+    shown: dict[str, torch.Tensor | None] = dict(arms)
+    others = None
     if conflict is not None:
         if "conflict" in arms:
             raise UsageError("an arm is already called 'conflict'; rename that patch file")
-        shown["conflict"] = (conflict, conflict_classes(labels, len(conflict), seed))
-    out = []
+        shown["conflict"] = conflict
+        others = _conflict_generator(len(conflict), seed)
+    rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
+    classes_pasted = min((len(p) for p in shown.values() if p is not None), default=None)
+    where = torch.Generator().manual_seed(seed)
+    total = 0
+    correct = {(arm, c, s): 0 for arm in shown for c, s in rows}
+    as_patch = {(c, s): 0 for c, s in rows}
+    on_device: dict[tuple[str, torch.device], torch.Tensor] = {}
     model.eval()
-    for arm, (patches, pasted) in shown.items():
-        warp = (warps or {}).get(arm, "bilinear")
-        for corruption, severity in rows:
-            predictions = []
-            for start in range(0, len(images), batch_size):
-                x = images[start:start + batch_size]
-                if patches is not None:
-                    x = composite(x, patches[pasted[start:start + batch_size]], placements[start:start + batch_size],
-                                  warp)
-                if corruption != "clean":
-                    x = corrupt(x, corruption, severity, seeds=record_seeds(seed, ids[start:start + batch_size],
-                                                                            "corrupt", corruption))
+    for batch in batches:
+        images, labels = batch.images, batch.labels.cpu()
+        if classes_pasted is not None:
+            _checked_labels(batch, classes_pasted)
+        spots = placement.sample(len(labels), where)
+        pasted = _other_classes(labels, len(conflict), others) if others is not None else None
+        total += len(labels)
+        for arm, patches in shown.items():
+            x = images
+            if patches is not None:
+                key = (arm, images.device)
+                if key not in on_device:
+                    on_device[key] = patches.to(images.device, images.dtype)
+                classes = pasted if arm == "conflict" else labels
+                x = composite(images, on_device[key][classes.to(images.device)], spots,
+                              (warps or {}).get(arm, "bilinear"))
+            for corruption, severity in rows:
+                seen = x if corruption == "clean" else \
+                    corrupt(x, corruption, severity, seeds=record_seeds(seed, batch.ids, "corrupt", corruption))
                 with torch.no_grad():
-                    predictions.append(model(x.to(device)).argmax(1).cpu())
-            predicted = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
-            correct = int((predicted == labels).sum())
-            row = {"arm": arm, "corruption": corruption, "severity": severity, "n": len(images),
-                   "correct": correct, "acc": correct / len(images) if len(images) else None}
-            if arm == "conflict" and conflict is not None:
+                    predicted = model(seen.to(device)).argmax(1).cpu()
+                correct[arm, corruption, severity] += int((predicted == labels).sum())
+                if arm == "conflict":
+                    as_patch[corruption, severity] += int((predicted == pasted).sum())
+    out = []
+    for arm in shown:
+        for corruption, severity in rows:
+            hits = correct[arm, corruption, severity]
+            row = {"arm": arm, "corruption": corruption, "severity": severity, "n": total, "correct": hits,
+                   "acc": hits / total if total else None}
+            if arm == "conflict":
                 row["pred_image_frac"] = row["acc"]
-                row["pred_patch_frac"] = float((predicted == pasted).float().mean()) if len(images) else None
+                row["pred_patch_frac"] = (float(torch.tensor(float(as_patch[corruption, severity])) / total)
+                                          if total else None)  # a float32 fraction, as it has always been
             out.append(row)
     return out
 
 
-def best_images(model: Classifier, images: torch.Tensor, labels: torch.Tensor, num_classes: int, side: int,
-                batch_size: int = 256) -> torch.Tensor:
-    """Per class, the training image the model finds easiest (lowest loss), resized to p×p (thesis baseline).
-    Batches go to the model's device; the losses come back to the CPU, where the images stay."""
-    device = model.normalize.mean.device
-    losses = []
+def to_patches(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Images (K×C×H×W) as p×p patches: area-resampled, in [0, 1]."""
+    return F.interpolate(images.float(), size=(side, side), mode="area").clamp(0, 1)
+
+
+def best_images(model: Classifier, batches: Iterable[Batch], num_classes: int, side: int) -> torch.Tensor:
+    """Per class, the image the model finds easiest (lowest loss: the highest confidence in its own class;
+    the first such in stream order), resized to p×p (the thesis's baseline). Streams: only each class's
+    best so far is kept (on the CPU)."""
+    device = model_device(model)
+    model.eval()
+    lowest = torch.full((num_classes,), math.inf)
+    best: list[torch.Tensor | None] = [None] * num_classes
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x, y = images[start:start + batch_size].to(device), labels[start:start + batch_size].to(device)
-            losses.append(F.cross_entropy(model(x), y, reduction="none").cpu())
-    losses = torch.cat(losses)
-    out = []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        if not len(members):
-            raise UsageError(f"class {c} has no image to take a best-image patch from")
-        best = members[losses[members].argmin()]
-        out.append(F.interpolate(images[best:best + 1], size=(side, side), mode="area")[0])
-    return torch.stack(out).clamp(0, 1)
+        for batch in batches:
+            labels = _checked_labels(batch, num_classes).cpu()
+            losses = F.cross_entropy(model(batch.images.to(device)), labels.to(device), reduction="none").cpu()
+            for c in labels.unique().tolist():
+                rows = torch.nonzero(labels == c).flatten()
+                row = int(rows[losses[rows].argmin()])
+                if losses[row] < lowest[c]:
+                    lowest[c], best[c] = losses[row], batch.images[row].detach().cpu().clone()
+    return to_patches(torch.stack(_every_class(best, "best-image")), side)
+
+
+def _every_class(images: list[torch.Tensor | None], kind: str) -> list[torch.Tensor]:
+    missing = [c for c, image in enumerate(images) if image is None]
+    if missing:
+        raise UsageError(f"class {missing[0]} has no image to take a {kind} patch from")
+    return images  # type: ignore[return-value]
+
+
+def seeded_sample(ids: Sequence[str], count: int, seed: int, *keys: object) -> list[int]:
+    """Positions of the ``count`` records with the smallest ``derive_seed(seed, id, *keys)``, in dataset order:
+    a seeded sample chosen from the ids alone (no image is read), the same whatever the order or batching."""
+    chosen = heapq.nsmallest(count, range(len(ids)), key=lambda i: derive_seed(seed, ids[i], *keys))
+    return sorted(chosen)
+
+
+RANDOM_IMAGE_KEY = "random-image"
+
+
+def random_image_picks(ids: Sequence[str], labels: Sequence[int] | torch.Tensor, num_classes: int,
+                       seed: int) -> list[int]:
+    """Per class (in class order) the position of the record whose ``derive_seed(seed, id, "random-image")`` is
+    smallest: a seeded uniform choice made from ids and labels alone, so only the chosen images need decoding."""
+    labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    keys: list[tuple[int, int] | None] = [None] * num_classes
+    for position, (record_id, label) in enumerate(zip(ids, labels, strict=True)):
+        if 0 <= label < num_classes:
+            key = (derive_seed(seed, record_id, RANDOM_IMAGE_KEY), position)
+            if keys[label] is None or key < keys[label]:
+                keys[label] = key
+    missing = [c for c, key in enumerate(keys) if key is None]
+    if missing:
+        raise InvalidInput(f"every class needs a training image for a random-image patch (class {missing[0]} has none)")
+    return [key[1] for key in keys]  # type: ignore[index]
+
+
+def random_images(batches: Iterable[Batch], num_classes: int, side: int, seed: int) -> torch.Tensor:
+    """Per class the image of :func:`random_image_picks`' choice, resized to p×p, streaming (one image per class
+    kept). Streaming only the picked records (``dataset.subset(random_image_picks(...))``) gives the same
+    patches and decodes K images."""
+    lowest: list[int | None] = [None] * num_classes
+    chosen: list[torch.Tensor | None] = [None] * num_classes
+    for batch in batches:
+        labels = _checked_labels(batch, num_classes).tolist()
+        for row, (record_id, label) in enumerate(zip(batch.ids, labels, strict=True)):
+            key = derive_seed(seed, record_id, RANDOM_IMAGE_KEY)
+            if lowest[label] is None or key < lowest[label]:
+                lowest[label], chosen[label] = key, batch.images[row].detach().cpu().clone()
+    return to_patches(torch.stack(_every_class(chosen, "random-image")), side)
+
+
+MAX_BACKGROUNDS = 256
+
+
+def background_images(dataset: ImageDataset, model: Classifier, *, limit: int = MAX_BACKGROUNDS, seed: int = 0,
+                      batch_size: int = 64, workers: int | None = None) -> torch.Tensor:
+    """At most ``limit`` images of ``dataset`` for texture backgrounds (float N×C×H×W on the CPU, through the
+    model's eval preprocessing): all of a small set, else a seeded sample (:func:`seeded_sample`, key
+    ``background``) chosen from the ids, so only those ``limit`` images are decoded and held."""
+    if not len(dataset):
+        raise UsageError("--backgrounds: the image set is empty")
+    if len(dataset) > limit:
+        dataset = dataset.subset(seeded_sample(dataset.ids, limit, seed, "background"))
+    return torch.cat([batch.images for batch in eval_batches(dataset, model, batch_size, workers=workers,
+                                                                  device="cpu")])
