@@ -11,7 +11,7 @@ from confidently.data.loader import StreamLoader
 from confidently.data.pack import pack
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.data.webdataset import WebDatasetStream, is_webdataset, open_stream
-from confidently.errors import InvalidInput
+from confidently.errors import InvalidInput, UsageError
 from PIL import Image
 
 from tests.photos import make_imagenet_folder
@@ -83,6 +83,15 @@ def test_is_webdataset():
         assert is_webdataset(text), text
     for text in ["m.jsonl", "demo:digits", "s.safetensors", "https://host/m.jsonl"]:
         assert not is_webdataset(text), text
+
+
+def test_commands_that_index_records_refuse_tars_and_say_how_to_pack_them(packed, run_tool):
+    _, out, _ = packed
+    for source in [out, out / "val-000000.tar", "https://host/s-{000..003}.tar"]:
+        with pytest.raises(UsageError, match="dataset pack .* --format safetensors"):
+            open_dataset(source)
+    result = run_tool("plant-backdoor", "asr", "--data", str(out / "val-000000.tar"), "--model", "missing.safetensors")
+    assert result.returncode == 2 and "--format safetensors" in result.stderr, result.stderr
 
 
 def _tar(path, samples):

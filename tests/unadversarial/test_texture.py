@@ -37,15 +37,19 @@ def test_training_keeps_the_texture_in_range_and_beats_grey(trained_resnet, cube
 
     views = ViewSampler(zoom=(2.5, 3.0), light=(0.5, 0.5))
     start = torch.full((3, 8, 8), 0.5)
-    texture, losses = train_texture(trained_resnet, cube, 1, start, views, BACKGROUNDS.get("black"),
-                                    TextureConfig(steps=20, batch_size=4, lr=0.08), torch.Generator().manual_seed(0))
-    assert len(losses) == 20 and texture.min() >= 0 and texture.max() <= 1 and not torch.equal(texture, start)
-    rows = evaluate_textures(trained_resnet, cube, 1, {"grey": start, "unadv": texture}, views,
-                             BACKGROUNDS.get("black"), 16, ["gaussian_noise"], [1], seed=9)
-    assert [(r["arm"], r["corruption"]) for r in rows] == [("grey", "clean"), ("grey", "gaussian_noise"),
-                                                            ("unadv", "clean"), ("unadv", "gaussian_noise")]
-    acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
-    assert acc["unadv", "clean"] > acc["grey", "clean"]
+    # Digits whose loss 20 steps halve for this model: measured clean accuracy grey -> unadv, 2: 0 -> 0.56,
+    # 7: 0 -> 0.88 (a cube never becomes a 1, 3 or 6 in 20 steps; which digits do depends on the model).
+    for digit in (2, 7):
+        texture, losses = train_texture(trained_resnet, cube, digit, start, views, BACKGROUNDS.get("black"),
+                                        TextureConfig(steps=20, batch_size=4, lr=0.08),
+                                        torch.Generator().manual_seed(0))
+        assert len(losses) == 20 and texture.min() >= 0 and texture.max() <= 1 and not torch.equal(texture, start)
+        rows = evaluate_textures(trained_resnet, cube, digit, {"grey": start, "unadv": texture}, views,
+                                 BACKGROUNDS.get("black"), 16, ["gaussian_noise"], [1], seed=9)
+        assert [(r["arm"], r["corruption"]) for r in rows] == [("grey", "clean"), ("grey", "gaussian_noise"),
+                                                                ("unadv", "clean"), ("unadv", "gaussian_noise")]
+        acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
+        assert acc["unadv", "clean"] >= acc["grey", "clean"] + 0.25, (digit, acc)
 
 
 def test_texture_eval_does_not_depend_on_the_batch_size(trained_resnet, cube):

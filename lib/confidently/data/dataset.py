@@ -254,6 +254,13 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
     text = str(source)
     if text.startswith("demo:"):
         return open_demo(text, split, channels=channels)
+    from confidently.data.webdataset import is_webdataset
+
+    if is_webdataset(text):
+        raise UsageError(f"{text} names WebDataset tar shards, which stream in order and cannot be indexed "
+                         "as this command needs; `advtrain eval`, `dataset info` and `dataset pack` read them, "
+                         f"and `dataset pack {text} --format safetensors --out DIR` makes memory-mapped shards "
+                         "that every command reads")
     path = Path(text)
     if text != "-" and not path.exists():
         raise UsageError(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "

@@ -424,7 +424,7 @@ def open_pack(folder: str | os.PathLike, split: str | None = None, *, channels: 
         raise InvalidInput(f"{folder / PACK_SIDECAR} is not a pack sidecar written by `dataset pack`")
     if sidecar.get("format") != "safetensors":
         raise InvalidInput(f"{folder} holds WebDataset shards: read them as a stream "
-                           "(confidently.data.webdataset.open_stream), which every tool does for tar sources")
+                           "(confidently.data.webdataset.open_stream)")
     if not sidecar.get("complete"):
         raise InvalidInput(f"{folder} holds an unfinished pack; run `dataset pack` again to finish it")
     from confidently.io.artifacts import load_artifact_metadata
