@@ -50,6 +50,27 @@ def run_tool(tmp_path):
     return run
 
 
+@pytest.fixture
+def run_in_process(tmp_path, monkeypatch, capsys):
+    """A tool's real command line (its ``main``) in this process, from ``tmp_path`` with empty stdin: no
+    interpreter and torch start (3-8 s a call on two busy cores), for the many cases that stop before any
+    work. Pipes and finished runs go through :func:`run_tool`'s executables."""
+    import importlib
+    import io
+
+    def run(name: str, *args: str, cwd: Path | None = None) -> ToolResult:
+        module = importlib.import_module("tools." + name.replace("-", "_"))
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+        captured = capsys.readouterr()
+        return ToolResult(subprocess.CompletedProcess(args, exit_info.value.code, captured.out, captured.err))
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def digits_tensors():
     from confidently.data import open_dataset

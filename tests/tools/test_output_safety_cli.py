@@ -106,9 +106,9 @@ def arguments(args: list[str], ws, out: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("tool", "args", "name"), REFUSED, ids=[f"{t}-{a[0]}-{n}" for t, a, n in REFUSED])
-def test_a_users_file_at_an_output_is_refused_before_any_work(tool, args, name, ws, run_tool, tmp_path):
+def test_a_users_file_at_an_output_is_refused_before_any_work(tool, args, name, ws, run_in_process, tmp_path):
     kept = place_users_output(tmp_path, name)
-    refused = run_tool(tool, *arguments(args, ws, name.rstrip("/")), timeout=120)
+    refused = run_in_process(tool, *arguments(args, ws, name.rstrip("/")))
     assert refused.returncode == 2, refused.stderr
     assert name.rstrip("/") in refused.stderr and "--force" in refused.stderr
     assert kept.read_bytes() == MINE

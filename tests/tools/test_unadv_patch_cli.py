@@ -83,18 +83,18 @@ def test_apply_places_exactly_the_recorded_patch(run_tool, setup):
     assert torch.equal(load_file(setup / "again.safetensors")["images"], stamped)
 
 
-def test_bad_input(run_tool, setup, tmp_path):
-    too_big = run_tool("unadv-patch", "train", "--model", "model.safetensors", "--data", "demo:digits",
+def test_bad_input(run_in_process, setup, tmp_path):
+    too_big = run_in_process("unadv-patch", "train", "--model", "model.safetensors", "--data", "demo:digits",
                        "--patch-size", "40", "--out", "x.safetensors", cwd=setup)
     assert too_big.returncode == 2 and "does not fit" in too_big.stderr
     from confidently.io.artifacts import artifact_metadata, save_artifact
 
     save_artifact(tmp_path / "five.safetensors", {"patches": torch.rand(5, 3, 4, 4)},
                   artifact_metadata(tool="unadv-patch", kind="patch2d"))
-    wrong = run_tool("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
+    wrong = run_in_process("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
                      tmp_path / "five.safetensors", cwd=setup)
     assert wrong.returncode == 3 and "10 classes" in wrong.stderr
-    unknown = run_tool("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
+    unknown = run_in_process("unadv-patch", "eval", "--model", "model.safetensors", "--data", "test.jsonl", "--patches",
                        "p.safetensors", "--corruptions", "snowstorm", cwd=setup)
     assert unknown.returncode == 2 and "snowstorm" in unknown.stderr
 

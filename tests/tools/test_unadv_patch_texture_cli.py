@@ -46,22 +46,22 @@ def test_texture_eval_and_export(run_tool, model_dir):
     assert (load_image(str(model_dir / "flip.png")) - texture[0].flip(1)).abs().max() <= 0.5 / 255 + 1e-6
 
 
-def test_bad_texture_inputs(run_tool, model_dir):
+def test_bad_texture_inputs(run_in_process, model_dir):
     (model_dir / "flat.ply").write_text(
         "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
         "element face 1\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
-    no_uv = run_tool("unadv-patch", "texture", "--model", "model.safetensors", "--mesh", "flat.ply", "--class-id",
+    no_uv = run_in_process("unadv-patch", "texture", "--model", "model.safetensors", "--mesh", "flat.ply", "--class-id",
                      "1", "--steps", "1", "--out", "x.safetensors", cwd=model_dir)
     assert no_uv.returncode == 3 and "no UV coordinates" in no_uv.stderr
-    wrong_class = run_tool("unadv-patch", "texture", "--model", "model.safetensors", "--mesh", "builtin:cube",
+    wrong_class = run_in_process("unadv-patch", "texture", "--model", "model.safetensors", "--mesh", "builtin:cube",
                            "--class-id", "12", "--steps", "1", "--out", "x.safetensors", cwd=model_dir)
     assert wrong_class.returncode == 2 and "10 classes" in wrong_class.stderr
     import torch
     from confidently.unadversarial import save_texture
 
     save_texture(model_dir / "other.safetensors", torch.rand(1, 3, 8, 8), [40], {})
-    mismatched = run_tool("unadv-patch", "eval-texture", "--model", "model.safetensors", "--mesh", "builtin:cube",
+    mismatched = run_in_process("unadv-patch", "eval-texture", "--model", "model.safetensors", "--mesh", "builtin:cube",
                           "--texture", "other.safetensors", cwd=model_dir)
     assert mismatched.returncode == 3 and "classes [40]" in mismatched.stderr
-    lossy = run_tool("unadv-patch", "export", "--texture", "other.safetensors", "--out", "t.jpg", cwd=model_dir)
+    lossy = run_in_process("unadv-patch", "export", "--texture", "other.safetensors", "--out", "t.jpg", cwd=model_dir)
     assert lossy.returncode == 2 and "PNG" in lossy.stderr
