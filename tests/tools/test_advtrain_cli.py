@@ -187,13 +187,13 @@ def test_import_safetensors_and_pickles(run_tool, workdir):
      "--num-classes is 3"),
     (["eval", "--model", "five.jsonl", "--data", "five.jsonl"], 3, "not a safetensors file"),
 ])
-def test_bad_input(run_tool, workdir, models, args, code, words):
+def test_bad_input(run_in_process, workdir, models, args, code, words):
     from confidently.io.images import save_image
 
     save_image(torch.rand(3, 32, 32), workdir / "img" / "a.png")
     (workdir / "five.jsonl").write_text('{"id":"a","image":"img/a.png","label":12}\n{"id":"b","image":"img/a.png",'
                                         '"label":0}\n')
-    result = run_tool("advtrain", *args, cwd=workdir)
+    result = run_in_process("advtrain", *args, cwd=workdir)
     assert result.returncode == code, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not (workdir / "x.safetensors").exists()

@@ -107,8 +107,8 @@ def test_other_sizes_are_fitted_and_bad_images_name_line_and_field(workdir):
     (["--ablation", "diagonal"], "unknown ablation"), (["--tie", "loose"], "--tie"),
     (["--drop-tokens", "on"], "needs a ViT"), (["--patch-sizes", "0"], "must be >= 1"),
 ])
-def test_usage_errors(workdir, args, words):
-    proc = certify(workdir, "run", "test.jsonl", "--model", "base.safetensors", *args)
+def test_usage_errors(workdir, run_in_process, args, words):
+    proc = run_in_process("certify", "run", "test.jsonl", "--model", "base.safetensors", *args, cwd=workdir)
     assert proc.returncode == 2 and words in proc.stderr
 
 

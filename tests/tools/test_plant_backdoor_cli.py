@@ -108,8 +108,8 @@ def test_trigger_file_matches_the_inline_spec(run_tool, digits):
     (("stamp", "test.jsonl", "--size", "40"), 3, "does not fit"),
     (("stamp", "test.jsonl", "--trigger", "hat"), 2, "square"),
 ])
-def test_bad_input(run_tool, digits, args, code, message):
-    result = run_tool("plant-backdoor", *args, cwd=digits)
+def test_bad_input(run_in_process, digits, args, code, message):
+    result = run_in_process("plant-backdoor", *args, cwd=digits)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
 

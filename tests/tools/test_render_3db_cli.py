@@ -228,16 +228,17 @@ def test_a_kill_9_keeps_finished_records_and_resume_completes_the_run(workspace)
         assert shard["ids"][row["image"]["index"]] == row["id"]
 
 
-def test_outputs_render_3db_did_not_write_are_refused_without_force(workspace):
+def test_outputs_render_3db_did_not_write_are_refused_without_force(workspace, capsys, monkeypatch):
+    monkeypatch.chdir(workspace)
     for option, name in (("--out", "mine.jsonl"), ("--summary", "mine.json"), ("--images-shard", "mine.safetensors")):
         (workspace / name).write_text("my notes\n")
-        refused = shell(workspace, f"render-3db run exp.yaml --limit 2 -q {option} {name} > /dev/null")
-        assert refused.returncode == 2 and name in refused.stderr and "--force" in refused.stderr
+        status, _, err = in_process(capsys, "run", "exp.yaml", "--limit", "2", "-q", option, name)
+        assert status == 2 and name in err and "--force" in err
         assert (workspace / name).read_text() == "my notes\n"
     (workspace / "pictures").mkdir()
     (workspace / "pictures" / "holiday.jpg").write_bytes(b"mine")
-    refused = shell(workspace, "render-3db run exp.yaml --limit 2 -q --images-dir pictures > /dev/null")
-    assert refused.returncode == 2 and "--force" in refused.stderr
+    status, _, err = in_process(capsys, "run", "exp.yaml", "--limit", "2", "-q", "--images-dir", "pictures")
+    assert status == 2 and "--force" in err
     for _ in range(2):  # render-3db's own outputs may be written again
         again = shell(workspace, "render-3db run exp.yaml --limit 2 -q --out own.jsonl --summary own.json "
                                  "--images-dir own-pictures")
