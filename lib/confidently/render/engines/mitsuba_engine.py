@@ -203,14 +203,10 @@ class MitsubaEngine:
             raise RuntimeError("MitsubaEngine.render before load")
         mi, params = self.mi, self.params
         pose = camera_pose(state)
-        # Opaque values: a Python number set here is baked into the kernel as a literal, and every new view
-        # would recompile the path tracer through LLVM (≈2 s a frame at 32², against 20 ms from the cache).
-        to_world = mi.Transform4f().look_at(*pose.look_at())
-        self.dr.make_opaque(to_world)
-        params["sensor.to_world"] = to_world
-        params["sensor.x_fov"] = self.dr.opaque(mi.Float, math.degrees(pose.fov))
-        params["sensor.aperture_radius"] = self.dr.opaque(mi.Float, aperture_radius(state) or PINHOLE_RADIUS)
-        params["sensor.focus_distance"] = self.dr.opaque(mi.Float, pose.focus_distance)
+        params["sensor.to_world"] = self._opaque(mi.Transform4f().look_at(*pose.look_at()))
+        params["sensor.x_fov"] = self._opaque(mi.Float(math.degrees(pose.fov)))
+        params["sensor.aperture_radius"] = self._opaque(mi.Float(aperture_radius(state) or PINHOLE_RADIUS))
+        params["sensor.focus_distance"] = self._opaque(mi.Float(pose.focus_distance))
         self._place_object(state)
         self._set_light(state.light, state.light_color)
         return pose
@@ -226,7 +222,8 @@ class MitsubaEngine:
         if texture is None or not texture.requires_grad:
             self._set_texture(texture if texture is not None else state.texture)
             self.params.update()
-            image = self.mi.render(self.scene, self.params, spp=self.args.samples, seed=self._opaque_seed(seed))
+            seed = self._opaque(self.mi.UInt32(int(seed) % 2**32))
+            image = self.mi.render(self.scene, self.params, spp=self.args.samples, seed=seed)
             return torch.from_numpy(np.array(image, dtype=np.float32))
         self.params.update()
         if self._render_texture_ad is None:
@@ -239,11 +236,14 @@ class MitsubaEngine:
     def _render_with_texture(self, texture, seed):
         self.params[self.texture_key] = texture
         self.params.update()
-        return self.mi.render(self.scene, self.params, spp=self.args.samples, seed=self._opaque_seed(seed))
+        seed = self._opaque(self.mi.UInt32(int(seed) % 2**32))
+        return self.mi.render(self.scene, self.params, spp=self.args.samples, seed=seed)
 
-    def _opaque_seed(self, seed: int):
-        """The seed as an opaque JIT variable (a plain int is a literal: see :meth:`_pose`)."""
-        return self.dr.opaque(self.mi.UInt32, int(seed) % 2**32)
+    def _opaque(self, value):
+        """``value`` as an opaque JIT variable. A number set as a literal is baked into the kernel, and every
+        new view or seed would recompile the path tracer through LLVM (≈2 s a frame at 32², 20 ms cached)."""
+        self.dr.make_opaque(value)
+        return value
 
     def render(self, state: SceneState, seed: int) -> dict[str, torch.Tensor]:
         args = self.args
@@ -272,9 +272,7 @@ class MitsubaEngine:
         mi, params = self.mi, self.params
         matrix = object_matrix(state)
         if self.analytic:
-            to_world = mi.Transform4f(matrix.astype(np.float32))
-            self.dr.make_opaque(to_world)
-            params[f"{SHAPE}.to_world"] = to_world
+            params[f"{SHAPE}.to_world"] = self._opaque(mi.Transform4f(matrix.astype(np.float32)))
             return
         linear = matrix[:3, :3]
         positions = self.rest_positions @ linear.T + matrix[:3, 3]
@@ -305,9 +303,8 @@ class MitsubaEngine:
             return
         tint = np.asarray(color, dtype=np.float32) * float(light)
         if self.environment.solid is not None:
-            radiance = self.mi.Color3f(*(np.asarray(self.environment.solid, dtype=np.float32) * tint).tolist())
-            self.dr.make_opaque(radiance)
-            self.params["emitter.radiance.value"] = radiance
+            self.params["emitter.radiance.value"] = self._opaque(
+                self.mi.Color3f(*(np.asarray(self.environment.solid, dtype=np.float32) * tint).tolist()))
         else:
             data = self.env_base.copy()
             data[..., :3] *= tint
