@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -17,12 +19,55 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+REAL_BIN = Path(sys.executable).parent
+TOOLS = ("dataset", "advtrain", "certify", "ablate", "plant-backdoor", "influence", "report", "unadv-patch",
+         "immunize", "render-3db")
+
+
+def real_tool_path(name: str) -> str:
+    """The executable a user runs (the installed console script, else bin/)."""
+    installed = REAL_BIN / name
+    return str(installed if installed.exists() else ROOT / "bin" / name)
+
+
+def _write_shims() -> Path:
+    """One shim per tool in a fresh folder: it runs the tool through the warm server (tests/warm), or, where
+    none runs (CONFIDENTLY_TEST_COLD=1, the xdist controller), becomes the real executable."""
+    folder = Path(tempfile.mkdtemp(prefix="confidently-warm-"))
+    for name in TOOLS:
+        shim = folder / name
+        shim.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests' / 'warm')!r})\n"
+                        f"import client\nclient.main({name!r}, {real_tool_path(name)!r}, {str(folder)!r})\n")
+        shim.chmod(0o755)
+    return folder
+
+
+BIN = _write_shims()  # tests put these first on PATH: each tool start is a fork, not a 5 s interpreter start
+_SERVER: subprocess.Popen | None = None
 
 
 def tool_path(name: str) -> str:
-    installed = BIN / name
-    return str(installed if installed.exists() else ROOT / "bin" / name)
+    return str(BIN / name)
+
+
+def pytest_configure(config):
+    """Start the warm server in each process that runs tests (not in an xdist controller)."""
+    global _SERVER
+    controller = getattr(config, "workerinput", None) is None and (config.getoption("numprocesses", None) or 0)
+    if controller or os.environ.get("CONFIDENTLY_TEST_COLD") == "1":
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    with open(BIN / "server.log", "w") as log:
+        _SERVER = subprocess.Popen([sys.executable, str(ROOT / "tests" / "warm" / "server.py"), str(BIN)],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=ROOT)
+    (BIN / "server.pid").write_text(str(_SERVER.pid))
+
+
+def pytest_unconfigure(config):
+    if _SERVER is not None:
+        _SERVER.kill()
+        _SERVER.wait()
+    shutil.rmtree(BIN, ignore_errors=True)
 
 
 class ToolResult:

@@ -1,12 +1,15 @@
-"""A short version of `make demo`: tools composed through pipes and files, ending in one report."""
+"""A short version of `make demo`: tools composed through pipes and files, ending in one report.
+
+It runs the installed executables themselves (``REAL_BIN``), not the warm launcher's shims the rest of
+the suite uses, so the real start-up path stays tested."""
 
 import os
 import subprocess
 
-from tests.conftest import BIN, ROOT
+from tests.conftest import REAL_BIN, ROOT
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
-       "PATH": os.pathsep.join([str(BIN), str(ROOT / "bin"), os.environ.get("PATH", "")])}
+       "PATH": os.pathsep.join([str(REAL_BIN), str(ROOT / "bin"), os.environ.get("PATH", "")])}
 
 PIPELINE = """
 set -euo pipefail

@@ -147,10 +147,10 @@ def test_version(capsys):
 
 def test_terminal_on_stdin_is_a_usage_error(tmp_path):
     """`dataset info` with nothing piped in prints usage and exits 2 instead of waiting."""
-    from tests.conftest import tool_path
+    from tests.conftest import real_tool_path
 
     primary, secondary = pty.openpty()
-    proc = subprocess.run([tool_path("dataset"), "info"], stdin=secondary, capture_output=True, text=True,
+    proc = subprocess.run([real_tool_path("dataset"), "info"], stdin=secondary, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
     os.close(primary)
     os.close(secondary)
