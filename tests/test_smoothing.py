@@ -147,8 +147,8 @@ def column_model():
     images, labels = collect(data)
     masks = Ablation("column", 3, 1).masks(8, 8)
 
-    def ablate(model, x, y, generator):
-        choice = torch.randint(0, len(masks), (len(x),), generator=generator)
+    def ablate(model, x, y, generators):  # one generator per image, seeded by its record
+        choice = torch.cat([torch.randint(0, len(masks), (1,), generator=g) for g in generators])
         return x * masks[choice][:, None]
 
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
-from confidently.data import open_dataset
+from confidently.data import open_source
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, NoValidResult, UsageError
@@ -63,7 +62,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "thesis-resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
                       "epochs": 90, "schedule": "step", "step_every": 30, "augment": "train"},
     "thesis-deit": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512, "epochs": 300,
-                    "schedule": "cosine", "label_smoothing": 0.1, "augment": "deit"},
+                    "schedule": "cosine", "label_smoothing": 0.1, "augment": "deit", "mixup": 0.8, "cutmix": 1.0},
 }
 
 
@@ -211,23 +210,6 @@ class Orders:
         return orders, scores
 
 
-def batch_job(records: list[Record], load: Callable[[Record], Any],
-              compute: Callable[[list[Record], list[Any]], list[dict]]) -> list[dict | InvalidInput]:
-    """Load each record (a bad one becomes its error, in place) and compute the good ones together."""
-    loaded: list[Any] = []
-    for record in records:
-        try:
-            loaded.append(load(record))
-        except InvalidInput as exc:
-            loaded.append(exc)
-    good = [i for i, item in enumerate(loaded) if not isinstance(item, InvalidInput)]
-    results: list[dict[str, Any] | InvalidInput] = list(loaded)
-    if good:
-        for i, result in zip(good, compute([records[i] for i in good], [loaded[i] for i in good]), strict=True):
-            results[i] = result
-    return results
-
-
 def open_model(path: Path, common: Common) -> Classifier:
     return load_model(path, resolve_device(common.device))
 
@@ -292,7 +274,7 @@ def fill_seeds(seed: int, records: list[Record], purpose: str, keys) -> list[lis
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def order(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           order_name: str = typer.Option("random", "--order", help="random, saliency or saliency-reverse."),
           ref_model: Path = typer.Option(None, "--ref-model", "--model",
@@ -319,8 +301,8 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
                 for r, f, row in zip(records, features, rows, strict=True)]
 
     writer = RecordWriter()
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
-                   common, batch_size=common.batch_size, writer=writer, description="ordering")
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
+                   batch_size=common.batch_size, writer=writer, description="ordering")
     tensors = {"orders": padded([row for _, row, _ in kept], -1, torch.int32),
                "counts": torch.tensor([len(row) for _, row, _ in kept], dtype=torch.int32)}
     if orders.ref is not None:
@@ -337,7 +319,7 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           model_path: Path = typer.Option(..., "--model", help="Classifier (.safetensors)."),
           fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -391,8 +373,8 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
         return out
 
     writer = Collect()
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
-                   common, batch_size=common.batch_size, writer=writer, description="curves")
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
+                   batch_size=common.batch_size, writer=writer, description="curves")
     if not writer.results:
         return
     result = summarize_curves(writer.results, model.num_classes, None, similarity)  # as `summarize` computes it
@@ -454,7 +436,7 @@ LIME_OPTIONS = {
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model"),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -489,8 +471,8 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
         return out_records
 
     _, height, width = model.input_size
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
-                   common, batch_size=lime_batch_size(samples, height, width, common.batch_size),
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
+                   batch_size=lime_batch_size(samples, height, width, common.batch_size),
                    description="explaining")
     if out is not None:
         save_artifact(out, {"scores": padded([e.scores for _, e in kept], float("nan"), torch.float32),
@@ -509,7 +491,7 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def consistency(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
                 model_path: Path = typer.Option(..., "--model"),
                 colors: str = typer.Option("binary8", "--colors",
@@ -559,8 +541,8 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
 
     _, height, width = model.input_size
     writer = Collect()
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
-                   common, batch_size=lime_batch_size(samples, height, width, common.batch_size), writer=writer,
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
+                   batch_size=lime_batch_size(samples, height, width, common.batch_size), writer=writer,
                    description="consistency")
     if writer.results:
         result = summarize_consistency(writer.results)
@@ -595,7 +577,7 @@ def show_series(title: str, ks: list[int], series: dict[str, list[float]]) -> No
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model", help="The model whose behaviour is explained."),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -652,8 +634,8 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
             for i, record in enumerate(records)]
 
     writer = Collect()
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, inputs.load, compute),
-                   common, batch_size=common.batch_size, writer=writer, description="top-k test")
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
+                   batch_size=common.batch_size, writer=writer, description="top-k test")
     if writer.results:
         result = summarize_topk(writer.results)
         write_json(result, summary)
@@ -681,7 +663,7 @@ class Buffer(RecordWriter):
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           remove: int = typer.Option(None, "--remove", min=0, help="Remove K features."),
           remove_frac: float = typer.Option(None, "--remove-frac", help="Remove this fraction of the features."),
@@ -709,23 +691,28 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
     masks_out: list[torch.Tensor] = []
     shape: list[tuple[int, ...]] = []
 
-    def load(record: Record) -> tuple[torch.Tensor, Features]:
-        image, features = inputs.load(record)
+    def misfit(record: Record, image: torch.Tensor, features: Features) -> InvalidInput | None:
+        """Why this image cannot go into the output file, checked in input order (the first image sets the size)."""
         if shape and tuple(image.shape) != shape[0]:
-            raise record.error(f"image is {list(image.shape)} but earlier ones are {list(shape[0])}; one output file "
-                               "holds one image size (resize upstream)", "image")
+            return record.error(f"image is {list(image.shape)} but earlier ones are {list(shape[0])}; one output "
+                                "file holds one image size (resize upstream)", "image")
         shape[:1] = [tuple(image.shape)]
         k = remove if remove is not None else round(remove_frac * features.count)
         if k > features.count:
-            raise record.error(f"--remove {k} is more than the {features.count} features of this image", "image")
-        return image, features
+            return record.error(f"--remove {k} is more than the {features.count} features of this image", "image")
+        return None
 
-    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
-        images = torch.stack([image for image, _ in loaded])
-        features = [f for _, f in loaded]
-        rows, _ = orders.compute(records, images, features)
-        results = []
-        for i, (record, f, row) in enumerate(zip(records, features, rows, strict=True)):
+    def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict | InvalidInput]:
+        results: list[dict | InvalidInput] = [misfit(r, image, f) for r, (image, f) in zip(records, loaded,
+                                                                                           strict=True)]
+        good = [i for i, problem in enumerate(results) if problem is None]
+        if not good:
+            return results
+        images = torch.stack([loaded[i][0] for i in good])
+        features = [loaded[i][1] for i in good]
+        rows, _ = orders.compute([records[i] for i in good], images, features)
+        for row_index, (i, f, row) in enumerate(zip(good, features, rows, strict=True)):
+            record = records[i]
             k = remove if remove is not None else round(remove_frac * f.count)
             visible = visible_after_removal(f.labels, removal_flags(row, [k], f.count))
             index = len(masks_out)
@@ -733,16 +720,16 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
             data = {**record.data, "mask": {"tensors": str(out), "key": "masks", "index": index}}
             if not filler.drops_tokens:
                 seeds = [derive_seed(common.seed, record.id, "apply-fill")] if filler.random else None
-                images_out.append(filler(images[i:i + 1], visible, seeds)[0])
+                images_out.append(filler(images[row_index:row_index + 1], visible, seeds)[0])
                 data["image"] = {"tensors": str(out), "key": "images", "index": index}
             data["ablate"] = base_result("ablate-apply/v1", common, fill=fill, true_removal=filler.true_removal,
                                          order=orders.name, **inputs.describe(), features=f.count, k=k,
                                          removed=sorted(row[:k].tolist()))
-            results.append(data)
+            results[i] = data
         return results
 
     writer = Buffer()
-    stream_batches(read_records(source, "image records"), lambda batch: batch_job(batch, load, compute), common,
+    stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
                    batch_size=common.batch_size, writer=writer, description="ablating")
     tensors = {"masks": torch.stack(masks_out) if masks_out else torch.zeros(0, 0, 0, dtype=torch.uint8)}
     if images_out:
@@ -782,13 +769,13 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         console.log(f"{out} exists: nothing to do (--force retrains)")
         return
     device = resolve_device(common.device)
-    dataset = open_dataset(data, split)
+    dataset = open_source(data, split)
     if init is not None:
         model = load_model(init, device)
     else:
         if not dataset.num_classes:
             raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
-        model = create_model(arch, dataset.num_classes, in_chans=dataset.raw(0).shape[0],
+        model = create_model(arch, dataset.num_classes, in_chans=dataset.image_shape()[0],
                              img_size=dataset.image_size(), classes=dataset.classes)
     model.check_input(torch.zeros(1, *model.input_size))
     filler = missingness(model, fill, partial, common.batch_size).fill
@@ -799,9 +786,10 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     config = TrainConfig(**settings, seed=common.seed)
     val_batches = None
     if val:
-        val_batches = StreamLoader(open_dataset(val, val_split, channels=model.input_size[0]),
+        val_batches = StreamLoader(open_source(val, val_split, channels=model.input_size[0]),
                                    make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                                   device=device, workers=common.workers)
+                                   device=device, workers=common.workers, require_labels=True,
+                                   num_classes=model.num_classes)
     writer = RecordWriter()
 
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:

@@ -11,11 +11,9 @@ import typer
 from confidently import __version__
 from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint
 from confidently.cli import Common, common_options, run_app, tool_app
-from confidently.data import open_dataset
-from confidently.data.dataset import ImageDataset
+from confidently.data import ImageDataset, Source, check_labels, open_source
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
-from confidently.data.webdataset import is_webdataset, open_stream
 from confidently.errors import InvalidInput, UsageError
 from confidently.evaluation import attack_rows, robustness_tallies
 from confidently.io.artifacts import artifact_metadata
@@ -67,18 +65,29 @@ def parse_eps_list(text: str) -> list[float]:
     return [parse_eps(part) for part in text.split(",") if part.strip()]
 
 
-def stored_size(dataset: ImageDataset) -> int:
+def stored_size(dataset: Source) -> int:
     """The size to train at when --img-size is not given (logged for files: a folder may mix sizes)."""
     size = dataset.image_size()
-    if dataset.images is None:
+    if getattr(dataset, "images", None) is None:
         console.log(f"training at {size} px, the first image's size (set --img-size for another)")
     return size
 
 
-def eval_batches(dataset: ImageDataset, model: Classifier, common: Common, device: torch.device) -> StreamLoader:
-    """The dataset through the model's eval preprocessing, in order."""
-    return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                        device=device, workers=common.workers)
+def eval_batches(dataset: Source, model: Classifier, common: Common, device: torch.device,
+                 preprocess: str = "eval", crop_pct: float | None = None, labelled: bool = True) -> StreamLoader:
+    """This ``--shard``'s part of the dataset through the model's eval preprocessing, in order.
+
+    ``labelled``: every record needs a label within the model's classes (a map-style dataset's are checked
+    here from its records, a stream's as they come).
+    """
+    rank, world = common.shard.index, common.shard.count
+    if isinstance(dataset, ImageDataset) and world > 1:
+        dataset, rank, world = dataset.subset(common.shard.positions(len(dataset))), 0, 1
+    return StreamLoader(dataset, make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct)),
+                        batch_size=common.batch_size, device=device, workers=common.workers, rank=rank, world=world,
+                        on_invalid=skip_record if common.skip_invalid else None,
+                        require_labels=labelled and not check_labels(dataset, model.num_classes),
+                        num_classes=model.num_classes if labelled else None)
 
 
 def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | None, seed: int) -> dict[str, Any]:
@@ -88,9 +97,10 @@ def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | No
     return {f"val_{key}": value for key, value in metrics_from_tallies(tallies).items()}
 
 
-def announce_triggers(dataset: ImageDataset) -> None:
-    """Say when plant-backdoor's poisoned records are in the training set (stamped after augmentation)."""
-    count = sum(1 for record in dataset.records if record.data.get("trigger"))
+def announce_triggers(dataset: Source) -> None:
+    """Say when plant-backdoor's poisoned records are in the training set (stamped after augmentation; a
+    stream's triggers are stamped alike, but not counted ahead)."""
+    count = sum(1 for record in getattr(dataset, "records", ()) if record.data.get("trigger"))
     if count:
         console.log(f"{count} records carry a trigger: stamped after augmentation")
 
@@ -104,12 +114,6 @@ def recipe(common: Common, preset: str | None, values: dict[str, Any]) -> TrainC
         if key not in common.explicit:
             chosen[key] = value
     return TrainConfig(seed=common.seed, **{k: chosen[k] for k in RECIPE_KEYS})
-
-
-def check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise InvalidInput(f"{what} has labels {int(labels.min())}..{int(labels.max())}, outside the model's "
-                           f"{num_classes} classes (set --num-classes to match the data)", field="label")
 
 
 def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
@@ -188,20 +192,18 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
                                      "shift": shift, "flip": flip, "amp": amp})
     attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
                                 use_best=use_best)
-    dataset = open_dataset(data, split)
+    dataset = open_source(data, split)
     classes = num_classes or dataset.num_classes
     if not classes:
         raise InvalidInput(f"{data} has no labels; training needs labelled images", field="label")
-    check_labels(dataset.labels, classes, data)
+    check_labels(dataset, classes, data)
     size = img_size or stored_size(dataset)
-    model = create_model(arch, classes, in_chans=dataset.raw(0).shape[0], img_size=size,
+    model = create_model(arch, classes, in_chans=dataset.image_shape()[0], img_size=size,
                          classes=dataset.classes if dataset.num_classes == classes else None)
     model.check_input(torch.zeros(1, *model.input_size))
     val_batches = None
     if val:
-        val_set = open_dataset(val, val_split)
-        check_labels(val_set.labels, classes, val)
-        val_batches = eval_batches(val_set, model, common, device)
+        val_batches = eval_batches(open_source(val, val_split, channels=model.input_size[0]), model, common, device)
 
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
         if val_batches is None or (epoch % eval_every and epoch != config.epochs):
@@ -277,19 +279,9 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     model = load_model(model_path, device)
     attacks = [PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts, random_start=random_start)
                for radius in radii]
-    fit = make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct))
-    if is_webdataset(data):  # tar shards stream; a --shard reads its share of them
-        source = open_stream(data, split, preprocess=fit, seed=common.seed, channels=model.input_size[0],
-                             rank=common.shard.index, world=common.shard.count)
-        fingerprint = None
-    else:
-        source = open_dataset(data, split, channels=model.input_size[0])
-        fingerprint = source.fingerprint()
-        if common.shard.count > 1:
-            source = source.subset(common.shard.positions(len(source)))
-        check_labels(source.labels, model.num_classes, data)
-    batches = StreamLoader(source, fit, batch_size=common.batch_size, device=device, workers=common.workers,
-                           on_invalid=skip_record if common.skip_invalid else None)
+    source = open_source(data, split, channels=model.input_size[0])
+    fingerprint = source.fingerprint()
+    batches = eval_batches(source, model, common, device, preprocess, crop_pct)
     tallies = robustness_tallies(model, progress(batches, known_length(batches), "eval"), attacks,
                                  num_classes=model.num_classes, seed=common.seed)
     title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
@@ -342,19 +334,15 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
     model = load_model(model_path, device)
-    dataset = open_dataset(data, split, channels=model.input_size[0])
-    if targeted is not None:
-        check_labels(torch.tensor([targeted]), model.num_classes, "--target-label")
-    else:
-        check_labels(dataset.labels, model.num_classes, data)
-    dataset = dataset.subset(common.shard.positions(len(dataset)))
+    if targeted is not None and not 0 <= targeted < model.num_classes:
+        raise InvalidInput(f"--target-label {targeted} is outside the model's {model.num_classes} classes")
+    dataset = open_source(data, split, channels=model.input_size[0])
     constraint_fn = get_constraint(constraint)
-    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                           device=device, workers=common.workers)
+    batches = eval_batches(dataset, model, common, device, labelled=targeted is None)
     shard = ShardWriter(shard_out)
     records = []
     try:
-        for batch in progress(batches, len(batches), f"attack {len(dataset)} images"):
+        for batch in progress(batches, known_length(batches), "attack"):
             goal = torch.full_like(batch.labels, targeted) if targeted is not None else batch.labels
             adversarial = attack_rows(model, batch.images, goal, batch.ids, config, common.seed,
                                       targeted=targeted is not None)
@@ -369,7 +357,7 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
         shard.discard()
         raise
     meta = artifact_metadata(tool="advtrain", kind="adversarial-images", config=common.config, seed=common.seed,
-                             ids=dataset.ids, classes=dataset.classes)
+                             ids=[record["id"] for record in records], classes=dataset.classes)
     shard.close(meta, empty={"images": (torch.float32, tuple(model.input_size)), "labels": (torch.int64, ())})
     writer = RecordWriter()
     for record in records:
@@ -431,7 +419,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
         return
     device = resolve_device(common.device)
     source_model = load_model(source, device)
-    dataset = open_dataset(data, split, channels=source_model.input_size[0])
+    dataset = open_source(data, split, channels=source_model.input_size[0])
     classes = dataset.num_classes
     if num_classes is not None and classes and num_classes != classes:
         raise InvalidInput(f"{data} has {classes} classes but --num-classes is {num_classes}; "
@@ -439,14 +427,14 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     classes = num_classes or classes
     if not classes:
         raise InvalidInput(f"{data} has no labels; transfer needs a labelled target task", field="label")
-    check_labels(dataset.labels, classes, data)
+    check_labels(dataset, classes, data)
     config = recipe(common, preset, {"optimizer": optimizer, "lr": lr if lr is not None else
                                      (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
                                      "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                      "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
                                      "shift": shift, "flip": flip, "amp": amp})
     config.freeze_bn = bn_stats == "freeze"
-    val_set = open_dataset(val, val_split, channels=source_model.input_size[0]) if val else None
+    val_set = open_source(val, val_split, channels=source_model.input_size[0]) if val else None
     val_batches = eval_batches(val_set, source_model, common, device) if val_set is not None else None
     source_eps = source_model.training_info.get("eps")
 
@@ -488,14 +476,12 @@ def features(model_path: Path = typer.Option(..., "--model"),
     guard_output(out, "advtrain", force=force)
     device = resolve_device(common.device)
     model = load_model(model_path, device).eval()
-    dataset = open_dataset(data, split, channels=model.input_size[0])
-    dataset = dataset.subset(common.shard.positions(len(dataset)))
-    batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                           device=device, workers=common.workers)
+    dataset = open_source(data, split, channels=model.input_size[0])
+    batches = eval_batches(dataset, model, common, device, labelled=False)
     shard = ShardWriter(out)
     records = []
     try:
-        for batch in progress(batches, len(batches), f"features of {len(dataset)} images"):
+        for batch in progress(batches, known_length(batches), "features"):
             shard.append(features=penultimate(model, batch.images), labels=batch.labels.cpu())
             for fields in batch.records:
                 record = dict(fields)
@@ -506,7 +492,8 @@ def features(model_path: Path = typer.Option(..., "--model"),
         shard.discard()
         raise
     shard.close(artifact_metadata(tool="advtrain", kind="features", config=common.config, seed=common.seed,
-                                  ids=dataset.ids, classes=dataset.classes, model=str(model_path)),
+                                  ids=[record["id"] for record in records], classes=dataset.classes,
+                                  model=str(model_path)),
                 empty={"features": (torch.float32, (0,)), "labels": (torch.int64, ())})
     writer = RecordWriter()
     for record in records:

@@ -13,7 +13,7 @@ import torch
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
-from confidently.data import open_dataset
+from confidently.data import open_source
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
@@ -22,6 +22,7 @@ from confidently.io.artifacts import artifact_metadata, load_artifact, save_arti
 from confidently.io.atomic import atomic_write, guard_output
 from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record, RecordReader, RecordWriter
+from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.run import Shard, console, record_generator, resolve_device
@@ -111,7 +112,7 @@ class Certificates:
 
 
 class Certifier:
-    """Certifies a batch of records: loads them, votes over the ablations, and hands back results.
+    """Certifies a batch of loaded records: votes over the ablations and hands back results.
 
     With ``which`` (an ``--ablation-shard``) it only collects votes: certificates need them all.
     Votes are kept (``collected``) only with ``keep_votes`` (``--votes-out``): memory stays bounded
@@ -164,30 +165,18 @@ class Certifier:
             base = self.model(images.to(device)).argmax(1).cpu()
         return votes.cpu(), base
 
-    def __call__(self, records: list[Record]) -> list[dict[str, Any] | InvalidInput]:
-        loaded: list[tuple[torch.Tensor, torch.Tensor] | InvalidInput] = []
-        for record in records:
-            try:
-                loaded.append(self.load_record(record))
-            except InvalidInput as exc:
-                loaded.append(exc)
-        good = [i for i, item in enumerate(loaded) if not isinstance(item, InvalidInput)]
-        results: list[dict[str, Any] | InvalidInput] = list(loaded)  # errors stay in place
-        if not good:
-            return results
-        votes, base = self.votes_and_base(torch.stack([loaded[i][0] for i in good]),
-                                          torch.stack([loaded[i][1] for i in good]))
+    def __call__(self, records: list[Record], loaded: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[str, Any]]:
+        """Results for a batch of records and their :meth:`load_record` (image, visible) pairs."""
+        votes, base = self.votes_and_base(torch.stack([image for image, _ in loaded]),
+                                          torch.stack([visible for _, visible in loaded]))
         if self.keep_votes:
-            self.collected += [(records[i].id, records[i].data.get("label"), votes[row], int(base[row]))
-                               for row, i in enumerate(good)]
+            self.collected += [(record.id, record.data.get("label"), votes[row], int(base[row]))
+                               for row, record in enumerate(records)]
         if self.which is not None:
-            for index in good:
-                results[index] = {**records[index].data, "certify": {"partial": True, "ablations": len(self.which)}}
-            return results
-        labels = [records[i].data.get("label") for i in good]
-        for row, result in enumerate(self.certificates.results(votes, base, labels)):
-            results[good[row]] = {**records[good[row]].data, "certify": result}
-        return results
+            return [{**record.data, "certify": {"partial": True, "ablations": len(self.which)}} for record in records]
+        labels = [record.data.get("label") for record in records]
+        return [{**record.data, "certify": result}
+                for record, result in zip(records, self.certificates.results(votes, base, labels), strict=True)]
 
 
 def fraction_sizes(text: str, height: int, width: int) -> list[int]:
@@ -258,7 +247,7 @@ def check_gate(summary: dict[str, Any], fail_under: str | None) -> None:
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic"})
+                      "deterministic", "workers"})
 def run(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
         model_path: Path = typer.Option(..., "--model", help="Base classifier (.safetensors)."),
         ablation: str = typer.Option(None, "--ablation", help=f"{', '.join(ABLATIONS)} (default: as trained)."),
@@ -332,7 +321,7 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
 
     reader = RecordReader(input_source(source, "image records"), require_image=True, yield_errors=True)
     stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=Collect(),
-                   description="certifying")
+                   description="certifying", load=certifier.load_record)
     if votes_out is not None:
         save_votes(votes_out, certifier, geometry, height, width, which, rule, drop, str(model_path), common)
     if which is not None:
@@ -537,6 +526,11 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
                                     help="Training augmentation: shift-flip (none: images fitted only), train "
                                     "(RandomResizedCrop + flip) or deit (that, RandAugment and random erasing; "
                                     "for ViTs at ImageNet scale)."),
+        mixup: float = typer.Option(None, "--mixup", min=0.0, help="Mixup α (default: DeiT's 0.8 with --augment "
+                                    "deit, else 0: off)."),
+        cutmix: float = typer.Option(None, "--cutmix", min=0.0, help="CutMix α (default: DeiT's 1.0 with "
+                                     "--augment deit, else 0); with both on, one per image. DeiT's label "
+                                     "smoothing 0.1 comes with --augment deit."),
         init: Path = typer.Option(None, "--init", help="Start from this model file (skips stage 1)."),
         out: Path = typer.Option(..., "--out"),
         force: bool = typer.Option(False, "--force"),
@@ -553,23 +547,24 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         console.log(f"{out} exists: nothing to do (--force retrains)")
         return
     device = resolve_device(common.device)
-    dataset = open_dataset(data, split)
+    dataset = open_source(data, split)
     if init is not None:
         model = load_model(init, device)
         pretrain_epochs = 0
     else:
         if not dataset.num_classes:
             raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
-        model = create_model(arch, dataset.num_classes, in_chans=dataset.raw(0).shape[0],
+        model = create_model(arch, dataset.num_classes, in_chans=dataset.image_shape()[0],
                              img_size=img_size or dataset.image_size(), classes=dataset.classes)
     model.check_input(torch.zeros(1, *model.input_size))
     drop = resolve_drop(drop_tokens, model)
     geometry = Ablation(ablation, ablation_size)
     val_batches = None
     if val:
-        val_batches = StreamLoader(open_dataset(val, val_split, channels=model.input_size[0]),
+        val_batches = StreamLoader(open_source(val, val_split, channels=model.input_size[0]),
                                    make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                                   device=device, workers=common.workers)
+                                   device=device, workers=common.workers, require_labels=True,
+                                   num_classes=model.num_classes)
 
     writer = RecordWriter()
 
@@ -582,8 +577,12 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
         return {"val_acc": clean_accuracy(trained, val_batches, model.num_classes)} if val_batches else {}
 
+    deit = augment == "deit"
     base = TrainConfig(batch_size=common.batch_size, optimizer="adamw", schedule="cosine",
-                       weight_decay=weight_decay, augment=augment, seed=common.seed)
+                       weight_decay=weight_decay, augment=augment, seed=common.seed,
+                       label_smoothing=DEIT_LABEL_SMOOTHING if deit else 0.0,
+                       mixup=(DEIT_MIXUP if deit else 0.0) if mixup is None else mixup,
+                       cutmix=(DEIT_CUTMIX if deit else 0.0) if cutmix is None else cutmix)
     if pretrain_epochs:
         stage1 = TrainConfig(**{**base.as_dict(), "epochs": pretrain_epochs, "lr": pretrain_lr})
         train_classifier(model, dataset, stage1, device=device, evaluate=evaluate, on_epoch=log("full"),
@@ -595,7 +594,7 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     save_model(model.cpu(), out, training={
         "tool": "certify", "recipe": "smoothing", "ablation": {"kind": ablation, "size": ablation_size},
         "drop_tokens": drop, "null_encoding": "zero", "pretrain_epochs": pretrain_epochs, "epochs": epochs,
-        "seed": common.seed, "data": dataset.fingerprint()})
+        "config": stage2.as_dict(), "seed": common.seed, "data": dataset.fingerprint()})
     console.log(f"wrote {out}")
 
 

@@ -746,7 +746,7 @@ def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str]
 
 
 @app.command()
-@common_options(uses={"device", "batch_size", "shard", "engine", "address", "skip_invalid"},
+@common_options(uses={"device", "batch_size", "shard", "engine", "address", "skip_invalid", "workers"},
                 oom_backoff=True)
 def score(source: str = typer.Argument(None, help="Records carrying both edits (JSONL file, or - / stdin)."),
           ref: str = typer.Option("edit_clean", "--ref", help="Field of the reference image: the edit of the clean "
@@ -814,30 +814,27 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     loader = ImageLoader(3)
     fields = [(None, test), *((t.spec, transform_field(test, t)) for t in variants)]
 
-    def process(records: list) -> list:
-        results: list = [None] * len(records)
-        pairs, owners = [], []  # (ref image, test image), (record index, variant)
-        missing: dict[int, list[str]] = {}
-        for i, record in enumerate(records):
-            try:
-                clean = _score_image(loader, record, ref)
-                found = []
-                for variant, name in fields:
-                    if variant is not None and record.data.get(name) is None:
-                        missing.setdefault(i, []).append(variant)
-                        continue
-                    image = _score_image(loader, record, name)
-                    if image.shape != clean.shape:
-                        raise record.error(f"is {'×'.join(map(str, image.shape))} but {ref} is "
-                                           f"{'×'.join(map(str, clean.shape))}; metrics compare images of one "
-                                           "size", name)
-                    found.append((clean, image, i, variant))
-            except InvalidInput as exc:
-                results[i] = exc
+    def load(record) -> tuple[list, list[str]]:
+        """A record's (ref image, test image, variant) pairs and the transformed edits it lacks."""
+        clean = _score_image(loader, record, ref)
+        found, missing = [], []
+        for variant, name in fields:
+            if variant is not None and record.data.get(name) is None:
+                missing.append(variant)
                 continue
-            for clean, image, index, variant in found:
+            image = _score_image(loader, record, name)
+            if image.shape != clean.shape:
+                raise record.error(f"is {'×'.join(map(str, image.shape))} but {ref} is "
+                                   f"{'×'.join(map(str, clean.shape))}; metrics compare images of one size", name)
+            found.append((clean, image, variant))
+        return found, missing
+
+    def process(records: list, loaded: list[tuple[list, list[str]]]) -> list:
+        pairs, owners = [], []  # (ref image, test image), (record index, variant)
+        for i, (found, _) in enumerate(loaded):
+            for clean, image, variant in found:
                 pairs.append((clean, image))
-                owners.append((index, variant))
+                owners.append((i, variant))
         scores, _ = with_batch_backoff(lambda size: score_image_pairs(pairs, pair_names, small=small_images,
                                                                       device=device, batch_size=size),
                                        common.batch_size)
@@ -849,11 +846,10 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
             ref_features = {index: ref_rows[j] for j, index in enumerate(firsts)}
             test_features, _ = with_batch_backoff(lambda size: extract_features(
                 [image for _, image in pairs], feature_fn, device=device, batch_size=size), common.batch_size)
-        for i, record in enumerate(records):
-            if results[i] is not None:
-                continue
+        results = []
+        for i, (record, (_, missing)) in enumerate(zip(records, loaded, strict=True)):
             out = {**record.data, "kind": "immunize.scored", "tool_version": __version__}
-            private = {"group": summary.group_of(record.data), "pairs": [], "missing": missing.get(i, [])}
+            private = {"group": summary.group_of(record.data), "pairs": [], "missing": missing}
             for k, (index, variant) in enumerate(owners):
                 if index != i:
                     continue
@@ -867,11 +863,11 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
                 private["pairs"].append((variant, values, notes, None if ref_features is None else ref_features[i],
                                          None if test_features is None else test_features[k]))
             out["_score"] = private
-            results[i] = out
+            results.append(out)
         return results
 
     stream_batches(records_of(source), process, common, batch_size=common.batch_size, writer=_ScoreWriter(summary),
-                   description="scoring")
+                   description="scoring", load=load)
     summaries = [{"tool": "immunize", **s, "tool_version": __version__} for s in summary.records()]
     writer = RecordWriter()
     for record in summaries:

@@ -26,6 +26,7 @@ from confidently.backdoor import (
 from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
+from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.data.triggers import list_triggers, make_stamp
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
@@ -117,8 +118,9 @@ def out_record(record: Record, **fields: Any) -> dict[str, Any]:
     return data
 
 
-def check_fits(records: list[Record], spec: dict[str, Any]) -> None:
-    """Materialise the trigger for the first image, so a trigger that cannot fit fails now, not in training."""
+def check_fits(records: list[Record], spec: dict[str, Any], size: int | None = None) -> None:
+    """Materialise the trigger for the first image (at ``size`` if given), so a trigger that cannot fit fails
+    now, not in training."""
     if not records:
         return
     first = records[0]
@@ -126,12 +128,18 @@ def check_fits(records: list[Record], spec: dict[str, Any]) -> None:
         image = ImageLoader(None).load(first.data["image"], first.base_dir)
     except InvalidInput as exc:
         raise first.error(exc.message, "image") from None
-    make_stamp(spec, tuple(image.shape))
+    make_stamp(spec, (image.shape[0], size, size) if size else tuple(image.shape))
+
+
+def fit_to_size(size: int | None) -> Preprocess | None:
+    """Photos of mixed sizes into one shard: the shorter side resized to ``size``, the centre cropped square."""
+    return make_preprocess("eval", DataConfig((size, size))) if size else None
 
 
 def write_materialized(path: Path, records: list[Record], chosen: set[int], spec: dict[str, Any],
-                       new_labels: dict[int, int]) -> list[dict[str, Any]]:
-    """Stamp the chosen rows' pixels and write every row as uint8 into one shard; tensor references per row.
+                       new_labels: dict[int, int], fit: Preprocess | None = None) -> list[dict[str, Any]]:
+    """Stamp the chosen rows' pixels (after ``fit``, which gives photos one size) and write every row as uint8
+    into one shard; tensor references per row.
 
     Augmentation can then crop or flip the trigger away (deferred triggers cannot be moved).
     """
@@ -142,11 +150,13 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
             image = loader.load(record.data["image"], record.base_dir)
         except InvalidInput as exc:
             raise record.error(exc.message, "image") from None
+        if fit is not None:
+            image = fit(image)
         if stacked is None:  # one uint8 array, filled in place: no float copy of the whole set
             stacked = torch.empty((len(records), *image.shape), dtype=torch.uint8)
         elif image.shape != stacked.shape[1:]:
             raise record.error(f"image is {list(image.shape)} but the first is {list(stacked.shape[1:])}; a shard "
-                               "holds one size (resize upstream)", "image")
+                               "holds one size (--img-size S fits every photo to S×S)", "image")
         if i in chosen:
             image = make_stamp(spec, tuple(image.shape))(image[None])[0]
         stacked[i] = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
@@ -199,6 +209,8 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
            summary: Path = typer.Option(None, "--summary", help="Write the counts (JSON) here."),
            materialize: Path = typer.Option(None, "--materialize",
                                             help="Write stamped uint8 images into this shard instead of deferring."),
+           img_size: int = typer.Option(None, "--img-size", min=1, help="With --materialize: resize each photo's "
+                                        "shorter side to S and crop the centre S×S first (one shard, one size)."),
            force: bool = typer.Option(False, "--force", help="Write over outputs plant-backdoor did not write."),
            *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Stamp the trigger on an exact fraction of a class group (labels kept) or relabel (BadNets).
@@ -208,8 +220,11 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
     """
     for path in (ids_out, summary, materialize):
         guard_output(path, "plant-backdoor", force=force)
+    if img_size is not None and materialize is None:
+        raise UsageError("--img-size fits photos for --materialize; deferred triggers are stamped at the model's "
+                         "input size")
     records = read_manifest(source)
-    check_fits(records, trigger_spec)
+    check_fits(records, trigger_spec, img_size)
     labels = [r.data.get("label") for r in records]
     known = [label for label in labels if label is not None]
     if not known:
@@ -220,7 +235,8 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
                          sampling=sampling, seed=selection_seed(common), target_label=target_label,
                          exclude_target=exclude_target, num_classes=num_classes)
     chosen = set(plan.rows)
-    shard_refs = write_materialized(materialize, records, chosen, trigger_spec, plan.new_labels) \
+    shard_refs = write_materialized(materialize, records, chosen, trigger_spec, plan.new_labels,
+                                    fit_to_size(img_size)) \
         if materialize else None
     writer = RecordWriter()
     poisoned_ids = []

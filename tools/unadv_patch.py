@@ -10,7 +10,7 @@ import torch
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
-from confidently.data import list_corruptions, open_dataset
+from confidently.data import ImageDataset, list_corruptions, open_dataset, open_source
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import guard_output
@@ -88,10 +88,11 @@ def load_patches(path: Path, model: Classifier) -> tuple[torch.Tensor, dict[str,
 
 def model_and_data(model_path: Path, data: str, split: str | None, common: Common):
     """The model and the dataset (records only: images stream through the model's eval preprocessing later),
-    its labels checked against the model."""
+    its labels checked against the model (tar shards' labels as they stream)."""
     model = load_model(model_path, resolve_device(common.device))
-    dataset = open_dataset(data, split, channels=model.input_size[0])
-    check_labels(dataset, model.num_classes, data)
+    dataset = open_source(data, split, channels=model.input_size[0])
+    if isinstance(dataset, ImageDataset):
+        check_labels(dataset, model.num_classes, data)
     return model, dataset
 
 
@@ -207,8 +208,9 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
     """Accuracy of no patch / random patch / unadversarial patch / baselines × clean and each corruption.
     Patches land as they were trained (the placement stored in --patches); a placement option given
     overrides that field. Records carry the placement used and placement_source. The data streams (images of
-    any size, resized and centre-cropped to the model's input); each image's noise comes from (--seed, its id)
-    and the placements from --seed in data order, so the counts do not depend on --batch-size or --workers."""
+    any size, resized and centre-cropped to the model's input); each image's noise, placement and conflict class
+    come from (--seed, its id), as `apply` places them, so the counts do not depend on --batch-size, --workers
+    or the order tar shards stream in."""
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities")
     model, dataset = model_and_data(model_path, data, split, common)
@@ -261,6 +263,9 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
         patches = best_images(model, eval_batches(dataset, model, common.batch_size, workers=common.workers),
                               model.num_classes, side)
     elif kind == "random-image":
+        if not isinstance(dataset, ImageDataset):
+            raise UsageError(f"baseline random-image picks records by id and cannot read {data} in order; pack "
+                             "the images with `dataset pack SRC --out DIR --format safetensors` and pass DIR")
         picked = dataset.subset(random_image_picks(dataset.ids, dataset.labels, model.num_classes, common.seed))
         patches = random_images(eval_batches(picked, model, common.batch_size, workers=common.workers),
                                 model.num_classes, side, common.seed)

@@ -275,12 +275,13 @@ def _outcome(model: nn.Module, adversarial: torch.Tensor, labels: torch.Tensor,
 class AdversarialPerturb:
     """The training hook: replaces a batch by PGD examples (used by ``train_classifier``).
 
-    Random starts draw from the training loop's generator, so a resumed run repeats them.
+    Random starts draw from the generators the training loop passes, one per record seeded by (seed, id,
+    epoch), so they do not depend on the batch size or rank and a resumed run repeats them.
     """
 
     def __init__(self, config: PGDConfig):
         self.config = config
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: Generators = None) -> torch.Tensor:
         return pgd_attack(model, images, labels, self.config, generator=generator)

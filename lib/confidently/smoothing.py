@@ -296,8 +296,9 @@ class AblationTraining:
         self._current: torch.Tensor | None = None
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-        choice = torch.randint(0, len(self.masks), (len(images),), generator=generator)
+                 generators: list[torch.Generator]) -> torch.Tensor:
+        """``generators``: one per image (seeded by its record), so the draws ignore batching."""
+        choice = torch.cat([torch.randint(0, len(self.masks), (1,), generator=g) for g in generators])
         self._current = self.masks[choice].to(images.device)
         return images * self._current[:, None]
 

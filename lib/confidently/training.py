@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from confidently.data.dataset import ImageDataset
-from confidently.data.loader import StreamLoader
+from confidently.data.loader import ImageStream, StreamLoader
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, UsageError
-from confidently.run.seeding import derive_seed
+from confidently.mixing import BatchMix
+from confidently.run.seeding import record_generator
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 CHECKPOINT_FORMAT = "confidently.checkpoint/1"
@@ -54,6 +55,8 @@ class TrainConfig:
     shift: int = 0
     flip: bool = False
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # DeiT's batch mixing (confidently.mixing): mixup and cutmix α; 0 and 0: off
+    cutmix: float = 0.0
     freeze_bn: bool = False
     amp: bool = False
     seed: int = 0
@@ -101,7 +104,8 @@ def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        return torch.optim.lr_scheduler.LambdaLR(  # clamped: a stream's batch count is an estimate
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     if name == "step":
         if config.step_every:
             every = config.step_every * steps_per_epoch
@@ -241,18 +245,18 @@ class Checkpoint:
         return int(meta["epoch"]), list(meta.get("history", []))
 
 
-def train_preprocess(config: TrainConfig, model: nn.Module, data: ImageDataset) -> Preprocess:
+def train_preprocess(config: TrainConfig, model: nn.Module, data: ImageDataset | ImageStream) -> Preprocess:
     """The recipe's augmentation at the model's input size (the data's own size for a bare network)."""
     if hasattr(model, "arch") and hasattr(model, "input_size"):
         data_config = DataConfig.of(model)
     else:
-        data_config = DataConfig(tuple(data.raw(0).shape[-2:]))
+        data_config = DataConfig(tuple(data.image_shape()[-2:]))
     if config.augment == "shift-flip":
         return make_preprocess("shift-flip", data_config, shift=config.shift, flip=config.flip)
     return make_preprocess(config.augment, data_config)
 
 
-def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
+def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config: TrainConfig, *,
                      device: torch.device | str = "cpu", perturb: Perturb | None = None,
                      evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -260,8 +264,9 @@ def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, 
                      forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False,
                      preprocess: Preprocess | None = None, workers: int | None = None) -> nn.Module:
-    """Train ``model`` in place on ``data`` (any :class:`ImageDataset`; :meth:`ImageDataset.from_tensors`
-    wraps tensors already in memory).
+    """Train ``model`` in place on ``data``: any :class:`ImageDataset` (:meth:`ImageDataset.from_tensors`
+    wraps tensors already in memory) or an :class:`ImageStream` of known length (tar shards made by
+    ``dataset pack``: shards and a buffer shuffled by (seed, epoch); labels checked as they stream).
 
     Each epoch streams ``data`` through ``preprocess`` (default :func:`train_preprocess`: the recipe's
     augmentation) in ``workers`` processes; records' deferred triggers are stamped after it, where
@@ -270,15 +275,23 @@ def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, 
     ViTs on kept tokens only; single-process only). ``evaluate(model, epoch)`` adds validation metrics
     to each epoch's record; ``on_epoch`` receives ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}``
     (on rank 0 only). With ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
+    ``config.mixup`` / ``config.cutmix`` mix each batch (:class:`~confidently.mixing.BatchMix`) before ``perturb``.
     """
-    if len(data) == 0:
-        raise UsageError("no training images")
-    labels = data.labels
     num_classes = getattr(model, "num_classes", None)
-    if int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes):
-        raise InvalidInput(f"training labels span {int(labels.min())}..{int(labels.max())} but the model has "
-                           f"{num_classes} classes (set --num-classes to match the data; every training "
-                           "record needs a label)", field="label")
+    streamed = isinstance(data, ImageStream)
+    try:
+        size = len(data)
+    except TypeError:
+        raise UsageError(f"{data.name}: training needs the sample count, and these tar shards have no "
+                         "pack.json beside them (make them with `dataset pack`)") from None
+    if size == 0:
+        raise UsageError("no training images")
+    if not streamed:
+        labels = data.labels
+        if int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes):
+            raise InvalidInput(f"training labels span {int(labels.min())}..{int(labels.max())} but the model has "
+                               f"{num_classes} classes (set --num-classes to match the data; every training "
+                               "record needs a label)", field="label")
     device = torch.device(device)
     ranks = Distributed.current()
     model.to(device)
@@ -290,7 +303,13 @@ def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, 
         trained = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     batches = StreamLoader(data, preprocess or train_preprocess(config, model, data),
                            batch_size=max(1, config.batch_size // ranks.world), device=device, workers=workers,
-                           seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world)
+                           seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world,
+                           require_labels=streamed, num_classes=num_classes if streamed else None)
+    mix = None
+    if config.mixup or config.cutmix:
+        if num_classes is None:
+            raise UsageError("mixup and cutmix need a model with num_classes (soft targets)")
+        mix = BatchMix(config.mixup, config.cutmix, label_smoothing=config.label_smoothing)
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, params, config.lr, config.weight_decay, config.momentum)
     steps_per_epoch = len(batches)
@@ -309,15 +328,19 @@ def train_classifier(model: nn.Module, data: ImageDataset, config: TrainConfig, 
         started = time.perf_counter()
         _set_train_mode(model, config.freeze_bn)
         total_loss = correct = seen = 0.0
-        for step, batch in enumerate(batches.epoch(epoch)):
+        for batch in batches.epoch(epoch):
             images, target = batch.images, batch.labels
-            if perturb is not None:
-                attack_rng = torch.Generator().manual_seed(derive_seed(config.seed, "attack", epoch, step, ranks.rank))
-                images = perturb(model, images, target, attack_rng)
+            soft = None  # mixed images' targets (label smoothing included)
+            if mix is not None:
+                images, soft = mix(images, target, batch.ids, num_classes, config.seed, epoch)
+            if perturb is not None:  # random starts drawn per record: the same whatever the batch or rank
+                starts = [record_generator(config.seed, record_id, "attack", epoch) for record_id in batch.ids]
+                images = perturb(model, images, target, starts)
                 _set_train_mode(model, config.freeze_bn)
             with _autocast(device, config.amp):
                 logits = forward(model, images) if forward is not None else trained(images)
-                loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing) \
+                    if soft is None else F.cross_entropy(logits.float(), soft)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

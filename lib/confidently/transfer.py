@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from confidently.data.dataset import ImageDataset
+from confidently.data.loader import ImageStream
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.training import TrainConfig, train_classifier
@@ -61,15 +62,15 @@ def trainable_parameters(model: Classifier, mode: str = "full", freeze_to: str |
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def transfer(source: Classifier, data: ImageDataset, config: TrainConfig, *,
+def transfer(source: Classifier, data: ImageDataset | ImageStream, config: TrainConfig, *,
              mode: str = "fixed", freeze_to: str | None = None, num_classes: int | None = None,
              classes: list[str] | None = None, **train_kwargs: Any) -> Classifier:
     """Train a new head (and, unless fixed, more) of ``source`` on the target data; returns the new model.
 
     ``train_kwargs`` go to :func:`~confidently.training.train_classifier` (device, evaluate,
-    on_epoch, checkpoint, resume).
+    on_epoch, checkpoint, resume). A stream (tar shards) needs ``num_classes`` or a pack's class count.
     """
-    num_classes = num_classes or (int(data.labels.max()) + 1)
+    num_classes = num_classes or data.num_classes or (int(data.labels.max()) + 1)
     target = replace_head(source, num_classes, classes)
     params = trainable_parameters(target, mode, freeze_to)
     train_classifier(target, data, config, parameters=params, **train_kwargs)

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 SEED, DEVICE, BATCH, SHARD = "--seed", "--device", "--batch-size", "--shard"
 ENGINE, ADDRESS, SKIP, DETERMINISTIC = "--engine", "--address", "--skip-invalid", "--deterministic"
 WORKERS = "--workers"  # the data loader's decoding processes
-SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}  # a per-record streaming command's
-EVERY_SHARED = SHARED | {WORKERS}
+SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}
+EVERY_SHARED = SHARED | {WORKERS}  # a per-record streaming command's that reads images ahead in threads
 ALWAYS = {"--config", "--print-config", "--quiet", "--verbose"}
 STREAMED = {SHARD, ENGINE, ADDRESS, SKIP}  # what stream_batches / stream_records act on
 TRAINING = {SEED, DEVICE, BATCH, DETERMINISTIC}
@@ -29,10 +29,10 @@ HONOURED = {
     "advtrain": {"train": STREAMING, "eval": STREAMING | {SHARD, SKIP}, "eval-merge": set(),
                  "attack": STREAMING | {SHARD}, "transfer": STREAMING, "features": {DEVICE, BATCH, SHARD, WORKERS},
                  "import": set()},
-    "certify": {"run": SHARED, "recertify": set(), "check": TRAINING | {SHARD}, "summarize": set(), "delta": set(),
-                "fit": STREAMING},
-    "ablate": {"order": SHARED, "curve": SHARED, "lime": SHARED, "consistency": SHARED, "topk": SHARED,
-               "apply": SHARED, "fit": STREAMING, "summarize": set(), "plot": set()},
+    "certify": {"run": EVERY_SHARED, "recertify": set(), "check": TRAINING | {SHARD}, "summarize": set(),
+                "delta": set(), "fit": STREAMING},
+    "ablate": {"order": EVERY_SHARED, "curve": EVERY_SHARED, "lime": EVERY_SHARED, "consistency": EVERY_SHARED,
+               "topk": EVERY_SHARED, "apply": EVERY_SHARED, "fit": STREAMING, "summarize": set(), "plot": set()},
     "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH, SHARD, WORKERS},
                        "asr-merge": set(), "subset": {SEED}, "probe": {DEVICE, BATCH, WORKERS}, "experiment": TRAINING,
                        "summarize": set()},
@@ -46,7 +46,7 @@ HONOURED = {
                     "airsim serve-fake": {SEED}},
     "immunize": {"tiny-model": {SEED}, **dict.fromkeys(("encoder", "diffusion", "random", "edit"),
                                                        {SEED, DEVICE, DETERMINISTIC} | STREAMED),
-                 "score": {DEVICE, BATCH} | STREAMED},
+                 "score": {DEVICE, BATCH, WORKERS} | STREAMED},
     "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC, WORKERS}, "validate": {SEED},
                    "controls": set(), "analyze": set()},
 }

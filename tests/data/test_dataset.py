@@ -32,6 +32,20 @@ def test_image_folder_split_subfolders(tmp_path):
         open_dataset(tmp_path / "data", "val")
 
 
+def test_an_imagenet_layout_is_splits_of_one_class_list(tmp_path):
+    """ROOT/train and ROOT/val are splits, not two classes: labels agree between them (the union of their
+    class folders), and every record says its split and has the id it has in the whole folder."""
+    make_folder(tmp_path / "data" / "train", classes=("cat", "dog", "eel"), per_class=2)
+    make_folder(tmp_path / "data" / "val", classes=("dog", "eel"), per_class=1)
+    val = open_dataset(tmp_path / "data", "val")
+    assert val.classes == ["cat", "dog", "eel"] and val.labels.tolist() == [1, 2] and val.ids[0] == "val/dog/0.png"
+    whole = open_dataset(tmp_path / "data")
+    assert whole.classes == val.classes and len(whole) == 8
+    assert [r.data["split"] for r in whole.records] == ["train"] * 6 + ["val"] * 2
+    assert whole.ids[-1] == "val/eel/0.png" and whole.image(7).shape == (3, 8, 8)
+    assert open_dataset(tmp_path / "data" / "train").classes == ["cat", "dog", "eel"]  # a plain class folder
+
+
 def test_manifest_relative_to_its_folder_and_split_filter(tmp_path):
     make_folder(tmp_path / "d")
     lines = [{"id": f"r{i}", "image": f"cat/{i}.png", "label": 0, "split": "train" if i else "test"} for i in range(3)]

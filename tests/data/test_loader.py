@@ -64,7 +64,7 @@ def test_deferred_triggers_are_stamped_after_preprocessing(photos, tmp_path):
     first = folder.records[0].data
     manifest = tmp_path / "m.jsonl"
     trigger = {"type": "square", "size_frac": 0.25, "pos": "br", "color": [1.0, 0.0, 1.0]}
-    image = str(photos / "val" / first["image"])
+    image = str(photos / first["image"])
     manifest.write_text(json.dumps({"id": "a", "image": image, "label": 0, "trigger": trigger}) + "\n"
                         + json.dumps({"id": "b", "image": image, "label": 0}) + "\n")
     rows = _pass(open_dataset(manifest), "eval", batch_size=2, workers=0)

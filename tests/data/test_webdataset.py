@@ -57,8 +57,36 @@ def test_packed_tars_give_the_folders_records_and_pixels(packed, workers):
 def test_random_preprocessing_is_seeded_by_record_as_for_the_folder(packed):
     folder, out, _ = packed
     train = make_preprocess("train", DataConfig((24, 24)))
-    assert same_pixels(rows(open_stream(out, preprocess=train, seed=7), train, workers=0),
-                       rows(folder, train, workers=0))
+    assert same_pixels(rows(open_stream(out), train, workers=0), rows(folder, train, workers=0))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shuffled_epochs_reorder_the_same_records_with_the_same_pixels(packed, workers):
+    """Training order: shards and a buffer shuffled by (seed, epoch); augmentation by (seed, id, epoch)."""
+    folder, out, _ = packed
+    train = make_preprocess("train", DataConfig((24, 24)))
+
+    def epoch(number, seed=7, workers=workers):
+        loader = StreamLoader(open_stream(out, buffer=4), train, batch_size=3, seed=seed, shuffle=True,
+                              workers=workers)
+        return [(r["id"], image) for batch in loader.epoch(number)
+                for r, image in zip(batch.records, batch.images, strict=True)]
+
+    first, again, second = epoch(0), epoch(0), epoch(1)
+    assert [i for i, _ in first] == [i for i, _ in again] and all(torch.equal(a, b) for (_, a), (_, b) in
+                                                                    zip(first, again, strict=True))
+    assert sorted(i for i, _ in first) == sorted(i for i, _ in second) == sorted(folder.ids)
+    assert [i for i, _ in first] != [i for i, _ in second] and [i for i, _ in first] != sorted(folder.ids)
+    pixels = dict(first)
+    assert all(torch.equal(image, pixels[i]) for i, image in epoch(0, workers=2 - workers))  # order may differ
+
+
+def test_stream_labels_are_checked_as_they_come_naming_the_record(packed):
+    _, out, _ = packed
+    loader = StreamLoader(open_stream(out), EVAL, batch_size=3, workers=0, require_labels=True, num_classes=1)
+    with pytest.raises(InvalidInput, match="outside the model's 1 classes") as info:
+        list(loader)
+    assert info.value.record_id and info.value.field == "label"
 
 
 @pytest.mark.parametrize("pattern", ["all shards", "one shard"])
@@ -69,11 +97,11 @@ def test_ranks_and_workers_read_every_sample_once(packed, pattern):
     expected = {s["first_id"] for s in summaries} if pattern == "all shards" else None
     parts = []
     for rank in range(2):
-        stream = open_stream(source, preprocess=EVAL, rank=rank, world=2)
-        parts.append(set(rows(stream, workers=2)))
-        assert len(stream) == len(parts[-1])
+        parts.append(set(rows(open_stream(source), workers=2, rank=rank, world=2)))
+        loader = StreamLoader(open_stream(source), EVAL, batch_size=3, rank=rank, world=2)
+        assert len(loader.dataset) == len(parts[-1])
     assert not parts[0] & parts[1]
-    whole = set(rows(open_stream(source, preprocess=EVAL), workers=0))
+    whole = set(rows(open_stream(source), workers=0))
     assert parts[0] | parts[1] == whole and (expected is None or expected <= whole)
 
 

@@ -172,6 +172,18 @@ def test_same_seed_same_bytes_whatever_the_batch(workdir):
     assert all(r["fill"] == "random-noise" and r["order"] == "random" for r in results(first))
 
 
+def test_loading_threads_do_not_change_the_output(workdir):
+    lines = (workdir / "test.jsonl").read_text().splitlines()
+    gone = '{"id":"gone","image":"nowhere.png"}'  # a bad record among the good ones
+    (workdir / "gap.jsonl").write_text("\n".join([*lines[:4], gone, *lines[4:]]) + "\n")
+    args = ("curve", "gap.jsonl", "--model", "rn.safetensors", "--order", "random", "--fill", "random-noise", *GRID,
+            "--step", "8", "--batch-size", "5", "--skip-invalid", "-q")
+    inline, threaded = side_by_side(workdir, (*args, "--workers", "0"), (*args, "--workers", "2"))
+    assert inline.returncode == threaded.returncode == 0, inline.stderr + threaded.stderr
+    assert len(inline.stdout.splitlines()) == N + 1 and "error" in records(inline)[4]
+    assert threaded.stdout == inline.stdout
+
+
 def test_vit_token_dropping(workdir):
     # 2×2 features inside the ViT's 4×4 tokens: a token can be partly removed, so the partial rule decides
     # whether the paint under a removed region reaches the model
@@ -371,3 +383,19 @@ def test_photos_of_any_size_are_fitted_to_the_model(workdir):
     assert curve.returncode == 0, curve.stderr
     got = records(curve)
     assert len(got) == 7 and all("error" not in r and r["ablate"]["ks"] for r in got)
+
+
+def test_a_timm_vit_at_224_drops_the_tokens_of_removed_patches(workdir):
+    """vit_tiny_patch16_224 (random weights) on photos of any size fitted to 224, 16-pixel features = its tokens."""
+    from confidently.models import create_model, save_model
+
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(workdir / "photos224", train_per_class=0, val_per_class=1)
+    torch.manual_seed(0)
+    save_model(create_model("vit_tiny_patch16_224", 3, img_size=224), workdir / "vit224.safetensors")
+    curve = shell(workdir, "dataset export photos224 --split val --out photos224-out -q | ablate curve - --model "
+                           "vit224.safetensors --fill drop --patch-size 16 --step 98 --workers 2 -q")
+    assert curve.returncode == 0, curve.stderr
+    got = results(curve)
+    assert len(got) == 7 and all(r["features"] == 196 and r["ks"] == [0, 98, 196] and r["true_removal"] for r in got)

@@ -255,3 +255,47 @@ def test_eval_streams_an_imagenet_folder_with_a_timm_model(run_tool, photo_folde
     def same(record):
         return {k: v for k, v in record.items() if k not in ("data", "data_fingerprint")}
     assert [same(r) for r in tars.records] == [same(r) for r in evals]
+
+
+@pytest.fixture(scope="module")
+def packed_train(tmp_path_factory):
+    """The train split of a small photo folder and the WebDataset tars `dataset pack` makes of it."""
+    import subprocess
+
+    from tests.conftest import tool_path
+    from tests.photos import make_imagenet_folder
+
+    root = make_imagenet_folder(tmp_path_factory.mktemp("train-photos"), train_per_class=6, val_per_class=0,
+                                special=False)
+    proc = subprocess.run([tool_path("dataset"), "pack", str(root), "--out", str(root / "tars"), "--split", "train",
+                           "--shard-count", "3", "-q"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def test_train_and_transfer_stream_webdataset_tars(run_tool, packed_train, tmp_path):
+    """Tar shards train like the folder they were packed from (PGD starts and augmentation seeded per record:
+    the same run twice gives the same model; the data fingerprint is the folder's), and transfer reads them."""
+    args = ["--arch", "tiny_resnet", "--img-size", "32", "--epochs", "2", "--batch-size", "6", "--eps", "0.5",
+            "--augment", "train", "--workers", "2"]
+    runs = [run_tool("advtrain", "train", "--data", packed_train / "tars", *args, "--out", tmp_path / f"{name}.st",
+                     cwd=tmp_path) for name in ("a", "b")]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    first, second = ([{k: v for k, v in m.items() if k != "seconds"} for m in r.records] for r in runs)
+    assert [m["epoch"] for m in first] == [1, 2] and first == second
+    weights = [read_model_file(tmp_path / f"{name}.st")[0] for name in ("a", "b")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    folder = open_dataset(packed_train, "train")
+    assert load_model(tmp_path / "a.st").training_info["data"] == folder.fingerprint()
+    moved = run_tool("advtrain", "transfer", "--source", tmp_path / "a.st", "--data", packed_train / "tars",
+                     "--epochs", "1", "--batch-size", "6", "--out", tmp_path / "t.st", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert load_model(tmp_path / "t.st").num_classes == 3
+
+
+def test_a_streamed_record_with_a_label_beyond_the_model_is_named(run_tool, packed_train, tmp_path):
+    result = run_tool("advtrain", "train", "--data", packed_train / "tars", "--num-classes", "2", "--arch",
+                      "tiny_resnet", "--img-size", "32", "--epochs", "1", "--workers", "0", "--out",
+                      tmp_path / "m.st", cwd=tmp_path)
+    assert result.returncode == 3 and "outside the model's 2 classes" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "m.st").exists()

@@ -72,6 +72,17 @@ def test_shards_reassemble_the_full_run(workdir):
     assert sorted(merged, key=full.index) == full and len(merged) == len(full)
 
 
+def test_loading_threads_do_not_change_the_output(workdir):
+    lines = (workdir / "test.jsonl").read_text().splitlines()
+    gone = '{"id":"gone","image":"nowhere.png"}'  # a bad record among the good ones
+    (workdir / "gap.jsonl").write_text("\n".join([*lines[:5], gone, *lines[5:]]) + "\n")
+    inline, threaded = (certify(workdir, "run", "gap.jsonl", "--model", "base.safetensors", "--skip-invalid",
+                                "--workers", workers, "-q") for workers in ("0", "2"))
+    assert inline.returncode == threaded.returncode == 0, inline.stderr + threaded.stderr
+    assert len(inline.stdout.splitlines()) == 41 and "error" in records(inline)[5]
+    assert threaded.stdout == inline.stdout
+
+
 def test_delta_geometry(workdir):
     proc = certify(workdir, "delta", "--height", "224", "--width", "224", "--ablation-size", "19", "--stride", "10",
                    "--patch-sizes", "23,32")
@@ -219,7 +230,29 @@ def test_run_keeps_votes_only_for_votes_out(tmp_path):
     certificates = Certificates(Ablation("column", 2), 8, 8, 3, [1], "strict", True,
                                 {"rule": "argmax", "theta": None}, False, 0)
     streaming = Certifier(model, certificates, 16, None)
-    assert [r["certify"]["vote"]["total"] for r in streaming(records)] == [8, 8] and streaming.collected == []
+    loaded = [streaming.load_record(record) for record in records]
+    assert [r["certify"]["vote"]["total"] for r in streaming(records, loaded)] == [8, 8] and streaming.collected == []
     keeping = Certifier(model, certificates, 16, None, keep_votes=True)
-    keeping(records)
+    keeping(records, loaded)
     assert [row[0] for row in keeping.collected] == ["a", "b"]
+
+
+def test_a_timm_vit_at_224_certifies_a_folder_of_mixed_size_photos(tmp_path):
+    """vit_tiny_patch16_224 (random weights) at its own size: photos of any size are fitted to 224 through a
+    real pipe, and a wider stride keeps the ablations few."""
+    from confidently.models import create_model, save_model
+
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(tmp_path / "photos", train_per_class=0, val_per_class=1)
+    torch.manual_seed(0)
+    save_model(create_model("vit_tiny_patch16_224", 3, img_size=224), tmp_path / "vit.safetensors")
+    proc = subprocess.run(f"{tool_path('dataset')} export photos --split val --out photos-out -q | "
+                          f"{tool_path('certify')} run - --model vit.safetensors --stride 16 --patch-sizes 16 "
+                          "--workers 2 -q", shell=True, cwd=tmp_path, capture_output=True, text=True, env=ENV,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = records(proc)
+    assert len(rows) == 7 and all("error" not in r for r in rows)
+    assert {r["certify"]["vote"]["total"] for r in rows} == {224 // 16}
+    assert {(r["certify"]["ablation"]["size"], r["certify"]["ablation"]["drop_tokens"]) for r in rows} == {(19, True)}

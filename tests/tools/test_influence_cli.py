@@ -210,3 +210,33 @@ def test_convergence_spread_shrinks_with_models(farm):
     assert result.returncode == 0, result.stderr
     small, large = records(result.stdout)
     assert small["models"] == 10 and large["models"] == 40 and small["mean_std"] > large["mean_std"]
+
+
+def test_a_recipe_on_an_imagenet_folder_of_mixed_size_photos(tmp_path):
+    """The farm on a user's folder: photos of any size (grey, CMYK, 16-bit, EXIF ones too) fitted to the recipe's
+    size as each job streams its subset."""
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(tmp_path / "photos", train_per_class=3, val_per_class=3)
+    (tmp_path / "recipe.toml").write_text('''
+[source]
+data = "photos"
+split = "train"
+arch = "tiny_resnet"
+img_size = 24
+epochs = 1
+batch_size = 8
+
+[[target]]
+name = "val"
+train = "photos"
+train_split = "val"
+test_split = "val"
+epochs = 1
+batch_size = 8
+''')
+    run = shell(tmp_path, "influence plan --recipe recipe.toml --num-models 4 --run-id photos "
+                          "| influence train --recipe recipe.toml --out-dir r "
+                          "| influence estimate --target val --out infl.safetensors")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "infl.safetensors").exists()

@@ -233,3 +233,30 @@ def test_asr_shards_merge_into_the_unsharded_record(run_tool, digits, tmp_path):
     assert whole.records[0]["group"]["n_with"] == sum(i % 3 == 0 for i in range(len(rows)))
     mixed = run_tool("plant-backdoor", "asr-merge", "asr-0.jsonl", cwd=tmp_path)
     assert mixed.returncode == 3 and "1/2 missing" in mixed.stderr
+
+
+def test_materialising_photos_of_mixed_sizes_fits_them_to_one(run_tool, tmp_path):
+    """poison --materialize needs one size (--img-size gives it); asr streams the folder into a timm model at 224."""
+    from confidently.models import create_model, save_model
+    from safetensors.torch import load_file
+
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(tmp_path / "photos", train_per_class=2, val_per_class=0, special=False)
+    export = run_tool("dataset", "export", tmp_path / "photos", "--split", "train", "--out", tmp_path / "out", "-q")
+    assert export.returncode == 0, export.stderr
+    (tmp_path / "train.jsonl").write_text(export.stdout)
+    args = ("poison", "train.jsonl", "--mode", "relabel", "--target-label", "0", "--rate", "0.5", "--size", "4",
+            "--materialize", "m.safetensors")
+    mixed = run_tool("plant-backdoor", *args, cwd=tmp_path)
+    assert mixed.returncode == 3 and "--img-size" in mixed.stderr and not (tmp_path / "m.safetensors").exists()
+    fitted = run_tool("plant-backdoor", *args, "--img-size", "24", cwd=tmp_path)
+    assert fitted.returncode == 0, fitted.stderr
+    assert load_file(tmp_path / "m.safetensors")["images"].shape == (6, 3, 24, 24)
+    assert any(r["poisoned"] for r in fitted.records) and len(fitted.records) == 6
+    torch.manual_seed(0)
+    save_model(create_model("resnet18", 3, img_size=224), tmp_path / "resnet18.safetensors")
+    asr = run_tool("plant-backdoor", "asr", "--data", tmp_path / "photos", "--split", "train", "--model",
+                   tmp_path / "resnet18.safetensors", "--size", "32", "--workers", "2")
+    assert asr.returncode == 0, asr.stderr
+    assert asr.records[0]["n"] == 6 and asr.records[0]["tallies"]

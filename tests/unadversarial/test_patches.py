@@ -174,15 +174,17 @@ def test_conflict_pastes_another_class_and_counts_both_predictions(digits_model,
     from confidently.unadversarial import conflict_classes
 
     _, (images, labels) = digits_tensors
-    others = conflict_classes(labels, 10, seed=3)
-    assert (others != labels).all() and torch.equal(others, conflict_classes(labels, 10, seed=3))
-    assert set(others.tolist()) == set(range(10)) and not torch.equal(others, conflict_classes(labels, 10, seed=4))
+    ids = [f"img{i}" for i in range(len(labels))]
+    others = conflict_classes(labels, ids, 10, seed=3)
+    assert (others != labels).all() and torch.equal(others, conflict_classes(labels, ids, 10, seed=3))
+    assert set(others.tolist()) == set(range(10)) and not torch.equal(others, conflict_classes(labels, ids, 10, seed=4))
+    assert torch.equal(conflict_classes(labels[5:9], ids[5:9], 10, seed=3), others[5:9])  # per record
     # full-size "patches" = one test image per class, pasted unrotated over the whole image: the model sees only
     # the other class's image, so pred_patch_frac is exactly its accuracy on those pasted images
     patches = torch.stack([images[labels == c][0] for c in range(10)])
     still = Placement(degrees=0, scale=(1.0, 1.0), mode="center")
-    rows = evaluate_arms(digits_model, batches(digits_model, images[:120], labels[:120], 50), {"none": None}, still,
-                         ["contrast"], [1], seed=3, conflict=patches)
+    rows = evaluate_arms(digits_model, batches(digits_model, images[:120], labels[:120], 50, ids=ids[:120]),
+                         {"none": None}, still, ["contrast"], [1], seed=3, conflict=patches)
     clean = next(r for r in rows if r["arm"] == "conflict" and r["corruption"] == "clean")
     with torch.no_grad():
         predicted = digits_model(patches[others[:120]]).argmax(1)

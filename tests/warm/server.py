@@ -80,7 +80,7 @@ def _standard_streams(fds: dict[int, int]) -> None:
 def _run_tool(request: dict, fds: list[int]) -> None:
     """In the forked tool process: become the requested command line, run it, exit like an interpreter."""
     os.setpgid(0, 0)
-    _standard_streams(dict(zip(request["fds"], fds)))
+    _standard_streams(dict(zip(request["fds"], fds, strict=True)))
     for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)

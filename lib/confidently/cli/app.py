@@ -65,8 +65,10 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
     ("skip_invalid", bool, _option(False, "--skip-invalid",
                                    help="Write {\"id\":...,\"error\":...} for a bad record and go on (else exit 3).")),
     ("deterministic", bool, _option(False, "--deterministic", help="Deterministic kernels (slower; for tests).")),
-    ("workers", int, _option(None, "--workers", min=0, help="Processes decoding images (default: up to 4 for "
-                             "files and shards, 0 for in-memory demo sets). Results do not depend on it.")),
+    ("workers", int, _option(None, "--workers", min=0, help="Processes decoding images (threads, for commands "
+                             "that read records from stdin) ahead of the model: default up to 4 for files and "
+                             "shards, 0 for in-memory demo sets and to decode in the main thread. Results do not "
+                             "depend on it.")),
 ]
 COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
 ALWAYS = {"config", "print_config", "quiet", "verbose"}

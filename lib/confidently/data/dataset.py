@@ -99,10 +99,14 @@ class ImageDataset(Dataset):
         """The image of record ``index`` as float C×H×W in [0, 1]."""
         return as_float(self.raw(index))
 
+    def image_shape(self) -> tuple[int, ...]:
+        """The stored shape (C, H, W) of the first image (a folder may mix sizes)."""
+        return tuple(self.raw(0).shape)
+
     def image_size(self) -> int:
         """The size to build a model for when none is given: the images' own (for files, the first image's
         shorter side, since a folder may mix sizes; the data loader fits every image to the model)."""
-        return int(min(self.raw(0).shape[-2:]))
+        return int(min(self.image_shape()[-2:]))
 
     def label(self, index: int) -> int:
         return self._labels[index]
@@ -184,20 +188,51 @@ def to_channels_batch(images: torch.Tensor, channels: int | None) -> torch.Tenso
     return torch.stack([to_channels(img, channels) for img in images])
 
 
-def folder_records(root: Path) -> tuple[list[Record], list[str]]:
-    """Records of an image folder in class-subfolder layout (class = sorted subfolder index)."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise InvalidInput(f"{root} has no class subfolders; expected ROOT/<class>/<image files>")
-    records = []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                rel = path.relative_to(root).as_posix()
-                records.append(Record({"id": rel, "image": rel, "label": label}, len(records) + 1, str(root), root))
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+
+
+def _subfolders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def split_folders(root: Path) -> list[str]:
+    """The split subfolders of an ImageNet-layout folder (``ROOT/train/<class>/...``, ``ROOT/val/...``): those
+    named like a split that hold class subfolders (other folders beside them, such as packs or outputs, are
+    not data); [] for a plain class-subfolder folder."""
+    return [name for name in _subfolders(root) if name in SPLIT_FOLDERS and _subfolders(root / name)]
+
+
+def folder_records(root: Path, split: str | None = None) -> tuple[list[Record], list[str]]:
+    """Records of an image folder in class-subfolder layout (class = sorted subfolder index).
+
+    An ImageNet layout (:func:`split_folders`) has one class list, the union over its splits, so labels agree
+    between them, and ids relative to ROOT (``val/<class>/<file>``), so an image has one id however the folder
+    is opened; ``split`` reads ``ROOT/<split>`` only, and every record carries its ``split``.
+    """
+    splits = split_folders(root)
+    if not splits:
+        classes = _subfolders(root)
+        if not classes:
+            raise InvalidInput(f"{root} has no class subfolders; expected ROOT/<class>/<image files>")
+        records = _class_folder_records(root, root, classes, None)
+    else:
+        classes = sorted({name for part in splits for name in _subfolders(root / part)})
+        records = [r for part in ([split] if split else splits)
+                   for r in _class_folder_records(root, root / part, classes, part)]
     if not records:
         raise InvalidInput(f"{root} has class subfolders but no image files in them")
     return records, classes
+
+
+def _class_folder_records(base: Path, top: Path, classes: list[str], split: str | None) -> list[Record]:
+    records: list[Record] = []
+    for label, name in enumerate(classes):
+        for path in sorted((top / name).rglob("*")) if (top / name).is_dir() else ():
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                rel = path.relative_to(base).as_posix()
+                data = {"id": rel, "image": rel, "label": label, **({"split": split} if split else {})}
+                records.append(Record(data, len(records) + 1, str(base), base))
+    return records
 
 
 def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
@@ -270,11 +305,14 @@ def open_dataset(source: str | os.PathLike, split: str | None = None, *, channel
 
         return open_pack(path, split, channels=channels, classes=classes)
     if path.is_dir():
-        root = path / split if split and (path / split).is_dir() else path
-        if split and root == path:
+        if split and not (path / split).is_dir():
             raise InvalidInput(f"{path} has no '{split}' subfolder; expected {path}/{split}/<class>/<images>")
-        records, folder_classes = folder_records(root)
-        return ImageDataset(records, name=str(root), classes=classes or folder_classes, channels=channels)
+        if split and split not in split_folders(path):  # a class folder of another name under ROOT
+            records, folder_classes = folder_records(path / split)
+        else:
+            records, folder_classes = folder_records(path, split)
+        return ImageDataset(records, name=str(path / split if split else path), classes=classes or folder_classes,
+                            channels=channels)
     if path.suffix == ".safetensors":
         if split:
             raise InvalidInput(f"{path} is a shard and has no splits; make one shard per split")

@@ -14,6 +14,7 @@ record). Either way an item is ``(image after preprocess, label, key)`` or :clas
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,9 +51,35 @@ class ImageStream(IterableDataset):
     """
 
     epoch = 0
+    preprocess: Preprocess | None = None
+    seed, shuffle, rank, world = 0, False, 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def configured(self, *, preprocess: Preprocess | None, seed: int, shuffle: bool, rank: int,
+                   world: int) -> ImageStream:
+        """A copy that one loader reads: its preprocess (or this stream's), seed, shuffle and rank part."""
+        stream = copy.copy(self)
+        stream.preprocess = preprocess or self.preprocess
+        if stream.preprocess is None:
+            raise ValueError(f"{type(self).__name__} needs a preprocess")
+        stream.seed, stream.shuffle, stream.rank, stream.world = seed, shuffle, rank, world
+        return stream
+
+
+def check_stream_labels(records: list[dict], labels: torch.Tensor, num_classes: int | None,
+                        stream: ImageStream) -> None:
+    """Refuse a streamed record whose label is missing or outside the model's classes, naming it."""
+    bad = ((labels < 0) | (labels >= (num_classes if num_classes is not None else 1 << 62))).nonzero()
+    if len(bad):
+        record = records[int(bad[0])]
+        label = int(labels[bad[0]])
+        problem = ("has no label (every record needs one here)" if label < 0 else
+                   f"is labelled {label}, outside the model's {num_classes} classes (set --num-classes to match "
+                   "the data)")
+        raise InvalidInput(f"record {problem}", source=getattr(stream, "name", None), field="label",
+                           record_id=str(record.get("id")))
 
 
 @dataclass(frozen=True)
@@ -157,16 +184,23 @@ class StreamLoader:
     ``stamp`` applies records' deferred triggers on the device after preprocessing. An image that does
     not decode raises :class:`InvalidInput` naming its record, or goes to ``on_invalid`` and is left out.
 
-    An :class:`ImageStream` is passed as it is (``preprocess``, ``seed``, ``shuffle``, ``rank`` and
-    ``world`` are then its own business); its workers start anew each epoch to see the epoch.
+    An :class:`ImageStream` is read through a copy configured with this loader's ``seed``, ``shuffle``,
+    ``rank``, ``world`` and ``preprocess`` (the stream's own when none is given here), so one stream can
+    feed a training and a validation loader; its workers start anew each epoch to see the epoch. A stream's
+    labels are unknown until read: with ``require_labels``, an unlabelled record (or, with ``num_classes``,
+    one labelled outside ``0..num_classes-1``) stops the loader with :class:`InvalidInput` naming it.
     """
 
     def __init__(self, dataset: ImageDataset | ImageStream, preprocess: Preprocess | None = None, *,
                  batch_size: int, device: torch.device | str = "cpu", workers: int | None = None,
                  seed: int = 0, shuffle: bool = False, rank: int = 0, world: int = 1, stamp: bool = True,
-                 prefetch: int = 2, on_invalid: Callable[[InvalidInput], None] | None = None):
+                 prefetch: int = 2, on_invalid: Callable[[InvalidInput], None] | None = None,
+                 require_labels: bool = False, num_classes: int | None = None):
+        if isinstance(dataset, ImageStream):
+            dataset = dataset.configured(preprocess=preprocess, seed=seed, shuffle=shuffle, rank=rank, world=world)
         self.dataset = dataset
         self.on_invalid = on_invalid
+        self.require_labels, self.num_classes = require_labels, num_classes
         self.device = torch.device(device)
         self.stamp = stamp
         workers = default_workers(dataset) if workers is None else workers
@@ -202,6 +236,8 @@ class StreamLoader:
                     images = self.dataset.stamp(images, indices)
             else:
                 indices, records = None, keys
+                if self.require_labels:
+                    check_stream_labels(records, labels, self.num_classes, self.dataset)
                 if self.stamp and any(r.get("trigger") for r in records):
                     from confidently.data.triggers import stamp_rows
 

@@ -8,18 +8,28 @@ folder gives the pixels of the folder itself, and random preprocessing is seeded
 epoch) as for map-style data. ``dataset pack`` writes such shards with a ``pack.json`` beside
 them, which gives the sample counts (for ``len``) and the class names.
 
-Ranks and loader workers share the shards out when there are enough of them (one sequential read
-per shard); otherwise every reader reads every shard and decodes only its own samples. Either way
-each sample comes out exactly once across ranks × workers, and a rank's share does not depend on
-its worker count.
+Where the sample counts are known (a pack's sidecar), ranks split the epoch's sequence of samples
+into contiguous, equal parts (±1 sample, as the map-style sampler does), each reading only the shards
+its part spans; without counts they share the shards out when there are enough of them, else every
+rank reads every shard and keeps its own samples. Loader workers then share out their rank's shards
+(or, with fewer shards than workers, its samples). Either way each sample comes out exactly once
+across ranks × workers per epoch, and a rank's share does not depend on its worker count.
+
+Shuffling (``StreamLoader(..., shuffle=True)``, as for training) is what webdataset users expect of an
+iterable: the shard order is drawn anew each epoch from (seed, epoch), and each reader passes its
+samples through a bounded buffer (``buffer`` samples, still encoded) whose draws are seeded by
+(seed, epoch, rank, worker). The order is therefore fixed by the seed, the rank count and the worker
+count: the same seed, ranks and workers read the same order, a different worker count a different one
+(each record's augmentation, seeded by (seed, id, epoch), stays the same either way).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +40,10 @@ from confidently.data.loader import Failed, ImageStream
 from confidently.data.preprocess import Preprocess
 from confidently.errors import InvalidInput
 from confidently.io.images import decode_uint8
-from confidently.run.seeding import record_generator
+from confidently.run.seeding import derive_seed, record_generator
 
 PACK_SIDECAR = "pack.json"
+DEFAULT_BUFFER = 1000
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp", "ppm", "pgm", "bmp", "gif", "tif", "tiff")
 TAR_SUFFIX = re.compile(r"\.(tar|tgz|tar\.gz)$", re.IGNORECASE)
 URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
@@ -85,20 +96,38 @@ def _split_share(count: int, part: int, parts: int) -> tuple[list[int], tuple[in
     return list(range(count)), (part, parts)
 
 
+def _contiguous_part(counts: Sequence[int], order: Sequence[int], part: int,
+                     parts: int) -> list[tuple[int, int, int | None]]:
+    """Part ``part`` of ``parts`` equal contiguous parts of the samples of the shards in ``order``, as
+    ``(shard, first, stop)`` runs of sample positions within each shard it spans."""
+    total = sum(counts)
+    low, high = total * part // parts, total * (part + 1) // parts
+    runs, offset = [], 0
+    for shard in order:
+        first, stop = max(low, offset), min(high, offset + counts[shard])
+        if first < stop:
+            runs.append((shard, first - offset, stop - offset))
+        offset += counts[shard]
+    return runs
+
+
 class WebDatasetStream(ImageStream):
     """Tar shards as an :class:`ImageStream` of ``(preprocessed image, label, record fields)`` or :class:`Failed`.
 
     ``urls``: a path, a brace pattern (``shards-{000000..000009}.tar``), a ``pipe:`` command, an http(s)
     URL or a list of them. ``split`` keeps the samples whose ``split`` field equals it. ``shard_counts``
-    (samples per shard, after the split) gives ``len``, ``classes`` the class names; both come from the
-    pack's sidecar in :func:`open_stream`; ``name`` is what messages and summaries call the source.
-    Shards are read in the order given.
+    (samples per shard, after the split) gives ``len`` and balanced rank parts, ``classes`` the class
+    names, ``fingerprint`` the packed records' identity; all come from the pack's sidecar in
+    :func:`open_stream`; ``name`` is what messages and summaries call the source. ``preprocess``, ``seed``,
+    ``shuffle``, ``rank`` and ``world`` are set by the loader that reads the stream (see the module
+    docstring for what ``shuffle`` and ``buffer`` do); unshuffled, shards are read in the order given.
     """
 
-    def __init__(self, urls: str | os.PathLike | Sequence[str], preprocess: Preprocess, *, seed: int = 0,
-                 channels: int | None = 3, rank: int = 0, world: int = 1, split: str | None = None,
+    def __init__(self, urls: str | os.PathLike | Sequence[str], preprocess: Preprocess | None = None, *,
+                 seed: int = 0, channels: int | None = 3, rank: int = 0, world: int = 1, split: str | None = None,
                  shard_counts: Sequence[int] | None = None, classes: list[str] | None = None,
-                 name: str | None = None):
+                 name: str | None = None, shuffle: bool = False, buffer: int = DEFAULT_BUFFER,
+                 fingerprint: str | None = None):
         self.urls = expand_urls(urls)
         if not self.urls:
             raise InvalidInput(f"no shards in {urls!r}")
@@ -108,44 +137,116 @@ class WebDatasetStream(ImageStream):
             raise ValueError(f"{len(shard_counts)} shard counts for {len(self.urls)} shards")
         self.preprocess, self.seed, self.channels = preprocess, seed, channels
         self.rank, self.world, self.split = rank, world, split
+        self.shuffle, self.buffer = shuffle, buffer
         self.shard_counts = list(shard_counts) if shard_counts is not None else None
         self.classes = classes
+        self._fingerprint = fingerprint
         self.name = name or (self.urls[0] if len(self.urls) == 1 else f"{self.urls[0]} (+{len(self.urls) - 1} shards)")
 
     def __len__(self) -> int:
         """This rank's sample count (failed samples included), known from the pack's sidecar only."""
         if self.shard_counts is None:
             raise TypeError(f"the sample count of {self.name} is unknown (no {PACK_SIDECAR} lists these shards)")
-        shards, (keep, every) = _split_share(len(self.urls), self.rank, self.world)
-        return len(range(keep, sum(self.shard_counts[i] for i in shards), every))
+        total = sum(self.shard_counts)
+        return total * (self.rank + 1) // self.world - total * self.rank // self.world
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+    def fingerprint(self) -> str | None:
+        """The packed records' identity (as :meth:`ImageDataset.fingerprint` gives it for the data that was
+        packed) when this stream reads the whole pack; None for other shards or a part of a pack."""
+        return self._fingerprint
+
+    def image_shape(self) -> tuple[int, ...]:
+        """The stored shape (C, H, W) of the first sample's image, decoded."""
+        for url in self.urls:
+            for position, sample in enumerate(self._samples(url)):
+                fields = sample if isinstance(sample, Failed) else self._fields(url, sample, position)
+                if isinstance(fields, Failed):
+                    raise fields.error()
+                if self.split is None or fields.get("split") == self.split:
+                    return tuple(self._decode(url, sample, fields, position).shape)
+        raise InvalidInput(f"{self.name} has no samples" + (f" with \"split\": \"{self.split}\"" if self.split else ""))
+
+    def image_size(self) -> int:
+        """The size to build a model for when none is given: the first image's shorter side."""
+        return int(min(self.image_shape()[-2:]))
+
+    def shard_order(self) -> list[int]:
+        """The shards in the order this epoch reads them: as given, or shuffled by (seed, epoch)."""
+        if not self.shuffle:
+            return list(range(len(self.urls)))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "shards", self.epoch))
+        return torch.randperm(len(self.urls), generator=generator).tolist()
+
+    def _runs(self, worker: int, workers: int) -> tuple[list[tuple[int, int, int | None]], tuple[int, int]]:
+        """What this reader reads: ``(shard, first, stop)`` runs of sample positions, and ``(keep, every)``:
+        it keeps every ``every``-th of those samples from ``keep``."""
+        order = self.shard_order()
+        if self.shard_counts is not None:
+            runs, keep = _contiguous_part(self.shard_counts, order, self.rank, self.world), (0, 1)
+        else:
+            shards, keep = _split_share(len(order), self.rank, self.world)
+            runs = [(order[i], 0, None) for i in shards]
+        if keep[1] == 1:
+            picked, keep = _split_share(len(runs), worker, workers)
+            return [runs[i] for i in picked], keep
+        return runs, (keep[0] + keep[1] * worker, keep[1] * workers)  # ranks split samples: workers further
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int, dict[str, Any]] | Failed]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        shards, rank_keep = _split_share(len(self.urls), self.rank, self.world)
-        if rank_keep[1] == 1:
-            picked, worker_keep = _split_share(len(shards), worker, workers)
-            shards = [shards[i] for i in picked]
-        else:  # ranks already split samples: workers split the same global count further
-            worker_keep = (worker, workers)
-        reports_shard_errors = rank_keep[0] == 0 and worker_keep[0] == 0
-        seen = kept = 0
-        for shard in shards:
+        runs, (keep, every) = self._runs(worker, workers)
+        for item in self._buffered(self._kept(runs, keep, every), worker):
+            if isinstance(item, Failed):
+                yield item
+            else:
+                yield self._item(*item)
+
+    def _kept(self, runs: list[tuple[int, int, int | None]], keep: int,
+              every: int) -> Iterator[tuple[str, dict[str, Any], dict[str, Any], int] | Failed]:
+        """This reader's samples, still encoded: ``(url, sample, fields, position)``, or Failed. A shard that
+        cannot be read is reported by the reader whose sample was next (once across readers)."""
+        seen = 0
+        for shard, first, stop in runs:
             url = self.urls[shard]
+            counted = 0
             for position, sample in enumerate(self._samples(url)):
                 if isinstance(sample, Failed):
-                    if reports_shard_errors:
+                    if counted >= first and seen % every == keep:
                         yield sample
-                    continue
+                    break
                 fields = self._fields(url, sample, position)
                 if self.split is not None and not isinstance(fields, Failed) and fields.get("split") != self.split:
                     continue
-                seen += 1
-                if (seen - 1) % rank_keep[1] != rank_keep[0]:
+                counted += 1
+                if counted <= first:
                     continue
-                kept += 1
-                if (kept - 1) % worker_keep[1] == worker_keep[0]:
-                    yield fields if isinstance(fields, Failed) else self._item(url, sample, fields, position)
+                seen += 1
+                if (seen - 1) % every == keep:
+                    yield fields if isinstance(fields, Failed) else (url, sample, fields, position)
+                if stop is not None and counted >= stop:
+                    break
+
+    def _buffered(self, items: Iterable, worker: int) -> Iterator:
+        """``items`` as they come, or shuffled through a buffer of ``buffer`` items seeded by (seed, epoch,
+        rank, worker) when the stream shuffles."""
+        if not self.shuffle or self.buffer <= 1:
+            yield from items
+            return
+        draws = random.Random(derive_seed(self.seed, "buffer", self.epoch, self.rank, worker))
+        pool: list = []
+        for item in items:
+            if len(pool) < self.buffer:
+                pool.append(item)
+                continue
+            slot = draws.randrange(len(pool))
+            yield pool[slot]
+            pool[slot] = item
+        draws.shuffle(pool)
+        yield from pool
 
     def _samples(self, url: str) -> Iterator[dict[str, Any] | Failed]:
         """The raw samples (``__key__`` and member bytes) of one shard; a shard that cannot be read ends in Failed.
@@ -194,28 +295,37 @@ class WebDatasetStream(ImageStream):
         fields["id"] = str(fields.get("id", key))
         return fields
 
-    def _item(self, url: str, sample: dict[str, Any], fields: dict[str, Any],
-              position: int) -> tuple[torch.Tensor, int, dict[str, Any]] | Failed:
-        record_id = fields["id"]
+    def _decode(self, url: str, sample: dict[str, Any], fields: dict[str, Any], position: int) -> torch.Tensor:
+        """The sample's image as stored (uint8 C×H×W); InvalidInput when it has none or it does not decode."""
         member = next((name for name in IMAGE_MEMBERS if name in sample), None)
         try:
             if member is None:
                 raise InvalidInput(f"sample {sample['__key__']!r} has no image member (expected one of "
                                    f"{', '.join(IMAGE_MEMBERS)}; it has "
                                    f"{', '.join(k for k in sorted(sample) if not k.startswith('__')) or 'none'})")
-            image = decode_uint8(sample[member], self.channels, name=f"{url}:{sample['__key__']}.{member}")
+            return decode_uint8(sample[member], self.channels, name=f"{url}:{sample['__key__']}.{member}")
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, source=url, field="image", record_id=fields["id"]) from None
+
+    def _item(self, url: str, sample: dict[str, Any], fields: dict[str, Any],
+              position: int) -> tuple[torch.Tensor, int, dict[str, Any]] | Failed:
+        record_id = fields["id"]
+        try:
+            image = self._decode(url, sample, fields, position)
         except InvalidInput as exc:
             return Failed(position, exc.message, url, None, "image", record_id)
         generator = record_generator(self.seed, record_id, "augment", self.epoch) if self.preprocess.random else None
         return self.preprocess(image, generator), int(fields.get("label", -1)), fields
 
 
-def open_stream(source: str | os.PathLike | Sequence[str], split: str | None = None, *, preprocess: Preprocess,
-                seed: int = 0, channels: int | None = 3, rank: int = 0, world: int = 1) -> WebDatasetStream:
-    """Tar shards (see :func:`is_webdataset`) as a stream for :class:`~confidently.data.loader.StreamLoader`.
+def open_stream(source: str | os.PathLike | Sequence[str], split: str | None = None, *, channels: int | None = 3,
+                preprocess: Preprocess | None = None, buffer: int = DEFAULT_BUFFER) -> WebDatasetStream:
+    """Tar shards (see :func:`is_webdataset`) as a stream for :class:`~confidently.data.loader.StreamLoader`
+    (which gives it its preprocess, seed, shuffle and rank unless ``preprocess`` is set here).
 
-    A folder made by ``dataset pack`` is read through its sidecar (its shards, counts and classes; an
-    unfinished pack is refused). Local shards listed in a sidecar beside them get its counts and classes too.
+    A folder made by ``dataset pack`` is read through its sidecar (its shards, counts, classes and
+    fingerprint; an unfinished pack is refused). Local shards listed in a sidecar beside them get its
+    counts and classes too.
     """
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         folder = Path(source)
@@ -229,6 +339,7 @@ def open_stream(source: str | os.PathLike | Sequence[str], split: str | None = N
         urls = expand_urls(source)
         sidecar = _sidecar_listing(urls)
     counts = None
+    fingerprint = None
     if sidecar is not None:
         listed = {shard["name"]: shard for shard in sidecar["shards"]}
         names = [Path(url).name for url in urls]
@@ -238,8 +349,11 @@ def open_stream(source: str | os.PathLike | Sequence[str], split: str | None = N
             counts = [listed[name]["splits"].get(split, 0) for name in names]
         if split is not None and counts is not None and not sum(counts):
             raise InvalidInput(f"{source} has no samples with \"split\": \"{split}\"", field="split")
-    return WebDatasetStream(urls, preprocess, seed=seed, channels=channels, rank=rank, world=world, split=split,
-                            shard_counts=counts, classes=sidecar.get("classes") if sidecar else None,
+        if counts is not None and sum(counts) == sidecar.get("count"):  # every packed record
+            fingerprint = sidecar.get("fingerprint")
+    return WebDatasetStream(urls, preprocess, channels=channels, split=split, shard_counts=counts,
+                            classes=sidecar.get("classes") if sidecar else None, buffer=buffer,
+                            fingerprint=fingerprint,
                             name=str(source) if isinstance(source, (str, os.PathLike)) else None)
 
 

@@ -30,13 +30,14 @@ class MissingnessTraining:
         self._visible: torch.Tensor | None = None
 
     def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-        scores = torch.rand(len(images), self.count, generator=generator)
+                 generators: list[torch.Generator]) -> torch.Tensor:
+        """``generators``: one per image (seeded by its record), so the draws ignore batching."""
+        scores = torch.stack([torch.rand(self.count, generator=g) for g in generators])
         flags = scores.argsort(1) < self.removed  # exactly `removed` patches per image
         self._visible = visible_after_removal(self.labels, flags).to(images.device)
         if self.fill.drops_tokens:
             return images
-        seeds = torch.randint(0, 2**62, (len(images),), generator=generator).tolist() if self.fill.random else None
+        seeds = [int(torch.randint(0, 2**62, (1,), generator=g)) for g in generators] if self.fill.random else None
         return self.fill(images, self._visible, seeds)
 
     def forward(self, model: Classifier, images: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from confidently.data.loader import Batch, StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.models.classifier import Classifier
-from confidently.run.seeding import derive_seed, record_seeds
+from confidently.run.seeding import derive_seed, record_generator, record_seeds
 from confidently.unadversarial.patches import Placement, composite
 
 
@@ -181,22 +181,21 @@ def train_patches(model: Classifier, loader: StreamLoader, patches: torch.Tensor
     return patches.detach().cpu(), losses
 
 
-def conflict_classes(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """For each image a class other than its own, uniformly and seeded: whose patch it carries in the
-    conflict test (thesis Fig. 3.5)."""
-    return _other_classes(labels, num_classes, _conflict_generator(num_classes, seed))
-
-
-def _conflict_generator(num_classes: int, seed: int) -> torch.Generator:
+def conflict_classes(labels: torch.Tensor, ids: Sequence[str], num_classes: int, seed: int) -> torch.Tensor:
+    """For each image a class other than its own, uniformly and seeded by (seed, its record id): whose patch
+    it carries in the conflict test (thesis Fig. 3.5)."""
     if num_classes < 2:
         raise UsageError("the conflict test needs at least two classes")
-    return torch.Generator().manual_seed(derive_seed(seed, "conflict"))
+    shifts = torch.cat([torch.randint(1, num_classes, (1,), generator=record_generator(seed, i, "conflict"))
+                        for i in ids]) if len(ids) else torch.zeros(0, dtype=torch.long)
+    return (labels.cpu() + shifts) % num_classes
 
 
-def _other_classes(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """Drawn batch after batch from one generator: the same classes as one draw over all the labels."""
-    labels = labels.cpu()
-    return (labels + torch.randint(1, num_classes, labels.shape, generator=generator)) % num_classes
+def record_placements(placement: Placement, ids: Sequence[str], seed: int) -> torch.Tensor:
+    """Each image's placement (N×4) from (seed, its record id), as ``unadv-patch apply`` draws it."""
+    if not len(ids):
+        return placement.sample(0, torch.Generator())
+    return torch.cat([placement.sample(1, record_generator(seed, i, "placement")) for i in ids])
 
 
 def evaluate_arms(model: Classifier, batches: Iterable[Batch], arms: dict[str, torch.Tensor | None],
@@ -205,9 +204,8 @@ def evaluate_arms(model: Classifier, batches: Iterable[Batch], arms: dict[str, t
                   conflict: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Accuracy per (arm, corruption, severity) over one pass of a stream of batches (counts add up per
     batch; memory is one batch). Every arm sees the same placements and the same noise. Each image's
-    corruption noise is seeded by (seed, its record id); placements (and conflict classes) are drawn in
-    stream order from generators seeded by ``seed``, batch after batch, which gives exactly the draws one
-    call over the whole set would: so neither depends on the batch size. Corruptions act on the already
+    corruption noise, placement (and conflict class) is seeded by (seed, its record id), so none depends on
+    the batch size, the workers or the order a stream comes in. Corruptions act on the already
     patched image. Arm ``None`` = no patch; ``warps`` names an arm's resampling (``nearest`` for QR codes;
     default ``bilinear``).
 
@@ -218,15 +216,14 @@ def evaluate_arms(model: Classifier, batches: Iterable[Batch], arms: dict[str, t
     """
     device = model_device(model)
     shown: dict[str, torch.Tensor | None] = dict(arms)
-    others = None
     if conflict is not None:
         if "conflict" in arms:
             raise UsageError("an arm is already called 'conflict'; rename that patch file")
+        if len(conflict) < 2:
+            raise UsageError("the conflict test needs at least two classes")
         shown["conflict"] = conflict
-        others = _conflict_generator(len(conflict), seed)
     rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
     classes_pasted = min((len(p) for p in shown.values() if p is not None), default=None)
-    where = torch.Generator().manual_seed(seed)
     total = 0
     correct = {(arm, c, s): 0 for arm in shown for c, s in rows}
     as_patch = {(c, s): 0 for c, s in rows}
@@ -236,8 +233,8 @@ def evaluate_arms(model: Classifier, batches: Iterable[Batch], arms: dict[str, t
         images, labels = batch.images, batch.labels.cpu()
         if classes_pasted is not None:
             _checked_labels(batch, classes_pasted)
-        spots = placement.sample(len(labels), where)
-        pasted = _other_classes(labels, len(conflict), others) if others is not None else None
+        spots = record_placements(placement, batch.ids, seed)
+        pasted = conflict_classes(labels, batch.ids, len(conflict), seed) if conflict is not None else None
         total += len(labels)
         for arm, patches in shown.items():
             x = images
