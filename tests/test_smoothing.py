@@ -226,7 +226,7 @@ def test_patch_attack_finds_no_flip_on_certified_images_and_finds_some_elsewhere
 
 def test_vit_votes_without_an_upstream_mask_never_pad(monkeypatch):
     """An all-ones mask is no mask: every forward keeps one token count (no padding, no attention mask)."""
-    import confidently.smoothing as smoothing
+    import confidently.smoothing.ablation as smoothing
 
     torch.manual_seed(0)
     vit = create_model("tiny_vit", 10).eval()

@@ -3,7 +3,6 @@ smoothing; ViTs drop fully blanked tokens)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,27 +17,26 @@ from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
 from confidently.evaluation import clean_accuracy
-from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.images import ImageLoader, as_float
-from confidently.io.records import Record, RecordReader, RecordWriter
+from confidently.io.records import RecordReader, RecordWriter
 from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
-from confidently.run import Shard, console, record_generator, resolve_device
+from confidently.run import Shard, console, resolve_device
 from confidently.smoothing import (
     ABLATIONS,
     SUMMARY_KEYS,
     Ablation,
     AblationTraining,
-    ablation_votes,
-    certify_counts,
-    default_ablation_size,
-    patch_attack,
-    patch_contents,
+    Certificates,
+    Certifier,
+    check_soundness,
+    load_votes,
+    model_geometry,
     patch_side_for_fraction,
+    resolve_drop,
+    save_votes,
     summarize_certificates,
-    vote_counts,
 )
 from confidently.training import TrainConfig, train_classifier
 from rich.table import Table
@@ -56,129 +54,6 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def model_geometry(model: Classifier, kind: str | None, size: int | None, stride: int) -> Ablation:
-    """The ablation set asked for, defaulting to what the model was trained with (else the thesis's b)."""
-    trained = model.training_info.get("ablation") or {}
-    kind = kind or trained.get("kind", "column")
-    _, height, width = model.input_size
-    return Ablation(kind, size or trained.get("size") or default_ablation_size(kind, height, width), stride)
-
-
-def resolve_drop(mode: str, model: Classifier) -> bool:
-    if mode not in ("auto", "on", "off"):
-        raise UsageError(f"--drop-tokens {mode!r}: choose auto, on or off")
-    if mode == "on" and not model.is_vit:
-        raise UsageError(f"--drop-tokens on needs a ViT; {model.arch} is not one")
-    return model.is_vit if mode == "auto" else mode == "on"
-
-
-class Certificates:
-    """Turns votes into certificate results: counts, smoothed class, gap, Δ and certificates per size."""
-
-    def __init__(self, ablation: Ablation, height: int, width: int, num_classes: int, patch_sizes: list[int],
-                 tie: str, exact: bool, rule: dict[str, Any], drop_tokens: bool, seed: int):
-        self.ablation, self.height, self.width = ablation, height, width
-        self.num_classes, self.patch_sizes, self.tie = num_classes, patch_sizes, tie
-        self.rule, self.drop_tokens, self.seed = rule, drop_tokens, seed
-        # Δ for every patch side, once: certificates at the requested sizes and the largest certified size.
-        self.deltas = {m: ablation.delta(height, width, m, exact) for m in range(1, max(height, width) + 1)}
-
-    def results(self, votes: torch.Tensor, base: torch.Tensor, labels: list[int | None]) -> list[dict[str, Any]]:
-        counts = vote_counts(votes, self.num_classes)
-        certified_at = {m: certify_counts(counts, delta, self.tie)[1] for m, delta in self.deltas.items()}
-        pred = certify_counts(counts, 0, self.tie)[0]
-        return [self._result(votes[row], counts[row], int(pred[row]), int(base[row]), labels[row],
-                             {m: bool(c[row]) for m, c in certified_at.items()}) for row in range(len(counts))]
-
-    def _result(self, votes: torch.Tensor, counts: torch.Tensor, pred: int, base: int, label: int | None,
-                certified_at: dict[int, bool]) -> dict[str, Any]:
-        ranked = sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))
-        runner_up = ranked[1] if len(ranked) > 1 else None
-        gap = int(counts[pred]) - (int(counts[runner_up]) if runner_up is not None else 0)
-        certified = {str(m): certified_at[m] for m in self.patch_sizes}
-        return {
-            "version": __version__, "seed": self.seed, "pred": pred, "base_pred": base,
-            "correct": None if label is None else pred == label,
-            "ablation": {"type": self.ablation.kind, "size": self.ablation.size, "stride": self.ablation.stride,
-                         "n": len(votes), "null": "zero", "drop_tokens": self.drop_tokens},
-            "vote": {**self.rule, "total": int(counts.sum())},
-            "counts_top": [[c, int(counts[c])] for c in ranked[:3]], "runner_up": runner_up, "gap": gap,
-            "delta": {str(m): self.deltas[m] for m in self.patch_sizes}, "certified": certified,
-            "certified_correct": {m: ok and label is not None and pred == label for m, ok in certified.items()},
-            "max_certified_patch": max((m for m, ok in certified_at.items() if ok), default=0),  # Δ grows with m
-            "ablation_acc": None if label is None else float(
-                (votes[:, label] if votes.ndim == 2 else votes == label).float().mean()),
-        }
-
-
-class Certifier:
-    """Certifies a batch of loaded records: votes over the ablations and hands back results.
-
-    With ``which`` (an ``--ablation-shard``) it only collects votes: certificates need them all.
-    Votes are kept (``collected``) only with ``keep_votes`` (``--votes-out``): memory stays bounded
-    by the batch, not the dataset.
-    """
-
-    def __init__(self, model: Classifier, certificates: Certificates, batch_size: int, theta: float | None,
-                 which: list[int] | None = None, keep_votes: bool = False):
-        self.model, self.certificates, self.batch_size, self.theta, self.which = model, certificates, batch_size, \
-            theta, which
-        self.keep_votes = keep_votes or which is not None
-        self.channels, self.height, self.width = model.input_size
-        self.loader = ImageLoader(self.channels)
-        self.mask_loader = ImageLoader(1)
-        fit = DataConfig.of(model)  # photos of any size: the model's eval resize and centre crop
-        self.fit_image = make_preprocess("eval", fit)
-        self.fit_mask = make_preprocess("eval", dataclasses.replace(fit, interpolation="nearest"))
-        self.collected: list[tuple[str, int | None, torch.Tensor, int]] = []  # (id, label, votes, base prediction)
-
-    def load_record(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
-        if "image" not in record.data:
-            raise record.error("missing: expected an image path or tensor reference", "image")
-        try:
-            stored = self.loader.load_raw(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
-        image = as_float(self.fit_image(stored))
-        visible = torch.ones(self.height, self.width, dtype=torch.bool)
-        if "mask" in record.data:
-            try:
-                mask = self.mask_loader.load_raw(record.data["mask"], record.base_dir)
-            except InvalidInput as exc:
-                raise record.error(exc.message, "mask") from None
-            if tuple(mask.shape[-2:]) != tuple(stored.shape[-2:]):
-                raise record.error(f"mask is {mask.shape[-2]}×{mask.shape[-1]}, image is "
-                                   f"{stored.shape[-2]}×{stored.shape[-1]}", "mask")
-            visible = as_float(self.fit_mask(mask))[0] > 0.5
-        label = record.data.get("label")
-        if label is not None and label >= self.model.num_classes:
-            raise record.error(f"label {label} is outside the model's {self.model.num_classes} classes", "label")
-        return image, visible
-
-    def votes_and_base(self, images: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every ablation's vote and the unablated (base) prediction for a batch of images."""
-        device = self.model.normalize.mean.device
-        votes = ablation_votes(self.model, images.to(device), self.certificates.ablation,
-                               drop_tokens=self.certificates.drop_tokens, batch_size=self.batch_size,
-                               visible=visible.to(device), theta=self.theta, which=self.which)
-        with torch.no_grad():
-            base = self.model(images.to(device)).argmax(1).cpu()
-        return votes.cpu(), base
-
-    def __call__(self, records: list[Record], loaded: list[tuple[torch.Tensor, torch.Tensor]]) -> list[dict[str, Any]]:
-        """Results for a batch of records and their :meth:`load_record` (image, visible) pairs."""
-        votes, base = self.votes_and_base(torch.stack([image for image, _ in loaded]),
-                                          torch.stack([visible for _, visible in loaded]))
-        if self.keep_votes:
-            self.collected += [(record.id, record.data.get("label"), votes[row], int(base[row]))
-                               for row, record in enumerate(records)]
-        if self.which is not None:
-            return [{**record.data, "certify": {"partial": True, "ablations": len(self.which)}} for record in records]
-        labels = [record.data.get("label") for record in records]
-        return [{**record.data, "certify": result}
-                for record, result in zip(records, self.certificates.results(votes, base, labels), strict=True)]
-
-
 def fraction_sizes(text: str, height: int, width: int) -> list[int]:
     """Patch sides from fractions of the image area: m = ⌈√(f·h·w)⌉ (1 %, 2 %, 3 % of 224² → 23, 32, 39)."""
     try:
@@ -188,30 +63,6 @@ def fraction_sizes(text: str, height: int, width: int) -> list[int]:
     if not fractions or not all(0 < f < 1 for f in fractions):
         raise UsageError(f"--patch-frac {text!r}: fractions of the image area must lie in (0, 1)")
     return sorted({patch_side_for_fraction(f, height, width) for f in fractions})
-
-
-def save_votes(path: Path, certifier: Certifier, geometry: Ablation, height: int, width: int,
-               which: list[int] | None, rule: dict[str, Any], drop: bool, model: str, common: Common) -> None:
-    """Every ablation's vote, so other patch sizes, strides and tie rules need no model (``recertify``)."""
-    total = geometry.count(height, width)
-    computed = torch.zeros(total, dtype=torch.bool)
-    computed[which if which is not None else slice(None)] = True
-    rows = certifier.collected
-    if rule["rule"] == "argmax":
-        votes = torch.full((len(rows), total), -2, dtype=torch.int16)  # -2: another ablation shard's
-        for row, (_, _, vote, _) in enumerate(rows):
-            votes[row, computed] = vote.to(torch.int16)
-    else:
-        votes = torch.zeros((len(rows), total, certifier.model.num_classes), dtype=torch.uint8)
-        for row, (_, _, vote, _) in enumerate(rows):
-            votes[row, computed] = vote.to(torch.uint8)
-    meta = artifact_metadata(tool="certify", kind="votes", config=common.config, seed=common.seed,
-                             ids=[r[0] for r in rows], labels=[r[1] for r in rows],
-                             geometry={"kind": geometry.kind, "size": geometry.size, "stride": geometry.stride,
-                                       "height": height, "width": width},
-                             rule=rule, drop_tokens=drop, num_classes=certifier.model.num_classes, model=model)
-    save_artifact(path, {"votes": votes, "computed": computed,
-                         "base_pred": torch.tensor([r[3] for r in rows], dtype=torch.long)}, meta)
 
 
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
@@ -323,7 +174,7 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
     stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=Collect(),
                    description="certifying", load=certifier.load_record)
     if votes_out is not None:
-        save_votes(votes_out, certifier, geometry, height, width, which, rule, drop, str(model_path), common)
+        save_votes(votes_out, certifier, which, str(model_path), config=common.config, seed=common.seed)
     if which is not None:
         console.log(f"wrote votes of {len(which)} of {geometry.count(height, width)} ablations to {votes_out}; "
                     "merge the ablation shards with `certify recertify`")
@@ -332,31 +183,6 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
     result.update(config=common.config, model=str(model_path))
     write_summary(result, summary)
     check_gate(result, fail_under)
-
-
-def load_votes(paths: list[str]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Merge votes files of one geometry (ablation shards add up); (votes, base predictions, metadata)."""
-    merged = computed = base = meta = None
-    for path in paths:
-        tensors, this = load_artifact(path)
-        if this.get("kind") != "votes" or "votes" not in tensors:
-            raise InvalidInput(f"{path} is not a certify votes file (write one with `certify run --votes-out`)")
-        if meta is None:
-            merged, computed, base, meta = tensors["votes"].clone(), tensors["computed"].clone(), \
-                tensors["base_pred"], this
-            continue
-        for key in ("geometry", "rule", "ids", "num_classes"):
-            if this.get(key) != meta.get(key):
-                raise InvalidInput(f"{path} differs from {paths[0]} in {key}; only ablation shards of one run merge")
-        overlap = computed & tensors["computed"]
-        if overlap.any():
-            raise InvalidInput(f"{path} repeats ablations already in the other files")
-        merged[:, tensors["computed"]] = tensors["votes"][:, tensors["computed"]]
-        computed |= tensors["computed"]
-    if not bool(computed.all()):
-        missing = int((~computed).sum())
-        raise InvalidInput(f"{missing} ablations have no votes in {', '.join(paths)}; pass every ablation shard")
-    return merged, base, meta
 
 
 @app.command()
@@ -433,34 +259,15 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
     reader = RecordReader(input_source(source, "image records"), require_image=True)
     records = list(common.shard.select(reader))
     loaded = [certifier.load_record(record) for record in records]
-    images = [image for image, _ in loaded]
-    labels = [record.data.get("label") for record in records]
-    votes, base = certifier.votes_and_base(torch.stack(images), torch.stack([visible for _, visible in loaded]))
-    results = certificates.results(votes, base, labels)
+    reports = check_soundness(certifier, [image for image, _ in loaded], [visible for _, visible in loaded],
+                              [record.id for record in records], [record.data.get("label") for record in records],
+                              patch_size, [name.strip() for name in contents.split(",") if name.strip()], positions,
+                              common.seed)
     writer = RecordWriter()
-    checked = flipped = 0
-    names = [name.strip() for name in contents.split(",") if name.strip()]
-    for index, (record, result) in enumerate(zip(records, results, strict=True)):
-        report: dict[str, Any] = {"patch": patch_size, "certified": result["certified"][str(patch_size)],
-                                  "pred": result["pred"]}
-        if report["certified"]:
-            donor = next((images[j] for j, label in enumerate(labels) if label == result["runner_up"]
-                          and j != index), None)
-            generator = record_generator(common.seed, record.id)
-            fillers = patch_contents(names, patch_size, channels, generator, donor)
-            places = None
-            if positions:
-                rows = torch.randint(0, height - patch_size + 1, (positions,), generator=generator).tolist()
-                cols = torch.randint(0, width - patch_size + 1, (positions,), generator=generator).tolist()
-                places = list(zip(rows, cols, strict=True))
-            flips = patch_attack(model, images[index].to(device), votes[index], geometry, patch_size, fillers,
-                                 places, drop_tokens=drop, theta=threshold, batch_size=common.batch_size,
-                                 visible=loaded[index][1].to(device))
-            report.update(placements=len(places) if places else (height - patch_size + 1) * (width - patch_size + 1),
-                          contents=sorted(fillers), flips=flips[:10], flipped=bool(flips))
-            checked += 1
-            flipped += bool(flips)
+    for record, report in zip(records, reports, strict=True):
         writer.write({**record.data, "certify": {"version": __version__, "check": report}})
+    checked = sum(report["certified"] for report in reports)
+    flipped = sum(bool(report.get("flipped")) for report in reports)
     console.log(f"checked {checked} certified images with {patch_size}×{patch_size} patches: {flipped} flipped")
     if flipped:
         raise ConfidentlyError(f"{flipped} certified predictions flipped under a real patch: the certificate is "

@@ -190,8 +190,7 @@ def test_default_band_follows_the_image_size_for_models_certify_did_not_fit():
     """An imported 224² model gets the thesis's b = 19, not a b of 4 that sees almost nothing."""
     from confidently.errors import UsageError
     from confidently.models import create_model
-
-    from tools.certify import model_geometry
+    from confidently.smoothing import model_geometry
 
     imported = create_model("tiny_resnet", 3, img_size=224)
     assert model_geometry(imported, None, None, 1).size == 19
@@ -219,9 +218,7 @@ def test_run_keeps_votes_only_for_votes_out(tmp_path):
     """Without --votes-out no image's votes outlive its batch (50k images × 224 ablations add up)."""
     from confidently.io.records import RecordReader
     from confidently.models import create_model
-    from confidently.smoothing import Ablation
-
-    from tools.certify import Certificates, Certifier
+    from confidently.smoothing import Ablation, Certificates, Certifier
 
     save_image(torch.rand(3, 8, 8), tmp_path / "a.png")
     (tmp_path / "r.jsonl").write_text('{"id":"a","image":"a.png"}\n{"id":"b","image":"a.png"}\n')

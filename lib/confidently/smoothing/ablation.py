@@ -7,7 +7,8 @@ touch. With a ViT base model, fully blanked tokens are dropped, so an ablation c
 fraction of a forward pass.
 
 This module is the method's core: ablation sets (registered by name), Δ exact and in
-closed form, vote counting with token dropping, and the certificate.
+closed form, vote counting with token dropping, the certificate, training on ablations and the
+patch attack.
 """
 
 from __future__ import annotations
