@@ -14,34 +14,31 @@ from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.data import open_source
 from confidently.data.loader import StreamLoader
-from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
+from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.evaluation import clean_accuracy
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record, RecordReader, RecordWriter
 from confidently.missingness import (
     Features,
+    Inputs,
     LimeConfig,
     MissingnessModel,
     MissingnessTraining,
+    Orders,
+    RowsById,
     color_fills,
     curve_ks,
     drop_over,
     explain,
-    feature_scores,
-    from_label_map,
-    list_orders,
-    list_units,
-    make_features,
+    fill_seeds,
     make_fill,
     missingness_curves,
-    needs_scores,
+    padded,
     pairwise_jaccard,
     removal_flags,
     removal_order,
-    saliency_maps,
     summarize_consistency,
     summarize_curves,
     summarize_topk,
@@ -66,148 +63,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-# ----------------------------------------------------------------------------- inputs
-
-
-class Segments:
-    """Precomputed label maps (``segments`` int [N,H,W]) keyed by the ids in the file's metadata."""
-
-    def __init__(self, path: Path):
-        tensors, meta = load_artifact(path)
-        if "segments" not in tensors or tensors["segments"].ndim != 3:
-            raise InvalidInput(f"{path} has no 'segments' tensor shaped N×H×W")
-        self.path, self.maps = path, tensors["segments"]
-        ids = meta.get("ids") or []
-        if len(ids) != len(self.maps):
-            raise InvalidInput(f"{path} needs an 'ids' list in its metadata, one per segment map")
-        self.rows = {record_id: row for row, record_id in enumerate(ids)}
-
-    def get(self, record: Record, height: int, width: int) -> Features:
-        if record.id not in self.rows:
-            raise record.error(f"no segment map for id {record.id!r} in {self.path}", "id")
-        labels = self.maps[self.rows[record.id]]
-        if tuple(labels.shape) != (height, width):
-            raise record.error(f"segment map in {self.path} is {labels.shape[0]}×{labels.shape[1]} but the image is "
-                               f"{height}×{width}", "segments")
-        return from_label_map(labels)
-
-
-class Inputs:
-    """Loads image records (fitted to the model's size by ``fit``, when there is a model) and their features."""
-
-    def __init__(self, unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
-                 size: tuple[int, int, int] | None, fit: Preprocess | None = None):
-        if unit not in list_units():
-            raise UsageError(f"--unit {unit!r}: choose {', '.join(list_units())}")
-        self.unit, self.patch_size, self.ragged, self.superpixels = unit, patch_size, ragged, superpixels
-        self.segments = Segments(segments) if segments else None
-        self.size, self.fit = size, fit
-        self.loader = ImageLoader(size[0] if size else 3)
-        self._grid: dict[tuple[int, int], Features] = {}
-
-    def describe(self) -> dict[str, Any]:
-        return {"unit": "segments" if self.segments else self.unit,
-                "patch_size": self.patch_size if self.unit == "patch" and not self.segments else None}
-
-    def check_geometry(self) -> None:
-        """Refuse a bad patch size before reading any record (exit 2)."""
-        if self.size and self.unit == "patch" and not self.segments:
-            make_features("patch", torch.zeros(self.size), patch_size=self.patch_size, ragged=self.ragged)
-
-    def load(self, record: Record) -> tuple[torch.Tensor, Features]:
-        if "image" not in record.data:
-            raise record.error("missing: expected an image path or tensor reference", "image")
-        try:
-            image = self.loader.load_raw(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
-        height, width = image.shape[-2:]
-        if self.size and (height, width) != self.size[1:]:
-            if self.segments or record.data.get("boxes"):
-                raise record.error(f"image is {height}×{width} but the model takes {self.size[1]}×{self.size[2]}; "
-                                   "segments and boxes are drawn on the image as given, so resize it upstream "
-                                   "(e.g. dataset export --size)", "image")
-            image = self.fit(image)
-            height, width = image.shape[-2:]
-        image = as_float(image)
-        if self.segments:
-            return image, self.segments.get(record, height, width)
-        if self.unit == "patch":
-            if (height, width) not in self._grid:
-                self._grid[(height, width)] = make_features("patch", image, patch_size=self.patch_size,
-                                                            ragged=self.ragged)
-            return image, self._grid[(height, width)]
-        try:
-            return image, make_features(self.unit, image, segments=self.superpixels, boxes=record.data.get("boxes"))
-        except InvalidInput as exc:
-            raise record.error(exc.message, exc.field or "boxes") from None
-
-
-class RowsById:
-    """A safetensors file of per-record rows (orders or explanations) found by record id."""
-
-    def __init__(self, path: Path, key: str, kind: str, hint: str):
-        tensors, meta = load_artifact(path)
-        if key not in tensors:
-            raise InvalidInput(f"{path} has no '{key}' tensor; expected {hint}")
-        self.path, self.rows, self.meta = path, tensors[key], meta
-        self.counts = tensors.get("counts")
-        self.index = {record_id: row for row, record_id in enumerate(meta.get("ids") or [])}
-        self.kind = kind
-
-    def get(self, record: Record, count: int) -> torch.Tensor:
-        if record.id not in self.index:
-            raise record.error(f"no {self.kind} for id {record.id!r} in {self.path}", "id")
-        row = self.rows[self.index[record.id]]
-        stored = int((row >= 0).sum()) if self.counts is None else int(self.counts[self.index[record.id]])
-        if stored != count:
-            raise record.error(f"the {self.kind} in {self.path} ranks {stored} features but this image has {count} "
-                               "(same --unit and --patch-size as when it was made?)", "id")
-        return row[:count].long()
-
-
-def padded(rows: list[torch.Tensor], fill: float, dtype: torch.dtype) -> torch.Tensor:
-    width = max((len(r) for r in rows), default=0)
-    out = torch.full((len(rows), width), fill, dtype=dtype)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row.to(dtype)
-    return out
-
-
-class Orders:
-    """Removal orders from a file (``--orders``) or computed per record (random, or saliency of ``--ref-model``)."""
-
-    def __init__(self, name: str | None, path: Path | None, ref_model: Path | None, device: torch.device,
-                 seed: int, batch_size: int):
-        if path is None and name is None:
-            name = "random"
-        if path is not None and name not in (None, "given"):
-            raise UsageError("give either --orders FILE or --order NAME, not both")
-        if name not in (None, "given") and name not in list_orders():
-            raise UsageError(f"--order {name!r}: choose {', '.join([*list_orders(), 'given'])}")
-        if name == "given" and path is None:
-            raise UsageError("--order given needs --orders FILE")
-        self.file = RowsById(path, "orders", "orders", "an orders file from `ablate order --out`") if path else None
-        self.name = self.file.meta.get("order", "given") if self.file else name
-        self.ref = load_model(ref_model, device) if ref_model and needs_scores(self.name) and not self.file else None
-        if not self.file and needs_scores(self.name) and self.ref is None:
-            raise UsageError(f"--order {self.name} ranks features by a reference model's saliency: pass --ref-model")
-        self.seed, self.batch_size = seed, batch_size
-
-    def compute(self, records: list[Record], images: torch.Tensor,
-                features: list[Features]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """(orders, feature scores or None) for a batch."""
-        if self.file:
-            return [self.file.get(r, f.count) for r, f in zip(records, features, strict=True)], [None] * len(records)
-        scores: list[torch.Tensor | None] = [None] * len(records)
-        if self.ref is not None:
-            if tuple(images.shape[1:]) != self.ref.input_size:
-                raise UsageError(f"--ref-model takes {self.ref.input_size} images, these are {tuple(images.shape[1:])}")
-            maps = saliency_maps(self.ref, images, self.batch_size)
-            scores = [feature_scores(maps[i], f.labels, f.count) for i, f in enumerate(features)]
-        orders = [removal_order(self.name, f.count, s, record_generator(self.seed, r.id, "order"))
-                  for r, f, s in zip(records, features, scores, strict=True)]
-        return orders, scores
+# ----------------------------------------------------------------------------- shared by the commands
 
 
 def open_model(path: Path, common: Common) -> Classifier:
@@ -251,22 +107,9 @@ PARTIAL_OPTION = typer.Option("drop", "--partial", help="drop: drop a token when
                               "keep: keep it while any pixel is visible.")
 
 
-def make_inputs(unit: str, patch_size: int, ragged: bool, superpixels: int, segments: Path | None,
-                model: Classifier | None) -> Inputs:
-    inputs = Inputs(unit, patch_size, ragged, superpixels, segments, model.input_size if model else None,
-                    fit=make_preprocess("eval", DataConfig.of(model)) if model else None)
-    inputs.check_geometry()
-    return inputs
-
-
 def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> MissingnessModel:
     return MissingnessModel(model, make_fill(fill, model.mean), batch_size,
                             partial)
-
-
-def fill_seeds(seed: int, records: list[Record], purpose: str, keys) -> list[list[int]]:
-    """One random-fill seed per (record, key): a perturbation's pixels never depend on batching."""
-    return [[derive_seed(seed, r.id, purpose, key) for key in keys] for r in records]
 
 
 # ----------------------------------------------------------------------------- order
@@ -288,7 +131,7 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
     guard_output(out, "ablate", force=force)
     device = resolve_device(common.device)
     orders = Orders(order_name, None, ref_model, device, common.seed, common.batch_size)
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, orders.ref)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, orders.ref)
     kept: list[tuple[str, torch.Tensor, torch.Tensor | None]] = []
 
     def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
@@ -341,7 +184,7 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
     orders = Orders(order_name, orders_path, ref_model, mmodel.device, common.seed, common.batch_size)
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, model)
     similarity = load_similarity(class_similarity, model.num_classes)
 
     def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
@@ -454,7 +297,7 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
     config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, model)
     kept: list[tuple[str, Any]] = []
 
     def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
@@ -523,7 +366,7 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
     models = [MissingnessModel(model, drop_over(paint) if fill == "drop" else paint, common.batch_size, partial)
               for paint in paints]
     fills = [m.fill.name for m in models]
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, model)
 
     def compute(records: list[Record], loaded: list[tuple[torch.Tensor, Features]]) -> list[dict[str, Any]]:
         per_fill = [explain_batch(m, "own", config, common, records, loaded)[0] for m in models]
@@ -596,7 +439,7 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
     guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, model)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, model)
     sources: list[tuple[str, RowsById | None]] = []
     for part in (p.strip() for p in explanations.split(",")):
         if not part:
@@ -686,7 +529,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
     orders = Orders(None if order_name == "given" and orders_path else order_name, orders_path, ref_model, device,
                     common.seed, common.batch_size)
     filler = make_fill(fill)
-    inputs = make_inputs(unit, patch_size, ragged, superpixels, segments, orders.ref)
+    inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, orders.ref)
     images_out: list[torch.Tensor] = []
     masks_out: list[torch.Tensor] = []
     shape: list[tuple[int, ...]] = []

@@ -15,6 +15,7 @@ from confidently.missingness.features import (
     visible_after_removal,
 )
 from confidently.missingness.fills import BINARY8, FILL_NAMES, Fill, color_fills, drop_over, make_fill
+from confidently.missingness.inputs import Inputs, Orders, RowsById, Segments, fill_seeds, padded
 from confidently.missingness.lime import (
     Explanation,
     LimeConfig,
@@ -37,11 +38,12 @@ from confidently.missingness.orders import (
 from confidently.missingness.summary import class_entropy, summarize_consistency, summarize_curves, summarize_topk
 
 __all__ = [
-    "BINARY8", "FILL_NAMES", "PARTIAL_RULES", "Curves", "Explanation", "Features", "Fill", "LimeConfig",
-    "MissingnessModel", "MissingnessTraining", "class_entropy", "color_fills", "curve_auc", "curve_ks", "drop_over",
-    "explain", "expected_random_jaccard", "feature_scores", "from_label_map", "grid_labels", "kernel_weights",
-    "list_backends", "list_orders", "list_units", "make_features", "make_fill", "missingness_curves",
-    "needs_scores", "pairwise_jaccard", "perturbations", "register_backend", "register_order", "register_unit",
-    "removal_flags", "removal_order", "saliency_maps", "summarize_consistency", "summarize_curves",
-    "summarize_topk", "topk_jaccard", "visible_after_removal", "weighted_ridge",
+    "BINARY8", "Curves", "Explanation", "FILL_NAMES", "Features", "Fill", "Inputs", "LimeConfig", "MissingnessModel",
+    "MissingnessTraining", "Orders", "PARTIAL_RULES", "RowsById", "Segments", "class_entropy", "color_fills",
+    "curve_auc", "curve_ks", "drop_over", "expected_random_jaccard", "explain", "feature_scores", "fill_seeds",
+    "from_label_map", "grid_labels", "kernel_weights", "list_backends", "list_orders", "list_units", "make_features",
+    "make_fill", "missingness_curves", "needs_scores", "padded", "pairwise_jaccard", "perturbations",
+    "register_backend", "register_order", "register_unit", "removal_flags", "removal_order", "saliency_maps",
+    "summarize_consistency", "summarize_curves", "summarize_topk", "topk_jaccard", "visible_after_removal",
+    "weighted_ridge",
 ]
