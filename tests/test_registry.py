@@ -20,3 +20,15 @@ def test_tools_share_it():
     assert list_units() == ["boxes", "patch", "superpixel"]
     with pytest.raises(UsageError, match="choose boxes, patch, superpixel"):
         make_features("hexagon", None)
+
+
+def test_resolve_takes_a_name_a_dotted_module_path_or_a_python_class():
+    policies = Registry("policy")
+    policies.register("grid")("grid policy")
+    assert policies.resolve("grid") == policies.resolve("threedb.policies.grid") == "grid policy"
+    assert policies.resolve("threedb.policies.grid_search", alias=lambda n: n.replace("_search", "")) == "grid policy"
+    assert policies.resolve("py:collections:OrderedDict") is __import__("collections").OrderedDict
+    with pytest.raises(UsageError, match="policy py:nowhere:Thing: cannot import"):
+        policies.resolve("py:nowhere:Thing")
+    with pytest.raises(UsageError, match="unknown policy 'random'; choose grid"):
+        policies.resolve("threedb.policies.random")

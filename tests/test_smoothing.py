@@ -40,6 +40,25 @@ def test_block_and_both_sets():
     assert len(both.masks(5, 7)) == both.count(5, 7) == 12
 
 
+def test_a_registered_ablation_kind_is_usable_at_once():
+    """Registering is all it takes: the kind validates, masks, counts and has Δ (rows and blocks here)."""
+    from confidently.smoothing import ABLATION_PARTS, list_ablations, register_ablation
+
+    register_ablation("row-or-block", ("rows",), ("rows", "cols"))
+    try:
+        kind = Ablation("row-or-block", 2, 1)
+        assert "row-or-block" in list_ablations()
+        assert len(kind.masks(4, 6)) == kind.count(4, 6) == 4 + 4 * 6
+        rows, block = Ablation("row", 2, 1), Ablation("block", 2, 1)
+        assert kind.delta(4, 6, 1) == rows.delta(4, 6, 1) + block.delta(4, 6, 1)
+        with pytest.raises(UsageError, match="row-or-block"):
+            Ablation("diagonal")
+        with pytest.raises(UsageError, match="rows"):
+            register_ablation("bad", ("diagonals",))
+    finally:
+        ABLATION_PARTS._items.pop("row-or-block")
+
+
 def test_delta_closed_forms_and_the_strided_counterexample():
     for b, m in itertools.product((1, 4, 19), (1, 5, 32)):
         assert Ablation("column", b, 1).delta(224, 224, m) == min(224, m + b - 1)

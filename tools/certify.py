@@ -24,13 +24,13 @@ from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.run import Shard, console, resolve_device
 from confidently.smoothing import (
-    ABLATIONS,
     SUMMARY_KEYS,
     Ablation,
     AblationTraining,
     Certificates,
     Certifier,
     check_soundness,
+    list_ablations,
     load_votes,
     model_geometry,
     patch_side_for_fraction,
@@ -101,7 +101,7 @@ def check_gate(summary: dict[str, Any], fail_under: str | None) -> None:
                       "deterministic", "workers"})
 def run(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
         model_path: Path = typer.Option(..., "--model", help="Base classifier (.safetensors)."),
-        ablation: str = typer.Option(None, "--ablation", help=f"{', '.join(ABLATIONS)} (default: as trained)."),
+        ablation: str = typer.Option(None, "--ablation", help=f"{', '.join(list_ablations())} (default: as trained)."),
         ablation_size: int = typer.Option(None, "--ablation-size",
                                           help="Band width b (default: as trained, else the thesis's b for the "
                                                "image size: 19 at 224, 4 at 32)."),

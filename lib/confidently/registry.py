@@ -2,16 +2,30 @@
 
 Adding a strategy is one decorated function or class: ``FILLS.register("black")(fn)``. Lookups of
 an unknown name fail with the names that exist, as a usage error (exit 2) unless told otherwise.
+:meth:`Registry.resolve` also takes a dotted module path, whose last part is the name (3DB's
+``threedb.controls.blender.camera``), and ``py:module:Attr``, a user's own class, imported.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from confidently.errors import UsageError
 
 T = TypeVar("T")
+
+
+def import_attr(target: str, what: str = "object", error: type[Exception] = UsageError) -> Any:
+    """``module:Attr`` (or ``module.Attr``) imported, or ``error`` naming ``what`` and the reason."""
+    module, sep, attr = target.partition(":")
+    if not sep:
+        module, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise error(f"{what} py:{target}: cannot import ({exc})") from None
 
 
 class Registry(Generic[T]):
@@ -30,6 +44,14 @@ class Registry(Generic[T]):
         if name not in self._items:
             raise self.error(f"unknown {self.kind} {name!r}; choose {', '.join(self.names())}")
         return self._items[name]
+
+    def resolve(self, spec: str, alias: Callable[[str], str] | None = None) -> T:
+        """An item by name, by a dotted path whose last part (through ``alias``) is its name, or by
+        ``py:module:Attr`` (imported, not registered: the caller checks what it got)."""
+        if spec.startswith("py:"):
+            return import_attr(spec[3:], self.kind, self.error)
+        name = spec.rsplit(".", 1)[-1]
+        return self.get(alias(name) if alias else name)
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -11,7 +11,6 @@ engine cannot honour are refused here, with the valid choices in the message.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ import yaml
 
 from confidently.errors import InvalidInput, MissingBackend, UsageError
 from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
-from confidently.render3db.controls import Continuous, Control, Discrete, get_control
+from confidently.render3db.controls import CONTROLS, Continuous, Control, Discrete
 
 TOP_LEVEL = ("base_config", "objects", "environments", "inference", "evaluation", "render_args", "policy",
              "controls", "logging", "executor")
@@ -367,19 +366,13 @@ def default_setting(control: Control, name: str) -> Setting:
 
 def control_class(module: str) -> type[Control]:
     """A control by registered name, by 3DB module path (``threedb.controls.blender.camera``) or ``py:mod:Class``."""
+    cls = CONTROLS.resolve(module)
     if module.startswith("py:"):
-        target = module[3:]
-        mod_name, _, attr = target.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"control {module!r}: cannot import ({exc})") from None
         if not (isinstance(cls, type) and issubclass(cls, Control)):
             raise UsageError(f"control {module!r} is not a confidently.render3db.controls.Control subclass")
         if not cls.name:
-            cls.name = attr.lower()
-        return cls
-    return get_control(module.rsplit(".", 1)[-1])
+            cls.name = module.rsplit(":", 1)[-1].rsplit(".", 1)[-1].lower()
+    return cls
 
 
 def parse_controls(data: Any, root: Path) -> list[ControlSetup]:

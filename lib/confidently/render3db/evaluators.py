@@ -8,7 +8,6 @@ is ``py:module:Class``: ``Class(**args)`` with ``evaluate(logits 1×K, labels) -
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -52,14 +51,7 @@ class ClassificationEvaluator:
 def make_evaluator(config: dict[str, Any]):
     module = str(config.get("module", "classification"))
     args = dict(config.get("args") or {})
-    if module.startswith("py:"):
-        mod_name, _, attr = module[3:].partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise UsageError(f"evaluation {module!r}: cannot import ({exc})") from None
-    else:
-        cls = EVALUATORS.get(module.rsplit(".", 1)[-1])
+    cls = EVALUATORS.resolve(module)
     try:
         return cls(**args)
     except TypeError as exc:

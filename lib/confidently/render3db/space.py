@@ -9,7 +9,6 @@ per coordinate — without the upper end for ``endpoint: false`` — and every d
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -149,13 +148,8 @@ class CustomPolicy(Policy):
     """``py:module:Class``: ``Class(continuous_dim, discrete_sizes, **args)`` with ``points(seed)`` (or
     ``batches(seed)``) yielding ``(u, d)`` pairs (or lists of them)."""
 
-    def __init__(self, space: SearchSpace, target: str, **args: Any):
+    def __init__(self, space: SearchSpace, cls: type, **args: Any):
         super().__init__(space)
-        mod_name, _, attr = target.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise UsageError(f"policy py:{target}: cannot import ({exc})") from None
         self.inner = cls(len(space.continuous), [len(s.values) for s in space.discrete], **args)
 
     def points(self, seed: int) -> Iterator[Point]:
@@ -181,5 +175,5 @@ def make_policy(config: dict[str, Any], space: SearchSpace) -> Policy:
     args = {k: v for k, v in config.items() if k != "module"}
     module = str(config["module"])
     if module.startswith("py:"):
-        return CustomPolicy(space, module[3:], **args)
-    return POLICIES.get(module.rsplit(".", 1)[-1].replace("_search", ""))(space, **args)
+        return CustomPolicy(space, POLICIES.resolve(module), **args)
+    return POLICIES.resolve(module, alias=lambda name: name.replace("_search", ""))(space, **args)

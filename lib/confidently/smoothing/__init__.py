@@ -7,7 +7,7 @@ real patches against certified images.
 """
 
 from confidently.smoothing.ablation import (
-    ABLATIONS,
+    ABLATION_PARTS,
     BAND_PRESETS,
     SUMMARY_KEYS,
     Ablation,
@@ -15,6 +15,7 @@ from confidently.smoothing.ablation import (
     ablation_votes,
     certify_counts,
     default_ablation_size,
+    list_ablations,
     max_certified_patch,
     patch_attack,
     patch_contents,
@@ -29,8 +30,8 @@ from confidently.smoothing.soundness import check_soundness
 from confidently.smoothing.votes import load_votes, save_votes
 
 __all__ = [
-    "ABLATIONS", "BAND_PRESETS", "SUMMARY_KEYS", "Ablation", "AblationTraining", "Certificates", "Certifier",
-    "ablation_votes", "certify_counts", "check_soundness", "default_ablation_size", "load_votes",
+    "ABLATION_PARTS", "BAND_PRESETS", "SUMMARY_KEYS", "Ablation", "AblationTraining", "Certificates", "Certifier",
+    "ablation_votes", "certify_counts", "check_soundness", "default_ablation_size", "list_ablations", "load_votes",
     "max_certified_patch", "model_geometry", "patch_attack", "patch_contents", "patch_side_for_fraction",
     "register_ablation", "resolve_drop", "save_votes", "smoothed_prediction", "summarize_certificates",
     "vote_counts",

@@ -24,20 +24,24 @@ import torch
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.models.token_drop import token_keep_mask, vit_forward_kept, vit_patch_size
+from confidently.registry import Registry
 
-_AXES: dict[str, tuple[str, ...]] = {}
+ABLATION_PARTS: Registry[list[tuple[str, ...]]] = Registry("ablation")  # kind → its sets' banded axes
+list_ablations = ABLATION_PARTS.names
 
 
-def register_ablation(name: str, axes: tuple[str, ...]) -> None:
-    """An ablation kind keeps a band of ``size`` pixels along each of ``axes`` ("rows", "cols");
-    several axes make a block (their product). ``both`` is handled as a union of row and column sets."""
-    _AXES[name] = axes
+def register_ablation(name: str, *parts: tuple[str, ...]) -> None:
+    """An ablation kind keeps a band of ``size`` pixels along each axis of a part ("rows", "cols"; several
+    axes make a block, their product); several parts make the union of their sets (``both``: rows and columns)."""
+    if not parts or any(not axes or set(axes) - {"rows", "cols"} for axes in parts):
+        raise UsageError(f"ablation {name!r}: each part is a tuple of 'rows' and/or 'cols'")
+    ABLATION_PARTS.register(name)([tuple(axes) for axes in parts])
 
 
 register_ablation("column", ("cols",))
 register_ablation("row", ("rows",))
 register_ablation("block", ("rows", "cols"))
-ABLATIONS = (*_AXES, "both")
+register_ablation("both", ("rows",), ("cols",))
 
 
 def _band_keeps(length: int, size: int, stride: int) -> np.ndarray:
@@ -76,13 +80,12 @@ class Ablation:
     stride: int = 1
 
     def __post_init__(self):
-        if self.kind not in ABLATIONS:
-            raise UsageError(f"unknown ablation {self.kind!r}; choose {', '.join(ABLATIONS)}")
+        ABLATION_PARTS.get(self.kind)  # an unknown kind fails with the registered ones
         if self.size < 1 or self.stride < 1:
             raise UsageError(f"ablation size and stride must be >= 1 (got {self.size}, {self.stride})")
 
     def _parts(self) -> list[tuple[str, ...]]:
-        return [("rows",), ("cols",)] if self.kind == "both" else [_AXES[self.kind]]
+        return ABLATION_PARTS.get(self.kind)
 
     def masks(self, height: int, width: int) -> torch.Tensor:
         """A×H×W visibility masks (True = kept), in start order (row-major for blocks)."""
@@ -113,7 +116,8 @@ class Ablation:
 
     def check(self, height: int, width: int, patch_sizes: list[int] = (), max_ablations: int | None = 10_000) -> None:
         """Refuse geometries that make no sense or that would take an unreasonable number of forwards."""
-        side = {"column": width, "row": height}.get(self.kind, min(height, width))
+        lengths = {"rows": height, "cols": width}
+        side = min(lengths[axis] for axes in self._parts() for axis in axes)
         if self.size > side:
             raise UsageError(f"--ablation-size {self.size} is larger than the image side ({side})")
         if self.stride > self.size:
