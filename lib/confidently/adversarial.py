@@ -23,27 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from confidently.errors import UsageError
+from confidently.registry import Registry
 
-_CONSTRAINTS: dict[str, type[Constraint]] = {}
+CONSTRAINTS: Registry[type[Constraint]] = Registry("norm")
+list_constraints = CONSTRAINTS.names
 
 
 def register_constraint(name: str):
     def wrap(cls: type[Constraint]) -> type[Constraint]:
-        _CONSTRAINTS[name] = cls
         cls.name = name
-        return cls
+        return CONSTRAINTS.register(name)(cls)
 
     return wrap
 
 
-def list_constraints() -> list[str]:
-    return sorted(_CONSTRAINTS)
-
-
 def get_constraint(name: str) -> Constraint:
-    if name not in _CONSTRAINTS:
-        raise UsageError(f"unknown norm {name!r}; choose {' or '.join(list_constraints())}")
-    return _CONSTRAINTS[name]()
+    return CONSTRAINTS.get(name)()
 
 
 class Constraint:

@@ -32,6 +32,7 @@ from confidently.data.loader import ImageStream, StreamLoader
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.mixing import BatchMix
+from confidently.registry import Registry
 from confidently.run.seeding import record_generator
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -70,13 +71,23 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Iterable[nn.Parameter], lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: Iterable[nn.Parameter], lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float,
                    momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise UsageError(f"unknown optimizer {name!r}; choose sgd or adamw")
+    """A registered optimizer (``OPTIMIZERS``: sgd, adamw) over ``params``."""
+    return OPTIMIZERS.get(name)(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
 def make_schedule(config: TrainConfig, optimizer: torch.optim.Optimizer,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from confidently.errors import InvalidInput
 from confidently.io.records import Record
+from confidently.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -32,28 +33,16 @@ class DemoData:
     classes: list[str] | None
 
 
-_DEMOS: dict[str, Callable[..., DemoData]] = {}
-
-
-def register_demo(name: str) -> Callable[[Callable[..., DemoData]], Callable[..., DemoData]]:
-    def wrap(fn: Callable[..., DemoData]) -> Callable[..., DemoData]:
-        _DEMOS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_demos() -> list[str]:
-    return sorted(_DEMOS)
+DEMOS: Registry[Callable[..., DemoData]] = Registry("demo dataset", InvalidInput)
+register_demo = DEMOS.register
+list_demos = DEMOS.names
 
 
 def parse_demo(spec: str) -> tuple[str, dict[str, Any]]:
     """``demo:NAME?k=v&...`` → (NAME, typed options), checked against the generator's signature."""
     body = spec.removeprefix("demo:")
     name, _, query = body.partition("?")
-    if name not in _DEMOS:
-        raise InvalidInput(f"unknown demo dataset {name!r}; choose from {', '.join('demo:' + n for n in list_demos())}")
-    params = inspect.signature(_DEMOS[name]).parameters
+    params = inspect.signature(DEMOS.get(name)).parameters
     options: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in params:
@@ -68,7 +57,7 @@ def parse_demo(spec: str) -> tuple[str, dict[str, Any]]:
 
 @functools.lru_cache(maxsize=16)
 def _build(name: str, options: tuple[tuple[str, Any], ...]) -> DemoData:
-    return _DEMOS[name](**dict(options))
+    return DEMOS.get(name)(**dict(options))
 
 
 def load_demo(spec: str) -> DemoData:

@@ -16,10 +16,10 @@ from torch import nn
 
 from confidently.errors import InvalidInput, UsageError
 from confidently.models.classifier import Classifier
+from confidently.registry import Registry
 
 ArchFactory = Callable[..., nn.Module]
-_ARCHS: dict[str, ArchFactory] = {}
-_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {}
+ARCHS: Registry[tuple[ArchFactory, dict[str, Any]]] = Registry("architecture")  # name → (factory, defaults)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,10 +32,9 @@ def register_arch(name: str, **defaults: Any) -> Callable[[ArchFactory], ArchFac
     """
 
     def wrap(factory: ArchFactory) -> ArchFactory:
-        if name in _ARCHS:
+        if name in ARCHS:
             raise ValueError(f"architecture {name!r} is already registered")
-        _ARCHS[name] = factory
-        _ARCH_DEFAULTS[name] = defaults
+        ARCHS.register(name)((factory, defaults))
         return factory
 
     return wrap
@@ -43,7 +42,7 @@ def register_arch(name: str, **defaults: Any) -> Callable[[ArchFactory], ArchFac
 
 def list_archs(pattern: str = "*", include_timm: bool = False) -> list[str]:
     """Registered names matching a shell-style pattern; with ``include_timm`` also timm's."""
-    names = sorted(n for n in _ARCHS if fnmatch.fnmatch(n, pattern))
+    names = [n for n in ARCHS.names() if fnmatch.fnmatch(n, pattern)]
     if include_timm:
         import timm
 
@@ -58,7 +57,7 @@ def _timm_factory(name: str) -> ArchFactory:
         close = timm.list_models(f"*{name}*")[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown architecture {name!r}: neither a confidently tiny arch "
-                         f"({', '.join(sorted(_ARCHS))}) nor a timm model{hint}")
+                         f"({', '.join(ARCHS.names())}) nor a timm model{hint}")
 
     def build(num_classes: int, in_chans: int, img_size: int | None, pretrained: bool = False, **kwargs):
         if img_size is not None and _takes_img_size(name):
@@ -80,8 +79,8 @@ def _takes_img_size(name: str) -> bool:
 def arch_defaults(arch: str) -> dict[str, Any]:
     """Default input size, normalisation and eval preprocessing (interpolation, crop_pct) for ``arch``:
     timm's pretrained config for timm names; registered tiny archs do not crop (crop_pct 1)."""
-    if arch in _ARCH_DEFAULTS:
-        return {"interpolation": "bilinear", "crop_pct": 1.0, **_ARCH_DEFAULTS[arch]}
+    if arch in ARCHS:
+        return {"interpolation": "bilinear", "crop_pct": 1.0, **ARCHS.get(arch)[1]}
     import timm
 
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -109,7 +108,7 @@ def create_model(arch: str, num_classes: int, *, in_chans: int = 3, img_size: in
     mean = tuple(mean or defaults.get("mean", IMAGENET_MEAN))
     std = tuple(std or defaults.get("std", IMAGENET_STD))
     mean, std = (_per_channel(mean, in_chans, "mean"), _per_channel(std, in_chans, "std"))
-    factory = _ARCHS.get(arch) or _timm_factory(arch)
+    factory = ARCHS.get(arch)[0] if arch in ARCHS else _timm_factory(arch)
     kwargs = dict(arch_kwargs)
     if pretrained:
         kwargs["pretrained"] = True

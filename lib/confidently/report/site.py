@@ -24,6 +24,7 @@ from confidently import __version__
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import claim_folder, record_folder_files
 from confidently.io.records import binary_kind, check_input_file, decode_line, parse_json_line
+from confidently.registry import Registry
 
 REPORT_TOOL = "report"
 
@@ -50,13 +51,13 @@ class Section:
     fields: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
 
-_SECTIONS: dict[str, Section] = {}
+SECTIONS: Registry[Section] = Registry("report section")
 
 
 def register_section(name: str, title: str, claims: Callable[[dict[str, Any]], bool],
                      fields: Callable[[dict[str, Any]], dict[str, str]] | None = None):
     def wrap(draw: Callable[[list[dict[str, Any]], Path], list[Block]]):
-        _SECTIONS[name] = Section(name, title, claims, draw, fields)
+        SECTIONS.register(name)(Section(name, title, claims, draw, fields))
         return draw
 
     return wrap
@@ -108,7 +109,7 @@ _MISSING = object()
 
 def list_sections() -> list[str]:
     _load_sections()
-    return list(_SECTIONS)
+    return list(SECTIONS)
 
 
 def _load_sections() -> None:
@@ -127,7 +128,7 @@ def _load_sections() -> None:
 def classify(record: dict[str, Any]) -> str | None:
     """The section that draws ``record``, or None."""
     _load_sections()
-    for name, section in _SECTIONS.items():
+    for name, section in SECTIONS.items():
         if section.claims(record):
             return name
     return None
@@ -188,7 +189,7 @@ def _whole_document(lines: list) -> list[tuple[int, Any]] | None:
 
 def _field_problem(record: dict[str, Any]) -> tuple[str, str] | None:
     name = classify(record)
-    section = _SECTIONS[name] if name else None
+    section = SECTIONS.get(name) if name else None
     return check_fields(record, section.fields(record)) if section and section.fields else None
 
 
@@ -239,7 +240,7 @@ def build_site(records: Iterable[dict[str, Any]], out: str | os.PathLike, title:
     staging = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out))
     try:
         sections = []
-        for name, section in _SECTIONS.items():
+        for name, section in SECTIONS.items():
             if name not in grouped:
                 continue
             folder = staging / name
