@@ -18,8 +18,8 @@ from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.evaluation import clean_accuracy
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
-from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.records import Record, RecordReader, RecordWriter
+from confidently.io.atomic import guard_output, write_json_atomic
+from confidently.io.records import Collector, Record, RecordReader, RecordWriter
 from confidently.missingness import (
     Features,
     Inputs,
@@ -74,23 +74,14 @@ def base_result(schema: str, common: Common, **fields: Any) -> dict[str, Any]:
     return {"schema": schema, "version": __version__, "seed": common.seed, **fields}
 
 
-class Collect(RecordWriter):
+def results_collector() -> Collector:
     """Writes records and keeps their ``ablate`` results for a summary."""
-
-    def __init__(self):
-        super().__init__()
-        self.results: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any]) -> None:
-        super().write(record)
-        if "ablate" in record:
-            self.results.append(record["ablate"])
+    return Collector(lambda record: record.get("ablate"))
 
 
 def write_json(summary: dict[str, Any], path: Path | None) -> None:
     if path is not None:
-        with atomic_write(path, "w") as handle:
-            handle.write(json.dumps({"tool": "ablate", **summary}, indent=2) + "\n")
+        write_json_atomic(path, {"tool": "ablate", **summary})
 
 
 def read_records(source: str | None, what: str) -> RecordReader:
@@ -215,12 +206,12 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
             out.append({**record.data, "ablate": results[i]})
         return out
 
-    writer = Collect()
+    writer = results_collector()
     stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
                    batch_size=common.batch_size, writer=writer, description="curves")
-    if not writer.results:
+    if not writer.kept:
         return
-    result = summarize_curves(writer.results, model.num_classes, None, similarity)  # as `summarize` computes it
+    result = summarize_curves(writer.kept, model.num_classes, None, similarity)  # as `summarize` computes it
     result["config"] = common.config
     write_json(result, summary)
     show_curve(result)
@@ -383,12 +374,12 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
         return out
 
     _, height, width = model.input_size
-    writer = Collect()
+    writer = results_collector()
     stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
                    batch_size=lime_batch_size(samples, height, width, common.batch_size), writer=writer,
                    description="consistency")
-    if writer.results:
-        result = summarize_consistency(writer.results)
+    if writer.kept:
+        result = summarize_consistency(writer.kept)
         write_json(result, summary)
         show_series("LIME consistency (Jaccard of top-k)", result["ks"],
                     {"mean": result["jaccard_mean"], "random": result["random_reference"]})
@@ -476,11 +467,11 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
             unchanged={name: unchanged[i] for name, _, unchanged in per_source})}
             for i, record in enumerate(records)]
 
-    writer = Collect()
+    writer = results_collector()
     stream_batches(read_records(source, "image records"), compute, common, load=inputs.load,
                    batch_size=common.batch_size, writer=writer, description="top-k test")
-    if writer.results:
-        result = summarize_topk(writer.results)
+    if writer.kept:
+        result = summarize_topk(writer.kept)
         write_json(result, summary)
         show_series(f"top-k test ({'keep' if keep_top else 'remove'} top k): fraction unchanged", result["ks"],
                     {name: s["frac_unchanged"] for name, s in result["sources"].items()})

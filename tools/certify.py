@@ -17,8 +17,8 @@ from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
 from confidently.evaluation import clean_accuracy
-from confidently.io.atomic import atomic_write, guard_output
-from confidently.io.records import RecordReader, RecordWriter
+from confidently.io.atomic import guard_output, write_json_atomic
+from confidently.io.records import Collector, RecordReader, RecordWriter
 from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
@@ -67,8 +67,7 @@ def fraction_sizes(text: str, height: int, width: int) -> list[int]:
 
 def write_summary(summary: dict[str, Any], path: Path | None) -> None:
     if path is not None:
-        with atomic_write(path, "w") as handle:
-            handle.write(json.dumps({"tool": "certify", **summary}, indent=2) + "\n")
+        write_json_atomic(path, {"tool": "certify", **summary})
     table = Table("metric", "value", title="certify summary")
 
     def show(value: Any) -> str:
@@ -162,16 +161,11 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
                                 drop, common.seed)
     certifier = Certifier(model, certificates, common.batch_size, theta if vote == "threshold" else None, which,
                           keep_votes=votes_out is not None)
-    results: list[dict[str, Any]] = []
-
-    class Collect(RecordWriter):
-        def write(self, record: dict[str, Any]) -> None:
-            super().write(record)
-            if "certify" in record:  # only what the summary reads: the records themselves stream out
-                results.append({**{k: record["certify"].get(k) for k in SUMMARY_KEYS}, "label": record.get("label")})
+    writer = Collector(lambda record: None if "certify" not in record else {  # only what the summary reads
+        **{k: record["certify"].get(k) for k in SUMMARY_KEYS}, "label": record.get("label")})
 
     reader = RecordReader(input_source(source, "image records"), require_image=True, yield_errors=True)
-    stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=Collect(),
+    stream_batches(reader, certifier, common, batch_size=max(1, common.batch_size // 4), writer=writer,
                    description="certifying", load=certifier.load_record)
     if votes_out is not None:
         save_votes(votes_out, certifier, which, str(model_path), config=common.config, seed=common.seed)
@@ -179,7 +173,7 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         console.log(f"wrote votes of {len(which)} of {geometry.count(height, width)} ablations to {votes_out}; "
                     "merge the ablation shards with `certify recertify`")
         return
-    result = summarize_certificates(results)
+    result = summarize_certificates(writer.kept)
     result.update(config=common.config, model=str(model_path))
     write_summary(result, summary)
     check_gate(result, fail_under)

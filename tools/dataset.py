@@ -16,7 +16,7 @@ from confidently.data.dataset import ImageDataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, claim_folder
 from confidently.io.images import as_float, save_image
-from confidently.io.records import Record, RecordWriter, dumps_record, error_record, rebase_refs
+from confidently.io.records import Collector, Record, RecordWriter, dumps_record, error_record, rebase_refs
 from confidently.run import console
 from rich.markup import escape
 from rich.table import Table
@@ -90,20 +90,14 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
         raise NoValidResult(f"{dataset.name} has no records to export")
     claim_folder(out, "dataset", force=force)  # after the input is read: bad input leaves no folder behind
     exporter = Exporter(dataset, out, image_format, size, crop)
-    written: list[dict[str, Any]] = []
-
-    class Tee(RecordWriter):
-        def write(self, record: dict[str, Any]) -> None:
-            super().write(record)
-            written.append(record)
-
-    stream_records(records, exporter, common, Tee(sys.stdout), total=len(records), description="exporting")
+    tee = Collector(stream=sys.stdout)
+    stream_records(records, exporter, common, tee, total=len(records), description="exporting")
     if common.shard.count == 1:
         with atomic_write(out / "manifest.jsonl", "w") as handle:
-            for record in written:
+            for record in tee.kept:
                 if "error" not in record:
                     handle.write(dumps_record(rebase_refs(record, Path.cwd(), out)) + "\n")
-    console.log(f"exported {sum('error' not in r for r in written)} images to {out}")
+    console.log(f"exported {sum('error' not in r for r in tee.kept)} images to {out}")
 
 
 @app.command()

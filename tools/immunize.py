@@ -37,7 +37,7 @@ from confidently.immunize import (
 )
 from confidently.immunize.transforms import apply_transform, parse_transforms, transform_field
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
-from confidently.io.atomic import claim_folder, guard_output
+from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.run import console, derive_seed, resolve_device
@@ -785,7 +785,6 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     ends, writes one {"kind": "immunize.summary"} record per group and transform (mean ± std per
     metric, FID and precision/recall over the group's set of edits) and prints the table on stderr.
     """
-    import json
 
     from confidently.cli import stream_batches
     from confidently.immunize.metrics import (
@@ -794,7 +793,6 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
         parse_metrics,
         score_image_pairs,
     )
-    from confidently.io.atomic import atomic_write
     from confidently.run import with_batch_backoff
 
     guard_output(summary_path, "immunize", force=force)
@@ -873,8 +871,7 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     for record in summaries:
         writer.write(record)
     if summary_path is not None:
-        with atomic_write(summary_path, "w") as handle:
-            handle.write(json.dumps(summaries, indent=2) + "\n")
+        write_json_atomic(summary_path, summaries)
     _show_scores(summaries, groups, pair_names, set_names)
 
 

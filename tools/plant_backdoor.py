@@ -30,7 +30,7 @@ from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.data.triggers import list_triggers, make_stamp
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
-from confidently.io.atomic import atomic_write, guard_output
+from confidently.io.atomic import atomic_write, guard_output, write_json_atomic
 from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.models import load_model
@@ -266,8 +266,7 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
         with atomic_write(ids_out, "w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in poisoned_ids)
     if summary is not None:
-        with atomic_write(summary, "w") as handle:
-            handle.write(json.dumps(counts, indent=2) + "\n")
+        write_json_atomic(summary, counts)
     console.log(f"poisoned {len(plan.rows)} of {plan.candidates} candidates ({plan.realised_rate:.4f} of "
                 f"{plan.denominator}), {mode} mode")
 
@@ -581,8 +580,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
         runs.append(run)
     result = summarize_runs(runs)
     if summary is not None:
-        with atomic_write(summary, "w") as handle:
-            handle.write(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(summary, result)
     show_summary(result)
 
 

@@ -17,7 +17,7 @@ from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.errors import UsageError
 from confidently.io.artifacts import artifact_metadata, save_artifact
-from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic
+from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic, write_json_atomic
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.render3db import (
     CONTROLS,
@@ -252,7 +252,7 @@ def run(experiment_path: Path = EXPERIMENT,
         if counts["n"]:
             body.update({"accuracy": counts["correct"] / counts["n"],
                          "per_object": {k: {"n": v[1], "acc": v[0] / v[1]} for k, v in counts["objects"].items()}})
-        write_bytes_atomic(summary, (json.dumps(body, indent=2) + "\n").encode())
+        write_json_atomic(summary, body)
 
 
 @app.command()

@@ -57,6 +57,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         handle.write(data)
 
 
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    """A summary file: ``value`` as indented JSON and a newline, written atomically."""
+    write_bytes_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
 FOLDER_MARKER = ".confidently.json"
 
 

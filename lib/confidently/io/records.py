@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -339,6 +339,23 @@ class RecordWriter:
     def write_all(self, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
             self.write(record)
+
+
+class Collector(RecordWriter):
+    """Writes each record and keeps what ``keep(record)`` makes of it (``kept``; None keeps nothing): the
+    per-record results a summary is computed from, while the records themselves stream out."""
+
+    def __init__(self, keep: Callable[[dict[str, Any]], Any] = lambda record: record,
+                 stream: IO[str] | None = None):
+        super().__init__(stream)
+        self.keep = keep
+        self.kept: list[Any] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        super().write(record)
+        value = self.keep(record)
+        if value is not None:
+            self.kept.append(value)
 
 
 def error_record(record_id: str | None, error: Exception | str) -> dict[str, Any]:
