@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,21 +14,12 @@ from confidently.data.dataset import ImageDataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, claim_folder
 from confidently.io.images import as_float, save_image
-from confidently.io.records import Collector, Record, RecordWriter, dumps_record, error_record, rebase_refs
+from confidently.io.records import Collector, Record, RecordWriter, dumps_record, error_record, file_stem, rebase_refs
 from confidently.run import console
 from rich.markup import escape
 from rich.table import Table
 
 app = tool_app("dataset", "Bundled datasets and exports: any source to image files + a JSONL manifest.")
-
-SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def file_stem(record_id: str) -> str:
-    """A file name for an id; ids that had to change get a short hash so they stay unique."""
-    stem = SAFE.sub("_", record_id).strip("._") or "image"
-    return stem if stem == record_id else f"{stem}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
-
 
 class Exporter:
     """Writes one record's image under ``out`` and returns its manifest record."""

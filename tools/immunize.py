@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from confidently.immunize.transforms import apply_transform, parse_transforms, t
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
 from confidently.io.images import ImageLoader
-from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
+from confidently.io.records import Record, RecordReader, RecordWriter, file_stem, rebase_refs
 from confidently.run import console, derive_seed, resolve_device
 
 NOT_A_GUARANTEE = ("Immunization raises the cost of editing with the model it was computed against; it is not a "
@@ -101,14 +99,6 @@ ENCODER_OPTIONS, DIFFUSION_OPTIONS = attack_options(200), attack_options(200)
 # Helpers shared by the subcommands
 
 
-def safe_name(record_id: str) -> str:
-    """A file name for a record id: the id itself when harmless, else a cleaned id + a short hash."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", record_id)
-    if name != record_id or name.startswith(".") or not name:
-        name = f"{name.lstrip('.')}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
-    return name
-
-
 def resolve_size(text: str, ldm: LatentDiffusion) -> int | None:
     """``--size``: auto (the VAE's sample_size), 0 (keep), or N (a multiple of the downsampling factor)."""
     factor = ldm.downsampling
@@ -137,13 +127,7 @@ class Pictures:
         self.images, self.masks = ImageLoader(3), ImageLoader(1)
 
     def _load(self, record: Record, field: str) -> torch.Tensor:
-        ref = record.data.get(field)
-        if ref is None:
-            raise record.error("missing: expected an image path or tensor reference", field)
-        try:
-            return self.images.load(ref, record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, field) from None
+        return self.images.load_field(record, field)
 
     def _check_size(self, record: Record, field: str, image: torch.Tensor) -> None:
         try:
@@ -177,13 +161,9 @@ class Pictures:
 
     def mask(self, record: Record, original: tuple[int, int]) -> torch.Tensor | None:
         """1×H×W, 1 = regenerate (after ``--mask-convention``), or None when the record has no mask."""
-        ref = record.data.get("mask")
-        if ref is None:
+        if record.data.get("mask") is None:
             return None
-        try:
-            mask = self.masks.load(ref, record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "mask") from None
+        mask = self.masks.load_field(record, "mask")
         if tuple(mask.shape[-2:]) != original:
             raise record.error(f"mask is {mask.shape[-2]}×{mask.shape[-1]} but the image is "
                                f"{original[0]}×{original[1]}; a mask must match its image", "mask")
@@ -335,7 +315,7 @@ class Immunizer:
                 "input": {k: record.data.get(k) for k in ("image", "mask", "prompt", "seed", "prompt_embeds")}}
 
     def finished(self, record: Record) -> dict[str, Any] | None:
-        name = safe_name(record.id)
+        name = file_stem(record.id)
         tensors_path, png = self.out_dir / f"{name}.safetensors", self.out_dir / f"{name}{self.suffix}"
         if not (self.resume and tensors_path.is_file() and png.is_file()):
             return None
@@ -389,7 +369,7 @@ class Immunizer:
 
     def write(self, record: Record, result, mask: torch.Tensor | None, mode: str, seed: int,
               original: tuple[int, int]) -> dict[str, Any]:
-        name = safe_name(record.id)
+        name = file_stem(record.id)
         png, tensors_path = self.out_dir / f"{name}{self.suffix}", self.out_dir / f"{name}.safetensors"
         x, x_adv = result.x[0].cpu(), result.x_adv[0].cpu()
         keep = None if mask is None else 1 - mask
@@ -593,7 +573,7 @@ class Editor:
         if self.config.mode == "inpaint" and mask is None:
             raise record.error("an inpainting model needs a mask (1 = regenerate): give the record a \"mask\" "
                                "or use an img2img model", "mask")
-        name, outputs, tensors = safe_name(record.id), {}, {}
+        name, outputs, tensors = file_stem(record.id), {}, {}
         for field, image in images.items():
             variants = [(EDIT_OUTPUTS.get(field, f"edit_{field}"), image)]
             if field == "immunized":
@@ -708,15 +688,7 @@ def _score_features(names: list[str], features: str, fid_weights: Path | None, m
 
 
 def _score_image(loader, record, name: str):
-    ref = record.data.get(name)
-    if ref is None:
-        raise record.error("missing: expected an image path or tensor reference (from `immunize edit`)", name)
-    if not isinstance(ref, (str, dict)):
-        raise record.error(f"expected an image path or tensor reference, got {type(ref).__name__}", name)
-    try:
-        return loader.load(ref, record.base_dir)
-    except InvalidInput as exc:
-        raise record.error(exc.message, name) from None
+    return loader.load_field(record, name, origin=" (from `immunize edit`)")
 
 
 def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str], set_names: list[str]) -> None:

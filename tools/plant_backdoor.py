@@ -124,10 +124,7 @@ def check_fits(records: list[Record], spec: dict[str, Any], size: int | None = N
     if not records:
         return
     first = records[0]
-    try:
-        image = ImageLoader(None).load(first.data["image"], first.base_dir)
-    except InvalidInput as exc:
-        raise first.error(exc.message, "image") from None
+    image = ImageLoader(None).load_field(first, "image")
     make_stamp(spec, (image.shape[0], size, size) if size else tuple(image.shape))
 
 
@@ -146,10 +143,7 @@ def write_materialized(path: Path, records: list[Record], chosen: set[int], spec
     loader = ImageLoader(None)
     stacked: torch.Tensor | None = None
     for i, record in enumerate(records):
-        try:
-            image = loader.load(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
+        image = loader.load_field(record, "image")
         if fit is not None:
             image = fit(image)
         if stacked is None:  # one uint8 array, filled in place: no float copy of the whole set

@@ -302,10 +302,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
     records = list(RecordReader(input_source(source, "image records"), require_image=True))
     images, rows = [], []
     for record in records:
-        try:
-            image = loader.load(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
+        image = loader.load_field(record, "image")
         if patches.shape[-1] > min(image.shape[-2:]):
             raise record.error(f"the {patches.shape[-1]}-pixel patch is larger than the {image.shape[-2]}×"
                                f"{image.shape[-1]} image", "image")

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError, safe_open
 
 from confidently.errors import InvalidInput
+from confidently.io.records import Record
 
 CHANNEL_MODES = {1: "L", 3: "RGB"}
 
@@ -201,6 +202,20 @@ class ImageLoader:
     def load(self, ref: str | dict, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
         """The image as float32 C×H×W in [0, 1]."""
         return as_float(self.load_raw(ref, base_dir))
+
+    def load_field(self, record: Record, field: str = "image", *, raw: bool = False, origin: str = "") -> torch.Tensor:
+        """The image a record's ``field`` refers to (a path or tensor reference, relative to the record's
+        folder), as :meth:`load_raw` (``raw``) or :meth:`load` gives it; every error names the record and field
+        (``origin`` says where a missing reference comes from, e.g. " (from `immunize edit`)")."""
+        ref = record.data.get(field)
+        if ref is None:
+            raise record.error(f"missing: expected an image path or tensor reference{origin}", field)
+        if not isinstance(ref, (str, dict)):
+            raise record.error(f"expected an image path or tensor reference, got {type(ref).__name__}", field)
+        try:
+            return (self.load_raw if raw else self.load)(ref, record.base_dir)
+        except InvalidInput as exc:
+            raise record.error(exc.message, field) from None
 
     def __getstate__(self) -> dict:
         # open safetensors handles stay in the process that opened them (data-loader workers reopen)

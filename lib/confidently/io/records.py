@@ -7,9 +7,11 @@ act on. Fields the reader does not know are passed through untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -356,6 +358,16 @@ class Collector(RecordWriter):
         value = self.keep(record)
         if value is not None:
             self.kept.append(value)
+
+
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stem(record_id: str) -> str:
+    """The file name every tool gives a record's outputs: the id itself when it is a safe name, else the id
+    cleaned plus a short hash of it, so different ids never share a file."""
+    stem = _UNSAFE_IN_NAMES.sub("_", record_id).strip("._") or "image"
+    return stem if stem == record_id else f"{stem}-{hashlib.sha256(record_id.encode()).hexdigest()[:8]}"
 
 
 def error_record(record_id: str | None, error: Exception | str) -> dict[str, Any]:

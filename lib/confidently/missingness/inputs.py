@@ -78,12 +78,7 @@ class Inputs:
             make_features("patch", torch.zeros(self.size), patch_size=self.patch_size, ragged=self.ragged)
 
     def load(self, record: Record) -> tuple[torch.Tensor, Features]:
-        if "image" not in record.data:
-            raise record.error("missing: expected an image path or tensor reference", "image")
-        try:
-            image = self.loader.load_raw(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
+        image = self.loader.load_field(record, "image", raw=True)
         height, width = image.shape[-2:]
         if self.size and (height, width) != self.size[1:]:
             if self.segments or record.data.get("boxes"):

@@ -10,7 +10,7 @@ import torch
 
 from confidently import __version__
 from confidently.data.preprocess import DataConfig, make_preprocess
-from confidently.errors import InvalidInput, UsageError
+from confidently.errors import UsageError
 from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record
 from confidently.models.classifier import Classifier
@@ -96,19 +96,11 @@ class Certifier:
         self.collected: list[tuple[str, int | None, torch.Tensor, int]] = []  # (id, label, votes, base prediction)
 
     def load_record(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
-        if "image" not in record.data:
-            raise record.error("missing: expected an image path or tensor reference", "image")
-        try:
-            stored = self.loader.load_raw(record.data["image"], record.base_dir)
-        except InvalidInput as exc:
-            raise record.error(exc.message, "image") from None
+        stored = self.loader.load_field(record, "image", raw=True)
         image = as_float(self.fit_image(stored))
         visible = torch.ones(self.height, self.width, dtype=torch.bool)
         if "mask" in record.data:
-            try:
-                mask = self.mask_loader.load_raw(record.data["mask"], record.base_dir)
-            except InvalidInput as exc:
-                raise record.error(exc.message, "mask") from None
+            mask = self.mask_loader.load_field(record, "mask", raw=True)
             if tuple(mask.shape[-2:]) != tuple(stored.shape[-2:]):
                 raise record.error(f"mask is {mask.shape[-2]}×{mask.shape[-1]}, image is "
                                    f"{stored.shape[-2]}×{stored.shape[-1]}", "mask")
