@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import sys
@@ -21,6 +20,7 @@ from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.render3db import (
     CONTROLS,
+    Accuracy,
     PngWriter,
     ShardWriter,
     WorkerSettings,
@@ -30,9 +30,10 @@ from confidently.render3db import (
     confusion,
     count_jobs,
     heatmap,
-    iter_jobs,
     load_experiment,
     overall,
+    planned_jobs,
+    run_engine,
     run_jobs,
     search_space,
     stability,
@@ -41,7 +42,6 @@ from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
 from confidently.render3db.config import Experiment
 from confidently.render3db.outputs import image_on_disk
 from confidently.run import console, progress, resolve_device
-from confidently.run.engines import create_engine
 
 app = tool_app("render-3db", "Stress-test a vision model with controlled 3D renders (3DB): pose, camera, light, "
                              "texture, background, corruptions; then analyse where it fails.")
@@ -168,27 +168,17 @@ def run(experiment_path: Path = EXPERIMENT,
     """Render every planned configuration, judge it with the model, write one record per render."""
     experiment = experiment_from(experiment_path, root, renderer, model)
     seed = run_seed(experiment, common)
-    total = count_jobs(experiment)
-    guard_size(total, max_renders, force)
+    guard_size(count_jobs(experiment), max_renders, force)
     sha = experiment.sha256(seed)
     policy = str(experiment.policy["module"])
-    jobs = iter_jobs(experiment, seed)
-    if limit is not None:
-        jobs = itertools.islice(jobs, limit)
-        total = min(total, limit)
-    jobs = common.shard.select(jobs)
-    if common.shard.count > 1:
-        total = len(range(common.shard.index, total, common.shard.count))
     if dry_run:
         writer = RecordWriter()
-        for job in jobs:
+        for job in planned_jobs(experiment, seed, limit=limit, shard=common.shard)[0]:
             writer.write({**job.record(policy, sha), "planned": True})
         console.log(f"{writer.count} renders planned")
         return
     skip = done_ids(resume) if resume is not None else set()
-    if skip:
-        jobs = (job for job in jobs if job.id not in skip)
-        total = max(0, total - len(skip))
+    jobs, total = planned_jobs(experiment, seed, limit=limit, shard=common.shard, skip=skip)
     append = resume is not None and out is not None and out.resolve() == resume.resolve()
     base = out.resolve().parent if out is not None else Path.cwd()
     guard_output(summary, "render-3db", force=force)
@@ -198,29 +188,11 @@ def run(experiment_path: Path = EXPERIMENT,
     device = str(resolve_device(common.device))
     settings = check_model(WorkerSettings(experiment, experiment.inference.get("model"), device, not no_eval,
                                           images is not None))
-    engine_name = common.engine
-    address = common.address
-    if "engine" not in common.explicit and experiment.executor.get("kind") == "ray":
-        engine_name, address = "ray", address or experiment.executor.get("address")
-    elif experiment.executor.get("kind") not in (None, "local", "ray"):
-        raise UsageError(f"executor.kind {experiment.executor['kind']!r}: choose local or ray")
-    options: dict[str, Any] = {"address": address}
-    if engine_name == "ray":
-        options["num_cpus"] = experiment.render.threads
-    engine = create_engine(engine_name, **options)
+    engine = run_engine(experiment, common.engine, common.address, "engine" in common.explicit)
     stream = open_output(out, append, force)
     writer = RecordWriter(stream) if stream is not None else RecordWriter()
-    counts = {"n": 0, "correct": 0, "objects": {}}
+    accuracy = Accuracy()
     started = time.perf_counter()
-
-    def emit(record: dict[str, Any]) -> None:
-        writer.write(record)
-        if "is_correct" in record:
-            counts["n"] += 1
-            counts["correct"] += int(record["is_correct"])
-            per = counts["objects"].setdefault(record["object"], [0, 0])
-            per[0] += int(record["is_correct"])
-            per[1] += 1
 
     try:
         results = run_jobs(settings, jobs, engine, workers=workers or experiment.executor.get("workers"),
@@ -230,7 +202,9 @@ def run(experiment_path: Path = EXPERIMENT,
             sha_value = record.pop("config_sha256")
             record.update(fields)
             record["config_sha256"] = sha_value
-            emit(images.add(record, tensors) if images is not None else record)
+            record = images.add(record, tensors) if images is not None else record
+            writer.write(record)
+            accuracy.add(record)
     finally:
         try:
             if images is not None:
@@ -241,17 +215,14 @@ def run(experiment_path: Path = EXPERIMENT,
                 stream.close()
     elapsed = time.perf_counter() - started
     done = writer.count
-    if counts["n"]:
-        console.log(f"{done} renders in {elapsed:.1f} s; accuracy {counts['correct'] / counts['n']:.3f} "
-                    f"({counts['correct']}/{counts['n']})")
+    if accuracy.n:
+        console.log(f"{done} renders in {elapsed:.1f} s; accuracy {accuracy.correct / accuracy.n:.3f} "
+                    f"({accuracy.correct}/{accuracy.n})")
     else:
         console.log(f"{done} renders in {elapsed:.1f} s" + (f" ({len(skip)} done before)" if skip else ""))
     if summary is not None:
         body = {"tool": "render-3db", "version": __version__, "renders": done, "skipped": len(skip),
-                "config_sha256": sha, "seconds": round(elapsed, 3)}
-        if counts["n"]:
-            body.update({"accuracy": counts["correct"] / counts["n"],
-                         "per_object": {k: {"n": v[1], "acc": v[0] / v[1]} for k, v in counts["objects"].items()}})
+                "config_sha256": sha, "seconds": round(elapsed, 3), **accuracy.summary()}
         write_json_atomic(summary, body)
 
 

@@ -22,12 +22,22 @@ from confidently.render3db.controls import CONTROLS, Control, list_controls, reg
 from confidently.render3db.evaluators import EVALUATORS, make_evaluator
 from confidently.render3db.jobs import Job, count_jobs, iter_jobs
 from confidently.render3db.outputs import PngWriter, ShardWriter
-from confidently.render3db.runner import RenderWorker, WorkerSettings, check_model, model_input, run_jobs
+from confidently.render3db.runner import (
+    Accuracy,
+    RenderWorker,
+    WorkerSettings,
+    check_model,
+    model_input,
+    planned_jobs,
+    run_engine,
+    run_jobs,
+)
 from confidently.render3db.space import POLICIES, SearchSpace, make_policy, search_space
 
 __all__ = [
-    "CONTROLS", "EVALUATORS", "POLICIES", "Control", "Experiment", "Job", "PngWriter", "RenderWorker", "SearchSpace",
-    "Setting", "ShardWriter", "WorkerSettings", "accuracy_by", "boxplot", "check_model", "confusion", "count_jobs",
-    "heatmap", "iter_jobs", "list_controls", "load_experiment", "make_evaluator", "make_policy", "model_input",
-    "overall", "register_control", "run_jobs", "search_space", "stability", "wilson",
+    "Accuracy", "CONTROLS", "Control", "EVALUATORS", "Experiment", "Job", "POLICIES", "PngWriter", "RenderWorker",
+    "SearchSpace", "Setting", "ShardWriter", "WorkerSettings", "accuracy_by", "boxplot", "check_model", "confusion",
+    "count_jobs", "heatmap", "iter_jobs", "list_controls", "load_experiment", "make_evaluator", "make_policy",
+    "model_input", "overall", "planned_jobs", "register_control", "run_engine", "run_jobs", "search_space",
+    "stability", "wilson",
 ]

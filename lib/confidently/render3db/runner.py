@@ -5,12 +5,15 @@ and per job: builds a fresh SceneState, applies the pre-render controls in confi
 (seeded), applies the post-render controls, quantises to 8 bits (what a PNG or shard would hold, so
 anyone can re-evaluate the stored image and get the record's answer), then runs the model on that
 image alone (batch of one: results never depend on chunking, sharding or engine) and the evaluator.
-:func:`run_jobs` sends chunks through a run engine (serial, or Ray actors) and yields results in job order.
+:func:`run_jobs` sends chunks through a run engine (serial, or Ray actors) and yields results in job order;
+:func:`planned_jobs` says which jobs a run (a limit, a shard, a resumed run) renders, :func:`run_engine`
+which engine runs them, and :class:`Accuracy` tallies the judged renders.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -19,11 +22,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from confidently.errors import UsageError
 from confidently.render.scene import SceneState
 from confidently.render3db.config import Experiment
 from confidently.render3db.evaluators import make_evaluator
-from confidently.render3db.jobs import Job
+from confidently.render3db.jobs import Job, count_jobs, iter_jobs
+from confidently.run.engines import create_engine
 from confidently.run.seeding import record_generator
+from confidently.run.shard import Shard
 
 EXTRA_OUTPUTS = ("segmentation", "uv", "depth")
 
@@ -194,3 +200,56 @@ def check_model(settings: WorkerSettings) -> WorkerSettings:
             raise UsageError(f"inference.normalization {norm} differs from the model's own (mean {list(model.mean)}, "
                              f"std {list(model.std)}); normalisation lives inside the model file")
     return replace(settings, model=str(settings.model))
+
+
+def planned_jobs(experiment: Experiment, seed: int, *, limit: int | None = None, shard: Shard | None = None,
+                 skip: set[str] | frozenset[str] = frozenset()) -> tuple[Iterator[Job], int]:
+    """The jobs this run renders, lazily, and how many: the experiment's plan, its first ``limit``, this
+    ``shard``'s part, less the ids in ``skip`` (renders an earlier, interrupted run already wrote)."""
+    jobs: Iterator[Job] = iter_jobs(experiment, seed)
+    total = count_jobs(experiment)
+    if limit is not None:
+        jobs, total = itertools.islice(jobs, limit), min(total, limit)
+    if shard is not None and shard.count > 1:
+        jobs, total = shard.select(jobs), len(range(shard.index, total, shard.count))
+    if skip:
+        jobs, total = (job for job in jobs if job.id not in skip), max(0, total - len(skip))
+    return jobs, total
+
+
+def run_engine(experiment: Experiment, engine: str, address: str | None, engine_given: bool) -> Any:
+    """The run engine: the one asked for, else the config's ``executor`` (3DB's ``kind: ray``, its address);
+    Ray actors get one CPU per render thread."""
+    kind = experiment.executor.get("kind")
+    if kind not in (None, "local", "ray"):
+        raise UsageError(f"executor.kind {kind!r}: choose local or ray")
+    if not engine_given and kind == "ray":
+        engine, address = "ray", address or experiment.executor.get("address")
+    options: dict[str, Any] = {"address": address}
+    if engine == "ray":
+        options["num_cpus"] = experiment.render.threads
+    return create_engine(engine, **options)
+
+
+class Accuracy:
+    """Overall and per-object accuracy of judged renders, as records stream past."""
+
+    def __init__(self):
+        self.n = self.correct = 0
+        self.objects: dict[str, list[int]] = {}  # object → [correct, n]
+
+    def add(self, record: dict[str, Any]) -> None:
+        if "is_correct" not in record:
+            return
+        self.n += 1
+        self.correct += int(record["is_correct"])
+        per = self.objects.setdefault(record["object"], [0, 0])
+        per[0] += int(record["is_correct"])
+        per[1] += 1
+
+    def summary(self) -> dict[str, Any]:
+        """``accuracy`` and ``per_object`` ({n, acc}); empty when nothing was judged."""
+        if not self.n:
+            return {}
+        return {"accuracy": self.correct / self.n,
+                "per_object": {name: {"n": n, "acc": hit / n} for name, (hit, n) in self.objects.items()}}
