@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from confidently.errors import InvalidInput, UsageError
+from confidently.data.demo import load_demo
+from confidently.errors import InvalidInput
 from confidently.io.images import ImageLoader, as_float, to_channels
 from confidently.io.records import Record
 
@@ -273,67 +273,19 @@ def shard_dataset(path: Path, channels: int | None) -> ImageDataset:
     return ImageDataset(records, name=str(path), classes=meta.get("classes"), channels=channels)
 
 
-def open_dataset(source: str | os.PathLike, split: str | None = None, *, channels: int | None = 3,
-                 classes: list[str] | None = None,
-                 on_invalid: Callable[[InvalidInput], None] | None = None) -> ImageDataset:
-    """Open any dataset source (see the module docstring); ``split`` keeps one split only.
-
-    Manifests and folders of safetensors shards made by ``dataset pack`` split on their records'
-    ``split`` field, image folders on a ``ROOT/<split>`` subfolder, demo sets on their built-in
-    seeded split. A manifest's bad line raises :class:`InvalidInput`, or is handed to ``on_invalid``
-    and left out (``--skip-invalid``). Tar shards are streams: see :mod:`confidently.data.webdataset`.
-    """
-    from confidently.data.demo import open_demo
-    from confidently.io.records import RecordReader
-
-    text = str(source)
-    if text.startswith("demo:"):
-        return open_demo(text, split, channels=channels)
-    from confidently.data.webdataset import is_webdataset
-
-    if is_webdataset(text):
-        raise UsageError(f"{text} names WebDataset tar shards, which stream in order and cannot be indexed "
-                         "as this command needs; `advtrain eval`, `dataset info` and `dataset pack` read them, "
-                         f"and `dataset pack {text} --format safetensors --out DIR` makes memory-mapped shards "
-                         "that every command reads")
-    path = Path(text)
-    if text != "-" and not path.exists():
-        raise UsageError(f"dataset not found: {text} (expected a JSONL manifest, an image folder, "
-                         "a .safetensors shard or demo:digits|shapes|photos)")
-    if path.is_dir() and (path / "pack.json").is_file():
-        from confidently.data.pack import open_pack
-
-        return open_pack(path, split, channels=channels, classes=classes)
-    if path.is_dir():
-        if split and not (path / split).is_dir():
-            raise InvalidInput(f"{path} has no '{split}' subfolder; expected {path}/{split}/<class>/<images>")
-        if split and split not in split_folders(path):  # a class folder of another name under ROOT
-            records, folder_classes = folder_records(path / split)
-        else:
-            records, folder_classes = folder_records(path, split)
-        return ImageDataset(records, name=str(path / split if split else path), classes=classes or folder_classes,
-                            channels=channels)
-    if path.suffix == ".safetensors":
-        if split:
-            raise InvalidInput(f"{path} is a shard and has no splits; make one shard per split")
-        return shard_dataset(path, channels)
-    records = []
-    for item in RecordReader(text, require_image=True, yield_errors=on_invalid is not None):
-        if isinstance(item, InvalidInput):
-            on_invalid(item)
-        else:
-            records.append(item)
+def open_demo(spec: str, split: str | None = None, *, channels: int | None = 3) -> ImageDataset:
+    """The demo set ``spec`` (``demo:NAME?options``) as an :class:`ImageDataset` held in memory."""
+    demo = load_demo(spec)
+    indices = list(range(len(demo.ids)))
     if split:
-        records = [r for r in records if r.data.get("split") == split]
-        if not records:
-            raise InvalidInput(f"{text} has no records with \"split\": \"{split}\"", field="split")
-    names = classes or _class_names(records)
-    return ImageDataset(records, name="<stdin>" if text == "-" else text, classes=names, channels=channels)
-
-
-def _class_names(records: Sequence[Record]) -> list[str] | None:
-    """Class names from records' optional ``class_name`` field, indexed by label."""
-    named = {r.data["label"]: r.data["class_name"] for r in records if "label" in r.data and "class_name" in r.data}
-    if not named:
-        return None
-    return [str(named.get(i, i)) for i in range(max(r.data.get("label", 0) for r in records) + 1)]
+        indices = [i for i in indices if demo.splits[i] == split]
+        if not indices:
+            raise InvalidInput(f"{spec} has no split {split!r}; its splits are {sorted(set(demo.splits))}")
+    records = []
+    for position, i in enumerate(indices):
+        data: dict[str, Any] = {"id": demo.ids[i], "split": demo.splits[i]}
+        if demo.labels[i] >= 0:
+            data["label"] = demo.labels[i]
+        records.append(Record(data, position + 1, spec))
+    images = demo.images[indices] if split else demo.images
+    return ImageDataset(records, name=spec, classes=demo.classes, images=images, channels=channels)

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from confidently.errors import InvalidInput
-from confidently.io.records import Record
 from confidently.registry import Registry
 
 
@@ -63,26 +62,6 @@ def _build(name: str, options: tuple[tuple[str, Any], ...]) -> DemoData:
 def load_demo(spec: str) -> DemoData:
     name, options = parse_demo(spec)
     return _build(name, tuple(sorted(options.items())))
-
-
-def open_demo(spec: str, split: str | None = None, *, channels: int | None = 3):
-    """The demo set ``spec`` as an :class:`~confidently.data.dataset.ImageDataset`."""
-    from confidently.data.dataset import ImageDataset
-
-    demo = load_demo(spec)
-    indices = list(range(len(demo.ids)))
-    if split:
-        indices = [i for i in indices if demo.splits[i] == split]
-        if not indices:
-            raise InvalidInput(f"{spec} has no split {split!r}; its splits are {sorted(set(demo.splits))}")
-    records = []
-    for position, i in enumerate(indices):
-        data: dict[str, Any] = {"id": demo.ids[i], "split": demo.splits[i]}
-        if demo.labels[i] >= 0:
-            data["label"] = demo.labels[i]
-        records.append(Record(data, position + 1, spec))
-    images = demo.images[indices] if split else demo.images
-    return ImageDataset(records, name=spec, classes=demo.classes, images=images, channels=channels)
 
 
 def _seeded_split(labels: np.ndarray, test_fraction: float, seed: int) -> list[str]:

@@ -17,7 +17,7 @@ from confidently.render3db.analysis import (
     stability,
     wilson,
 )
-from confidently.render3db.config import Experiment, Setting, load_experiment
+from confidently.render3db.config import Experiment, load_experiment
 from confidently.render3db.controls import CONTROLS, Control, list_controls, register_control
 from confidently.render3db.evaluators import EVALUATORS, make_evaluator
 from confidently.render3db.jobs import Job, count_jobs, iter_jobs
@@ -32,6 +32,7 @@ from confidently.render3db.runner import (
     run_engine,
     run_jobs,
 )
+from confidently.render3db.settings import Setting
 from confidently.render3db.space import POLICIES, SearchSpace, make_policy, search_space
 
 __all__ = [

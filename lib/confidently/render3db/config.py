@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import yaml
 from confidently.errors import InvalidInput, MissingBackend, UsageError
 from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
 from confidently.render3db.controls import CONTROLS, Continuous, Control, Discrete
+from confidently.render3db.settings import ControlSetup, Setting
+from confidently.render3db.space import make_policy, search_space
 
 TOP_LEVEL = ("base_config", "objects", "environments", "inference", "evaluation", "render_args", "policy",
              "controls", "logging", "executor")
@@ -36,50 +38,6 @@ EXECUTOR_KEYS = ("kind", "workers", "address", "chunk_size")
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend", ".stl")
 RENDER_DEFAULTS = {"engine": "bpy", "resolution": 256, "samples": 16, "threads": 1, "with_uv": False,
                    "with_depth": False, "with_segmentation": False, "max_depth": 10.0, "seed": 0}
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the config says about one control parameter: fixed, a continuous range, or discrete values."""
-
-    control: str
-    param: str
-    mode: str  # "fixed" | "continuous" | "discrete"
-    value: Any = None
-    low: float | None = None
-    high: float | None = None
-    endpoint: bool = True
-    values: tuple[Any, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return f"{self.control}.{self.param}"
-
-    def at(self, u: float) -> float:
-        return self.low + u * (self.high - self.low)
-
-    def describe(self) -> Any:
-        if self.mode == "fixed":
-            return self.value
-        if self.mode == "continuous":
-            return {"range": [self.low, self.high], "endpoint": self.endpoint}
-        return {"values": list(self.values)}
-
-
-@dataclass
-class ControlSetup:
-    """One entry of ``controls``: the control's name (or ``py:`` class path) and its parameter settings."""
-
-    module: str
-    settings: dict[str, Setting]
-    cls: type[Control] = field(repr=False, default=Control)
-
-    @property
-    def name(self) -> str:
-        return self.cls.name
-
-    def instantiate(self, root: Path) -> Control:
-        return self.cls(root)
 
 
 @dataclass
@@ -458,8 +416,6 @@ def load_experiment(path: str | Path, *, root: str | Path | None = None, rendere
         controls=parse_controls(raw.get("controls"), base),
         logging=dict(_check_keys("logging", raw.get("logging"), LOGGING_KEYS)),
         executor=dict(_check_keys("executor", raw.get("executor"), EXECUTOR_KEYS)), label_names=names)
-    from confidently.render3db.space import make_policy, search_space
-
     make_policy(experiment.policy, search_space(experiment.controls))  # refuse a bad policy now
     check_engine(experiment)
     return experiment

@@ -18,7 +18,7 @@ import torch
 
 from confidently.errors import UsageError
 from confidently.registry import Registry
-from confidently.render3db.config import ControlSetup, Setting
+from confidently.render3db.settings import ControlSetup, Setting
 
 Point = tuple[tuple[float, ...], tuple[int, ...]]
 

@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,43 +23,9 @@ from confidently import __version__
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import claim_folder, record_folder_files
 from confidently.io.records import binary_kind, check_input_file, decode_line, parse_json_line
-from confidently.registry import Registry
+from confidently.report.registry import SECTIONS, Block, Section, register_section  # noqa: F401 (the site's API)
 
 REPORT_TOOL = "report"
-
-
-@dataclass
-class Block:
-    """One thing on the page: a figure (``image`` file name in the site) or a table (``rows``)."""
-
-    title: str
-    caption: str = ""
-    image: str | None = None
-    columns: list[str] = field(default_factory=list)
-    rows: list[list[Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Section:
-    """``fields(record)`` maps the dotted paths a section reads to the kind each must be (see ``check_fields``)."""
-
-    name: str
-    title: str
-    claims: Callable[[dict[str, Any]], bool]
-    draw: Callable[[list[dict[str, Any]], Path], list[Block]]
-    fields: Callable[[dict[str, Any]], dict[str, str]] | None = None
-
-
-SECTIONS: Registry[Section] = Registry("report section")
-
-
-def register_section(name: str, title: str, claims: Callable[[dict[str, Any]], bool],
-                     fields: Callable[[dict[str, Any]], dict[str, str]] | None = None):
-    def wrap(draw: Callable[[list[dict[str, Any]], Path], list[Block]]):
-        SECTIONS.register(name)(Section(name, title, claims, draw, fields))
-        return draw
-
-    return wrap
 
 
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {

@@ -90,7 +90,7 @@ class MitsubaEngine:
 
     # ------------------------------------------------------------------------------------------------ load
     def load(self, obj: ObjectSpec, environment: EnvironmentSpec, args: RenderArgs) -> None:
-        from confidently.render.mitsuba_renderer import load_mitsuba
+        from confidently.render.mitsuba_backend import load_mitsuba
 
         self.mi, self.dr = mi, dr = load_mitsuba(self.device)
         _log_to_stderr(mi)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from confidently.render3db.controls import Continuous, Control, register_control
+from confidently.render3db.controls.base import Continuous, Control, register_control
 
 
 @register_control("background")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from confidently.data.corruptions import SEVERITIES, corrupt, list_corruptions
-from confidently.render3db.controls import Control, Discrete, register_control
+from confidently.render3db.controls.base import Control, Discrete, register_control
 
 
 @register_control("imagenet_c")

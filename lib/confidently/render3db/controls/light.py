@@ -6,7 +6,7 @@ import colorsys
 from typing import Any
 
 from confidently.render.scene import SceneState
-from confidently.render3db.controls import Continuous, Control, register_control
+from confidently.render3db.controls.base import Continuous, Control, register_control
 
 
 @register_control("light")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from confidently.render.scene import SceneState
-from confidently.render3db.controls import Continuous, Control, register_control
+from confidently.render3db.controls.base import Continuous, Control, register_control
 
 
 @register_control("obj_loc_in_frame")

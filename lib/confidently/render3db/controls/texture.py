@@ -9,7 +9,7 @@ import torch
 
 from confidently.errors import InvalidInput, UsageError
 from confidently.render.scene import SceneState
-from confidently.render3db.controls import Control, Discrete, register_control
+from confidently.render3db.controls.base import Control, Discrete, register_control
 
 ORIGINAL = "original"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from confidently.missingness import summarize_consistency, summarize_curves, summarize_topk
 from confidently.missingness.plots import plot_summaries
+from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt
-from confidently.report.site import Block, register_section
 
 PER_IMAGE = {"ablate-curve/v1": summarize_curves, "ablate-topk/v1": summarize_topk,
              "ablate-consistency/v1": summarize_consistency}

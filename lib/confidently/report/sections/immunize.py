@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, readable_image, save
-from confidently.report.site import Block, register_section
 
 BASE = ("kind", "transform", "ref", "test", "n", "missing", "features", "skipped", "notes", "tool_version")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, new_figure, save
-from confidently.report.site import Block, register_section
 
 KINDS = ("influence.rank", "influence.counterfactual", "influence.diag")
 

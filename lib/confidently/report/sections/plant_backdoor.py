@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from confidently.backdoor.experiment import summarize_runs
+from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, new_figure, save
-from confidently.report.site import Block, register_section
 
 
 def _claims(record: dict[str, Any]) -> bool:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, new_figure, readable_image, save
-from confidently.report.site import Block, register_section
 
 
 def _claims(record: dict[str, Any]) -> bool:

@@ -6,36 +6,7 @@ the engine because every unit seeds itself from (seed, id). A new engine is one 
 that calls :func:`register_engine`.
 """
 
-from __future__ import annotations
+from confidently.run.engines import ray_engine, serial  # noqa: F401  (register the built-in engines)
+from confidently.run.engines.base import ENGINES, Engine, create_engine, list_engines, register_engine
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
-
-from confidently.registry import Registry
-
-
-class Engine(Protocol):
-    name: str
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        """``fn(item)`` for every item, results in input order. ``fn`` must be importable (picklable)."""
-
-    def map_stateful(self, factory: Callable[[], Callable[[Any], Any]], items: Iterable[Any],
-                     workers: int | None = None) -> Iterator[Any]:
-        """Build ``worker = factory()`` once per worker process, then ``worker(item)`` per item, in order."""
-
-    def close(self) -> None:
-        """Release what the engine started."""
-
-
-ENGINES: Registry[Callable[..., Engine]] = Registry("engine")
-register_engine = ENGINES.register
-list_engines = ENGINES.names
-
-
-def create_engine(name: str = "serial", **options: Any) -> Engine:
-    """An engine by name; options (e.g. ``address`` for Ray) go to its constructor."""
-    return ENGINES.get(name)(**options)
-
-
-from confidently.run.engines import ray_engine, serial  # noqa: E402,F401  (register the built-in engines)
+__all__ = ["ENGINES", "Engine", "create_engine", "list_engines", "register_engine"]

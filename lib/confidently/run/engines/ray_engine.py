@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confidently.errors import UsageError
-from confidently.run.engines import register_engine
+from confidently.run.engines.base import register_engine
 
 
 def _apply(fn: Callable[[Any], Any], item: Any) -> Any:

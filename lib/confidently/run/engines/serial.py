@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from confidently.run.engines import register_engine
+from confidently.run.engines.base import register_engine
 
 
 @register_engine("serial")
