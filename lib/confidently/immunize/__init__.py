@@ -8,6 +8,7 @@
 - :mod:`.attacks`: the PGD front door ``immunize`` with methods ``encoder``, ``diffusion``, ``random``
   and norms ``linf``, ``l2`` registered by name; presets.
 - :mod:`.pixels`: centre-crop/resize, and 8-bit saving re-projected onto the ε-ball.
+- :mod:`.inputs`: what a record brings (photo, immunized copies, mask, conditioning, seed), fitted.
 - :mod:`.metrics`, :mod:`.transforms`: scoring the edits (``immunize score``).
 
 Immunization is a protection against the model it was computed with, not a guarantee.
