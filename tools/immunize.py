@@ -22,10 +22,9 @@ from confidently.immunize import (
     write_tiny_model,
 )
 from confidently.immunize.inputs import Pictures, Prompts
-from confidently.immunize.transforms import parse_transforms, transform_field
+from confidently.immunize.transforms import parse_transforms
 from confidently.immunize.workers import Editor, Immunizer
 from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
-from confidently.io.images import ImageLoader
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.run import console, resolve_device
 
@@ -304,25 +303,6 @@ NO_INCEPTION = ("no Inception weights: pass --fid-weights FILE (the pytorch-fid 
                 "dict; never downloaded) or --features vae --model-dir DIR (a non-comparable proxy)")
 
 
-class _ScoreWriter(RecordWriter):
-    """Writes per-record scores and feeds them (with the features that never reach stdout) to the summary."""
-
-    def __init__(self, summary):
-        super().__init__()
-        self.summary = summary
-
-    def write(self, record: dict) -> None:
-        private = record.pop("_score", None)
-        super().write(record)
-        if private is None:
-            return
-        for variant, values, notes, ref_features, test_features in private["pairs"]:
-            self.summary.add(private["group"], variant, values, notes=notes, ref_features=ref_features,
-                             test_features=test_features)
-        for variant in private["missing"]:
-            self.summary.add_missing(private["group"], variant)
-
-
 def _score_features(names: list[str], features: str, fid_weights: Path | None, model_dir: Path | None,
                     device, trust_pickle: bool = False) -> tuple[object | None, str | None, str | None]:
     """(feature function, its name, why there is none) for FID/PR."""
@@ -344,10 +324,6 @@ def _score_features(names: list[str], features: str, fid_weights: Path | None, m
 
     ldm = load_ldm(model_dir, device, parts=("vae",), trust_pickle=trust_pickle)
     return latent_features(lambda images: ldm.encode_mean(images * 2 - 1)), "vae", None
-
-
-def _score_image(loader, record, name: str):
-    return loader.load_field(record, name, origin=" (from `immunize edit`)")
 
 
 def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str], set_names: list[str]) -> None:
@@ -418,13 +394,8 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     """
 
     from confidently.cli import stream_batches
-    from confidently.immunize.metrics import (
-        ScoreSummary,
-        extract_features,
-        parse_metrics,
-        score_image_pairs,
-    )
-    from confidently.run import with_batch_backoff
+    from confidently.immunize.metrics import ScoreSummary, parse_metrics
+    from confidently.immunize.scoring import EditScorer, ScoreWriter
 
     guard_output(summary_path, "immunize", force=force)
     pair_names, set_names = parse_metrics(metrics)
@@ -440,63 +411,10 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     summary = ScoreSummary(pair_names, set_names, group_by=groups, ref_field=ref, test_field=test,
                            transforms=variants, features=feature_name, features_skipped=no_features,
                            nearest_k=nearest_k)
-    loader = ImageLoader(3)
-    fields = [(None, test), *((t.spec, transform_field(test, t)) for t in variants)]
-
-    def load(record) -> tuple[list, list[str]]:
-        """A record's (ref image, test image, variant) pairs and the transformed edits it lacks."""
-        clean = _score_image(loader, record, ref)
-        found, missing = [], []
-        for variant, name in fields:
-            if variant is not None and record.data.get(name) is None:
-                missing.append(variant)
-                continue
-            image = _score_image(loader, record, name)
-            if image.shape != clean.shape:
-                raise record.error(f"is {'×'.join(map(str, image.shape))} but {ref} is "
-                                   f"{'×'.join(map(str, clean.shape))}; metrics compare images of one size", name)
-            found.append((clean, image, variant))
-        return found, missing
-
-    def process(records: list, loaded: list[tuple[list, list[str]]]) -> list:
-        pairs, owners = [], []  # (ref image, test image), (record index, variant)
-        for i, (found, _) in enumerate(loaded):
-            for clean, image, variant in found:
-                pairs.append((clean, image))
-                owners.append((i, variant))
-        scores, _ = with_batch_backoff(lambda size: score_image_pairs(pairs, pair_names, small=small_images,
-                                                                      device=device, batch_size=size),
-                                       common.batch_size)
-        ref_features = test_features = None
-        if feature_fn is not None and pairs:
-            firsts = {index: k for k, (index, _) in reversed(list(enumerate(owners)))}
-            ref_rows, _ = with_batch_backoff(lambda size: extract_features(
-                [pairs[k][0] for k in firsts.values()], feature_fn, device=device, batch_size=size), common.batch_size)
-            ref_features = {index: ref_rows[j] for j, index in enumerate(firsts)}
-            test_features, _ = with_batch_backoff(lambda size: extract_features(
-                [image for _, image in pairs], feature_fn, device=device, batch_size=size), common.batch_size)
-        results = []
-        for i, (record, (_, missing)) in enumerate(zip(records, loaded, strict=True)):
-            out = {**record.data, "kind": "immunize.scored", "tool_version": __version__}
-            private = {"group": summary.group_of(record.data), "pairs": [], "missing": missing}
-            for k, (index, variant) in enumerate(owners):
-                if index != i:
-                    continue
-                values, notes = scores[k].values, scores[k].notes
-                if variant is None:
-                    out["metrics"] = values
-                    if notes:
-                        out["metrics_notes"] = notes
-                else:
-                    out.setdefault("metrics_transformed", {})[variant] = values
-                private["pairs"].append((variant, values, notes, None if ref_features is None else ref_features[i],
-                                         None if test_features is None else test_features[k]))
-            out["_score"] = private
-            results.append(out)
-        return results
-
-    stream_batches(records_of(source), process, common, batch_size=common.batch_size, writer=_ScoreWriter(summary),
-                   description="scoring", load=load)
+    scorer = EditScorer(summary, ref, test, variants, pair_names, small_images=small_images, device=device,
+                        batch_size=common.batch_size, features=feature_fn)
+    stream_batches(records_of(source), scorer, common, batch_size=common.batch_size, writer=ScoreWriter(summary),
+                   description="scoring", load=scorer.load)
     summaries = [{"tool": "immunize", **s, "tool_version": __version__} for s in summary.records()]
     writer = RecordWriter()
     for record in summaries:
