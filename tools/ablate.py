@@ -47,20 +47,12 @@ from confidently.missingness import (
 from confidently.missingness.plots import plot_summaries
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
+from confidently.recipes import RECIPES, list_recipes, recipe_config
 from confidently.run import console, derive_seed, record_generator, resolve_device
-from confidently.training import TrainConfig, train_classifier
+from confidently.training import train_classifier
 from rich.table import Table
 
 app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME, consistency, top-k test.")
-
-RECIPES: dict[str, dict[str, Any]] = {
-    "cpu-tiny": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 32, "epochs": 12,
-                 "schedule": "cosine"},
-    "thesis-resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
-                      "epochs": 90, "schedule": "step", "step_every": 30, "augment": "train"},
-    "thesis-deit": {"optimizer": "adamw", "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512, "epochs": 300,
-                    "schedule": "cosine", "label_smoothing": 0.1, "augment": "deit", "mixup": 0.8, "cutmix": 1.0},
-}
 
 
 # ----------------------------------------------------------------------------- shared by the commands
@@ -589,15 +581,15 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
         partial: str = PARTIAL_OPTION,
         remove_frac: float = typer.Option(0.5, "--remove-frac", help="Fraction of patches removed per image."),
         patch_size: int = typer.Option(16, "--patch-size", min=1),
-        recipe: str = typer.Option("cpu-tiny", "--recipe", help=", ".join(RECIPES)),
+        recipe: str = typer.Option("cpu-tiny", "--recipe", help=f"A training recipe: {', '.join(list_recipes())} "
+                                   "(cpu-tiny; the thesis's: thesis-resnet, thesis-deit); options given win over it."),
         epochs: int = typer.Option(None, "--epochs", min=1),
         lr: float = typer.Option(None, "--lr"),
         out: Path = typer.Option(..., "--out"),
         force: bool = typer.Option(False, "--force"),
         *, common: Common) -> None:
     """ROAR-style retraining: remove a random fraction of patches from every training image."""
-    if recipe not in RECIPES:
-        raise UsageError(f"--recipe {recipe!r}: choose {', '.join(RECIPES)}")
+    RECIPES.get(recipe)  # an unknown recipe fails before any work
     guard_output(out, "ablate", force=force)
     if out.exists() and not force:
         console.log(f"{out} exists: nothing to do (--force retrains)")
@@ -614,10 +606,8 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     model.check_input(torch.zeros(1, *model.input_size))
     filler = missingness(model, fill, partial, common.batch_size).fill
     hook = MissingnessTraining(filler, model.input_size[-2], model.input_size[-1], patch_size, remove_frac, partial)
-    settings = {**RECIPES[recipe], **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {})}
-    if "batch_size" in common.explicit:
-        settings["batch_size"] = common.batch_size
-    config = TrainConfig(**settings, seed=common.seed)
+    config = recipe_config(recipe, {"epochs": epochs, "lr": lr, "batch_size": common.batch_size}, common.explicit,
+                           seed=common.seed)
     val_batches = None
     if val:
         val_batches = StreamLoader(open_source(val, val_split, channels=model.input_size[0]),

@@ -23,6 +23,7 @@ from confidently.io.shard_writer import ShardWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
+from confidently.recipes import list_recipes, recipe_config
 from confidently.run import console, progress, resolve_device, with_batch_backoff
 from confidently.run.tallies import merge_shards, read_shard_records
 from confidently.training import (
@@ -36,19 +37,8 @@ from rich.table import Table
 
 app = tool_app("advtrain", "Robust training, robustness evaluation and robust transfer learning.")
 
-# Recipes a preset fills in where the user gave no value (flags and --config win).
-PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 64, "epochs": 30,
-             "schedule": "cyclic", "peak_epoch": 6},
-    "cifar": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 128, "epochs": 150,
-              "schedule": "step", "step_every": 50, "shift": 4, "flip": True},
-    "imagenet-robust": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "batch_size": 512,
-                        "epochs": 90, "schedule": "step", "step_every": 30, "augment": "robustness-imagenet"},
-    "transfer-thesis": {"optimizer": "sgd", "weight_decay": 5e-4, "momentum": 0.9, "batch_size": 64, "epochs": 150,
-                        "schedule": "step", "step_every": 50, "flip": True},
-}
-RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule", "step_every",
-               "peak_epoch", "augment", "shift", "flip", "amp")
+RECIPE_OPTION = typer.Option(None, "--recipe", "--preset", help=f"A training recipe: {', '.join(list_recipes())} "
+                             "(options given win over it; --preset is its old name).")
 AUGMENT_HELP = ("Training augmentation: shift-flip (--shift pixels, --flip; the CIFAR recipe), train "
                 "(RandomResizedCrop + flip), robustness-imagenet (that and the robustness library's colour jitter "
                 "and PCA lighting).")
@@ -105,15 +95,10 @@ def announce_triggers(dataset: Source) -> None:
         console.log(f"{count} records carry a trigger: stamped after augmentation")
 
 
-def recipe(common: Common, preset: str | None, values: dict[str, Any]) -> TrainConfig:
-    """The training recipe: explicit options, then the preset, then the option defaults."""
-    if preset is not None and preset not in PRESETS:
-        raise UsageError(f"unknown --preset {preset!r}; choose {', '.join(PRESETS)}")
-    chosen = dict(values, batch_size=common.batch_size)
-    for key, value in (PRESETS.get(preset) or {}).items():
-        if key not in common.explicit:
-            chosen[key] = value
-    return TrainConfig(seed=common.seed, **{k: chosen[k] for k in RECIPE_KEYS})
+def train_config(common: Common, recipe: str | None, values: dict[str, Any]) -> TrainConfig:
+    """The training config: the options' defaults, then the recipe, then the options given (one rule for every
+    command that trains: :func:`~confidently.recipes.recipe_config`)."""
+    return recipe_config(recipe, {**values, "batch_size": common.batch_size}, common.explicit, seed=common.seed)
 
 
 def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
@@ -170,7 +155,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
           shift: int = typer.Option(2, "--shift", help="Random translation augmentation, in pixels."),
           flip: bool = typer.Option(False, "--flip/--no-flip", help="Random horizontal flips."),
           amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
-          preset: str = typer.Option(None, "--preset", help=f"A recipe: {', '.join(PRESETS)}."),
+          recipe: str = RECIPE_OPTION,
           eval_every: int = typer.Option(1, "--eval-every", min=1),
           out: Path = typer.Option(..., "--out", help="Model file to write (.safetensors)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out."),
@@ -186,7 +171,7 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
     if out.exists() and not force and not resume:
         console.log(f"{out} exists: nothing to do (--force retrains, --resume continues)")
         return
-    config = recipe(common, preset, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
+    config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
                                      "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                      "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
                                      "shift": shift, "flip": flip, "amp": amp})
@@ -402,7 +387,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
              shift: int = typer.Option(0, "--shift"),
              flip: bool = typer.Option(False, "--flip/--no-flip"),
              amp: bool = typer.Option(False, "--amp"),
-             preset: str = typer.Option(None, "--preset", help=f"A recipe: {', '.join(PRESETS)}."),
+             recipe: str = RECIPE_OPTION,
              out: Path = typer.Option(..., "--out"),
              resume: bool = typer.Option(False, "--resume"),
              force: bool = typer.Option(False, "--force"),
@@ -428,7 +413,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     if not classes:
         raise InvalidInput(f"{data} has no labels; transfer needs a labelled target task", field="label")
     check_labels(dataset, classes, data)
-    config = recipe(common, preset, {"optimizer": optimizer, "lr": lr if lr is not None else
+    config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr if lr is not None else
                                      (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
                                      "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                      "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,

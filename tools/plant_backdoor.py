@@ -7,7 +7,6 @@ import hashlib
 import inspect
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from confidently.backdoor import (
     select_poison,
     triggered_predictions,
 )
-from confidently.backdoor.experiment import PRESETS, Grid, Poisoning, Split, run_grid, summarize_runs
+from confidently.backdoor.experiment import GRID_RECIPES, Grid, Poisoning, Split, grid_configs, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
@@ -530,7 +529,8 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
                debias_rate: str = typer.Option("0", "--debias-rate", help="Target de-biasing fractions, e.g. 0,0.5."),
                seeds: str = typer.Option("0", "--seeds", help="Seeds, e.g. 0-4 or 0,3."),
                arch: str = typer.Option("small_cnn", "--arch"),
-               preset: str = typer.Option("bias-cpu", "--preset", help=", ".join(PRESETS)),
+               recipe: str = typer.Option("bias-cpu", "--recipe", "--preset", help=f"Source and target training "
+                                          f"recipes: {', '.join(GRID_RECIPES)} (--preset is its old name)."),
                epochs_source: int = typer.Option(None, "--epochs-source", min=1),
                epochs_target: int = typer.Option(None, "--epochs-target", min=1),
                summary: Path = typer.Option(None, "--summary", help="Write mean/std per setting (JSON) here."),
@@ -540,8 +540,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
 
     One record per run on stdout; sources are trained once per (rate, seed) and shared by the target runs.
     """
-    if preset not in PRESETS:
-        raise UsageError(f"--preset {preset!r}: choose {', '.join(PRESETS)}")
+    source_config, target_config = grid_configs(recipe, epochs_source, epochs_target)
     guard_output(summary, "plant-backdoor", force=force)
     if poison_mode == "group" and not group_classes:
         raise UsageError("--poison-mode group needs --group-classes")
@@ -552,12 +551,10 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     tgt = load_split(target, target_split, target_classes, size)
     tgt_test = load_split(target_test or target, target_test_split, target_classes, size)
     make_stamp(trigger_spec, (src.data.raw(0).shape[0], size, size))  # a bad trigger fails before any training
-    configs = PRESETS[preset]
     grid = Grid(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), weight_decays=parse_floats(wd, "--wd"),
                 debias_rates=parse_floats(debias_rate, "--debias-rate"),
                 seeds=tuple(sorted(parse_classes(seeds))), arch=arch,
-                source_config=replace(configs["source"], epochs=epochs_source or configs["source"].epochs),
-                target_config=replace(configs["target"], epochs=epochs_target or configs["target"].epochs))
+                source_config=source_config, target_config=target_config)
     rate_values = parse_floats(rates, "--rates")
     if any(not 0 <= r <= 1 for r in rate_values):
         raise UsageError(f"--rates {rates!r}: rates must lie in [0, 1]")
@@ -569,7 +566,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     runs = []
     for run in run_grid(src, src_test, tgt, tgt_test, trigger_spec, poisoning, grid, device=device,
                         batch_size=common.batch_size, log=console.log):
-        run.update(version=__version__, arch=arch, preset=preset, trigger=trigger_spec)
+        run.update(version=__version__, arch=arch, preset=recipe, trigger=trigger_spec)
         writer.write(run)
         runs.append(run)
     result = summarize_runs(runs)

@@ -23,28 +23,27 @@ from confidently.errors import UsageError
 from confidently.io.records import Record
 from confidently.models import create_model
 from confidently.models.classifier import Classifier
+from confidently.recipes import recipe_config
 from confidently.run.seeding import derive_seed
 from confidently.training import TrainConfig, train_classifier
 from confidently.transfer import transfer
 
 MODES = ("fixed", "full", "scratch")
 
-PRESETS: dict[str, dict[str, TrainConfig]] = {
-    # The spec's CPU pilot: 8×8 digits, a width-16 CNN, cyclic schedules.
-    "bias-cpu": {
-        "source": TrainConfig(epochs=30, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                              schedule="cyclic", peak_epoch=5),
-        "target": TrainConfig(epochs=30, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                              schedule="cyclic", peak_epoch=5),
-    },
-    # Thesis App. G.1.1 / G.1.2 (ImageNet source, CIFAR-10-like target); batch sizes as printed.
-    "bias-thesis": {
-        "source": TrainConfig(epochs=16, batch_size=1024, lr=0.5, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                              schedule="cyclic", peak_epoch=2, flip=True),
-        "target": TrainConfig(epochs=15, batch_size=1024, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                              schedule="cyclic", peak_epoch=5, flip=True),
-    },
+GRID_RECIPES: dict[str, tuple[str, str]] = {  # grid name → the (source, target) training recipes
+    "bias-cpu": ("bias-cpu-source", "bias-cpu-target"),  # the spec's CPU pilot: 8×8 digits, a width-16 CNN
+    "bias-thesis": ("bias-thesis-source", "bias-thesis-target"),  # thesis App. G.1.1 / G.1.2, batch sizes as printed
 }
+
+
+def grid_configs(name: str, epochs_source: int | None = None, epochs_target: int | None = None,
+                 ) -> tuple[TrainConfig, TrainConfig]:
+    """The source and target training configs of grid recipe ``name`` (epochs overridden when given)."""
+    if name not in GRID_RECIPES:
+        raise UsageError(f"grid recipe {name!r}: choose {', '.join(GRID_RECIPES)}")
+    source, target = GRID_RECIPES[name]
+    return (recipe_config(source, {"epochs": epochs_source}, ["epochs"]),
+            recipe_config(target, {"epochs": epochs_target}, ["epochs"]))
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
     arch: str = "small_cnn"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    source_config: TrainConfig = field(default_factory=lambda: PRESETS["bias-cpu"]["source"])
-    target_config: TrainConfig = field(default_factory=lambda: PRESETS["bias-cpu"]["target"])
+    source_config: TrainConfig = field(default_factory=lambda: grid_configs("bias-cpu")[0])
+    target_config: TrainConfig = field(default_factory=lambda: grid_configs("bias-cpu")[1])
 
     def check(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
