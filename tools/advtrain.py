@@ -10,12 +10,13 @@ import torch
 import typer
 from confidently import __version__
 from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint
-from confidently.cli import Common, common_options, run_app, tool_app
+from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, run_app, tool_app
 from confidently.data import ImageDataset, Source, check_labels, open_source
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.evaluation import attack_rows, robustness_tallies
+from confidently.fit import Fit, NewModel, Stage, TransferFrom
 from confidently.io.artifacts import artifact_metadata
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter, error_record
@@ -30,9 +31,7 @@ from confidently.training import (
     Distributed,
     TrainConfig,
     accuracies,
-    init_distributed_from_env,
 )
-from confidently.transfer import transfer as transfer_model
 from rich.table import Table
 
 app = tool_app("advtrain", "Robust training, robustness evaluation and robust transfer learning.")
@@ -53,14 +52,6 @@ def parse_eps(text: str) -> float:
 
 def parse_eps_list(text: str) -> list[float]:
     return [parse_eps(part) for part in text.split(",") if part.strip()]
-
-
-def stored_size(dataset: Source) -> int:
-    """The size to train at when --img-size is not given (logged for files: a folder may mix sizes)."""
-    size = dataset.image_size()
-    if getattr(dataset, "images", None) is None:
-        console.log(f"training at {size} px, the first image's size (set --img-size for another)")
-    return size
 
 
 def eval_batches(dataset: Source, model: Classifier, common: Common, device: torch.device,
@@ -85,14 +76,6 @@ def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | No
     attack = attack or PGDConfig(eps=0.0)  # clean accuracy only
     tallies = robustness_tallies(model, batches, [attack], num_classes=model.num_classes, seed=seed)[0]
     return {f"val_{key}": value for key, value in metrics_from_tallies(tallies).items()}
-
-
-def announce_triggers(dataset: Source) -> None:
-    """Say when plant-backdoor's poisoned records are in the training set (stamped after augmentation; a
-    stream's triggers are stamped alike, but not counted ahead)."""
-    count = sum(1 for record in getattr(dataset, "records", ()) if record.data.get("trigger"))
-    if count:
-        console.log(f"{count} records carry a trigger: stamped after augmentation")
 
 
 def train_config(common: Common, recipe: str | None, values: dict[str, Any]) -> TrainConfig:
@@ -130,10 +113,8 @@ def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
-def train(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
-          split: str = typer.Option(None, "--split", help="Only this split of --data (e.g. train)."),
-          val: str = typer.Option(None, "--val", help="Validation data, evaluated every --eval-every epochs."),
-          val_split: str = typer.Option(None, "--val-split", help="Only this split of --val (e.g. test)."),
+def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
+          val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
           arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit or any timm name."),
           num_classes: int = typer.Option(None, "--num-classes", help="Default: from the data."),
           img_size: int = typer.Option(None, "--img-size", help="Resize images to this size (default: as stored)."),
@@ -162,58 +143,28 @@ def train(data: str = typer.Option(..., "--data", help="Training data: manifest,
           force: bool = typer.Option(False, "--force", help="Train again even if --out exists."),
           *, common: Common) -> None:
     """Train a classifier, standard (eps 0) or PGD-adversarial; per-epoch metrics on stdout."""
-    ranks = init_distributed_from_env()
-    device = resolve_device(common.device)
-    if ranks.world > 1 and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    guard_output(out, "advtrain", force=force)
-    guard_output(out.with_name(out.name + ".ckpt"), "training", force=force)
-    if out.exists() and not force and not resume:
-        console.log(f"{out} exists: nothing to do (--force retrains, --resume continues)")
-        return
     config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
-                                     "momentum": momentum, "epochs": epochs, "schedule": schedule,
-                                     "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
-                                     "shift": shift, "flip": flip, "amp": amp})
+                                           "momentum": momentum, "epochs": epochs, "schedule": schedule,
+                                           "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
+                                           "shift": shift, "flip": flip, "amp": amp})
     attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
                                 use_best=use_best)
-    dataset = open_source(data, split)
-    classes = num_classes or dataset.num_classes
-    if not classes:
-        raise InvalidInput(f"{data} has no labels; training needs labelled images", field="label")
-    check_labels(dataset, classes, data)
-    size = img_size or stored_size(dataset)
-    model = create_model(arch, classes, in_chans=dataset.image_shape()[0], img_size=size,
-                         classes=dataset.classes if dataset.num_classes == classes else None)
-    model.check_input(torch.zeros(1, *model.input_size))
-    val_batches = None
-    if val:
-        val_batches = eval_batches(open_source(val, val_split, channels=model.input_size[0]), model, common, device)
+    fit = Fit.start(out, "advtrain", data, split=split, model=NewModel(arch, num_classes, img_size), val=val,
+                    val_split=val_split, validate=lambda model, batches: val_metrics(
+                        model, batches, attack if attack.eps > 0 else None, common.seed),
+                    eval_every=eval_every, force=force, resume=resume, **common.fit_options())
+    if fit is None:
+        return
 
-    def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
-        if val_batches is None or (epoch % eval_every and epoch != config.epochs):
-            return {}
-        return val_metrics(trained, val_batches, attack if attack.eps > 0 else None, common.seed)
-
-    def log_epoch(metrics: dict[str, Any]) -> None:
+    def log_epoch(stage: Stage, metrics: dict[str, Any]) -> None:
         emit({"kind": "metric", "cmd": "train", "constraint": attack.constraint, "eps": attack.eps,
-              "seed": common.seed, **metrics}, ranks)
+              "seed": common.seed, **metrics})
 
-    from confidently.training import train_classifier
-
-    announce_triggers(dataset)
-    checkpoint = out.with_name(out.name + ".ckpt")
-    train_classifier(model, dataset, config, device=device,
-                     perturb=AdversarialPerturb(attack) if attack.eps > 0 else None, evaluate=evaluate,
-                     on_epoch=log_epoch, checkpoint=checkpoint, resume=resume, workers=common.workers)
-    if ranks.is_main:
-        save_model(model.cpu(), out, training={
-            "tool": "advtrain", "recipe": "adversarial" if attack.eps > 0 else "standard",
-            "constraint": attack.constraint, "eps": attack.eps, "attack_steps": attack.steps,
-            "attack_lr": str(attack.step_size), "random_start": attack.random_start, "use_best": attack.use_best,
-            "config": config.as_dict(), "seed": common.seed, "data": dataset.fingerprint()})
-        checkpoint.unlink(missing_ok=True)
-        console.log(f"wrote {out}")
+    perturb = AdversarialPerturb(attack) if attack.eps > 0 else None
+    fit.run([Stage("train", config, perturb=perturb)], on_epoch=log_epoch, training={
+        "recipe": "adversarial" if attack.eps > 0 else "standard", "constraint": attack.constraint,
+        "eps": attack.eps, "attack_steps": attack.steps, "attack_lr": str(attack.step_size),
+        "random_start": attack.random_start, "use_best": attack.use_best})
 
 
 EVAL_COMPUTED = ("n", "nat_acc", "mpc_nat", "adv_acc", "mpc_adv")
@@ -367,10 +318,8 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint:
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
-             data: str = typer.Option(..., "--data", help="Target task training data."),
-             split: str = typer.Option(None, "--split"),
-             val: str = typer.Option(None, "--val", help="Target task validation data."),
-             val_split: str = typer.Option(None, "--val-split"),
+             data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
+             val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
              mode: str = typer.Option("fixed", "--mode", help="fixed (new head on frozen features) or full."),
              freeze_to: str = typer.Option(None, "--freeze-to", help="Freeze up to and including STAGE (e.g. layer2)."),
              bn_stats: str = typer.Option("update", "--bn-stats", help="update (thesis) or freeze batch-norm stats."),
@@ -397,55 +346,33 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
         raise UsageError(f"--mode {mode!r}: choose fixed or full")
     if bn_stats not in ("update", "freeze"):
         raise UsageError(f"--bn-stats {bn_stats!r}: choose update or freeze")
-    guard_output(out, "advtrain", force=force)
-    guard_output(out.with_name(out.name + ".ckpt"), "training", force=force)
-    if out.exists() and not force and not resume:
-        console.log(f"{out} exists: nothing to do (--force retrains)")
-        return
-    device = resolve_device(common.device)
-    source_model = load_model(source, device)
-    dataset = open_source(data, split, channels=source_model.input_size[0])
-    classes = dataset.num_classes
-    if num_classes is not None and classes and num_classes != classes:
-        raise InvalidInput(f"{data} has {classes} classes but --num-classes is {num_classes}; "
-                           "drop --num-classes or relabel the target data", field="label")
-    classes = num_classes or classes
-    if not classes:
-        raise InvalidInput(f"{data} has no labels; transfer needs a labelled target task", field="label")
-    check_labels(dataset, classes, data)
     config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr if lr is not None else
-                                     (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
-                                     "momentum": momentum, "epochs": epochs, "schedule": schedule,
-                                     "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
-                                     "shift": shift, "flip": flip, "amp": amp})
+                                           (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
+                                           "momentum": momentum, "epochs": epochs, "schedule": schedule,
+                                           "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
+                                           "shift": shift, "flip": flip, "amp": amp})
     config.freeze_bn = bn_stats == "freeze"
-    val_set = open_source(val, val_split, channels=source_model.input_size[0]) if val else None
-    val_batches = eval_batches(val_set, source_model, common, device) if val_set is not None else None
-    source_eps = source_model.training_info.get("eps")
+    origin = TransferFrom(source, mode, freeze_to, num_classes)
+    validate = lambda model, batches: val_metrics(model, batches, None, common.seed)  # noqa: E731
+    fit = Fit.start(out, "advtrain", data, split=split, model=origin, val=val, val_split=val_split,
+                    validate=validate, force=force, resume=resume, **common.fit_options())
+    if fit is None:
+        return
+    source_eps = origin.source.training_info.get("eps")
 
-    def evaluate(model: Classifier, epoch: int) -> dict[str, Any]:
-        return val_metrics(model, val_batches, None, common.seed) if val_batches is not None else {}
-
-    def log_epoch(metrics: dict[str, Any]) -> None:
+    def log_epoch(stage: Stage, metrics: dict[str, Any]) -> None:
         emit({"kind": "metric", "cmd": "transfer", "mode": mode, "source_eps": source_eps, "seed": common.seed,
               **metrics})
 
-    announce_triggers(dataset)
-    model = transfer_model(source_model, dataset, config, mode=mode, freeze_to=freeze_to,
-                           num_classes=classes, classes=dataset.classes if dataset.num_classes == classes else None,
-                           device=device, evaluate=evaluate, on_epoch=log_epoch,
-                           checkpoint=out.with_name(out.name + ".ckpt"), resume=resume, workers=common.workers)
-    model.training_info.update(tool="advtrain", seed=common.seed, data=dataset.fingerprint(), source_file=str(source),
-                               bn_stats=bn_stats)
+    fitted = fit.run([Stage("transfer", config)], on_epoch=log_epoch,
+                     training={"source_file": str(source), "bn_stats": bn_stats})
     summary = {"kind": "summary", "cmd": "transfer", "mode": freeze_to and f"freeze_to:{freeze_to}" or mode,
                "source": str(source), "source_eps": source_eps,
-               "source_constraint": source_model.training_info.get("constraint"), "seed": common.seed,
+               "source_constraint": origin.source.training_info.get("constraint"), "seed": common.seed,
                "out": str(out)}
-    if val_batches is not None:
-        metrics = val_metrics(model, val_batches, None, common.seed)
+    if fit.val_batches is not None:
+        metrics = validate(fitted.model, fit.val_batches)
         summary.update(top1=metrics["val_nat_acc"], mean_per_class=metrics["val_mpc_nat"])
-    save_model(model.cpu(), out)
-    out.with_name(out.name + ".ckpt").unlink(missing_ok=True)
     emit(summary)
 
 

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 from confidently import __version__
-from confidently.cli import Common, common_options, input_source, run_app, stream_batches, tool_app
-from confidently.data import open_source
-from confidently.data.loader import StreamLoader
-from confidently.data.preprocess import DataConfig, make_preprocess
-from confidently.errors import ConfidentlyError, InvalidInput, NoValidResult, UsageError
-from confidently.evaluation import clean_accuracy
+from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, input_source, run_app, stream_batches, tool_app
+from confidently.errors import ConfidentlyError, NoValidResult, UsageError
+from confidently.fit import Fit, ModelFile, NewModel, Stage
 from confidently.io.atomic import guard_output, write_json_atomic
 from confidently.io.records import Collector, RecordReader, RecordWriter
 from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
-from confidently.models import create_model, load_model, save_model
-from confidently.models.classifier import Classifier
+from confidently.models import load_model
 from confidently.run import Shard, console, resolve_device
 from confidently.smoothing import (
     SUMMARY_KEYS,
@@ -38,7 +34,7 @@ from confidently.smoothing import (
     save_votes,
     summarize_certificates,
 )
-from confidently.training import TrainConfig, train_classifier
+from confidently.training import TrainConfig
 from rich.table import Table
 
 app = tool_app("certify", "Certified prediction against adversarial patches by derandomized smoothing.")
@@ -309,10 +305,8 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
 
 @app.command()
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
-def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, folder, shard or demo:NAME."),
-        split: str = typer.Option(None, "--split"),
-        val: str = typer.Option(None, "--val"),
-        val_split: str = typer.Option(None, "--val-split"),
+def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
+        val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_vit", "--arch", help="tiny_vit, tiny_resnet or any timm name."),
         img_size: int = typer.Option(None, "--img-size"),
         ablation: str = typer.Option("column", "--ablation", help="column, row or block."),
@@ -334,6 +328,7 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
                                      "smoothing 0.1 comes with --augment deit."),
         init: Path = typer.Option(None, "--init", help="Start from this model file (skips stage 1)."),
         out: Path = typer.Option(..., "--out"),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoints beside --out."),
         force: bool = typer.Option(False, "--force"),
         *, common: Common) -> None:
     """Train a base classifier for smoothing: full images first, then one random ablation per image.
@@ -343,40 +338,18 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
     """
     if ablation == "both":
         raise UsageError("--ablation both is for certification; fit on column or row")
-    guard_output(out, "certify", force=force)
-    if out.exists() and not force:
-        console.log(f"{out} exists: nothing to do (--force retrains)")
-        return
-    device = resolve_device(common.device)
-    dataset = open_source(data, split)
-    if init is not None:
-        model = load_model(init, device)
-        pretrain_epochs = 0
-    else:
-        if not dataset.num_classes:
-            raise InvalidInput(f"{data} has no labels; fit needs labelled images", field="label")
-        model = create_model(arch, dataset.num_classes, in_chans=dataset.image_shape()[0],
-                             img_size=img_size or dataset.image_size(), classes=dataset.classes)
-    model.check_input(torch.zeros(1, *model.input_size))
-    drop = resolve_drop(drop_tokens, model)
     geometry = Ablation(ablation, ablation_size)
-    val_batches = None
-    if val:
-        val_batches = StreamLoader(open_source(val, val_split, channels=model.input_size[0]),
-                                   make_preprocess("eval", DataConfig.of(model)), batch_size=common.batch_size,
-                                   device=device, workers=common.workers, require_labels=True,
-                                   num_classes=model.num_classes)
-
+    origin = ModelFile(init) if init is not None else NewModel(arch, img_size=img_size)
+    fit = Fit.start(out, "certify", data, split=split, model=origin, val=val, val_split=val_split, force=force,
+                    resume=resume, **common.fit_options())
+    if fit is None:
+        return
+    drop = resolve_drop(drop_tokens, fit.model)
     writer = RecordWriter()
 
-    def log(stage: str):
-        def emit(metrics: dict[str, Any]) -> None:
-            writer.write({"tool": "certify", "version": __version__, "kind": "metric", "cmd": "fit", "stage": stage,
-                          "seed": common.seed, **metrics})
-        return emit
-
-    def evaluate(trained: Classifier, epoch: int) -> dict[str, Any]:
-        return {"val_acc": clean_accuracy(trained, val_batches, model.num_classes)} if val_batches else {}
+    def log(stage: Stage, metrics: dict[str, Any]) -> None:
+        writer.write({"tool": "certify", "version": __version__, "kind": "metric", "cmd": "fit", "stage": stage.name,
+                      "seed": common.seed, **metrics})
 
     deit = augment == "deit"
     base = TrainConfig(batch_size=common.batch_size, optimizer="adamw", schedule="cosine",
@@ -384,19 +357,14 @@ def fit(data: str = typer.Option(..., "--data", help="Training data: manifest, f
                        label_smoothing=DEIT_LABEL_SMOOTHING if deit else 0.0,
                        mixup=(DEIT_MIXUP if deit else 0.0) if mixup is None else mixup,
                        cutmix=(DEIT_CUTMIX if deit else 0.0) if cutmix is None else cutmix)
-    if pretrain_epochs:
-        stage1 = TrainConfig(**{**base.as_dict(), "epochs": pretrain_epochs, "lr": pretrain_lr})
-        train_classifier(model, dataset, stage1, device=device, evaluate=evaluate, on_epoch=log("full"),
-                         workers=common.workers)
-    hook = AblationTraining(geometry, model.input_size[-2], model.input_size[-1], drop)
-    stage2 = TrainConfig(**{**base.as_dict(), "epochs": epochs, "lr": lr})
-    train_classifier(model, dataset, stage2, device=device, perturb=hook, forward=hook.forward,
-                     on_epoch=log("ablation"), workers=common.workers)
-    save_model(model.cpu(), out, training={
-        "tool": "certify", "recipe": "smoothing", "ablation": {"kind": ablation, "size": ablation_size},
-        "drop_tokens": drop, "null_encoding": "zero", "pretrain_epochs": pretrain_epochs, "epochs": epochs,
-        "config": stage2.as_dict(), "seed": common.seed, "data": dataset.fingerprint()})
-    console.log(f"wrote {out}")
+    pretrain_epochs = 0 if init is not None else pretrain_epochs
+    hook = AblationTraining(geometry, fit.model.input_size[-2], fit.model.input_size[-1], drop)
+    stage2 = replace(base, epochs=epochs, lr=lr)
+    stages = [Stage("full", replace(base, epochs=pretrain_epochs, lr=pretrain_lr))] if pretrain_epochs else []
+    stages.append(Stage("ablation", stage2, perturb=hook, forward=hook.forward, validate=False))
+    fit.run(stages, on_epoch=log, training={
+        "recipe": "smoothing", "ablation": {"kind": ablation, "size": ablation_size}, "drop_tokens": drop,
+        "null_encoding": "zero", "pretrain_epochs": pretrain_epochs, "epochs": epochs, "config": stage2.as_dict()})
 
 
 def main() -> None:

@@ -76,8 +76,11 @@ def transfer(source: Classifier, data: ImageDataset | ImageStream, config: Train
     train_classifier(target, data, config, parameters=params, **train_kwargs)
     for param in target.parameters():
         param.requires_grad_(True)
-    target.training_info = {
-        "recipe": "transfer", "mode": "freeze_to:" + freeze_to if freeze_to else mode, "config": config.as_dict(),
-        "source": {"arch": source.arch, "num_classes": source.num_classes, "training": source.training_info},
-    }
+    target.training_info = transfer_info(source, mode, freeze_to, config)
     return target
+
+
+def transfer_info(source: Classifier, mode: str, freeze_to: str | None, config: TrainConfig) -> dict[str, Any]:
+    """A transferred model's training metadata: how it was transferred, and from what."""
+    return {"recipe": "transfer", "mode": "freeze_to:" + freeze_to if freeze_to else mode, "config": config.as_dict(),
+            "source": {"arch": source.arch, "num_classes": source.num_classes, "training": source.training_info}}

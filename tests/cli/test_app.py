@@ -12,7 +12,7 @@ import pytest
 import typer
 import yaml
 from confidently.cli import Common, common_options, run_app, tool_app
-from confidently.errors import InvalidInput, NoValidResult
+from confidently.errors import InvalidInput, NoValidResult, UsageError
 
 app = tool_app("probe", "A probe tool for the skeleton's tests.")
 seen: dict = {}
@@ -31,6 +31,14 @@ def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"),
         raise RuntimeError("boom")
     if fail == "interrupt":
         raise KeyboardInterrupt
+
+
+@app.command()
+@common_options(uses={"batch_size"})
+def named(max_steps: int = typer.Option(3, "--max-steps"), data: str = typer.Option("x", "--data"),
+          *, common: Common) -> None:
+    """Library errors name arguments; the command line shows their flags."""
+    raise UsageError("max_steps must be at most batch_size; data and its max_steps_total stay as written")
 
 
 @app.command()
@@ -104,6 +112,12 @@ def test_usage_errors_exit_2(capsys):
     assert invoke("go", "--no-such-flag") == 2
     assert invoke("go", "--shard", "5/2") == 2
     assert invoke("go", "--limit", "many") == 2
+
+
+def test_library_argument_names_become_the_commands_flags(capsys):
+    assert invoke("named") == 2
+    err = capsys.readouterr().err
+    assert "--max-steps must be at most --batch-size; data and its max_steps_total stay as written" in err
 
 
 def test_verbose_shows_traceback(capsys):

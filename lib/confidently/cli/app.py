@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import typer
 import yaml
 
 from confidently import __version__
-from confidently.errors import ConfidentlyError, OutputClosed, UsageError
+from confidently.errors import ConfidentlyError, InvalidInput, OutputClosed, UsageError
 from confidently.run.console import configure_logging, console
 from confidently.run.shard import Shard
 
@@ -39,6 +40,10 @@ class Common:
     workers: int | None = None  # data-loading processes; None: the data layer's default
     config: dict[str, Any] = field(default_factory=dict)
     explicit: set[str] = field(default_factory=set)  # options set on the command line or in --config
+
+    def fit_options(self) -> dict[str, Any]:
+        """The shared options :meth:`confidently.fit.Fit.start` takes."""
+        return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers, "seed": self.seed}
 
     def engine_instance(self):
         from confidently.run.engines import create_engine
@@ -71,6 +76,13 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
                              "depend on it.")),
 ]
 COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
+# The data options of every command that fits a model (confidently.fit), declared once.
+FIT_DATA_OPTIONS = {
+    "data": _option(..., "--data", help="Training data: manifest, folder, shard, tar shards or demo:NAME."),
+    "split": _option(None, "--split", help="Only this split of --data (e.g. train)."),
+    "val": _option(None, "--val", help="Validation data, scored after each epoch (see --eval-every where given)."),
+    "val_split": _option(None, "--val-split", help="Only this split of --val (e.g. val)."),
+}
 ALWAYS = {"config", "print_config", "quiet", "verbose"}
 OPTIONAL = COMMON_NAMES - ALWAYS  # each command declares which of these it honours
 BATCH_SIZE_BACKOFF = _option(64, "--batch-size", min=1, help="Batch size; halved automatically on CUDA OOM.")
@@ -143,12 +155,31 @@ def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Ca
             from confidently.run.seeding import seed_everything
 
             seed_everything(common.seed, deterministic=common.deterministic)  # --seed reproduces a run by default
-            return command(common=common, **kwargs)
+            try:
+                return command(common=common, **kwargs)
+            except ConfidentlyError as exc:
+                raise _in_flags(exc, ctx) from None
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
         return wrapper
 
     return decorate
+
+
+def _in_flags(error: ConfidentlyError, ctx: typer.Context) -> ConfidentlyError:
+    """The library names arguments (``num_classes``); on the command line the message names their flags
+    (``--num-classes``). Only multi-word names are mapped: a plain word such as ``data`` stays prose."""
+    flags = {param.name: next((o for o in param.opts if o.startswith("--")), None) for param in ctx.command.params}
+    flags = {name: flag for name, flag in flags.items() if flag and "_" in name}
+    if not flags:
+        return error
+    pattern = re.compile(r"(?<![-\w.])(" + "|".join(map(re.escape, flags)) + r")(?![\w])")
+    if isinstance(error, InvalidInput):
+        error.message = pattern.sub(lambda m: flags[m.group(1)], error.message)
+        error.args = (error.describe(),)
+    elif error.args and isinstance(error.args[0], str):
+        error.args = (pattern.sub(lambda m: flags[m.group(1)], error.args[0]), *error.args[1:])
+    return error
 
 
 def version_option(name: str) -> Any:

@@ -185,14 +185,17 @@ def stream_batches(records: Iterable[Record | InvalidInput], process_batch: Call
     try:
         results = (result for batch in engine.map(batch_function, _batches(items, batch_size)) for result in batch)
         for result in progress(results, total, description):
-            if isinstance(result, InvalidInput):
-                if not common.skip_invalid:
-                    raise result
-                writer.write(error_record(result.record_id, result))
-                errors += 1
-                continue
-            writer.write(result)
-            valid += 1
+            if not isinstance(result, InvalidInput):
+                try:
+                    writer.write(result)
+                    valid += 1
+                    continue
+                except InvalidInput as refused:  # a collector refused it (see io.records.Collector)
+                    result = refused
+            if not common.skip_invalid:
+                raise result
+            writer.write(error_record(result.record_id, result))
+            errors += 1
     finally:
         if read_ahead is not None:
             read_ahead.close()

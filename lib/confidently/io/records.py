@@ -343,21 +343,38 @@ class RecordWriter:
             self.write(record)
 
 
+ROWS = "_rows"  # a field a job adds to a record for its collector only: never written
+
+
 class Collector(RecordWriter):
     """Writes each record and keeps what ``keep(record)`` makes of it (``kept``; None keeps nothing): the
-    per-record results a summary is computed from, while the records themselves stream out."""
+    per-record results a summary is computed from, or the rows of a tensor file, while the records
+    themselves stream out. ``keep`` sees the record first and may take fields off it (:data:`ROWS`) or
+    refuse it by raising :class:`InvalidInput`. ``hold`` keeps the records back until :meth:`release`
+    (records that point into a tensor file are written once the file is).
+    """
 
     def __init__(self, keep: Callable[[dict[str, Any]], Any] = lambda record: record,
-                 stream: IO[str] | None = None):
+                 stream: IO[str] | None = None, *, hold: bool = False):
         super().__init__(stream)
         self.keep = keep
         self.kept: list[Any] = []
+        self.held: list[dict[str, Any]] | None = [] if hold else None
 
     def write(self, record: dict[str, Any]) -> None:
-        super().write(record)
         value = self.keep(record)
+        record.pop(ROWS, None)
+        if self.held is not None:
+            self.held.append(record)
+        else:
+            super().write(record)
         if value is not None:
             self.kept.append(value)
+
+    def release(self) -> None:
+        """Write the held records."""
+        held, self.held = self.held or [], None
+        self.write_all(held)
 
 
 _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]+")

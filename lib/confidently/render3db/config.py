@@ -154,17 +154,26 @@ def _label(value: Any, where: str, names: list[str] | None) -> int | list[int]:
     return one(value)
 
 
-def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[ObjectSpec]:
+def _listed(section: str, data: Any, keys: tuple[str, ...], example: str,
+            default_id: str) -> list[tuple[str, dict[str, Any], str]]:
+    """The entries of a non-empty list section as (where, checked entry, unique id)."""
     if not isinstance(data, list) or not data:
-        raise UsageError("objects: expected a non-empty list, e.g. [{id: ball, builtin: sphere, label: 0}]")
+        raise UsageError(f"{section}: expected a non-empty list, e.g. [{example}]")
     out, seen = [], set()
     for i, item in enumerate(data):
-        where = f"objects[{i}]"
-        item = _check_keys(where, item, OBJECT_KEYS)
-        oid = str(item.get("id", f"object{i}"))
-        if oid in seen:
-            raise UsageError(f"{where}: duplicate object id {oid!r}")
-        seen.add(oid)
+        where = f"{section}[{i}]"
+        item = _check_keys(where, item, keys)
+        item_id = str(item.get("id", f"{default_id}{i}"))
+        if item_id in seen:
+            raise UsageError(f"{where}: duplicate id {item_id!r}")
+        seen.add(item_id)
+        out.append((where, item, item_id))
+    return out
+
+
+def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[ObjectSpec]:
+    out = []
+    for where, item, oid in _listed("objects", data, OBJECT_KEYS, "{id: ball, builtin: sphere, label: 0}", "object"):
         if "label" not in item:
             raise UsageError(f"{where} ({oid}): needs a label (class index, list of indices, or a label_map name)")
         label = _label(item["label"], f"{where}.label", names)
@@ -185,16 +194,8 @@ def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[Object
 def parse_environments(data: Any, root: Path) -> list[EnvironmentSpec]:
     if data is None:
         return [EnvironmentSpec(id="white", solid=(1.0, 1.0, 1.0))]
-    if not isinstance(data, list) or not data:
-        raise UsageError("environments: expected a non-empty list, e.g. [{id: white, solid: [1, 1, 1]}]")
-    out, seen = [], set()
-    for i, item in enumerate(data):
-        where = f"environments[{i}]"
-        item = _check_keys(where, item, ENVIRONMENT_KEYS)
-        eid = str(item.get("id", f"env{i}"))
-        if eid in seen:
-            raise UsageError(f"{where}: duplicate environment id {eid!r}")
-        seen.add(eid)
+    out = []
+    for where, item, eid in _listed("environments", data, ENVIRONMENT_KEYS, "{id: white, solid: [1, 1, 1]}", "env"):
         given = [k for k in ("solid", "procedural", "path") if item.get(k) is not None]
         if len(given) != 1:
             raise UsageError(f"{where} ({eid}): give exactly one of solid: [r, g, b], procedural: NAME, path: FILE")
