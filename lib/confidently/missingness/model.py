@@ -40,7 +40,7 @@ class MissingnessModel:
                       keep: torch.Tensor | None) -> torch.Tensor:
         if keep is None:
             return self.model(self.fill(images, visible, seeds))
-        if self.fill.replace is not None:  # drop over a paint: kept tokens show what they still hold of it
+        if self.fill.paints:  # drop over a paint: kept tokens show what they still hold of it
             images = self.fill(images, visible, seeds)
         elif self.partial == "keep":
             images = images * visible[:, None].to(images.dtype)

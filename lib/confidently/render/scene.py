@@ -11,9 +11,10 @@ are in those radii. Angles are radians. Images are float C×H×W in [0, 1], rows
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -88,19 +89,22 @@ class RenderArgs:
     max_depth: float = 10.0
 
 
-class Engine(Protocol):
+class Engine(ABC):
     """A renderer. ``fields`` lists the SceneState fields it honours (besides the camera defaults)."""
 
     name: str
     fields: frozenset[str]
 
+    @abstractmethod
     def load(self, obj: ObjectSpec, environment: EnvironmentSpec, args: RenderArgs) -> None:
         """Set up the (object, environment) pair; called again only when the pair changes."""
 
+    @abstractmethod
     def render(self, state: SceneState, seed: int) -> dict[str, torch.Tensor]:
         """``rgb`` 3×H×W and ``alpha`` 1×H×W in [0, 1]; ``segmentation`` 1×H×W int32 (−1 background, the
         object's label elsewhere) when asked; ``uv`` 2×H×W and ``depth`` 1×H×W (÷ max_depth) when asked."""
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Name, version and settings, for records."""
 

@@ -10,6 +10,7 @@ per coordinate — without the upper end for ``endpoint: false`` — and every d
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,14 +64,15 @@ def search_space(controls: list[ControlSetup]) -> SearchSpace:
     return SearchSpace(tuple(s for c in controls for s in c.settings.values()))
 
 
-class Policy:
+class Policy(ABC):
     """Yields the points for one (environment, object) pair; ``seed`` is that pair's seed."""
 
     def __init__(self, space: SearchSpace, **args: Any):
         self.space = space
 
+    @abstractmethod
     def points(self, seed: int) -> Iterable[Point]:
-        raise NotImplementedError
+        """The points to render, in order."""
 
     def count(self) -> int | None:
         """Points per pair when known up front (validate, dry-run and --max-renders use it)."""

@@ -1,5 +1,5 @@
 """Render engines, one file each, imported only when asked for (bpy and Mitsuba are heavy optional
-packages). Adding an engine: one module defining a class that follows ``confidently.render.scene.Engine``,
+packages). Adding an engine: one module defining a subclass of ``confidently.render.scene.Engine``,
 plus its line in ``ENGINE_MODULES``."""
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from confidently.render.engines.procedural import (
     srgb_encode,
     texture_array,
 )
-from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
+from confidently.render.scene import Engine, EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf", ".blend")
 VIEW_TRANSFORMS = ("Standard", "Filmic", "AgX", "Raw", "Khronos PBR Neutral")
@@ -149,7 +149,7 @@ def _pass_writer(bpy, scene, directory: str, passes: list[str]) -> None:
         tree.links.new(socket, target)
 
 
-class BlenderEngine:
+class BlenderEngine(Engine):
     """Cycles renders (CPU by default) of a built-in object or a mesh/.blend file in a solid, procedural or
     image environment. ``device``: ``cpu``, ``auto`` (a GPU when Cycles finds one), ``cuda[:N]``/``gpu``;
     ``view_transform``: Blender's colour view ("Standard" by default; "Filmic"/"AgX" for 3DB parity)."""

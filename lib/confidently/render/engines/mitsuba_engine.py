@@ -43,7 +43,7 @@ from confidently.render.engines.procedural import (
     srgb_encode,
     texture_array,
 )
-from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
+from confidently.render.scene import Engine, EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
 
 SHAPE = "object"
 MESH_SUFFIXES = (".ply", ".obj")
@@ -73,7 +73,7 @@ def _log_to_stderr(mi) -> None:
         pass
 
 
-class MitsubaEngine:
+class MitsubaEngine(Engine):
     """Mitsuba 3 renders of a built-in object or a .ply/.obj mesh in a solid, procedural or image environment."""
 
     name = "mitsuba"

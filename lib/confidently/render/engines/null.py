@@ -22,7 +22,7 @@ import torch
 
 from confidently import __version__
 from confidently.errors import InvalidInput, UsageError
-from confidently.render.scene import EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
+from confidently.render.scene import Engine, EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
 
 BUILTIN_SHAPES = ("sphere", "cube", "cylinder", "cone", "torus", "mug", "hammer", "rectangle")
 PROCEDURAL_BACKDROPS = ("gradient", "checker", "stripes", "noise")
@@ -264,7 +264,7 @@ def camera_frame(view_point: tuple[float, float, float], zoom: float, focal_leng
     return torch.tensor(target, dtype=torch.float64) + direction * distance, right, true_up, forward, math.tan(half_fov)
 
 
-class NullEngine:
+class NullEngine(Engine):
     """Synthetic renders in milliseconds whose pixels depend on every SceneState field (see module doc)."""
 
     name = "null"

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from confidently.registry import Registry
 
 
-class Engine(Protocol):
+class Engine(ABC):
+    """Where units of work run: in this process, or on a cluster's workers."""
+
     name: str
 
+    @abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         """``fn(item)`` for every item, results in input order. ``fn`` must be importable (picklable)."""
 
+    @abstractmethod
     def map_stateful(self, factory: Callable[[], Callable[[Any], Any]], items: Iterable[Any],
                      workers: int | None = None) -> Iterator[Any]:
         """Build ``worker = factory()`` once per worker process, then ``worker(item)`` per item, in order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an engine that starts nothing releases nothing
         """Release what the engine started."""
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confidently.errors import UsageError
-from confidently.run.engines.base import register_engine
+from confidently.run.engines.base import Engine, register_engine
 
 
 def _apply(fn: Callable[[Any], Any], item: Any) -> Any:
@@ -31,7 +31,7 @@ class _StatefulWorker:
 
 
 @register_engine("ray")
-class RayEngine:
+class RayEngine(Engine):
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from confidently.run.engines.base import register_engine
+from confidently.run.engines.base import Engine, register_engine
 
 
 @register_engine("serial")
-class SerialEngine:
+class SerialEngine(Engine):
     name = "serial"
 
     def __init__(self, **_: Any):
@@ -21,6 +21,3 @@ class SerialEngine:
     def map_stateful(self, factory: Callable[[], Callable[[Any], Any]], items: Iterable[Any],
                      workers: int | None = None) -> Iterator[Any]:
         return map(factory(), items)
-
-    def close(self) -> None:
-        pass
