@@ -86,6 +86,16 @@ def test_checkpoint_is_safetensors_with_optimizer_state(small_digits, tmp_path):
         Checkpoint(tmp_path / "other.ckpt").load(create_model("tiny_resnet", 10), None)
 
 
+def test_a_batch_of_one_row_does_not_stop_batch_norm_training():
+    """9 images in batches of 8 leave a last batch of one, which batch norm cannot train on: it is passed over."""
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", 3, img_size=16)
+    data = ImageDataset.from_tensors(torch.rand(9, 3, 16, 16), torch.arange(9) % 3)
+    seen = []
+    train_classifier(model, data, TrainConfig(epochs=1, batch_size=8), on_epoch=seen.append)
+    assert len(seen) == 1 and seen[0]["loss"] > 0
+
+
 def test_labels_outside_the_model_classes(small_digits):
     images, labels = small_digits
     with pytest.raises(InvalidInput, match="--num-classes"):

@@ -378,7 +378,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit, small_cnn or a timm name."),

@@ -10,7 +10,7 @@ import torch
 import typer
 from confidently import __version__
 from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint
-from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, run_app, tool_app
+from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, run_app, skip_invalid, tool_app
 from confidently.data import ImageDataset, Source, check_labels, open_source
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
@@ -19,7 +19,7 @@ from confidently.evaluation import attack_rows, robustness_tallies
 from confidently.fit import Fit, NewModel, Stage, TransferFrom
 from confidently.io.artifacts import artifact_metadata
 from confidently.io.atomic import guard_output
-from confidently.io.records import RecordWriter, error_record
+from confidently.io.records import RecordWriter
 from confidently.io.shard_writer import ShardWriter
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
@@ -66,7 +66,7 @@ def eval_batches(dataset: Source, model: Classifier, common: Common, device: tor
         dataset, rank, world = dataset.subset(common.shard.positions(len(dataset))), 0, 1
     return StreamLoader(dataset, make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct)),
                         batch_size=common.batch_size, device=device, workers=common.workers, rank=rank, world=world,
-                        on_invalid=skip_record if common.skip_invalid else None,
+                        on_invalid=skip_invalid if common.skip_invalid else None,
                         require_labels=labelled and not check_labels(dataset, model.num_classes),
                         num_classes=model.num_classes if labelled else None)
 
@@ -100,19 +100,13 @@ def known_length(items) -> int | None:
         return None
 
 
-def skip_record(error: InvalidInput) -> None:
-    """--skip-invalid: the image is left out of the counts; its error record goes to stdout."""
-    console.log(f"[yellow]skipped[/] {error}")
-    RecordWriter().write(error_record(error.record_id, error))
-
-
 def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
     if ranks is None or ranks.is_main:
         RecordWriter().write({"tool": "advtrain", "version": __version__, **record})
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
           val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
           arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit or any timm name."),
@@ -248,7 +242,8 @@ def merge_evaluations(files: list[Path] = typer.Argument(..., help="The records 
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers"}, oom_backoff=True)
+@common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers", "skip_invalid"},
+                oom_backoff=True)
 def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
            data: str = typer.Option(..., "--data"),
            split: str = typer.Option(None, "--split"),
@@ -316,7 +311,7 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint:
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
              data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
              val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
@@ -370,14 +365,14 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
                "source": str(source), "source_eps": source_eps,
                "source_constraint": origin.source.training_info.get("constraint"), "seed": common.seed,
                "out": str(out)}
-    if fit.val_batches is not None:
+    if fit.val_batches is not None and fit.ranks.is_main:
         metrics = validate(fitted.model, fit.val_batches)
         summary.update(top1=metrics["val_nat_acc"], mean_per_class=metrics["val_mpc_nat"])
-    emit(summary)
+    emit(summary, fit.ranks)
 
 
 @app.command()
-@common_options(uses={"device", "batch_size", "shard", "workers"}, oom_backoff=True)
+@common_options(uses={"device", "batch_size", "shard", "workers", "skip_invalid"}, oom_backoff=True)
 def features(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
              split: str = typer.Option(None, "--split"),

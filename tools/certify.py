@@ -304,7 +304,7 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
 
 
 @app.command()
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_vit", "--arch", help="tiny_vit, tiny_resnet or any timm name."),

@@ -159,6 +159,19 @@ class Fitted:
     data: Source
 
 
+def _once_per_record(report: Callable[[InvalidInput], None], ranks: Distributed) -> Callable[[InvalidInput], None]:
+    """``report`` each bad image once, however many epochs and loaders meet it, and on rank 0 only."""
+    seen: set[tuple[str | None, str]] = set()
+
+    def once(error: InvalidInput) -> None:
+        key = (error.record_id, error.message)
+        if key not in seen and ranks.is_main:
+            seen.add(key)
+            report(error)
+
+    return once
+
+
 def _checkpoint_path(out: Path, stage: str | None) -> Path:
     """Beside ``out``: ``out.ckpt`` for a one-stage fit, ``out.STAGE.ckpt`` for each stage of several."""
     return out.with_name(f"{out.name}.ckpt" if stage is None else f"{out.name}.{stage}.ckpt")
@@ -188,19 +201,25 @@ class Fit:
     eval_every: int = 1
     workers: int | None = None
     resume: bool = False
+    on_invalid: Callable[[InvalidInput], None] | None = None
 
     @classmethod
     def start(cls, out: str | os.PathLike, tool: str, data: str, *, model: ModelSource, split: str | None = None,
               val: str | None = None, val_split: str | None = None, validate: Validate = validation_accuracy,
               eval_every: int = 1, device: str = "auto", batch_size: int = 64, workers: int | None = None,
-              seed: int = 0, force: bool = False, resume: bool = False) -> Fit | None:
+              seed: int = 0, force: bool = False, resume: bool = False,
+              on_invalid: Callable[[InvalidInput], None] | None = None) -> Fit | None:
         """Open the data and build the model for a fit writing ``out``; None when ``out`` is there already
         (unless ``force`` retrains or ``resume`` continues from the checkpoint beside it).
+
+        An image that does not decode stops the fit naming it; with ``on_invalid`` it is left out of
+        training and validation, and ``on_invalid(error)`` is told once per image (on rank 0).
 
         Under ``torchrun`` each rank joins the process group here and trains on its own part of the data.
         """
         out = Path(out)
         ranks = init_distributed_from_env()
+        on_invalid = _once_per_record(on_invalid, ranks) if on_invalid is not None else None
         device = resolve_device(device)
         if ranks.world > 1 and device.type == "cuda":
             device = torch.device("cuda", torch.cuda.current_device())
@@ -219,12 +238,12 @@ class Fit:
             val_batches = StreamLoader(val_data, make_preprocess("eval", DataConfig.of(classifier)),
                                        batch_size=batch_size, device=device, workers=workers,
                                        require_labels=not check_labels(val_data, classifier.num_classes),
-                                       num_classes=classifier.num_classes)
+                                       num_classes=classifier.num_classes, on_invalid=on_invalid)
         triggered = sum(1 for record in getattr(dataset, "records", ()) if record.data.get("trigger"))
         if triggered:
             console.log(f"{triggered} records carry a trigger: stamped after augmentation")
         return cls(out, tool, dataset, classifier, model, device, ranks, seed, val_batches, validate, eval_every,
-                   workers, resume)
+                   workers, resume, on_invalid)
 
     def run(self, stages: Sequence[Stage], *, training: dict[str, Any] | None = None,
             on_epoch: Callable[[Stage, dict[str, Any]], None] | None = None) -> Fitted:
@@ -249,7 +268,8 @@ class Fit:
             checkpoint = _checkpoint_path(self.out, stage.name if len(stages) > 1 else None)
             train_classifier(self.model, self.data, config, device=self.device, perturb=stage.perturb,
                              forward=stage.forward, parameters=parameters, evaluate=evaluate, on_epoch=log,
-                             checkpoint=checkpoint, resume=self.resume, workers=self.workers)
+                             checkpoint=checkpoint, resume=self.resume, workers=self.workers,
+                             on_invalid=self.on_invalid)
         for param in self.model.parameters():
             param.requires_grad_(True)
         if self.ranks.is_main:

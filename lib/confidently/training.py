@@ -274,7 +274,8 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
                      parameters: Iterable[nn.Parameter] | None = None,
                      forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                     preprocess: Preprocess | None = None, workers: int | None = None) -> nn.Module:
+                     preprocess: Preprocess | None = None, workers: int | None = None,
+                     on_invalid: Callable[[InvalidInput], None] | None = None) -> nn.Module:
     """Train ``model`` in place on ``data``: any :class:`ImageDataset` (:meth:`ImageDataset.from_tensors`
     wraps tensors already in memory) or an :class:`ImageStream` of known length (tar shards made by
     ``dataset pack``: shards and a buffer shuffled by (seed, epoch); labels checked as they stream).
@@ -287,6 +288,8 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
     to each epoch's record; ``on_epoch`` receives ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}``
     (on rank 0 only). With ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
     ``config.mixup`` / ``config.cutmix`` mix each batch (:class:`~confidently.mixing.BatchMix`) before ``perturb``.
+    An image that does not decode stops training naming its record, or with ``on_invalid`` is left out
+    (``on_invalid(error)`` is called each epoch it is met).
     """
     num_classes = getattr(model, "num_classes", None)
     streamed = isinstance(data, ImageStream)
@@ -315,7 +318,8 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
     batches = StreamLoader(data, preprocess or train_preprocess(config, model, data),
                            batch_size=max(1, config.batch_size // ranks.world), device=device, workers=workers,
                            seed=config.seed, shuffle=True, rank=ranks.rank, world=ranks.world,
-                           require_labels=streamed, num_classes=num_classes if streamed else None)
+                           require_labels=streamed, num_classes=num_classes if streamed else None,
+                           on_invalid=on_invalid)
     mix = None
     if config.mixup or config.cutmix:
         if num_classes is None:
@@ -327,6 +331,7 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
     schedule = make_schedule(config, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
+    batch_norm = not config.freeze_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     start_epoch, history = 0, []
     store = Checkpoint(checkpoint) if checkpoint is not None else None
     if resume and store is not None and store.path.exists():
@@ -341,6 +346,8 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
         total_loss = correct = seen = 0.0
         for batch in batches.epoch(epoch):
             images, target = batch.images, batch.labels
+            if len(target) < 2 and batch_norm:
+                continue  # batch norm cannot train on one row (a last batch of one, or one left by skipped images)
             soft = None  # mixed images' targets (label smoothing included)
             if mix is not None:
                 images, soft = mix(images, target, batch.ids, num_classes, config.seed, epoch)

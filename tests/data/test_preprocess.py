@@ -48,6 +48,15 @@ def test_random_preprocess_depends_only_on_its_generator(name):
     assert draws[0].shape == (3, 64, 64) and torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
 
 
+def test_deit_runs_every_randaugment_op_on_a_bicubic_models_images():
+    """A timm ViT's config says bicubic; RandAugment's rotations and shears on tensors must still run."""
+    preprocess = make_preprocess("deit", DataConfig((32, 32), "bicubic", 0.9))
+    image = _image(48, 40)
+    for seed in range(60):  # 14 ops, two a draw: every one is drawn
+        out = preprocess(image, torch.Generator().manual_seed(seed))
+        assert out.shape == (3, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
 def test_random_resized_crop_boxes_follow_torchvision_bounds():
     crop = make_preprocess("train", DataConfig((32, 32)))
     for seed in range(200):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from confidently.data import open_dataset
 from confidently.data.loader import collect
 from confidently.io.model_files import read_model_file
@@ -255,6 +256,33 @@ def test_eval_streams_an_imagenet_folder_with_a_timm_model(run_tool, photo_folde
     def same(record):
         return {k: v for k, v in record.items() if k not in ("data", "data_fingerprint")}
     assert [same(r) for r in tars.records] == [same(r) for r in evals]
+
+
+def test_attack_features_and_training_take_the_folder_and_skip_what_does_not_decode(run_tool, photo_folder,
+                                                                                   tmp_path):
+    """Every command that streams a dataset honours --skip-invalid: the truncated JPEG is one error record
+    (once, however many epochs meet it) and the other 16 photos are attacked, featurised and trained on at 224."""
+    common = ["--model", photo_folder / "resnet18.safetensors", "--data", photo_folder, "--split", "val",
+              "--workers", "0", "--skip-invalid"]
+    features = run_tool("advtrain", "features", *common, "--out", tmp_path / "f.safetensors")
+    attack = run_tool("advtrain", "attack", *common, "--steps", "1", "--eps", "1/255", "--shard-out",
+                      tmp_path / "adv.safetensors")
+    for result in (features, attack):
+        assert result.returncode == 0, result.stderr
+        errors = [r for r in result.records if "error" in r]
+        assert len(errors) == 1 and "truncated.JPEG" in errors[0]["error"]
+        assert len([r for r in result.records if "advtrain" in r]) == 16
+    assert tuple(load_file(tmp_path / "f.safetensors")["features"].shape) == (16, 512)
+    assert tuple(load_file(tmp_path / "adv.safetensors")["images"].shape) == (16, 3, 224, 224)
+    refused = run_tool("advtrain", "train", "--data", photo_folder, "--split", "val", "--arch", "tiny_resnet",
+                       "--img-size", "32", "--epochs", "1", "--workers", "0", "--out", tmp_path / "m.st", cwd=tmp_path)
+    assert refused.returncode == 3 and "truncated.JPEG" in refused.stderr and not (tmp_path / "m.st").exists()
+    trained = run_tool("advtrain", "train", "--data", photo_folder, "--split", "val", "--arch", "tiny_resnet",
+                       "--img-size", "32", "--epochs", "2", "--batch-size", "8", "--augment", "train", "--workers",
+                       "0", "--skip-invalid", "--out", tmp_path / "m.st", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert [r.get("epoch") for r in trained.records] == [None, 1, 2]
+    assert "truncated.JPEG" in trained.records[0]["error"] and (tmp_path / "m.st").exists()
 
 
 @pytest.fixture(scope="module")

@@ -253,3 +253,27 @@ def test_a_timm_vit_at_224_certifies_a_folder_of_mixed_size_photos(tmp_path):
     assert len(rows) == 7 and all("error" not in r for r in rows)
     assert {r["certify"]["vote"]["total"] for r in rows} == {224 // 16}
     assert {(r["certify"]["ablation"]["size"], r["certify"]["ablation"]["drop_tokens"]) for r in rows} == {(19, True)}
+
+
+def test_fit_trains_a_timm_vit_at_224_on_a_photo_folder(tmp_path):
+    """certify fit at ImageNet size with DeiT's recipe: mixed-size photos fitted by the recipe's crops, the
+    truncated JPEG reported once with --skip-invalid; the model certifies at the thesis's band for 224."""
+    from confidently.models import load_model
+
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(tmp_path / "photos", train_per_class=0, val_per_class=1, truncated=True)
+    proc = subprocess.run([tool_path("certify"), "fit", "--data", "photos", "--split", "val", "--arch",
+                           "vit_tiny_patch16_224", "--img-size", "224", "--pretrain-epochs", "0", "--epochs", "2",
+                           "--augment", "deit", "--ablation-size", "19", "--batch-size", "4", "--workers", "0",
+                           "--skip-invalid", "--out", "vit.safetensors"], cwd=tmp_path, capture_output=True,
+                          text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = records(proc)
+    assert [r.get("epoch") for r in rows] == [None, 1, 2] and "truncated.JPEG" in rows[0]["error"]
+    assert {r.get("stage") for r in rows[1:]} == {"ablation"}
+    model = load_model(tmp_path / "vit.safetensors")
+    info = model.training_info
+    assert model.input_size == (3, 224, 224) and info["ablation"] == {"kind": "column", "size": 19}
+    assert info["drop_tokens"] is True and info["config"]["mixup"] == 0.8 and info["tool"] == "certify"
+    assert not list(tmp_path.glob("*.ckpt"))

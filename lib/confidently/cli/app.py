@@ -43,7 +43,10 @@ class Common:
 
     def fit_options(self) -> dict[str, Any]:
         """The shared options :meth:`confidently.fit.Fit.start` takes."""
-        return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers, "seed": self.seed}
+        from confidently.cli.stream import skip_invalid
+
+        return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers, "seed": self.seed,
+                "on_invalid": skip_invalid if self.skip_invalid else None}
 
     def engine_instance(self):
         from confidently.run.engines import create_engine

@@ -221,6 +221,7 @@ class ShiftFlip(Preprocess):
 class DeiT(RandomResizedCrop):
     """DeiT's training augmentation for ViTs: the crop (bicubic) and flip, ``RandAugment(2, 9)`` and
     ``RandomErasing(p=0.25)`` (per-image; DeiT's batch-level mixup and cutmix are not included).
+    RandAugment's rotations and shears resample bilinearly: torchvision's tensor kernels have no bicubic.
     torchvision's RandAugment draws from the global generator, so it runs under a forked one seeded
     from this image's generator: the same record and epoch give the same image anywhere."""
 
@@ -233,7 +234,7 @@ class DeiT(RandomResizedCrop):
         seed = int(torch.randint(0, 2**62, (), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = v2.RandAugment(num_ops=2, magnitude=9, interpolation=_interpolation("bicubic"))(out)
+            out = v2.RandAugment(num_ops=2, magnitude=9, interpolation=_interpolation("bilinear"))(out)
             if out.dtype == torch.uint8:
                 out = out.float().div(255.0)
             return v2.RandomErasing(p=self.erase_p, value=0.0)(out).clamp_(0, 1)
