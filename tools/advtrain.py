@@ -31,6 +31,7 @@ from confidently.training import (
     Distributed,
     TrainConfig,
     accuracies,
+    join_ranks,
 )
 from rich.table import Table
 
@@ -56,14 +57,18 @@ def parse_eps_list(text: str) -> list[float]:
 
 def eval_batches(dataset: Source, model: Classifier, common: Common, device: torch.device,
                  preprocess: str = "eval", crop_pct: float | None = None, labelled: bool = True) -> StreamLoader:
-    """This ``--shard``'s part of the dataset through the model's eval preprocessing, in order.
+    """This ``--shard``'s part of the dataset (under ``torchrun``, this rank's share of it) through the model's
+    eval preprocessing, in order.
 
     ``labelled``: every record needs a label within the model's classes (a map-style dataset's are checked
     here from its records, a stream's as they come).
     """
-    rank, world = common.shard.index, common.shard.count
-    if isinstance(dataset, ImageDataset) and world > 1:
-        dataset, rank, world = dataset.subset(common.shard.positions(len(dataset))), 0, 1
+    ranks = Distributed.current()
+    if isinstance(dataset, ImageDataset) and common.shard.count > 1:
+        dataset = dataset.subset(common.shard.positions(len(dataset)))
+        rank, world = ranks.part()
+    else:
+        rank, world = ranks.part(common.shard.index, common.shard.count)
     return StreamLoader(dataset, make_preprocess(preprocess, DataConfig.of(model, crop_pct=crop_pct)),
                         batch_size=common.batch_size, device=device, workers=common.workers, rank=rank, world=world,
                         on_invalid=skip_invalid if common.skip_invalid else None,
@@ -203,7 +208,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     sums the N shards' records into the records one run over everything gives. The data streams:
     images are decoded by --workers processes, batch by batch, and read once for every eps.
     """
-    device = resolve_device(common.device)
+    ranks, device = join_ranks(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
@@ -214,6 +219,10 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     batches = eval_batches(source, model, common, device, preprocess, crop_pct)
     tallies = robustness_tallies(model, progress(batches, known_length(batches), "eval"), attacks,
                                  num_classes=model.num_classes, seed=common.seed)
+    tallies = [{arm: dict(zip(counts, ranks.sum_counts(list(counts.values())), strict=True))
+                for arm, counts in tally.items()} for tally in tallies]  # every rank's share, summed
+    if not ranks.is_main:
+        return
     title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
     table = Table("eps", "clean acc", "robust acc", title=title)
     for radius, attack, counts in zip(radii, attacks, tallies, strict=True):

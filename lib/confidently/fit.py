@@ -31,8 +31,8 @@ from confidently.evaluation import clean_accuracy
 from confidently.io.atomic import guard_output
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
-from confidently.run import console, resolve_device
-from confidently.training import Distributed, Perturb, TrainConfig, init_distributed_from_env, train_classifier
+from confidently.run import console
+from confidently.training import Distributed, Perturb, TrainConfig, join_ranks, train_classifier
 from confidently.transfer import replace_head, trainable_parameters, transfer_info
 
 Validate = Callable[[Classifier, StreamLoader], dict[str, Any]]
@@ -218,11 +218,8 @@ class Fit:
         Under ``torchrun`` each rank joins the process group here and trains on its own part of the data.
         """
         out = Path(out)
-        ranks = init_distributed_from_env()
+        ranks, device = join_ranks(device)
         on_invalid = _once_per_record(on_invalid, ranks) if on_invalid is not None else None
-        device = resolve_device(device)
-        if ranks.world > 1 and device.type == "cuda":
-            device = torch.device("cuda", torch.cuda.current_device())
         guard_output(out, tool, force=force)
         for checkpoint in _checkpoints(out):
             guard_output(checkpoint, "training", force=force)

@@ -180,11 +180,26 @@ class Distributed:
         return self.rank == 0
 
     def sum(self, *values: float) -> list[float]:
+        """Each value summed over the ranks (on the GPU under NCCL, which reduces no CPU tensor)."""
         if self.world == 1:
             return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return tensor.tolist()
+
+    def sum_counts(self, counts: list[list[int]]) -> list[list[int]]:
+        """Integer count rows summed over the ranks (exact: float64 holds integers up to 2⁵³)."""
+        flat = self.sum(*(value for row in counts for value in row))
+        out, start = [], 0
+        for row in counts:
+            out.append([round(value) for value in flat[start:start + len(row)]])
+            start += len(row)
+        return out
+
+    def part(self, index: int = 0, count: int = 1) -> tuple[int, int]:
+        """This rank's share of part ``index`` of ``count`` (a ``--shard``), as (rank, world) of the whole."""
+        return index + count * self.rank, count * self.world
 
 
 def init_distributed_from_env() -> Distributed:
@@ -195,6 +210,17 @@ def init_distributed_from_env() -> Distributed:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Distributed.current()
+
+
+def join_ranks(device: str = "auto") -> tuple[Distributed, torch.device]:
+    """This process's rank (joining ``torchrun``'s group) and its device: a rank's own GPU under torchrun."""
+    from confidently.run import resolve_device
+
+    ranks = init_distributed_from_env()
+    resolved = resolve_device(device)
+    if ranks.world > 1 and resolved.type == "cuda":
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return ranks, resolved
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -38,7 +38,7 @@ def go(name: str = typer.Argument("x"), limit: int = typer.Option(3, "--limit"),
 def named(max_steps: int = typer.Option(3, "--max-steps"), data: str = typer.Option("x", "--data"),
           *, common: Common) -> None:
     """Library errors name arguments; the command line shows their flags."""
-    raise UsageError("max_steps must be at most batch_size; data and its max_steps_total stay as written")
+    raise UsageError("max_steps must be at most batch_size; `data` 'x': data and its max_steps_total stay")
 
 
 @app.command()
@@ -117,7 +117,7 @@ def test_usage_errors_exit_2(capsys):
 def test_library_argument_names_become_the_commands_flags(capsys):
     assert invoke("named") == 2
     err = capsys.readouterr().err
-    assert "--max-steps must be at most --batch-size; data and its max_steps_total stay as written" in err
+    assert "--max-steps must be at most --batch-size; --data 'x': data and its max_steps_total stay" in err
 
 
 def test_verbose_shows_traceback(capsys):

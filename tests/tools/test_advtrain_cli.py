@@ -258,6 +258,30 @@ def test_eval_streams_an_imagenet_folder_with_a_timm_model(run_tool, photo_folde
     assert [same(r) for r in tars.records] == [same(r) for r in evals]
 
 
+@pytest.mark.slow
+def test_eval_under_torchrun_splits_the_data_by_rank_and_prints_one_run(run_tool, workdir, models):
+    """Two gloo ranks each evaluate half of the shard (and of an unsharded run) and sum their counts: rank 0
+    prints exactly the records of one process."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import real_tool_path
+
+    args = ["eval", "--model", "robust.safetensors", "--data", "demo:digits", "--split", "test", "--eps", "0,1",
+            "--steps", "3", "--workers", "0"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                real_tool_path("advtrain")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for shard in ([], ["--shard", "1/3"]):
+        ranks = subprocess.run([*torchrun, *args, *shard], cwd=workdir, capture_output=True, text=True, env=env,
+                               timeout=600)
+        assert ranks.returncode == 0, ranks.stderr[-3000:]
+        one = run_tool("advtrain", *args, *shard, cwd=workdir)
+        assert one.returncode == 0, one.stderr
+        assert [json.loads(line) for line in ranks.stdout.splitlines()] == one.records
+
+
 def test_attack_features_and_training_take_the_folder_and_skip_what_does_not_decode(run_tool, photo_folder,
                                                                                    tmp_path):
     """Every command that streams a dataset honours --skip-invalid: the truncated JPEG is one error record

@@ -43,8 +43,6 @@ class Common:
 
     def fit_options(self) -> dict[str, Any]:
         """The shared options :meth:`confidently.fit.Fit.start` takes."""
-        from confidently.cli.stream import skip_invalid
-
         return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers, "seed": self.seed,
                 "on_invalid": skip_invalid if self.skip_invalid else None}
 
@@ -170,18 +168,25 @@ def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Ca
 
 
 def _in_flags(error: ConfidentlyError, ctx: typer.Context) -> ConfidentlyError:
-    """The library names arguments (``num_classes``); on the command line the message names their flags
-    (``--num-classes``). Only multi-word names are mapped: a plain word such as ``data`` stays prose."""
+    """The library names arguments (``num_classes``, or a one-word one in backquotes: ```rate```); on the
+    command line the message names their flags (``--num-classes``, ``--rate``). A plain word such as
+    ``data`` stays prose."""
     flags = {param.name: next((o for o in param.opts if o.startswith("--")), None) for param in ctx.command.params}
-    flags = {name: flag for name, flag in flags.items() if flag and "_" in name}
+    flags = {name: flag for name, flag in flags.items() if flag}
     if not flags:
         return error
-    pattern = re.compile(r"(?<![-\w.])(" + "|".join(map(re.escape, flags)) + r")(?![\w])")
+    names = "|".join(map(re.escape, flags))
+    pattern = re.compile(rf"`({names})`|(?<![-\w.`])({names})(?![\w`])")
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        return flags[name] if match.group(1) or "_" in name else name
+
     if isinstance(error, InvalidInput):
-        error.message = pattern.sub(lambda m: flags[m.group(1)], error.message)
+        error.message = pattern.sub(flag, error.message)
         error.args = (error.describe(),)
     elif error.args and isinstance(error.args[0], str):
-        error.args = (pattern.sub(lambda m: flags[m.group(1)], error.args[0]), *error.args[1:])
+        error.args = (pattern.sub(flag, error.args[0]), *error.args[1:])
     return error
 
 
@@ -298,3 +303,11 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
+
+def skip_invalid(error: InvalidInput) -> None:
+    """``--skip-invalid`` on a command that streams a dataset: the image is left out, said on stderr, and its
+    ``{"id", "error"}`` record goes to stdout."""
+    from confidently.io.records import RecordWriter, error_record
+
+    console.log(f"[yellow]skipped[/] {error}")
+    RecordWriter().write(error_record(error.record_id, error))

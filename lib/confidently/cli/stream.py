@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from confidently.cli.app import Common
 from confidently.errors import InvalidInput, NoValidResult
 from confidently.io.records import Record, RecordWriter, error_record
-from confidently.run.console import console, progress
+from confidently.run.console import progress
 
 Result = dict[str, Any] | InvalidInput
 
@@ -212,9 +212,3 @@ def stream_records(records: Iterable[Record | InvalidInput], process: Callable[[
     return stream_batches(records, _PerRecord(process), common, batch_size=1, writer=writer, total=total,
                           description=description)
 
-
-def skip_invalid(error: InvalidInput) -> None:
-    """``--skip-invalid`` on a command that streams a dataset: the image is left out, said on stderr, and its
-    ``{"id", "error"}`` record goes to stdout."""
-    console.log(f"[yellow]skipped[/] {error}")
-    RecordWriter().write(error_record(error.record_id, error))
