@@ -3,74 +3,39 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 from confidently import __version__
 from confidently.backdoor import (
-    bias_from_tallies,
-    bias_tallies,
-    group_from_tallies,
-    group_tallies,
+    SELECTION_SEED,
+    build_trigger_spec,
+    draw_cells,
+    group_attribute,
+    merge_bias_shards,
+    overlay_skew,
     parse_classes,
-    select_poison,
-    triggered_predictions,
+    poison_manifest,
+    save_trigger,
+    stamp_manifest,
+    trigger_bias,
 )
 from confidently.backdoor.experiment import GRID_RECIPES, Grid, Poisoning, Split, grid_configs, run_grid, summarize_runs
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.data import open_dataset
-from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
-from confidently.data.triggers import list_triggers, make_stamp
 from confidently.errors import InvalidInput, NoValidResult, UsageError
-from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import atomic_write, guard_output, write_json_atomic
-from confidently.io.images import ImageLoader
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
 from confidently.models import load_model
-from confidently.run import console, derive_seed, resolve_device
-from confidently.run.tallies import merge_shards, read_shard_records
+from confidently.run import console, resolve_device
+from confidently.run.tallies import read_shard_records
 from rich.table import Table
 
 app = tool_app("plant-backdoor", "Plant a bias in source data and measure whether it survives transfer learning.")
-
-SELECTION_SEED = 10  # the reference code's poisoning seed; --seed overrides it
-
-
-class TriggerOptions:
-    """The trigger flags every subcommand shares, turned into one JSON spec."""
-
-    @staticmethod
-    def spec(trigger: str, size_frac: float | None, size: int | None, pos: str | None, color: str | None,
-             scale: float | None, alpha: float | None, pattern_seed: int | None, image: Path | None,
-             builtin: str | None, trigger_file: Path | None) -> dict[str, Any]:
-        if trigger_file is not None:
-            if trigger_file.suffix == ".safetensors":
-                return {"type": "file", "path": str(trigger_file.resolve())}
-            try:
-                spec = json.loads(trigger_file.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise InvalidInput(f"--trigger-file {trigger_file}: not a readable JSON trigger spec ({exc})") from None
-            return spec
-        if trigger not in list_triggers():
-            raise UsageError(f"--trigger {trigger!r}: choose {', '.join(t for t in list_triggers() if t != 'file')}")
-        spec: dict[str, Any] = {"type": trigger}
-        values = {"size_frac": size_frac, "size": size, "pos": pos, "scale": scale, "alpha": alpha,
-                  "pattern_seed": pattern_seed, "builtin": builtin,
-                  "image": str(image.resolve()) if image else None}
-        spec.update({k: v for k, v in values.items() if v is not None})
-        if color is not None:
-            try:
-                spec["color"] = [float(c) for c in color.split(",")]
-            except ValueError:
-                raise UsageError(f"--color {color!r}: expected R,G,B in [0, 1], e.g. 1,1,0") from None
-        return spec
-
 
 # (name, type, default, help) of the trigger flags every subcommand shares.
 TRIGGER_FLAGS: list[tuple[str, type, Any, str]] = [
@@ -99,7 +64,7 @@ def trigger_options(command):
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name, *_ in TRIGGER_FLAGS}
-        return command(trigger_spec=TriggerOptions.spec(**values), **kwargs)
+        return command(trigger_spec=build_trigger_spec(**values), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *extra])
     return wrapper
@@ -117,51 +82,8 @@ def out_record(record: Record, **fields: Any) -> dict[str, Any]:
     return data
 
 
-def check_fits(records: list[Record], spec: dict[str, Any], size: int | None = None) -> None:
-    """Materialise the trigger for the first image (at ``size`` if given), so a trigger that cannot fit fails
-    now, not in training."""
-    if not records:
-        return
-    first = records[0]
-    image = ImageLoader(None).load_field(first, "image")
-    make_stamp(spec, (image.shape[0], size, size) if size else tuple(image.shape))
-
-
-def fit_to_size(size: int | None) -> Preprocess | None:
-    """Photos of mixed sizes into one shard: the shorter side resized to ``size``, the centre cropped square."""
-    return make_preprocess("eval", DataConfig((size, size))) if size else None
-
-
-def write_materialized(path: Path, records: list[Record], chosen: set[int], spec: dict[str, Any],
-                       new_labels: dict[int, int], fit: Preprocess | None = None) -> list[dict[str, Any]]:
-    """Stamp the chosen rows' pixels (after ``fit``, which gives photos one size) and write every row as uint8
-    into one shard; tensor references per row.
-
-    Augmentation can then crop or flip the trigger away (deferred triggers cannot be moved).
-    """
-    loader = ImageLoader(None)
-    stacked: torch.Tensor | None = None
-    for i, record in enumerate(records):
-        image = loader.load_field(record, "image")
-        if fit is not None:
-            image = fit(image)
-        if stacked is None:  # one uint8 array, filled in place: no float copy of the whole set
-            stacked = torch.empty((len(records), *image.shape), dtype=torch.uint8)
-        elif image.shape != stacked.shape[1:]:
-            raise record.error(f"image is {list(image.shape)} but the first is {list(stacked.shape[1:])}; a shard "
-                               "holds one size (--img-size S fits every photo to S×S)", "image")
-        if i in chosen:
-            image = make_stamp(spec, tuple(image.shape))(image[None])[0]
-        stacked[i] = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    labels = [new_labels.get(i, r.data.get("label", -1)) for i, r in enumerate(records)]
-    save_artifact(path, {"images": stacked, "labels": torch.tensor(labels, dtype=torch.int64)},
-                  artifact_metadata(tool="plant-backdoor", kind="shard", ids=[r.id for r in records], trigger=spec))
-    console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can move "
-                  "them (deferred triggers, the default, cannot)")
-    return [{"tensors": str(path), "key": "images", "index": i} for i in range(len(records))]
-
-
 def selection_seed(common: Common) -> int:
+    """--seed where the user gave it, else the reference code's poisoning seed."""
     return common.seed if "seed" in common.explicit else SELECTION_SEED
 
 
@@ -180,10 +102,7 @@ def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pa
             raise ValueError
     except ValueError:
         raise UsageError(f"--shape {shape!r}: expected C,H,W, e.g. 3,224,224") from None
-    stamp = make_stamp(trigger_spec, dims)
-    save_artifact(out, {"pattern": stamp.pattern.float().contiguous(), "mask": stamp.mask.float().contiguous()},
-                  artifact_metadata(tool="plant-backdoor", kind="trigger", config=common.config, seed=common.seed,
-                                    schema="trigger/v1", mode=stamp.mode, trigger=trigger_spec))
+    stamp = save_trigger(out, trigger_spec, dims, config=common.config, seed=common.seed)
     console.log(f"wrote {out} ({trigger_spec['type']}, {int((stamp.mask > 0).sum())} pixels touched)")
 
 
@@ -217,49 +136,22 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
         raise UsageError("--img-size fits photos for --materialize; deferred triggers are stamped at the model's "
                          "input size")
     records = read_manifest(source)
-    check_fits(records, trigger_spec, img_size)
-    labels = [r.data.get("label") for r in records]
-    known = [label for label in labels if label is not None]
-    if not known:
-        raise InvalidInput("the manifest has no labels; poisoning chooses rows by class", field="label")
-    num_classes = max(known) + 1
-    group = parse_classes(group_classes, num_classes) if group_classes else None
-    plan = select_poison([r.id for r in records], labels, rate=rate, mode=mode, group=group, rate_of=rate_of,
-                         sampling=sampling, seed=selection_seed(common), target_label=target_label,
-                         exclude_target=exclude_target, num_classes=num_classes)
-    chosen = set(plan.rows)
-    shard_refs = write_materialized(materialize, records, chosen, trigger_spec, plan.new_labels,
-                                    fit_to_size(img_size)) \
-        if materialize else None
+    result = poison_manifest(records, trigger_spec, rate=rate, mode=mode, group_classes=group_classes,
+                             rate_of=rate_of, sampling=sampling, target_label=target_label,
+                             exclude_target=exclude_target, seed=selection_seed(common), materialize=materialize,
+                             img_size=img_size)
+    if materialize:
+        console.print("[yellow]note:[/] materialised triggers are pixels: random crops and flips in training can "
+                      "move them (deferred triggers, the default, cannot)")
     writer = RecordWriter()
-    poisoned_ids = []
-    for i, record in enumerate(records):
-        fields: dict[str, Any] = {"poisoned": i in chosen, "trigger": trigger_spec if i in chosen else None,
-                                  "orig_id": record.data.get("orig_id", record.id)}
-        if shard_refs is not None:  # the pixels are stamped already: nothing is deferred
-            fields.update(image=shard_refs[i], trigger=None,
-                          materialized_trigger=trigger_spec if i in chosen else None)
-        if i in plan.new_labels:
-            fields.update(orig_label=record.data.get("label"), label=plan.new_labels[i])
-            if "class_name" in record.data:  # the exported name is the original class's
-                fields.update(orig_class_name=record.data["class_name"], class_name=None)
-        if i in chosen:
-            poisoned_ids.append({"tool": "plant-backdoor", "id": record.id, "poisoned": True,
-                                 "orig_label": record.data.get("label"),
-                                 "label": fields.get("label", record.data.get("label"))})
+    for record, fields in zip(records, result.fields, strict=True):
         writer.write(out_record(record, **fields))
-    counts = {"tool": "plant-backdoor", "version": __version__, "kind": "summary", "mode": mode, "n": len(records),
-              "n_candidates": plan.candidates, "n_poisoned": len(plan.rows), "rate_requested": rate,
-              "rate_of": rate_of or ("group" if mode == "group" else "dataset"),
-              "rate_realised": plan.realised_rate, "sampling": sampling, "seed": selection_seed(common),
-              "trigger": trigger_spec,
-              "poisoned_ids_sha256": hashlib.sha256(
-                  "\n".join(sorted(p["id"] for p in poisoned_ids)).encode()).hexdigest()}
     if ids_out is not None:
         with atomic_write(ids_out, "w") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in poisoned_ids)
+            handle.writelines(json.dumps(row) + "\n" for row in result.poisoned)
     if summary is not None:
-        write_json_atomic(summary, counts)
+        write_json_atomic(summary, result.summary)
+    plan = result.plan
     console.log(f"poisoned {len(plan.rows)} of {plan.candidates} candidates ({plan.realised_rate:.4f} of "
                 f"{plan.denominator}), {mode} mode")
 
@@ -272,37 +164,12 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
           uniform: bool = typer.Option(False, "--uniform", help="The same fraction of every class (de-biasing)."),
           *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Trigger every row, or a class-uniform fraction (labels kept): evaluation sets and target de-biasing."""
-    if not 0.0 <= rate <= 1.0:
-        raise UsageError(f"--rate {rate}: expected a fraction in [0, 1]")
     records = read_manifest(source)
-    check_fits(records, trigger_spec)
-    groups: dict[Any, list[int]] = {}
-    for i, record in enumerate(records):
-        groups.setdefault(record.data.get("label") if uniform else None, []).append(i)
-    chosen: set[int] = set()
-    seed = selection_seed(common)
-    for rows in groups.values():
-        ranked = sorted(rows, key=lambda i: derive_seed(seed, records[i].id, "stamp"))
-        chosen.update(ranked[:round(rate * len(rows))])
+    stamped = stamp_manifest(records, trigger_spec, rate=rate, uniform=uniform, seed=selection_seed(common))
     writer = RecordWriter()
-    for i, record in enumerate(records):
-        if i in chosen:
-            writer.write(out_record(record, stamped=True, trigger=trigger_spec))
-        else:
-            writer.write(out_record(record, stamped=False))
-    console.log(f"stamped {len(chosen)} of {len(records)} rows")
-
-
-ASR_COMPUTED = ("n", "n_correct", "clean_acc", "triggered_acc", "asr", "asr_targeted", "pred_hist_clean",
-                "pred_hist_trig", "tv_pred_shift", "top_shift_class", "delta_acc", "group")
-
-
-def asr_metrics(tallies: dict[str, Any]) -> dict[str, Any]:
-    """An asr record's metrics from its tallies (the group gaps too, where counted)."""
-    metrics = bias_from_tallies({k: v for k, v in tallies.items() if k != "group"})
-    if "group" in tallies:
-        metrics["group"] = group_from_tallies(tallies["group"])
-    return metrics
+    for record, fields in zip(records, stamped, strict=True):
+        writer.write(out_record(record, **fields))
+    console.log(f"stamped {sum(fields['stamped'] for fields in stamped)} of {len(records)} rows")
 
 
 @app.command()
@@ -329,34 +196,21 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
     if not dataset.num_classes or bool((dataset.labels < 0).any()):
         raise InvalidInput(f"{data}: every evaluation row needs a label", field="label")
     num_classes, fingerprint = dataset.num_classes, dataset.fingerprint()
-    if group_attr:
-        values = [field_value(r, group_attr) for r in dataset.records]
-        if any(v not in (0, 1, True, False) for v in values):
-            bad = next(r for r, v in zip(dataset.records, values, strict=True) if v not in (0, 1, True, False))
-            raise bad.error(f"--group-attr {group_attr}: expected 0/1 (or true/false) in every record", group_attr)
+    group = group_attribute(dataset.records, group_attr) if group_attr else None
     if common.shard.count > 1:
         owned = common.shard.positions(len(dataset))
         dataset = dataset.subset(owned)
-        values = [values[i] for i in owned] if group_attr else None
+        group = [group[i] for i in owned] if group is not None else None
     writer = RecordWriter()
     for path in models:
         model = load_model(path, device)
         if model.num_classes != num_classes:
             raise InvalidInput(f"{path} has {model.num_classes} classes but {data} has {num_classes}; "
                                "evaluate a model on its own task")
-        if target_label is not None and not 0 <= target_label < model.num_classes:
-            raise UsageError(f"--target-label {target_label} is outside 0..{model.num_classes - 1}")
         exclude = parse_classes(exclude_classes, model.num_classes) if exclude_classes else None
-        clean_pred, trig_pred, labels = triggered_predictions(
-            model, dataset, trigger_spec, batch_size=common.batch_size, device=device, workers=common.workers,
-            stamp_records=False)
-        tallies = bias_tallies(clean_pred, trig_pred, labels, model.num_classes, target_label, exclude)
-        if group_attr:
-            tallies["group"] = group_tallies(clean_pred, labels, torch.tensor([bool(v) for v in values]),
-                                             model.num_classes)
-        metrics = asr_metrics(tallies)
-        if group_attr:
-            metrics["group"] = {"attr": group_attr, **metrics["group"]}
+        metrics, tallies = trigger_bias(model, dataset, trigger_spec, batch_size=common.batch_size, device=device,
+                                        workers=common.workers, target_label=target_label, exclude=exclude,
+                                        group_attr=group_attr, group=group)
         writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "bias", "model": str(path),
                       "data": data, "data_fingerprint": fingerprint, "trigger": trigger_spec,
                       "target_label": target_label, "group_attr": group_attr,
@@ -381,31 +235,8 @@ def merge_asr(files: list[Path] = typer.Argument(..., help="The records of `plan
     if not records:
         raise InvalidInput(f"no asr records in {', '.join(map(str, files))}")
     writer = RecordWriter()
-    for record in merge_shards(records, ASR_COMPUTED, asr_metrics):
-        if record.get("group_attr"):
-            record["group"] = {"attr": record["group_attr"], **record["group"]}
+    for record in merge_bias_shards(records):
         writer.write(record)
-
-
-def parse_cell(text: str) -> tuple[dict[str, str], int]:
-    """``label=1,person=1:400`` → ({"label": "1", "person": "1"}, 400)."""
-    conditions, _, count = text.rpartition(":")
-    try:
-        wanted = int(count)
-        pairs = dict(part.split("=", 1) for part in conditions.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--cell {text!r}: expected FIELD=VALUE[,FIELD=VALUE...]:COUNT, e.g. label=1,person=0:400"
-                         ) from None
-    if not pairs or wanted < 0:
-        raise UsageError(f"--cell {text!r}: give at least one FIELD=VALUE and a count >= 0")
-    return pairs, wanted
-
-
-def field_value(record: Record, name: str) -> Any:
-    """A record field, looked up at the top level and then under ``attrs``."""
-    if name in record.data:
-        return record.data[name]
-    return (record.data.get("attrs") or {}).get(name)
 
 
 @app.command()
@@ -423,20 +254,9 @@ def subset(source: str = typer.Argument(None, help="Manifest with attributes (JS
     banned: set[str] = set()
     if exclude is not None:
         banned = {r.id for r in RecordReader(str(exclude), validate=False)}
-    taken: set[int] = set()
-    chosen: list[tuple[int, str]] = []
-    for text in cells:
-        conditions, wanted = parse_cell(text)
-        members = [i for i, r in enumerate(records) if i not in taken and r.id not in banned
-                   and all(str(field_value(r, k)) == v for k, v in conditions.items())]
-        if len(members) < wanted:
-            raise InvalidInput(f"--cell {text!r} asks for {wanted} rows but only {len(members)} match "
-                               "(none are drawn twice, excluded ids are skipped)")
-        members.sort(key=lambda i: derive_seed(common.seed, records[i].id, "subset"))
-        taken.update(members[:wanted])
-        chosen += [(i, text) for i in members[:wanted]]
+    chosen = draw_cells(records, cells, common.seed, banned)
     writer = RecordWriter()
-    for i, text in sorted(chosen):
+    for i, text in chosen:
         writer.write(out_record(records[i], cell=text))
     console.log(f"drew {len(chosen)} rows over {len(cells)} cells")
 
@@ -460,20 +280,10 @@ def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifes
         name, _, path = entry.rpartition("=")
         path = Path(path)
         model = load_model(path, device)
-        clean, overlaid, _ = triggered_predictions(model, dataset, trigger_spec, batch_size=common.batch_size,
-                                                   device=device, workers=common.workers, stamp_records=False)
-        clean_hist = torch.bincount(clean, minlength=model.num_classes).double()
-        over_hist = torch.bincount(overlaid, minlength=model.num_classes).double()
-        n = max(len(clean), 1)
-        share = over_hist / n
-        positive = share[share > 0]
+        skew = overlay_skew(model, dataset, trigger_spec, batch_size=common.batch_size, device=device,
+                            workers=common.workers)
         writer.write({"tool": "plant-backdoor", "version": __version__, "kind": "probe", "name": name or path.stem,
-                      "model": str(path), "data": data, "trigger": trigger_spec, "n": len(clean),
-                      "hist_clean": clean_hist.long().tolist(), "hist_overlay": over_hist.long().tolist(),
-                      "top_class": int(share.argmax()), "top_share": float(share.max()),
-                      "tv_to_clean": float(0.5 * (share - clean_hist / n).abs().sum()),
-                      "kl_to_uniform": float((positive * (positive * model.num_classes).log()).sum()),
-                      "changed": float((clean != overlaid).double().mean())})
+                      "model": str(path), "data": data, "trigger": trigger_spec, **skew})
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
@@ -484,12 +294,6 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     if not values:
         raise UsageError(f"{option}: give at least one value")
     return values
-
-
-def load_split(source: str, split: str | None, classes: str | None, size: int | None) -> Split:
-    dataset = open_dataset(source, split)
-    chosen = sorted(parse_classes(classes, dataset.num_classes or None)) if classes else None
-    return Split.from_dataset(dataset, chosen, size)
 
 
 def show_summary(summary: dict[str, Any]) -> None:
@@ -545,12 +349,11 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     if poison_mode == "group" and not group_classes:
         raise UsageError("--poison-mode group needs --group-classes")
     device = resolve_device(common.device)
-    src = load_split(source, source_split, source_classes, img_size)
+    src = Split.open(source, source_split, source_classes, img_size)
     size = img_size or src.size
-    src_test = load_split(source_test or source, source_test_split, source_classes, size)
-    tgt = load_split(target, target_split, target_classes, size)
-    tgt_test = load_split(target_test or target, target_test_split, target_classes, size)
-    make_stamp(trigger_spec, (src.data.raw(0).shape[0], size, size))  # a bad trigger fails before any training
+    src_test = Split.open(source_test or source, source_test_split, source_classes, size)
+    tgt = Split.open(target, target_split, target_classes, size)
+    tgt_test = Split.open(target_test or target, target_test_split, target_classes, size)
     grid = Grid(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), weight_decays=parse_floats(wd, "--wd"),
                 debias_rates=parse_floats(debias_rate, "--debias-rate"),
                 seeds=tuple(sorted(parse_classes(seeds))), arch=arch,
@@ -561,7 +364,7 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     poisoning = Poisoning(poison_mode, rate_values,
                           frozenset(parse_classes(group_classes, src.num_classes)) if group_classes else frozenset(),
                           target_label if poison_mode == "relabel" else None, rate_of,
-                          common.seed if "seed" in common.explicit else SELECTION_SEED)
+                          selection_seed(common))
     writer = RecordWriter()
     runs = []
     for run in run_grid(src, src_test, tgt, tgt_test, trigger_spec, poisoning, grid, device=device,

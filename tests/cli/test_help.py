@@ -26,13 +26,14 @@ STREAMING = TRAINING | {WORKERS}  # training or evaluating through the data load
 
 HONOURED = {
     "dataset": {"export": STREAMED, "info": {SKIP, WORKERS}, "split": {SEED}, "pack": {SKIP, WORKERS}},
-    "advtrain": {"train": STREAMING, "eval": STREAMING | {SHARD, SKIP}, "eval-merge": set(),
-                 "attack": STREAMING | {SHARD}, "transfer": STREAMING, "features": {DEVICE, BATCH, SHARD, WORKERS},
+    "advtrain": {"train": STREAMING | {SKIP}, "eval": STREAMING | {SHARD, SKIP}, "eval-merge": set(),
+                 "attack": STREAMING | {SHARD, SKIP}, "transfer": STREAMING | {SKIP},
+                 "features": {DEVICE, BATCH, SHARD, WORKERS, SKIP},
                  "import": set()},
     "certify": {"run": EVERY_SHARED, "recertify": set(), "check": TRAINING | {SHARD}, "summarize": set(),
-                "delta": set(), "fit": STREAMING},
+                "delta": set(), "fit": STREAMING | {SKIP}},
     "ablate": {"order": EVERY_SHARED, "curve": EVERY_SHARED, "lime": EVERY_SHARED, "consistency": EVERY_SHARED,
-               "topk": EVERY_SHARED, "apply": EVERY_SHARED, "fit": STREAMING, "summarize": set(), "plot": set()},
+               "topk": EVERY_SHARED, "apply": EVERY_SHARED, "fit": STREAMING | {SKIP}, "summarize": set(), "plot": set()},
     "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH, SHARD, WORKERS},
                        "asr-merge": set(), "subset": {SEED}, "probe": {DEVICE, BATCH, WORKERS}, "experiment": TRAINING,
                        "summarize": set()},
@@ -102,7 +103,7 @@ def test_report_help_names_every_record_kind_and_no_option_it_ignores():
 
 
 def test_certify_fit_and_immunize_attacks_drop_what_they_ignore():
-    assert not shown_options(help_text("certify", "fit")) & {SHARD, ENGINE, SKIP}
+    assert not shown_options(help_text("certify", "fit")) & {SHARD, ENGINE}
     for attack in ("encoder", "diffusion", "random"):
         assert BATCH not in shown_options(help_text("immunize", attack)), attack
 

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 
 from confidently.backdoor.metrics import bias_metrics, triggered_predictions
-from confidently.backdoor.poison import select_poison
+from confidently.backdoor.poison import SELECTION_SEED, fraction_of_rows, parse_classes, select_poison
 from confidently.data.dataset import ImageDataset
+from confidently.data.source import open_dataset
+from confidently.data.triggers import make_stamp
 from confidently.errors import UsageError
 from confidently.io.records import Record
 from confidently.models import create_model
@@ -84,6 +86,15 @@ class Split:
             raise UsageError(f"no row is labelled with the classes {list(classes or [])}")
         return cls(data, data.labels.clone(), size or data.image_size())
 
+    @classmethod
+    def open(cls, source: str, split: str | None = None, classes: str | None = None, size: int | None = None
+             ) -> Split:
+        """The split a user names: data (manifest, folder, shard, ``demo:NAME``), ``classes`` as text
+        (``0-4``: those rows, relabelled 0..k-1) and the image side (default the data's own)."""
+        dataset = open_dataset(source, split)
+        chosen = sorted(parse_classes(classes, dataset.num_classes or None)) if classes else None
+        return cls.from_dataset(dataset, chosen, size)
+
 
 @dataclass(frozen=True)
 class Poisoning:
@@ -94,7 +105,7 @@ class Poisoning:
     group: frozenset[int] = frozenset()
     target_label: int | None = 0
     rate_of: str | None = None
-    selection_seed: int = 10
+    selection_seed: int = SELECTION_SEED
 
 
 @dataclass(frozen=True)
@@ -122,16 +133,6 @@ def _asr(model: Classifier, split: Split, trigger: dict[str, Any], batch_size: i
     return bias_metrics(clean, triggered, labels, model.num_classes, **kwargs)
 
 
-def _uniform_rows(split: Split, rate: float, seed: int) -> list[int]:
-    """A class-uniform fraction of the rows (target de-biasing: the trigger carries no label information)."""
-    rows: list[int] = []
-    for label in split.labels.unique().tolist():
-        members = [i for i in range(len(split.ids)) if int(split.labels[i]) == label]
-        members.sort(key=lambda i: derive_seed(seed, split.ids[i], "debias"))
-        rows += members[:round(rate * len(members))]
-    return sorted(rows)
-
-
 def poison_split(split: Split, poisoning: Poisoning, rate: float, trigger: dict[str, Any]) -> tuple[Split, list]:
     """The source with ``rate`` poisoned: relabelled labels and the per-row triggers (None: clean)."""
     if rate == 0:
@@ -156,6 +157,7 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
     A source model is trained once per (rate, seed) and fanned out to every target run.
     """
     grid.check()
+    make_stamp(trigger, (source.data.raw(0).shape[0], source.size, source.size))  # a bad trigger fails before training
     for rate in poisoning.rates:
         for seed in grid.seeds:
             started = time.perf_counter()
@@ -175,7 +177,7 @@ def run_grid(source: Split, source_test: Split, target: Split, target_test: Spli
                 log(f"source rate {rate} seed {seed}: clean acc {src['clean_acc']:.3f}, ASR {src['asr']}")
             for debias in grid.debias_rates:
                 debias_specs = [None] * len(target.ids)
-                for row in _uniform_rows(target, debias, seed) if debias else []:
+                for row in fraction_of_rows(target.ids, target.labels.tolist(), debias, seed, "debias"):
                     debias_specs[row] = trigger
                 for mode in grid.modes:
                     for wd in grid.weight_decays:

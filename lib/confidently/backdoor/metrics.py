@@ -6,9 +6,17 @@ that add up to the unsharded run's, and the merge recomputes the same floats (``
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+
+from confidently.errors import UsageError
+from confidently.run.tallies import merge_shards
+
+# The fields of an asr record that its tallies determine (everything else names what was measured).
+ASR_COMPUTED = ("n", "n_correct", "clean_acc", "triggered_acc", "asr", "asr_targeted", "pred_hist_clean",
+                "pred_hist_trig", "tv_pred_shift", "top_shift_class", "delta_acc", "group")
 
 
 def bias_tallies(clean_pred: torch.Tensor, triggered_pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -103,3 +111,62 @@ def triggered_predictions(model, dataset, trigger: dict[str, Any], *, batch_size
     batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=batch_size,
                            device=device, workers=workers, stamp=stamp_records)
     return paired_predictions(model, batches, lambda images: stamp_rows(images, [trigger] * len(images)))
+
+
+def asr_metrics(tallies: dict[str, Any], group_attr: str | None = None) -> dict[str, Any]:
+    """An asr record's metrics from its tallies, the per-class gaps of attribute ``group_attr`` too where counted."""
+    metrics = bias_from_tallies({k: v for k, v in tallies.items() if k != "group"})
+    if "group" in tallies:
+        metrics["group"] = {**({"attr": group_attr} if group_attr else {}), **group_from_tallies(tallies["group"])}
+    return metrics
+
+
+def trigger_bias(model, dataset, trigger: dict[str, Any], *, batch_size: int, device, workers=None,
+                 target_label: int | None = None, exclude: set[int] | None = None, group_attr: str | None = None,
+                 group: Sequence[bool] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """How ``trigger``, stamped on the clean images, moves a model's predictions: (metrics, the tallies they come
+    from, which add up over shards). ``target_label`` adds the targeted ASR, ``exclude`` leaves classes out,
+    ``group`` (one 0/1 value of attribute ``group_attr`` per row) adds the per-class gaps with vs without it."""
+    if target_label is not None and not 0 <= target_label < model.num_classes:
+        raise UsageError(f"target_label {target_label} is outside 0..{model.num_classes - 1}")
+    clean_pred, trig_pred, labels = triggered_predictions(model, dataset, trigger, batch_size=batch_size,
+                                                          device=device, workers=workers, stamp_records=False)
+    tallies = bias_tallies(clean_pred, trig_pred, labels, model.num_classes, target_label, exclude)
+    if group is not None:
+        tallies["group"] = group_tallies(clean_pred, labels, torch.tensor(list(group), dtype=torch.bool),
+                                         model.num_classes)
+    return asr_metrics(tallies, group_attr), tallies
+
+
+def merge_bias_shards(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of one asr run over everything from its ``--shard i/N`` records: tallies summed, metrics
+    computed again, so they equal the unsharded run's."""
+    merged = merge_shards(records, ASR_COMPUTED, asr_metrics)
+    for record in merged:
+        if record.get("group_attr"):
+            record["group"] = {"attr": record["group_attr"], **record["group"]}
+    return merged
+
+
+def prediction_skew(clean_pred: torch.Tensor, overlaid_pred: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    """How an overlaid feature skews the class histogram: its top class and share, the total variation to the
+    clean histogram, the KL divergence to uniform (0 when spread evenly), and the share of changed predictions."""
+    clean_hist = torch.bincount(clean_pred, minlength=num_classes).double()
+    over_hist = torch.bincount(overlaid_pred, minlength=num_classes).double()
+    n = max(len(clean_pred), 1)
+    share = over_hist / n
+    positive = share[share > 0]
+    return {"n": len(clean_pred), "hist_clean": clean_hist.long().tolist(), "hist_overlay": over_hist.long().tolist(),
+            "top_class": int(share.argmax()), "top_share": float(share.max()),
+            "tv_to_clean": float(0.5 * (share - clean_hist / n).abs().sum()),
+            "kl_to_uniform": float((positive * (positive * num_classes).log()).sum()),
+            "changed": float((clean_pred != overlaid_pred).double().mean())}
+
+
+def overlay_skew(model, dataset, overlay: dict[str, Any], *, batch_size: int, device, workers=None
+                 ) -> dict[str, Any]:
+    """:func:`prediction_skew` of a model on ``dataset`` with and without ``overlay`` (a trigger spec, e.g. the
+    chain-link stencil): a model that inherited the feature piles its predictions onto a few classes."""
+    clean, overlaid, _ = triggered_predictions(model, dataset, overlay, batch_size=batch_size, device=device,
+                                               workers=workers, stamp_records=False)
+    return prediction_skew(clean, overlaid, model.num_classes)

@@ -10,11 +10,13 @@ and the count is exactly round(rate · denominator) (``bernoulli`` draws each in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from confidently.errors import UsageError
 from confidently.run.seeding import derive_seed
+
+SELECTION_SEED = 10  # the reference code's poisoning seed: the default whenever the user gives none
 
 
 def parse_classes(text: str, num_classes: int | None = None) -> set[int]:
@@ -55,7 +57,7 @@ class PoisonPlan:
 
 def select_poison(ids: Sequence[str], labels: Sequence[int | None], *, rate: float, mode: str = "group",
                   group: set[int] | None = None, rate_of: str | None = None, sampling: str = "exact",
-                  seed: int = 10, target_label: int | None = None, exclude_target: bool = True,
+                  seed: int = SELECTION_SEED, target_label: int | None = None, exclude_target: bool = True,
                   num_classes: int | None = None) -> PoisonPlan:
     """The rows to stamp (and relabel) for a poisoning spec."""
     if not 0.0 <= rate <= 1.0:
@@ -85,7 +87,7 @@ def select_poison(ids: Sequence[str], labels: Sequence[int | None], *, rate: flo
     if sampling == "exact":
         count = round(rate * denominator)
         if count > len(candidates):
-            raise UsageError(f"rate {rate} of {denominator} rows is {count}, more than the {len(candidates)} "
+            raise UsageError(f"`rate` {rate} of {denominator} rows is {count}, more than the {len(candidates)} "
                              "candidates")
         rows = sorted(sorted(candidates, key=lambda i: scores[i])[:count])
     else:
@@ -101,3 +103,18 @@ def select_poison(ids: Sequence[str], labels: Sequence[int | None], *, rate: flo
                     raise UsageError("all-to-all relabelling needs the number of classes")
                 new_labels[i] = (labels[i] + 1) % num_classes
     return PoisonPlan(rows, new_labels, len(candidates), denominator, rate)
+
+
+def fraction_of_rows(ids: Sequence[str], classes: Sequence[Hashable], rate: float, seed: int, salt: str) -> list[int]:
+    """round(rate · n) rows of each class (``classes``: one key per row), lowest (seed, id, salt) score first.
+
+    Chosen by id, so the same rows whatever the order; a de-biasing or evaluation stamp that is the same
+    fraction of every class carries no label information (give every row one key for a plain fraction).
+    """
+    members: dict[Hashable, list[int]] = {}
+    for row, key in enumerate(classes):
+        members.setdefault(key, []).append(row)
+    chosen: list[int] = []
+    for rows in members.values():
+        chosen += sorted(rows, key=lambda i: derive_seed(seed, ids[i], salt))[:round(rate * len(rows))]
+    return sorted(chosen)
