@@ -8,11 +8,13 @@ matching sums of squares.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from confidently.errors import InvalidInput
+from confidently.errors import InvalidInput, UsageError
 
 
 @dataclass
@@ -80,6 +82,11 @@ class Influence:
     per_class: torch.Tensor  # K×C: mean over the targets of each label
     labels: torch.Tensor  # n
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors of an estimate file (``influence.safetensors``)."""
+        return {"influence": self.influence, "stderr": self.stderr, "n_in": self.n_in, "n_out": self.n_out,
+                "overall": self.overall, "per_class": self.per_class, "labels": self.labels}
+
 
 def estimate(sums: InfluenceSums) -> Influence:
     """Difference of means per (unit, target) with standard errors; NaN (and a warning) for a unit that
@@ -119,3 +126,19 @@ def bootstrap_std(masks: torch.Tensor, outputs: torch.Tensor, labels: torch.Tens
             warnings.simplefilter("ignore")
             values.append(estimate(InfluenceSums.empty(masks.shape[1], labels).add(masks[pick], outputs[pick])).overall)
     return torch.stack(values).std(0)
+
+
+def bootstrap_convergence(masks: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor,
+                          m_grid: list[int] | None = None, resamples: int = 100,
+                          seed: int = 0) -> Iterator[dict[str, Any]]:
+    """The bootstrap spread of overall influence from the first m models, for each m of ``m_grid`` (default:
+    a quarter, half and all of them): it should shrink like 1/√m, else more models are needed."""
+    total = len(masks)
+    grid = m_grid or sorted({max(2, total // 4), max(2, total // 2), total})
+    if any(m < 2 or m > total for m in grid):
+        raise UsageError(f"m_grid values must lie in 2..{total} (the number of result files)")
+    generator = torch.Generator().manual_seed(seed)
+    for m in grid:
+        spread = bootstrap_std(masks[:m], outputs[:m], labels, resamples, generator)
+        yield {"kind": "influence.diag", "metric": "bootstrap_std", "models": m, "resamples": resamples,
+               "mean_std": float(spread.nanmean()), "max_std": float(spread[~spread.isnan()].max())}

@@ -40,11 +40,11 @@ def subset_plan(num_units: int, num_models: int, alpha: float = 0.5, sampling: s
                 run_id: str = "run", granularity: str = "class") -> list[dict[str, Any]]:
     """``num_models`` jobs, each including round(α·K) units (``fixed``) or each unit with probability α."""
     if not 0 < alpha < 1:
-        raise UsageError(f"--alpha {alpha}: expected 0 < α < 1 (some models must see a unit and some not)")
+        raise UsageError(f"`alpha` {alpha}: expected 0 < α < 1 (some models must see a unit and some not)")
     if num_units < 2 or num_models < 2:
         raise UsageError("an influence plan needs at least 2 units and 2 models")
     if sampling not in ("fixed", "bernoulli"):
-        raise UsageError(f"--sampling {sampling!r}: choose fixed or bernoulli")
+        raise UsageError(f"`sampling` {sampling!r}: choose fixed or bernoulli")
     size = round(alpha * num_units)
     jobs = []
     for job_id in range(num_models):
@@ -75,7 +75,7 @@ def counterfactual_plan(overall: torch.Tensor, orders: Sequence[str], ks: Sequen
     jobs = []
     for order in orders:
         if order not in ("bottom", "top", "random"):
-            raise UsageError(f"--order {order!r}: choose bottom, top or random")
+            raise UsageError(f"`order` {order!r}: choose bottom, top or random")
     for k in ks:
         if not 0 <= k < count:
             raise UsageError(f"k = {k}: must lie in 0..{count - 1} (at least one unit stays)")
@@ -97,6 +97,30 @@ def counterfactual_plan(overall: torch.Tensor, orders: Sequence[str], ks: Sequen
                              "k": k, "rep": rep, "exclude": exclude, "include": include,
                              "train_seed": derive_seed(seed, run_id, "train", order, k, rep)})
     return _finish(jobs)
+
+
+def select_jobs(jobs: Sequence[dict[str, Any]], job_index: int | str | None = None,
+                job_range: str | None = None) -> list[dict[str, Any]]:
+    """The job whose id is ``job_index`` (a Slurm array task's $SLURM_ARRAY_TASK_ID), or the ids ``A:B`` of
+    ``job_range`` (B exclusive); every job when neither is given."""
+    if job_index is None and job_range is None:
+        return list(jobs)
+    if job_index is not None:
+        try:
+            wanted = [int(job_index)]
+        except ValueError:
+            raise UsageError(f"job_index {job_index!r}: expected an integer") from None
+    else:
+        low, _, high = job_range.partition(":")
+        try:
+            wanted = list(range(int(low), int(high)))
+        except ValueError:
+            raise UsageError(f"job_range {job_range!r}: expected A:B (B exclusive)") from None
+    by_id = {job.get("job_id"): job for job in jobs}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise UsageError(f"job index {missing[0]} is beyond the plan (it has jobs 0..{len(jobs) - 1})")
+    return [by_id[i] for i in wanted]
 
 
 def check_job(job: dict[str, Any]) -> None:

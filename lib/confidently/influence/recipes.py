@@ -11,6 +11,7 @@ and return each task's logits on its test examples. Recipes are registered by ki
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -64,7 +65,7 @@ def load_recipe(spec: str | dict[str, Any]) -> Recipe:
     else:
         path = Path(spec)
         if not path.exists():
-            raise UsageError(f"--recipe {spec!r}: not a file and not a built-in recipe ({', '.join(list_recipes())})")
+            raise UsageError(f"`recipe` {spec!r}: not a file and not a built-in recipe ({', '.join(list_recipes())})")
         text = path.read_text()
         try:
             if path.suffix == ".toml":
@@ -267,6 +268,12 @@ class ImageRecipe(Recipe):
                 train, val = carve(train, float(task.get("val_fraction", 0.1)))
             self.tasks[task.get("name", f"target{len(self.tasks)}")] = (task, train, test, val)
 
+    @functools.cached_property
+    def image_size(self) -> int:
+        """The size models are built for: ``img_size``, else the first source image's shorter side (read
+        once per recipe, not once per job)."""
+        return self.size or self.source.image_size()
+
     def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
         from confidently.data.loader import StreamLoader
         from confidently.data.preprocess import DataConfig, make_preprocess
@@ -283,8 +290,8 @@ class ImageRecipe(Recipe):
         present = sorted({labels[i] for i in rows})
         subset = self.source.subset(rows).select_classes(present)
         torch.manual_seed(derive_seed(seed, "source") % 2**63)
-        model = create_model(source.get("arch", "small_cnn"), len(present), in_chans=subset.raw(0).shape[0],
-                             img_size=self.size or self.source.image_size())
+        model = create_model(source.get("arch", "small_cnn"), len(present),
+                             in_chans=subset.channels or subset.raw(0).shape[0], img_size=self.image_size)
         config = replace(_train_config(source, {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "schedule": "cyclic",
                                                 "peak_epoch": 2, "weight_decay": 5e-4}), seed=seed % 2**31)
         train_classifier(model, subset, config)
