@@ -33,3 +33,19 @@ def test_pickle_is_not_an_artifact(tmp_path):
     path.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(InvalidInput, match="safetensors"):
         load_artifact(path)
+
+
+def test_artifact_rows_read_one_row_and_survive_pickling(tmp_path):
+    from confidently.io.artifacts import ArtifactRows
+
+    maps = torch.arange(5 * 4 * 3, dtype=torch.int32).reshape(5, 4, 3)
+    save_artifact(tmp_path / "s.safetensors", {"segments": maps}, artifact_metadata(tool="t", kind="segments",
+                                                                                   ids=list("abcde")))
+    rows = ArtifactRows(tmp_path / "s.safetensors")
+    assert rows.shapes == {"segments": (5, 4, 3)} and rows.meta["ids"] == list("abcde")
+    assert torch.equal(rows.row("segments", 3), maps[3])
+    copy = pickle.loads(pickle.dumps(rows))  # a data-loader worker reopens the file itself
+    assert torch.equal(copy.row("segments", 4), maps[4])
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"{}")
+    with pytest.raises(InvalidInput):
+        ArtifactRows(tmp_path / "bad.safetensors")

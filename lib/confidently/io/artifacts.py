@@ -79,6 +79,31 @@ def load_artifact(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     return read_safetensors_bytes(path.read_bytes(), str(path))
 
 
+class ArtifactRows:
+    """An artifact whose tensors are read a row at a time (memory-mapped), for per-record files as large as
+    their datasets (segment maps, orders, explanations): ``shapes`` and ``meta`` come from the header alone."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.meta = load_artifact_metadata(self.path)
+        self._handle = None
+        self.shapes = {key: tuple(self._open().get_slice(key).get_shape()) for key in self._open().keys()}
+
+    def _open(self):
+        if self._handle is None:
+            from safetensors import safe_open
+
+            self._handle = safe_open(str(self.path), framework="pt")
+        return self._handle
+
+    def row(self, key: str, index: int) -> torch.Tensor:
+        """Row ``index`` of tensor ``key``."""
+        return self._open().get_slice(key)[index:index + 1][0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handle": None}  # a handle stays in the process that opened it
+
+
 def load_artifact_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Only an artifact's decoded metadata: reads the header, not the tensors (cheap on big files)."""
     path = Path(path)

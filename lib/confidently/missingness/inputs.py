@@ -11,7 +11,7 @@ import torch
 
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, UsageError
-from confidently.io.artifacts import load_artifact
+from confidently.io.artifacts import ArtifactRows
 from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record
 from confidently.missingness.features import Features, from_label_map, list_units, make_features
@@ -22,26 +22,27 @@ from confidently.run.seeding import derive_seed, record_generator
 
 
 class Segments:
-    """Precomputed label maps (``segments`` int [N,H,W]) keyed by the ids in the file's metadata."""
+    """Precomputed label maps (``segments`` int [N,H,W]) keyed by the ids in the file's metadata, read a map
+    at a time."""
 
     def __init__(self, path: Path):
-        tensors, meta = load_artifact(path)
-        if "segments" not in tensors or tensors["segments"].ndim != 3:
+        self.file = ArtifactRows(path)
+        if len(self.file.shapes.get("segments", ())) != 3:
             raise InvalidInput(f"{path} has no 'segments' tensor shaped N×H×W")
-        self.path, self.maps = path, tensors["segments"]
-        ids = meta.get("ids") or []
-        if len(ids) != len(self.maps):
+        self.path = path
+        ids = self.file.meta.get("ids") or []
+        if len(ids) != self.file.shapes["segments"][0]:
             raise InvalidInput(f"{path} needs an 'ids' list in its metadata, one per segment map")
         self.rows = {record_id: row for row, record_id in enumerate(ids)}
 
     def get(self, record: Record, height: int, width: int) -> Features:
         if record.id not in self.rows:
             raise record.error(f"no segment map for id {record.id!r} in {self.path}", "id")
-        labels = self.maps[self.rows[record.id]]
-        if tuple(labels.shape) != (height, width):
-            raise record.error(f"segment map in {self.path} is {labels.shape[0]}×{labels.shape[1]} but the image is "
+        map_height, map_width = self.file.shapes["segments"][1:]
+        if (map_height, map_width) != (height, width):
+            raise record.error(f"segment map in {self.path} is {map_height}×{map_width} but the image is "
                                f"{height}×{width}", "segments")
-        return from_label_map(labels)
+        return from_label_map(self.file.row("segments", self.rows[record.id]))
 
 
 class Inputs:
@@ -102,22 +103,21 @@ class Inputs:
 
 
 class RowsById:
-    """A safetensors file of per-record rows (orders or explanations) found by record id."""
+    """A safetensors file of per-record rows (orders or explanations) found by record id, read a row at a time."""
 
     def __init__(self, path: Path, key: str, kind: str, hint: str):
-        tensors, meta = load_artifact(path)
-        if key not in tensors:
+        self.file = ArtifactRows(path)
+        if key not in self.file.shapes:
             raise InvalidInput(f"{path} has no '{key}' tensor; expected {hint}")
-        self.path, self.rows, self.meta = path, tensors[key], meta
-        self.counts = tensors.get("counts")
-        self.index = {record_id: row for row, record_id in enumerate(meta.get("ids") or [])}
-        self.kind = kind
+        self.path, self.key, self.meta, self.kind = path, key, self.file.meta, kind
+        self.index = {record_id: row for row, record_id in enumerate(self.meta.get("ids") or [])}
 
     def get(self, record: Record, count: int) -> torch.Tensor:
         if record.id not in self.index:
             raise record.error(f"no {self.kind} for id {record.id!r} in {self.path}", "id")
-        row = self.rows[self.index[record.id]]
-        stored = int((row >= 0).sum()) if self.counts is None else int(self.counts[self.index[record.id]])
+        row = self.file.row(self.key, self.index[record.id])
+        counts = int(self.file.row("counts", self.index[record.id])) if "counts" in self.file.shapes else None
+        stored = int((row >= 0).sum()) if counts is None else counts
         if stored != count:
             raise record.error(f"the {self.kind} in {self.path} ranks {stored} features but this image has {count} "
                                "(the same unit and patch size as when it was made?)", "id")
