@@ -382,6 +382,8 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit, small_cnn or a timm name."),
+        img_size: int = typer.Option(None, "--img-size", help="Input size of a new model (default: the first "
+                                     "image's; photos of other sizes are fitted by the recipe's crops)."),
         init: Path = typer.Option(None, "--init", help="Fine-tune this model instead of training from scratch."),
         fill: str = typer.Option("black", "--fill", help=FILL_HELP),
         partial: str = PARTIAL_OPTION,
@@ -398,7 +400,7 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
     """ROAR-style retraining: remove a random fraction of patches from every training image."""
     config = recipe_config(recipe, {"epochs": epochs, "lr": lr, "batch_size": common.batch_size}, common.explicit,
                            seed=common.seed)
-    origin = ModelFile(init) if init is not None else NewModel(arch)
+    origin = ModelFile(init) if init is not None else NewModel(arch, img_size=img_size)
     fit = Fit.start(out, "ablate", data, split=split, model=origin, val=val, val_split=val_split, force=force,
                     resume=resume, **common.fit_options())
     if fit is None:

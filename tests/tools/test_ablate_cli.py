@@ -13,6 +13,7 @@ from confidently.data.loader import collect
 from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.images import load_image
 from confidently.io.model_files import read_model_file
+from confidently.models import load_model
 from confidently.schema import schema_errors
 from safetensors.torch import load_file, save_file
 
@@ -399,3 +400,31 @@ def test_a_timm_vit_at_224_drops_the_tokens_of_removed_patches(workdir):
     assert curve.returncode == 0, curve.stderr
     got = results(curve)
     assert len(got) == 7 and all(r["features"] == 196 and r["ks"] == [0, 98, 196] and r["true_removal"] for r in got)
+    lime = shell(workdir, "dataset export photos224 --split val --out photos224-out -q | ablate lime - --model "
+                          "vit224.safetensors --fill drop --patch-size 16 --samples 24 --out e224.safetensors -q "
+                          "> lime224.jsonl && ablate topk lime224.jsonl --model vit224.safetensors --fill drop "
+                          "--patch-size 16 "
+                          "--explanations e224.safetensors,random --kmax 8 --step 4 -q")
+    assert lime.returncode == 0, lime.stderr
+    got = results(lime)
+    assert len(got) == 7 and all(set(r["unchanged"]) == {"e224", "random"} and r["ks"] == [0, 4, 8] for r in got)
+    explanations = load_file(workdir / "e224.safetensors")
+    assert tuple(explanations["ranking"].shape) == (7, 196)
+
+
+def test_fit_trains_a_timm_vit_at_224_with_the_thesis_recipe(workdir):
+    """ROAR-style retraining of a ViT at ImageNet size (DeiT's recipe, token dropping) on a photo folder with a
+    truncated JPEG, skipped and reported once."""
+    from tests.photos import make_imagenet_folder
+
+    make_imagenet_folder(workdir / "photos-fit", train_per_class=0, val_per_class=1, truncated=True)
+    fit = ablate(workdir, "fit", "--data", "photos-fit", "--split", "val", "--arch", "vit_tiny_patch16_224",
+                 "--img-size", "224", "--recipe", "thesis-deit", "--epochs", "2", "--batch-size", "4", "--fill",
+                 "drop", "--patch-size", "16", "--workers", "0", "--skip-invalid", "--out", "vit-fit.safetensors")
+    assert fit.returncode == 0, fit.stderr
+    rows = records(fit)
+    assert [r.get("epoch") for r in rows] == [None, 1, 2] and "truncated.JPEG" in rows[0]["error"]
+    model = load_model(workdir / "vit-fit.safetensors")
+    assert model.input_size == (3, 224, 224) and model.training_info["recipe"] == "thesis-deit"
+    assert model.training_info["config"]["mixup"] == 0.8 and model.training_info["missingness"]["fill"] == "drop"
+
