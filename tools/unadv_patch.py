@@ -2,49 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
-from confidently.data import ImageDataset, list_corruptions, open_dataset, open_source
-from confidently.errors import InvalidInput, UsageError
-from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
+from confidently.data import list_corruptions
+from confidently.errors import UsageError
 from confidently.io.atomic import guard_output
-from confidently.io.images import ImageLoader, save_image
 from confidently.io.records import RecordReader, RecordWriter
 from confidently.models import load_model
-from confidently.models.classifier import Classifier
-from confidently.render import MitsubaRenderer, ViewSampler
-from confidently.run import console, record_generator, resolve_device
+from confidently.run import console, resolve_device
 from confidently.unadversarial import (
-    BACKGROUNDS,
     MAX_BACKGROUNDS,
-    ImageBackgrounds,
     PatchConfig,
-    Placement,
     TextureConfig,
-    background_images,
-    best_images,
-    check_labels,
-    composite,
-    eval_batches,
-    evaluate_arms,
-    evaluate_textures,
-    init_patches,
-    load_patch_file,
-    load_texture,
-    patch_side,
-    qr_patches,
-    random_image_picks,
-    random_images,
-    save_texture,
-    train_patches,
-    train_texture,
-    training_batches,
+    TextureScene,
+    baseline_patch_file,
+    evaluate_patch_file,
+    evaluate_texture_file,
+    export_pngs,
+    make_placement,
+    model_and_data,
+    model_for_class,
+    stamp_records,
+    train_patch_file,
+    train_texture_file,
 )
 
 app = tool_app("unadv-patch", "Unadversarial patches: stickers a fixed model recognises easily.")
@@ -52,48 +36,8 @@ app = tool_app("unadv-patch", "Unadversarial patches: stickers a fixed model rec
 PLACEMENT_HELP = "anywhere (±translate, the thesis), center, or region (with --region x0,y0,x1,y1)."
 
 
-def make_placement(degrees: float, translate: float, scale: str, placement: str, region: str | None) -> Placement:
-    try:
-        low, high = (float(v) for v in scale.split(","))
-        box = tuple(float(v) for v in region.split(",")) if region else (0.0, 0.0, 1.0, 1.0)
-    except ValueError:
-        raise UsageError("--scale LOW,HIGH and --region x0,y0,x1,y1 take comma-separated numbers") from None
-    if len(box) != 4:
-        raise UsageError(f"--region {region!r}: expected x0,y0,x1,y1")
-    return Placement(degrees, translate, (low, high), placement, box)
-
-
 def emit(record: dict[str, Any]) -> None:
     RecordWriter().write({"tool": "unadv-patch", "version": __version__, **record})
-
-
-def save_patches(path: Path, patches: torch.Tensor, model: Classifier, placement: Placement, **extra: Any) -> None:
-    save_artifact(path, {"patches": patches.float().contiguous(),
-                         "class_ids": torch.arange(len(patches), dtype=torch.int64)},
-                  artifact_metadata(tool="unadv-patch", kind="patch2d", image_size=list(model.input_size[1:]),
-                                    patch_size=int(patches.shape[-1]), transform=placement.as_dict(),
-                                    num_classes=model.num_classes, **extra))
-
-
-def load_patches(path: Path, model: Classifier) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The patches of a file checked against the model, and the file's metadata."""
-    patches, _, meta = load_patch_file(path)
-    if len(patches) != model.num_classes:
-        raise InvalidInput(f"{path} has {len(patches)} class patches but the model has {model.num_classes} classes")
-    if patches.shape[1] != model.input_size[0] or patches.shape[-1] > min(model.input_size[1:]):
-        raise InvalidInput(f"{path}: patches of shape {list(patches.shape[1:])} do not fit the model's "
-                           f"{list(model.input_size)} inputs")
-    return patches, meta
-
-
-def model_and_data(model_path: Path, data: str, split: str | None, common: Common):
-    """The model and the dataset (records only: images stream through the model's eval preprocessing later),
-    its labels checked against the model (tar shards' labels as they stream)."""
-    model = load_model(model_path, resolve_device(common.device))
-    dataset = open_source(data, split, channels=model.input_size[0])
-    if isinstance(dataset, ImageDataset):
-        check_labels(dataset, model.num_classes, data)
-    return model, dataset
 
 
 PLACEMENT_OPTIONS = {
@@ -103,17 +47,6 @@ PLACEMENT_OPTIONS = {
     "placement": typer.Option("anywhere", "--placement", help=PLACEMENT_HELP),
     "region": typer.Option(None, "--region", help="region: normalised box x0,y0,x1,y1 for the patch centre."),
 }
-PLACEMENT_FIELDS = {"degrees": "degrees", "translate": "translate", "scale": "scale", "placement": "mode",
-                    "region": "region"}  # option → Placement field
-
-
-def chosen_placement(stored: Placement, given: Placement, explicit: set[str]) -> tuple[Placement, str]:
-    """The patch file's placement with each field the user set (flag or --config) taken from ``given``,
-    and where it came from: ``patches``, ``options`` or ``patches+options``."""
-    overrides = {field: getattr(given, field) for option, field in PLACEMENT_FIELDS.items() if option in explicit}
-    source = "patches" if not overrides else "options" if len(overrides) == len(PLACEMENT_FIELDS) \
-        else "patches+options"
-    return dataclasses.replace(stored, **overrides), source
 
 
 def corruption_names(text: str | None, flag: str) -> list[str]:
@@ -167,25 +100,14 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
     guard_output(out, "unadv-patch", force=force)
     in_loop = corruption_names(train_corruptions, "--train-corruptions")
     in_loop_levels = severity_levels(train_severities, "--train-severities")
-    model, dataset = model_and_data(model_path, data, split, common)
     where = make_placement(degrees, translate, scale, placement, region)
-    side = patch_side(*model.input_size[1:], patch_size, patch_frac)
-    generator = torch.Generator().manual_seed(common.seed)
-    start = init_patches(model.num_classes, model.input_size[0], side, generator, init)
     config = PatchConfig(steps, common.batch_size, lr, optimizer, tuple(in_loop), tuple(in_loop_levels),
                          train_corruption_prob)
-    batches = training_batches(dataset, model, config, common.seed, workers=common.workers)
-    patches, losses = train_patches(model, batches, start, where, config, generator,
-                                    on_step=lambda m: console.log(f"step {m['step']}: loss {m['loss']:.4f}"))
-    save_patches(out, patches, model, where, optimizer=optimizer, lr=lr, steps=steps, seed=common.seed,
-                 init=init, model_file=str(model_path), data=data, train_corruptions=in_loop,
-                 train_severities=in_loop_levels if in_loop else [],
-                 train_corruption_prob=train_corruption_prob if in_loop else 0.0)
-    head, tail = losses[:max(1, steps // 10)], losses[-max(1, steps // 10):]
-    emit({"cmd": "train", "artifact": str(out), "patch_size": side,
-          "patch_frac": side * side / (model.input_size[1] * model.input_size[2]), "num_classes": model.num_classes,
-          "steps": steps, "first_loss": sum(head) / len(head), "final_loss": sum(tail) / len(tail),
-          "seed": common.seed})
+    model, dataset = model_and_data(model_path, data, split, common.device)
+    summary = train_patch_file(model, dataset, out, where, config, patch_size=patch_size, patch_frac=patch_frac,
+                               init=init, seed=common.seed, workers=common.workers, model_file=str(model_path),
+                               data=data, on_step=lambda m: console.log(f"step {m['step']}: loss {m['loss']:.4f}"))
+    emit({"cmd": "train", "artifact": str(out), **summary, "seed": common.seed})
 
 
 @app.command("eval")
@@ -213,23 +135,15 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
     or the order tar shards stream in."""
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities")
-    model, dataset = model_and_data(model_path, data, split, common)
-    patches, meta = load_patches(patches_path, model)
-    random = init_patches(len(patches), patches.shape[1], patches.shape[-1],
-                          torch.Generator().manual_seed(int(meta.get("seed", 0))), meta.get("init", "rand"))
-    arms: dict[str, torch.Tensor | None] = {"none": None, "random": random, "unadv": patches}
-    warps = dict.fromkeys(("unadv", "conflict"), meta.get("warp", "bilinear"))
-    for path in baselines or []:
-        arms[path.stem], other = load_patches(path, model)
-        warps[path.stem] = other.get("warp", "bilinear")
-    where, source = chosen_placement(Placement.from_metadata(meta.get("transform"), str(patches_path)),
-                                     make_placement(degrees, translate, scale, placement, region), common.explicit)
-    batches = eval_batches(dataset, model, common.batch_size, workers=common.workers)
-    for row in evaluate_arms(model, batches, arms, where, names, levels, common.seed, warps=warps,
-                             conflict=patches if conflict else None):
-        emit({"cmd": "eval", **row, "patch_size": int(patches.shape[-1]), "patches": str(patches_path),
-              "model": str(model_path), "eval_seed": common.seed, "placement": where.as_dict(),
-              "placement_source": source})
+    given = make_placement(degrees, translate, scale, placement, region)
+    model, dataset = model_and_data(model_path, data, split, common.device)
+    result = evaluate_patch_file(model, dataset, patches_path, baselines=baselines or [], corruptions=names,
+                                 severities=levels, placement=given, overrides=common.explicit, conflict=conflict,
+                                 seed=common.seed, batch_size=common.batch_size, workers=common.workers)
+    for row in result.rows:
+        emit({"cmd": "eval", **row, "patch_size": result.patch_size, "patches": str(patches_path),
+              "model": str(model_path), "eval_seed": common.seed, "placement": result.placement.as_dict(),
+              "placement_source": result.placement_source})
 
 
 @app.command()
@@ -248,34 +162,10 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
     image whose derive_seed(--seed, id, "random-image") is smallest: chosen from the records, so only those
     images are read), noise, or the QR code of the class index (needs the `qrcode` package; warped by
     nearest neighbour in eval)."""
-    if kind not in ("best-image", "random-image", "noise", "qr"):
-        raise UsageError(f"baseline {kind!r}: choose best-image, random-image, noise or qr")
     guard_output(out, "unadv-patch", force=force)
-    if kind == "qr":
-        model = load_model(model_path, resolve_device(common.device))
-    elif data is None:
-        raise UsageError(f"baseline {kind} needs --data (the training images)")
-    else:
-        model, dataset = model_and_data(model_path, data, split, common)
-    side = patch_side(*model.input_size[1:], patch_size, patch_frac)
-    generator = torch.Generator().manual_seed(common.seed)
-    if kind == "best-image":
-        patches = best_images(model, eval_batches(dataset, model, common.batch_size, workers=common.workers),
-                              model.num_classes, side)
-    elif kind == "random-image":
-        if not isinstance(dataset, ImageDataset):
-            raise UsageError(f"baseline random-image picks records by id and cannot read {data} in order; pack "
-                             "the images with `dataset pack SRC --out DIR --format safetensors` and pass DIR")
-        picked = dataset.subset(random_image_picks(dataset.ids, dataset.labels, model.num_classes, common.seed))
-        patches = random_images(eval_batches(picked, model, common.batch_size, workers=common.workers),
-                                model.num_classes, side, common.seed)
-    elif kind == "noise":
-        patches = (0.5 + 0.2 * torch.randn(model.num_classes, model.input_size[0], side, side,
-                                           generator=generator)).clamp(0, 1)
-    else:
-        patches = qr_patches(model.num_classes, side, model.input_size[0])
-    save_patches(out, patches.clamp(0, 1), model, Placement(), baseline=kind, seed=common.seed,
-                 warp="nearest" if kind == "qr" else "bilinear")
+    model, dataset = model_and_data(model_path, data, split, common.device)
+    side = baseline_patch_file(kind, model, dataset, out, patch_size=patch_size, patch_frac=patch_frac,
+                               seed=common.seed, batch_size=common.batch_size, workers=common.workers)
     emit({"cmd": "baseline", "kind": kind, "artifact": str(out), "patch_size": side})
 
 
@@ -292,37 +182,11 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
           *, common: Common) -> None:
     """Stamp patches on a stream of images for other tools; each placement comes from (seed, id) and is recorded."""
     guard_output(out, "unadv-patch", force=force)
-    tensors, meta = load_artifact(patches_path)
-    patches = tensors.get("patches")
-    if patches is None:
-        raise InvalidInput(f"{patches_path} is not a patch file")
     where = make_placement(degrees, translate, scale, placement, region)
-    warp = meta.get("warp", "bilinear")  # QR-code baselines stay crisp
-    loader = ImageLoader(patches.shape[1])
     records = list(RecordReader(input_source(source, "image records"), require_image=True))
-    images, rows = [], []
-    for record in records:
-        image = loader.load_field(record, "image")
-        if patches.shape[-1] > min(image.shape[-2:]):
-            raise record.error(f"the {patches.shape[-1]}-pixel patch is larger than the {image.shape[-2]}×"
-                               f"{image.shape[-1]} image", "image")
-        if images and image.shape != images[0].shape:
-            raise record.error("images differ in size; one output file holds one size (resize upstream)", "image")
-        cls = patch_class if patch_class is not None else record.data.get("label")
-        if cls is None or not 0 <= cls < len(patches):
-            raise record.error(f"no patch for class {cls!r} (the file has {len(patches)}); pass --patch-class", "label")
-        spot = where.sample(1, record_generator(common.seed, record.id, "placement"))[0]
-        images.append(composite(image[None], patches[cls:cls + 1].float(), spot[None], warp)[0])
-        rows.append((record, cls, spot))
-    save_artifact(out, {"images": torch.stack(images) if images else torch.zeros(0)},
-                  artifact_metadata(tool="unadv-patch", kind="patched", ids=[r.id for r, _, _ in rows],
-                                    patches=str(patches_path), seed=common.seed))
     writer = RecordWriter()
-    for index, (record, cls, spot) in enumerate(rows):
-        writer.write({**record.data, "image": {"tensors": str(out), "key": "images", "index": index},
-                      "patch_class": cls,
-                      "placement": {"angle_deg": round(float(spot[0]), 4), "scale": round(float(spot[1]), 4),
-                                    "dx": round(float(spot[2]), 4), "dy": round(float(spot[3]), 4)}})
+    for record in stamp_records(records, patches_path, out, where, patch_class=patch_class, seed=common.seed):
+        writer.write(record)
 
 
 TEXTURE_VIEW_OPTIONS = {
@@ -341,18 +205,6 @@ TEXTURE_VIEW_OPTIONS = {
                                 f"(manifest, folder, shard, demo:NAME; at most {MAX_BACKGROUNDS} of its images are "
                                 "read, a sample seeded by --seed when it has more)."),
 }
-
-
-def texture_scene(model: Classifier, mesh: str, tex_size: int, spp: int, zoom_min: float, zoom_max: float,
-                  hemisphere: bool, light_min: float, light_max: float, translate: float, backgrounds: str,
-                  common: Common):
-    """The renderer, viewpoint distribution and background source shared by `texture` and `eval-texture`."""
-    renderer = MitsubaRenderer(mesh, tex_size, model.input_size[-1], spp, resolve_device(common.device))
-    views = ViewSampler((zoom_min, zoom_max), (light_min, light_max), translate, hemisphere)
-    source = BACKGROUNDS.get(backgrounds) if backgrounds in BACKGROUNDS else \
-        ImageBackgrounds(background_images(open_dataset(backgrounds), model, limit=MAX_BACKGROUNDS, seed=common.seed,
-                                           batch_size=common.batch_size, workers=common.workers))
-    return renderer, views, source
 
 
 @app.command()
@@ -378,30 +230,15 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
     camera and sRGB view transform, so render-3db evaluates what was optimised). Views per step: --batch-size
     (default 8 here)."""
     guard_output(out, "unadv-patch", force=force)
-    model = load_model(model_path, resolve_device(common.device))
-    if class_id >= model.num_classes:
-        raise UsageError(f"--class-id {class_id}: the model has {model.num_classes} classes "
-                         f"(0..{model.num_classes - 1})")
-    renderer, views, source = texture_scene(model, mesh, tex_size, spp, zoom_min, zoom_max, hemisphere, light_min,
-                                            light_max, translate, backgrounds, common)
-    generator = torch.Generator().manual_seed(common.seed)
-    start = init_patches(1, 3, tex_size, generator, init)[0]
-    batch = common.batch_size if "batch_size" in common.explicit else 8
-    config = TextureConfig(steps, batch, lr, grad)
-    result, losses = train_texture(model, renderer, class_id, start, views, source, config, generator,
-                                   on_step=lambda m: console.log(f"step {m['step']}: loss {m['loss']:.4f} "
-                                                                 f"({m['seconds']:.0f} s)"))
-    save_texture(out, result[None], [class_id], artifact_metadata(
-        tool="unadv-patch", kind="texture", seed=common.seed,
-        config={"mesh": mesh, "mesh_id": renderer.mesh_id, "grad": grad, "renderer": "mitsuba", "spp": spp,
-                "camera": {"focal_length": renderer.focal_length}, "engine": renderer.engine.describe(),
-                "zoom": [zoom_min, zoom_max], "light": [light_min, light_max], "translate": translate,
-                "hemisphere": hemisphere, "backgrounds": backgrounds, "steps": steps, "lr": lr, "init": init,
-                "batch_size": batch, "model_file": str(model_path)}))
-    head, tail = losses[:max(1, steps // 10)], losses[-max(1, steps // 10):]
+    scene = TextureScene(mesh, spp, (zoom_min, zoom_max), (light_min, light_max), translate, hemisphere, backgrounds)
+    config = TextureConfig(steps, common.batch_size if "batch_size" in common.explicit else 8, lr, grad)
+    model = model_for_class(model_path, class_id, common.device)
+    losses = train_texture_file(model, class_id, scene, out, config, tex_size=tex_size, init=init, seed=common.seed,
+                                device=common.device, workers=common.workers, model_file=str(model_path),
+                                on_step=lambda m: console.log(f"step {m['step']}: loss {m['loss']:.4f} "
+                                                              f"({m['seconds']:.0f} s)"))
     emit({"cmd": "texture", "artifact": str(out), "class_id": class_id, "mesh": mesh, "grad": grad,
-          "tex_size": tex_size, "steps": steps, "first_loss": sum(head) / len(head),
-          "final_loss": sum(tail) / len(tail), "seed": common.seed})
+          "tex_size": tex_size, "steps": steps, **losses, "seed": common.seed})
 
 
 @app.command("eval-texture")
@@ -421,21 +258,15 @@ def eval_texture(model_path: Path = typer.Option(..., "--model"),
                  *, common: Common) -> None:
     """Accuracy on the texture's class for grey / random / unadversarial textures, from the same held-out
     viewpoints (drawn from --seed, so use a seed other than training's), clean and under corruptions."""
-    model = load_model(model_path, resolve_device(common.device))
-    textures, class_ids, meta = load_texture(texture_path, model.num_classes)
-    renderer, views, source = texture_scene(model, mesh, textures.shape[-1], spp, zoom_min, zoom_max, hemisphere,
-                                            light_min, light_max, translate, backgrounds, common)
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities") if names else []
-    side = textures.shape[-1]
-    for texture, class_id in zip(textures, class_ids.tolist(), strict=True):
-        arms = {"grey": torch.full_like(texture, 0.5),
-                "random": torch.rand(texture.shape, generator=torch.Generator().manual_seed(common.seed)),
-                "unadv": texture}
-        for row in evaluate_textures(model, renderer, class_id, arms, views, source, views_count, names, levels,
-                                     common.seed, common.batch_size):
-            emit({"cmd": "eval-texture", **row, "class_id": class_id, "tex_size": side, "mesh": mesh,
-                  "texture": str(texture_path), "model": str(model_path), "eval_seed": common.seed})
+    scene = TextureScene(mesh, spp, (zoom_min, zoom_max), (light_min, light_max), translate, hemisphere, backgrounds)
+    model = load_model(model_path, resolve_device(common.device))
+    for row in evaluate_texture_file(model, texture_path, scene, views_count=views_count, corruptions=names,
+                                     severities=levels, seed=common.seed, batch_size=common.batch_size,
+                                     device=common.device, workers=common.workers):
+        emit({"cmd": "eval-texture", **row, "mesh": mesh, "texture": str(texture_path), "model": str(model_path),
+              "eval_seed": common.seed})
 
 
 @app.command()
@@ -449,22 +280,8 @@ def export(texture_path: Path = typer.Option(None, "--texture", help="From `unad
            force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
            *, common: Common) -> None:
     """Texture (for Blender, Unreal or AirSim) or patches (to print) to PNG: rows top→bottom, lossless 8-bit."""
-    if (texture_path is None) == (patches_path is None):
-        raise UsageError("export takes one of --texture T or --patches P")
-    if patches_path is not None and flip_v:
-        raise UsageError("--flip-v flips a texture's v axis; a patch has none (it is written as the model sees it)")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: exports are written as lossless PNG; use a .png name")
-    kind, source = ("texture", texture_path) if texture_path is not None else ("patches", patches_path)
-    images, class_ids, _ = load_texture(source) if kind == "texture" else load_patch_file(source)
-    paths = [out if len(images) == 1 else out.with_name(f"{out.stem}-{class_id}{out.suffix}")
-             for class_id in class_ids.tolist()]
-    for path in paths:
-        guard_output(path, "unadv-patch", force=force)
-    for image, class_id, path in zip(images, class_ids.tolist(), paths, strict=True):
-        save_image(image.flip(1) if flip_v else image, path, tool="unadv-patch")
-        emit({"cmd": "export", "artifact": str(path), "class_id": class_id, "size": list(image.shape[1:]),
-              "flip_v": flip_v, kind: str(source)})
+    for row in export_pngs(out, texture_path=texture_path, patches_path=patches_path, flip_v=flip_v, force=force):
+        emit({"cmd": "export", **row})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -503,17 +320,6 @@ def airsim_connect(host: str, port: int, connect_timeout: float, timeout: float)
     return sim
 
 
-def airsim_arms(texture_png: str | None, original_png: str | None) -> dict[str, str | None]:
-    """Arm → texture path as the simulator will read it (absolute when the file is here too)."""
-    def on_host(path: str | None) -> str | None:
-        return str(Path(path).resolve()) if path and Path(path).exists() else path
-
-    arms = {"original": on_host(original_png)}
-    if texture_png:
-        arms["unadv"] = on_host(texture_png)
-    return arms
-
-
 @airsim_app.command("eval")
 @common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["port"],
@@ -532,7 +338,7 @@ def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
                 camera: str = AIRSIM_OPTIONS["camera"],
                 *, common: Common) -> None:
     """Classify the object from every grid viewpoint: one record per frame, then one summary per arm × weather."""
-    from confidently.unadversarial.airsim import GridSpec, grid_eval, parse_weather, summarize_frames
+    from confidently.unadversarial.airsim import GridSpec, grid_eval_with_summaries, parse_weather, texture_arms
 
     try:
         low, high = (float(v) for v in heights.split(","))
@@ -540,18 +346,14 @@ def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
         raise UsageError(f"--heights {heights!r}: expected LOW,HIGH metres, e.g. 2,6") from None
     spec = GridSpec(locations, grid, spread, radius, (low, high))
     settings = parse_weather(weather)
-    model = load_model(model_path, resolve_device(common.device))
-    if not 0 <= class_id < model.num_classes:
-        raise UsageError(f"--class-id {class_id}: the model has classes 0..{model.num_classes - 1}")
+    model = model_for_class(model_path, class_id, common.device)
     with airsim_connect(host, port, connect_timeout, timeout) as sim:
-        frames = []
-        for record in grid_eval(sim, model, object_name, class_id, arms=airsim_arms(texture_png, original_png),
-                                weather=settings, spec=spec, topk=topk, seed=common.seed,
-                                batch_size=common.batch_size, camera=camera):
-            frames.append(record)
-            emit({**record, "model": str(model_path)})
-        for row in summarize_frames(frames, topk):
-            emit({**row, "model": str(model_path), "seed": common.seed})
+        for record in grid_eval_with_summaries(sim, model, object_name, class_id, topk=topk,
+                                               arms=texture_arms(texture_png, original_png), weather=settings,
+                                               spec=spec, seed=common.seed, batch_size=common.batch_size,
+                                               camera=camera):
+            summary = record["cmd"] == "airsim-eval-summary"
+            emit({**record, "model": str(model_path), **({"seed": common.seed} if summary else {})})
 
 
 @airsim_app.command("land")
@@ -581,11 +383,10 @@ def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
     """PID landing on the pad from a downward camera: one record per episode, then a summary per arm × weather."""
     from confidently.unadversarial.airsim import (
         LandingConfig,
-        OracleRegressor,
-        land_episode,
+        land_episodes,
         load_regressor,
         parse_weather,
-        start_offset,
+        texture_arms,
     )
 
     config = LandingConfig(kp, kd, ki, dt, start_alt, start_radius, descent, land_alt, max_time, max_speed,
@@ -593,32 +394,10 @@ def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
     settings = parse_weather(weather)
     learned = None if regressor == "oracle" else load_regressor(regressor, resolve_device(common.device))
     with airsim_connect(host, port, connect_timeout, timeout) as sim:
-        estimator = learned if learned is not None else OracleRegressor(sim, pad)
-        try:
-            for arm, texture in airsim_arms(texture_png, original_png).items():
-                if texture is not None:
-                    sim.set_texture(pad, texture)
-                for setting in settings:
-                    sim.set_weather(setting)
-                    rows = []
-                    for episode in range(episodes):
-                        result = land_episode(sim, estimator, pad, config,
-                                              start_offset(common.seed, episode, start_radius))
-                        rows.append(result)
-                        emit({"cmd": "airsim-land", "simulator": sim.kind, "pad": pad, "arm": arm,
-                              "weather": setting, "episode": episode, **result, "regressor": regressor,
-                              "kp": kp, "kd": kd, "ki": ki, "dt": dt, "seed": common.seed})
-                    landed = [r for r in rows if r["landed"]]
-                    emit({"cmd": "airsim-land-summary", "simulator": sim.kind, "pad": pad, "arm": arm,
-                          "weather": setting, "n": len(rows), "success_rate": len(landed) / len(rows),
-                          "mean_time_s": sum(r["time_s"] for r in landed) / len(landed) if landed else None,
-                          "mean_final_err_m": round(sum(r["final_err_m"] for r in rows) / len(rows), 4),
-                          "regressor": regressor, "seed": common.seed})
-        finally:
-            try:
-                sim.set_weather({})
-            except Exception:  # keep the error that ended the run
-                pass
+        for row in land_episodes(sim, learned, pad, config, arms=texture_arms(texture_png, original_png),
+                                 episodes=episodes, weather=settings, seed=common.seed):
+            controller = {"kp": kp, "kd": kd, "ki": ki, "dt": dt} if row["cmd"] == "airsim-land" else {}
+            emit({**row, "regressor": regressor, **controller, "seed": common.seed})
 
 
 @airsim_app.command("serve-fake")

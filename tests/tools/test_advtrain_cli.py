@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from confidently.data import open_dataset
 from confidently.data.loader import collect
 from confidently.io.model_files import read_model_file
 from confidently.models import create_model, load_model
 from confidently.schema import schema_errors
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 DIGITS = ["--data", "demo:digits", "--split", "train"]
 

@@ -116,11 +116,27 @@ def test_a_trained_patch_beats_a_random_one(digits_model, digits_tensors):
     rows = evaluate_arms(digits_model, batches(digits_model, images, labels), {"random": start, "unadv": patches},
                          where, ["gaussian_noise", "contrast"], [1], seed=5)  # contrast 2 leaves every arm near chance
     acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
-    for corruption in ("clean", "gaussian_noise", "contrast"):
-        assert acc[("unadv", corruption)] > acc[("random", corruption)]
+    for corruption in ("clean", "gaussian_noise"):  # measured: +0.02 and +0.025 over 359 images
+        assert acc[("unadv", corruption)] > acc[("random", corruption)], acc
+    # a patch trained on clean images does not promise more under contrast (measured: 0.529 vs 0.532); training
+    # with contrast does (test_training_under_a_corruption_helps_under_it)
+    assert acc[("unadv", "contrast")] > acc[("random", "contrast")] - 0.02, acc
     again = evaluate_arms(digits_model, batches(digits_model, images, labels, 50), {"unadv": patches}, where,
                           ["contrast"], [1], seed=5)
     assert [r["acc"] for r in again] == [acc[("unadv", "clean")], acc[("unadv", "contrast")]]
+
+
+def test_training_under_a_corruption_helps_under_it(digits_model, digits_tensors):
+    (train_images, train_labels), (images, labels) = digits_tensors
+    where = Placement()
+    start = init_patches(10, 3, 10, torch.Generator().manual_seed(0))
+    patches, _ = train(digits_model, train_images, train_labels, start, where,
+                       PatchConfig(steps=120, batch_size=64, lr=0.02, corruptions=("contrast",), severities=(1,),
+                                   corruption_prob=0.5))
+    rows = evaluate_arms(digits_model, batches(digits_model, images, labels), {"random": start, "unadv": patches},
+                         where, ["contrast"], [1], seed=5)
+    acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
+    assert acc[("unadv", "contrast")] > acc[("random", "contrast")] + 0.03, acc  # measured: 0.596 vs 0.532
 
 
 def test_corruption_noise_follows_the_image_not_its_batch(digits_model, digits_tensors):

@@ -32,14 +32,15 @@ def test_one_signed_step_lowers_the_loss(trained_resnet, cube, mode):
 
 
 def test_training_keeps_the_texture_in_range_and_beats_grey(trained_resnet, cube):
+    """Which digits a cube can become in 20 steps depends on the model (measured: 1, 4, 7 and 8 gain 0.3 to 1
+    for one tiny ResNet, 5 and 6 none), so every digit is trained and the gains are judged together."""
     from confidently.render import ViewSampler
     from confidently.unadversarial.texture import BACKGROUNDS
 
     views = ViewSampler(zoom=(2.5, 3.0), light=(0.5, 0.5))
     start = torch.full((3, 8, 8), 0.5)
-    # Digits whose loss 20 steps halve for this model: measured clean accuracy grey -> unadv, 2: 0 -> 0.56,
-    # 7: 0 -> 0.88 (a cube never becomes a 1, 3 or 6 in 20 steps; which digits do depends on the model).
-    for digit in (2, 7):
+    gains = []
+    for digit in range(10):
         texture, losses = train_texture(trained_resnet, cube, digit, start, views, BACKGROUNDS.get("black"),
                                         TextureConfig(steps=20, batch_size=4, lr=0.08),
                                         torch.Generator().manual_seed(0))
@@ -49,7 +50,8 @@ def test_training_keeps_the_texture_in_range_and_beats_grey(trained_resnet, cube
         assert [(r["arm"], r["corruption"]) for r in rows] == [("grey", "clean"), ("grey", "gaussian_noise"),
                                                                 ("unadv", "clean"), ("unadv", "gaussian_noise")]
         acc = {(r["arm"], r["corruption"]): r["acc"] for r in rows}
-        assert acc["unadv", "clean"] >= acc["grey", "clean"] + 0.25, (digit, acc)
+        gains.append(acc["unadv", "clean"] - acc["grey", "clean"])
+    assert min(gains) > -0.1 and sum(gains) / 10 >= 0.15 and sum(gain >= 0.25 for gain in gains) >= 2, gains
 
 
 def test_texture_eval_does_not_depend_on_the_batch_size(trained_resnet, cube):
@@ -57,9 +59,16 @@ def test_texture_eval_does_not_depend_on_the_batch_size(trained_resnet, cube):
     from confidently.unadversarial.texture import BACKGROUNDS
 
     arms = {"grey": torch.full((3, 8, 8), 0.5)}
-    rows = [evaluate_textures(trained_resnet, cube, 5, arms, ViewSampler(), BACKGROUNDS.get("black"), 12,
-                              ["gaussian_noise"], [5], seed=4, batch_size=size) for size in (5, 12)]
-    assert rows[0] == rows[1] and 0 < rows[0][1]["correct"] < 12  # the noise decides some views
+
+    def evaluate(class_id, size):
+        return evaluate_textures(trained_resnet, cube, class_id, arms, ViewSampler(), BACKGROUNDS.get("black"), 12,
+                                 ["gaussian_noise"], [5], seed=4, batch_size=size)
+
+    # the class the noisy grey cube is taken for most often, so the noise decides some views either way
+    noisy = {class_id: evaluate(class_id, 12)[1]["correct"] for class_id in range(10)}
+    class_id = max(noisy, key=noisy.get)
+    assert 0 < noisy[class_id] < 12, noisy
+    assert evaluate(class_id, 5) == evaluate(class_id, 12)
 
 
 def test_texture_files_round_trip_and_check_class_ids(tmp_path):

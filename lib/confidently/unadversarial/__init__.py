@@ -1,13 +1,18 @@
 """Unadversarial examples (thesis ch. 3): patches a fixed model recognises easily."""
 
-from confidently.unadversarial.baselines import qr_matrix, qr_patches
+from confidently.unadversarial.baselines import BASELINE_KINDS, baseline_patches, qr_matrix, qr_patches
 from confidently.unadversarial.patches import (
+    PLACEMENT_ARGUMENTS,
     WARPS,
     Placement,
+    chosen_placement,
     composite,
     init_patches,
     load_patch_file,
+    load_patches,
+    make_placement,
     patch_side,
+    save_patches,
 )
 from confidently.unadversarial.texture import (
     BACKGROUNDS,
@@ -37,10 +42,29 @@ from confidently.unadversarial.train import (
     train_patches,
     training_batches,
 )
+from confidently.unadversarial.workflows import (
+    PatchEvaluation,
+    TextureScene,
+    baseline_patch_file,
+    evaluate_patch_file,
+    evaluate_texture_file,
+    export_pngs,
+    loss_summary,
+    model_and_data,
+    model_for_class,
+    stamp_records,
+    train_patch_file,
+    train_texture_file,
+)
 
 __all__ = ["BACKGROUNDS", "GRADIENTS", "ImageBackgrounds", "TextureConfig", "evaluate_textures", "load_texture",
            "render_batch", "save_texture", "train_texture",
-           "MAX_BACKGROUNDS", "WARPS", "PatchConfig", "Placement", "background_images", "best_images",
-           "check_labels", "composite", "conflict_classes", "corrupt_with_gradient", "eval_batches", "evaluate_arms",
-           "init_patches", "load_patch_file", "patch_side", "qr_matrix", "qr_patches", "random_corruptions",
-           "random_image_picks", "random_images", "seeded_sample", "train_patches", "training_batches"]
+           "BASELINE_KINDS", "MAX_BACKGROUNDS", "PLACEMENT_ARGUMENTS", "WARPS", "PatchConfig", "Placement",
+           "background_images", "baseline_patches", "best_images", "check_labels", "chosen_placement", "composite",
+           "conflict_classes", "corrupt_with_gradient", "eval_batches", "evaluate_arms", "init_patches",
+           "load_patch_file", "load_patches", "make_placement", "patch_side", "qr_matrix", "qr_patches",
+           "random_corruptions", "random_image_picks", "random_images", "save_patches", "seeded_sample",
+           "train_patches", "training_batches",
+           "PatchEvaluation", "TextureScene", "baseline_patch_file", "evaluate_patch_file", "evaluate_texture_file",
+           "export_pngs", "loss_summary", "model_and_data", "model_for_class", "stamp_records", "train_patch_file",
+           "train_texture_file"]

@@ -6,7 +6,8 @@ Evaluation only: the simulator never enters a gradient loop. Two experiments:
   object; every frame classified; top-1 and top-k correct per frame, per texture arm and weather setting.
 - :func:`land_episode` — a drone above a landing pad with a downward camera; a regressor maps each frame
   to the pad's position relative to the drone; a PID controller (``v = Kp·e + Kd·de/dt + Ki·∫e``) turns
-  that into velocity commands until the drone is low enough to land.
+  that into velocity commands until the drone is low enough to land; :func:`land_episodes` flies them for
+  each texture arm × weather setting.
 
 The client module is imported lazily (this module imports without it): Microsoft's ``airsim`` first,
 else ``cosysairsim`` (the maintained fork's client, same API; the ``sim`` extra). Neither installed →
@@ -37,6 +38,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -377,6 +379,18 @@ def _classify(model: Classifier, frames: list[torch.Tensor], class_id: int, topk
             for row in top]
 
 
+def each_arm_and_weather(sim: Simulator, target: str, arms: dict[str, str | None],
+                         weather: Sequence[dict[str, float]]) -> Iterator[tuple[str, dict[str, float]]]:
+    """Every arm × weather setting in order, with the arm's texture put on ``target`` (None: left as it is)
+    and the weather set in the simulator before it is yielded."""
+    for arm, texture in arms.items():
+        if texture is not None:
+            sim.set_texture(target, texture)
+        for setting in weather:
+            sim.set_weather(setting)
+            yield arm, setting
+
+
 def grid_eval(sim: Simulator, model: Classifier, object_name: str, class_id: int, *,
               arms: dict[str, str | None], weather: Sequence[dict[str, float]] = ({},),
               spec: GridSpec = GridSpec(), topk: int = 5, seed: int = 0, batch_size: int = 64,
@@ -395,29 +409,49 @@ def grid_eval(sim: Simulator, model: Classifier, object_name: str, class_id: int
     places = object_locations(start, spec, seed)
     sim.set_camera(camera)  # straight along the vehicle's axis: look_at aims the vehicle
     try:
-        for arm, texture in arms.items():
-            if texture is not None:
-                sim.set_texture(object_name, texture)
-            for setting in weather:
-                sim.set_weather(setting)
-                for location, place in enumerate(places):
-                    sim.set_object_position(object_name, place)
-                    pending: list[tuple[dict[str, Any], torch.Tensor]] = []
-                    for index, cam in enumerate(camera_grid(place, spec)):
-                        sim.look_at(cam, place)
-                        pending.append(({"cmd": "airsim-eval", "simulator": sim.kind, "object": object_name,
-                                         "class_id": class_id, "arm": arm, "weather": dict(setting),
-                                         "location": location, "object_xyz": _rounded(place),
-                                         "cam_xyz": _rounded(cam), "grid_index": index}, sim.image(camera)))
-                        if len(pending) >= batch_size:
-                            yield from _flush(model, pending, class_id, topk)
-                            pending = []
-                    yield from _flush(model, pending, class_id, topk)
+        for arm, setting in each_arm_and_weather(sim, object_name, arms, weather):
+            for location, place in enumerate(places):
+                sim.set_object_position(object_name, place)
+                pending: list[tuple[dict[str, Any], torch.Tensor]] = []
+                for index, cam in enumerate(camera_grid(place, spec)):
+                    sim.look_at(cam, place)
+                    pending.append(({"cmd": "airsim-eval", "simulator": sim.kind, "object": object_name,
+                                     "class_id": class_id, "arm": arm, "weather": dict(setting),
+                                     "location": location, "object_xyz": _rounded(place),
+                                     "cam_xyz": _rounded(cam), "grid_index": index}, sim.image(camera)))
+                    if len(pending) >= batch_size:
+                        yield from _flush(model, pending, class_id, topk)
+                        pending = []
+                yield from _flush(model, pending, class_id, topk)
     finally:
         with contextlib.suppress(ConfidentlyError):
             sim.set_object_position(object_name, start)
         with contextlib.suppress(ConfidentlyError):
             sim.set_weather({})
+
+
+def texture_arms(texture_png: str | None, original_png: str | None = None) -> dict[str, str | None]:
+    """Arm → texture PNG as the simulator will read it: ``original`` (None: the scene's own material) first, then
+    ``unadv`` when a texture is given. A path that exists here is made absolute, for a simulator on this machine;
+    any other is passed on as a path on the simulator's host."""
+    def on_host(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    arms = {"original": on_host(original_png)}
+    if texture_png:
+        arms["unadv"] = on_host(texture_png)
+    return arms
+
+
+def grid_eval_with_summaries(sim: Simulator, model: Classifier, object_name: str, class_id: int, *, topk: int = 5,
+                             **grid: Any) -> Iterator[dict[str, Any]]:
+    """:func:`grid_eval`'s frame records as they come (``grid``: its keyword arguments), then
+    :func:`summarize_frames`' accuracy per arm × weather."""
+    frames = []
+    for record in grid_eval(sim, model, object_name, class_id, topk=topk, **grid):
+        frames.append(record)
+        yield record
+    yield from summarize_frames(frames, topk)
 
 
 def _flush(model, pending, class_id, topk):
@@ -591,6 +625,32 @@ def land_episode(sim: Simulator, regressor: Callable[[torch.Tensor], Sequence[fl
             "time_s": round(elapsed, 4), "steps": steps, "reached_land_alt": bool(reached),
             "start_xyz": _rounded(start), "pad_xyz": _rounded(pad_xyz),
             "wall_s": round(time.perf_counter() - started, 3)}
+
+
+def land_episodes(sim: Simulator, regressor: Callable[[torch.Tensor], Sequence[float]] | None, pad: str,
+                  config: LandingConfig = LandingConfig(), *, arms: dict[str, str | None], episodes: int = 1,
+                  weather: Sequence[dict[str, float]] = ({},), seed: int = 0) -> Iterator[dict[str, Any]]:
+    """For each arm (the pad's texture, as :func:`texture_arms` gives them) × weather setting, ``episodes``
+    landings from the same seeded starts (:func:`start_offset`), one record each, then a summary: the success
+    rate, the mean control time of the landed ones and the mean final error. ``regressor`` None: the
+    :class:`OracleRegressor`. The weather is cleared at the end, keeping the error that ended the run."""
+    estimator = regressor if regressor is not None else OracleRegressor(sim, pad)
+    try:
+        for arm, setting in each_arm_and_weather(sim, pad, arms, weather):
+            rows = []
+            for episode in range(episodes):
+                result = land_episode(sim, estimator, pad, config, start_offset(seed, episode, config.start_radius))
+                rows.append(result)
+                yield {"cmd": "airsim-land", "simulator": sim.kind, "pad": pad, "arm": arm, "weather": setting,
+                       "episode": episode, **result}
+            landed = [r for r in rows if r["landed"]]
+            yield {"cmd": "airsim-land-summary", "simulator": sim.kind, "pad": pad, "arm": arm, "weather": setting,
+                   "n": len(rows), "success_rate": len(landed) / len(rows),
+                   "mean_time_s": sum(r["time_s"] for r in landed) / len(landed) if landed else None,
+                   "mean_final_err_m": round(sum(r["final_err_m"] for r in rows) / len(rows), 4)}
+    finally:
+        with contextlib.suppress(Exception):
+            sim.set_weather({})
 
 
 def landing_views(sim: Simulator, pad: str, count: int, *, seed: int = 0, heights: tuple[float, float] = (1.0, 5.0),

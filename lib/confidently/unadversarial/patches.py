@@ -9,14 +9,17 @@ from a seeded generator, so every arm of an evaluation sees the same ones and ``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from confidently.errors import InvalidInput, UsageError
+
+if TYPE_CHECKING:
+    from confidently.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,35 @@ class Placement:
         return torch.stack([angle, scale, dx, dy], dim=1).float()
 
 
+def make_placement(degrees: float = 45.0, translate: float = 0.3, scale: str = "0.9,1.1", placement: str = "anywhere",
+                   region: str | None = None) -> Placement:
+    """A placement as people write it: ``scale`` as ``LOW,HIGH`` and ``region`` as ``x0,y0,x1,y1`` (None: the
+    whole image)."""
+    try:
+        low, high = (float(v) for v in scale.split(","))
+        box = tuple(float(v) for v in region.split(",")) if region else (0.0, 0.0, 1.0, 1.0)
+    except ValueError:
+        raise UsageError("`scale` LOW,HIGH and `region` x0,y0,x1,y1 take comma-separated numbers") from None
+    if len(box) != 4:
+        raise UsageError(f"`region` {region!r}: expected x0,y0,x1,y1")
+    return Placement(degrees, translate, (low, high), placement, box)
+
+
+PLACEMENT_ARGUMENTS = {"degrees": "degrees", "translate": "translate", "scale": "scale", "placement": "mode",
+                       "region": "region"}  # make_placement's argument → the Placement field it sets
+
+
+def chosen_placement(stored: Placement, given: Placement, overrides: Collection[str]) -> tuple[Placement, str]:
+    """The patch file's placement with each field whose :func:`make_placement` argument is in ``overrides``
+    taken from ``given`` (patches land as they were trained unless told otherwise), and where it came from:
+    ``patches``, ``options`` or ``patches+options``."""
+    replaced = {field: getattr(given, field) for argument, field in PLACEMENT_ARGUMENTS.items()
+                if argument in overrides}
+    source = "patches" if not replaced else "options" if len(replaced) == len(PLACEMENT_ARGUMENTS) \
+        else "patches+options"
+    return replace(stored, **replaced), source
+
+
 def load_patch_file(path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """A patch file's patches (K×C×p×p in [0, 1]), class ids (default 0..K−1) and metadata, checked."""
     from confidently.io.artifacts import load_artifact
@@ -84,6 +116,30 @@ def load_patch_file(path) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     if float(patches.min()) < 0 or float(patches.max()) > 1:
         raise InvalidInput(f"{path}: patch values lie outside [0, 1]")
     return patches.float(), class_ids, meta
+
+
+def save_patches(path, patches: torch.Tensor, model: Classifier, placement: Placement, **extra: Any) -> None:
+    """A patch file: ``patches`` K×C×p×p and ``class_ids`` 0..K−1, with the placement they were made for (so
+    evaluation lands them the same way) and the model's geometry; ``extra`` goes into the metadata."""
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+
+    save_artifact(path, {"patches": patches.float().contiguous(),
+                         "class_ids": torch.arange(len(patches), dtype=torch.int64)},
+                  artifact_metadata(tool="unadv-patch", kind="patch2d", image_size=list(model.input_size[1:]),
+                                    patch_size=int(patches.shape[-1]), transform=placement.as_dict(),
+                                    num_classes=model.num_classes, **extra))
+
+
+def load_patches(path, model: Classifier) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The patches of a file checked against the model (one per class, its channels, no larger than its
+    inputs), and the file's metadata."""
+    patches, _, meta = load_patch_file(path)
+    if len(patches) != model.num_classes:
+        raise InvalidInput(f"{path} has {len(patches)} class patches but the model has {model.num_classes} classes")
+    if patches.shape[1] != model.input_size[0] or patches.shape[-1] > min(model.input_size[1:]):
+        raise InvalidInput(f"{path}: patches of shape {list(patches.shape[1:])} do not fit the model's "
+                           f"{list(model.input_size)} inputs")
+    return patches, meta
 
 
 def patch_side(height: int, width: int, patch_size: int | None, patch_frac: float | None) -> int:
