@@ -226,3 +226,25 @@ def test_train_and_eval_stream_a_folder_of_mixed_size_photos(run_tool, tmp_path)
                         "--batch-size", "4", "--workers", "2", cwd=tmp_path)
     assert tar_rows.returncode == 0, tar_rows.stderr
     assert tar_rows.records == rows.records  # placements and noise per record: stream order does not matter
+
+
+def test_a_timm_resnet_at_224_trains_and_evaluates_a_patch_on_photos(run_tool, tmp_path):
+    """resnet18 (random weights) at its own size: photos of any size fitted to 224, a 48-pixel patch trained and
+    evaluated on them through the same placements."""
+    from confidently.models import create_model, save_model
+
+    from tests.photos import make_imagenet_folder
+
+    root = make_imagenet_folder(tmp_path / "photos", train_per_class=2, val_per_class=1)
+    torch.manual_seed(0)
+    save_model(create_model("resnet18", 3, img_size=224), tmp_path / "r18.safetensors")
+    trained = run_tool("unadv-patch", "train", "--model", "r18.safetensors", "--data", root, "--split", "train",
+                       "--patch-size", "48", "--steps", "2", "--batch-size", "4", "--workers", "0",
+                       "--out", "p224.safetensors", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert load_file(tmp_path / "p224.safetensors")["patches"].shape == (3, 3, 48, 48)
+    rows = run_tool("unadv-patch", "eval", "--model", "r18.safetensors", "--data", root, "--split", "val",
+                    "--patches", "p224.safetensors", "--corruptions", "gaussian_noise", "--severities", "1",
+                    "--batch-size", "4", "--workers", "0", cwd=tmp_path)
+    assert rows.returncode == 0, rows.stderr
+    assert len(rows.records) == 6 and all(r["n"] == 3 + 4 for r in rows.records)
