@@ -18,9 +18,9 @@ def test_options_left_out_take_the_default_and_paths_become_absolute(tmp_path, m
 
 
 def test_bad_options_name_the_argument():
-    with pytest.raises(UsageError, match="trigger 'hat'"):
+    with pytest.raises(UsageError, match="`trigger` 'hat'"):
         build_trigger_spec("hat")
-    with pytest.raises(UsageError, match="color '1,x'"):
+    with pytest.raises(UsageError, match="`color` '1,x'"):
         build_trigger_spec("square", color="1,x")
 
 

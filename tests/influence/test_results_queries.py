@@ -122,7 +122,7 @@ def test_the_validation_split_ranks_and_the_test_split_reports():
     assert choose_task(["cats"], None, selecting=True) == "cats"
     with pytest.raises(UsageError, match="choose one as the target"):
         choose_task(["cats", "dogs"], None, selecting=False)
-    with pytest.raises(UsageError, match="target 'birds'"):
+    with pytest.raises(UsageError, match="`target` 'birds'"):
         choose_task(tasks, "birds", selecting=True)
 
 
