@@ -1,4 +1,6 @@
 """Training recipes, registered by name, and the one rule that merges a recipe with a user's settings.
+:class:`TrainConfig` (the settings a recipe sets) lives here, free of torch, so a command's ``--help`` can
+list the recipes without loading it.
 
 A recipe is a set of :class:`~confidently.training.TrainConfig` values (optimizer, schedule, epochs,
 augmentation...). Every command that trains takes one by ``--recipe`` and applies :func:`recipe_config`:
@@ -9,12 +11,44 @@ recipe is one :func:`register_recipe` call; every training command can use it.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from confidently.errors import UsageError
 from confidently.registry import Registry
-from confidently.training import TrainConfig
+
+
+@dataclass
+class TrainConfig:
+    """The recipe; stored in the model file's metadata."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    momentum: float = 0.9
+    step_every: int = 0  # ``step`` schedule: divide by 10 every N epochs (0: at 50 % and 75 %)
+    peak_epoch: float = 0.0  # ``cyclic`` schedule: epoch of the peak (0: the middle)
+    augment: str = "shift-flip"  # a registered preprocess; shift-flip uses ``shift`` and ``flip``
+    shift: int = 0
+    flip: bool = False
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # DeiT's batch mixing (confidently.mixing): mixup and cutmix α; 0 and 0: off
+    cutmix: float = 0.0
+    freeze_bn: bool = False
+    amp: bool = False
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
 
 RECIPES: Registry[dict[str, Any]] = Registry("recipe")
 list_recipes = RECIPES.names

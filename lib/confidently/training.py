@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +32,12 @@ from confidently.data.loader import ImageStream, StreamLoader
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.mixing import BatchMix
+from confidently.recipes import TrainConfig
 from confidently.registry import Registry
 from confidently.run.seeding import record_generator
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 CHECKPOINT_FORMAT = "confidently.checkpoint/1"
-
-
-@dataclass
-class TrainConfig:
-    """The recipe; stored in the model file's metadata."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    momentum: float = 0.9
-    step_every: int = 0  # ``step`` schedule: divide by 10 every N epochs (0: at 50 % and 75 %)
-    peak_epoch: float = 0.0  # ``cyclic`` schedule: epoch of the peak (0: the middle)
-    augment: str = "shift-flip"  # a registered preprocess; shift-flip uses ``shift`` and ``flip``
-    shift: int = 0
-    flip: bool = False
-    label_smoothing: float = 0.0
-    mixup: float = 0.0  # DeiT's batch mixing (confidently.mixing): mixup and cutmix α; 0 and 0: off
-    cutmix: float = 0.0
-    freeze_bn: bool = False
-    amp: bool = False
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")

@@ -4,23 +4,37 @@ Triggers themselves are data transforms (:mod:`confidently.data.triggers`); trai
 transfer go through :mod:`confidently.training` and :mod:`confidently.transfer`.
 """
 
-from confidently.backdoor.attributes import draw_cells, field_value, group_attribute, parse_cell
-from confidently.backdoor.manifests import PoisonedManifest, poison_manifest, stamp_manifest, write_materialized
-from confidently.backdoor.metrics import (
-    bias_from_tallies,
-    bias_metrics,
-    bias_tallies,
-    group_from_tallies,
-    group_gaps,
-    group_tallies,
-    merge_bias_shards,
-    overlay_skew,
-    prediction_skew,
-    trigger_bias,
-    triggered_predictions,
-)
-from confidently.backdoor.poison import SELECTION_SEED, PoisonPlan, fraction_of_rows, parse_classes, select_poison
-from confidently.backdoor.trigger_spec import build_trigger_spec, check_trigger_fits, save_trigger
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "draw_cells": "confidently.backdoor.attributes",
+    "field_value": "confidently.backdoor.attributes",
+    "group_attribute": "confidently.backdoor.attributes",
+    "parse_cell": "confidently.backdoor.attributes",
+    "PoisonedManifest": "confidently.backdoor.manifests",
+    "poison_manifest": "confidently.backdoor.manifests",
+    "stamp_manifest": "confidently.backdoor.manifests",
+    "write_materialized": "confidently.backdoor.manifests",
+    "bias_from_tallies": "confidently.backdoor.metrics",
+    "bias_metrics": "confidently.backdoor.metrics",
+    "bias_tallies": "confidently.backdoor.metrics",
+    "group_from_tallies": "confidently.backdoor.metrics",
+    "group_gaps": "confidently.backdoor.metrics",
+    "group_tallies": "confidently.backdoor.metrics",
+    "merge_bias_shards": "confidently.backdoor.metrics",
+    "overlay_skew": "confidently.backdoor.metrics",
+    "prediction_skew": "confidently.backdoor.metrics",
+    "trigger_bias": "confidently.backdoor.metrics",
+    "triggered_predictions": "confidently.backdoor.metrics",
+    "SELECTION_SEED": "confidently.backdoor.poison",
+    "PoisonPlan": "confidently.backdoor.poison",
+    "fraction_of_rows": "confidently.backdoor.poison",
+    "parse_classes": "confidently.backdoor.poison",
+    "select_poison": "confidently.backdoor.poison",
+    "build_trigger_spec": "confidently.backdoor.trigger_spec",
+    "check_trigger_fits": "confidently.backdoor.trigger_spec",
+    "save_trigger": "confidently.backdoor.trigger_spec",
+})
 
 __all__ = ["SELECTION_SEED", "PoisonPlan", "PoisonedManifest", "bias_from_tallies", "bias_metrics", "bias_tallies",
            "build_trigger_spec", "check_trigger_fits", "draw_cells", "field_value", "fraction_of_rows",

@@ -7,9 +7,19 @@ A tool builds ``app = tool_app("name", help)``, decorates each command with
 command honours, and passes a :class:`Common`), and ends with ``def main(): run_app(app, "name")``.
 """
 
-from confidently.cli.app import FIT_DATA_OPTIONS, Common, common_options, run_app, skip_invalid, tool_app
-from confidently.cli.inputs import input_source
-from confidently.cli.stream import stream_batches, stream_records
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FIT_DATA_OPTIONS": "confidently.cli.app",
+    "Common": "confidently.cli.app",
+    "common_options": "confidently.cli.app",
+    "run_app": "confidently.cli.app",
+    "skip_invalid": "confidently.cli.app",
+    "tool_app": "confidently.cli.app",
+    "input_source": "confidently.cli.inputs",
+    "stream_batches": "confidently.cli.stream",
+    "stream_records": "confidently.cli.stream",
+})
 
 __all__ = ["FIT_DATA_OPTIONS", "Common", "common_options", "input_source", "run_app", "skip_invalid",
            "stream_batches", "stream_records", "tool_app"]

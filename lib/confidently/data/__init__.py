@@ -1,11 +1,23 @@
 """Datasets from any source (manifest, image folder, safetensors shard, ``demo:*``, tar shards), batched
 transforms, one shared corruption set, and seeded splits."""
 
-from confidently.data.corruptions import corrupt, list_corruptions, register_corruption
-from confidently.data.dataset import ImageDataset
-from confidently.data.demo import list_demos, load_demo, register_demo
-from confidently.data.source import Source, check_labels, open_dataset, open_source
-from confidently.data.splits import split_by_class, split_records
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "corrupt": "confidently.data.corruptions",
+    "list_corruptions": "confidently.data.corruptions",
+    "register_corruption": "confidently.data.corruptions",
+    "ImageDataset": "confidently.data.dataset",
+    "list_demos": "confidently.data.demo",
+    "load_demo": "confidently.data.demo",
+    "register_demo": "confidently.data.demo",
+    "Source": "confidently.data.source",
+    "check_labels": "confidently.data.source",
+    "open_dataset": "confidently.data.source",
+    "open_source": "confidently.data.source",
+    "split_by_class": "confidently.data.splits",
+    "split_records": "confidently.data.splits",
+})
 
 __all__ = [
     "ImageDataset", "Source", "check_labels", "corrupt", "list_corruptions", "list_demos", "load_demo", "open_dataset",

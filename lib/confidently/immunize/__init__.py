@@ -14,51 +14,45 @@
 Immunization is a protection against the model it was computed with, not a guarantee.
 """
 
-from confidently.immunize.attacks import (
-    METHODS,
-    NORMS,
-    PRESETS,
-    EncoderAttack,
-    Immunized,
-    PGDConfig,
-    PGDResult,
-    Request,
-    immunize,
-    parse_fraction,
-    pgd,
-    target_image,
-)
-from confidently.immunize.editing import (
-    EditConfig,
-    EditNoise,
-    binarize_mask,
-    edit_forward,
-    edit_image,
-    paste_back,
-    resolve_mode,
-)
-from confidently.immunize.models import (
-    LatentDiffusion,
-    configured_mode,
-    load_ldm,
-    model_fingerprint,
-    tiny_components,
-    write_tiny_model,
-)
-from confidently.immunize.pixels import (
-    check_output_format,
-    fit_image,
-    quantize_within_bound,
-    save_uint8,
-)
-from confidently.immunize.text import (
-    ClipText,
-    Conditioning,
-    HashTextEncoder,
-    conditioning,
-    load_prompt_embeds,
-    load_text_encoder,
-)
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "METHODS": "confidently.immunize.attacks",
+    "NORMS": "confidently.immunize.attacks",
+    "PRESETS": "confidently.immunize.attacks",
+    "EncoderAttack": "confidently.immunize.attacks",
+    "Immunized": "confidently.immunize.attacks",
+    "PGDConfig": "confidently.immunize.attacks",
+    "PGDResult": "confidently.immunize.attacks",
+    "Request": "confidently.immunize.attacks",
+    "immunize": "confidently.immunize.attacks",
+    "parse_fraction": "confidently.immunize.attacks",
+    "pgd": "confidently.immunize.attacks",
+    "target_image": "confidently.immunize.attacks",
+    "EditConfig": "confidently.immunize.editing",
+    "EditNoise": "confidently.immunize.editing",
+    "binarize_mask": "confidently.immunize.editing",
+    "edit_forward": "confidently.immunize.editing",
+    "edit_image": "confidently.immunize.editing",
+    "paste_back": "confidently.immunize.editing",
+    "resolve_mode": "confidently.immunize.editing",
+    "LatentDiffusion": "confidently.immunize.models",
+    "configured_mode": "confidently.immunize.models",
+    "load_ldm": "confidently.immunize.models",
+    "model_fingerprint": "confidently.immunize.models",
+    "tiny_components": "confidently.immunize.models",
+    "write_tiny_model": "confidently.immunize.models",
+    "check_output_format": "confidently.immunize.pixels",
+    "fit_image": "confidently.immunize.pixels",
+    "quantize_within_bound": "confidently.immunize.pixels",
+    "save_uint8": "confidently.immunize.pixels",
+    "ClipText": "confidently.immunize.text",
+    "Conditioning": "confidently.immunize.text",
+    "HashTextEncoder": "confidently.immunize.text",
+    "conditioning": "confidently.immunize.text",
+    "load_prompt_embeds": "confidently.immunize.text",
+    "load_text_encoder": "confidently.immunize.text",
+})
 
 __all__ = [
     "METHODS", "NORMS", "PRESETS", "ClipText", "Conditioning", "EditConfig", "EditNoise", "EncoderAttack",

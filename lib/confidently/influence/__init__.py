@@ -2,12 +2,36 @@
 worker that runs one, the difference-of-means estimator with mergeable sums, the counterfactual, the
 queries asked of an estimate and the Slurm job array that runs a plan."""
 
-from confidently.influence.estimate import Influence, InfluenceSums, bootstrap_convergence, bootstrap_std, estimate
-from confidently.influence.outputs import all_outputs, list_outputs, register_output
-from confidently.influence.plan import check_job, counterfactual_plan, plan_checksum, select_jobs, subset_plan
-from confidently.influence.recipes import Recipe, TaskResult, list_recipes, load_recipe, register_recipe
-from confidently.influence.results import FarmResults, load_results, merge_partials, result_files, sum_results
-from confidently.influence.worker import JobRunner, result_path, run_job
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Influence": "confidently.influence.estimate",
+    "InfluenceSums": "confidently.influence.estimate",
+    "bootstrap_convergence": "confidently.influence.estimate",
+    "bootstrap_std": "confidently.influence.estimate",
+    "estimate": "confidently.influence.estimate",
+    "all_outputs": "confidently.influence.outputs",
+    "list_outputs": "confidently.influence.outputs",
+    "register_output": "confidently.influence.outputs",
+    "check_job": "confidently.influence.plan",
+    "counterfactual_plan": "confidently.influence.plan",
+    "plan_checksum": "confidently.influence.plan",
+    "select_jobs": "confidently.influence.plan",
+    "subset_plan": "confidently.influence.plan",
+    "Recipe": "confidently.influence.recipes",
+    "TaskResult": "confidently.influence.recipes",
+    "list_recipes": "confidently.influence.recipes",
+    "load_recipe": "confidently.influence.recipes",
+    "register_recipe": "confidently.influence.recipes",
+    "FarmResults": "confidently.influence.results",
+    "load_results": "confidently.influence.results",
+    "merge_partials": "confidently.influence.results",
+    "result_files": "confidently.influence.results",
+    "sum_results": "confidently.influence.results",
+    "JobRunner": "confidently.influence.worker",
+    "result_path": "confidently.influence.worker",
+    "run_job": "confidently.influence.worker",
+})
 
 __all__ = [
     "FarmResults", "Influence", "InfluenceSums", "JobRunner", "Recipe", "TaskResult", "all_outputs",

@@ -1,41 +1,58 @@
 """Feature removal without missingness bias (thesis ch. 5): units, fills, orders, curves, LIME,
 consistency, the top-k test and missingness augmentation."""
 
-from confidently.missingness.augment import MissingnessTraining
-from confidently.missingness.consistency import expected_random_jaccard, pairwise_jaccard, topk_jaccard
-from confidently.missingness.curve import Curves, curve_auc, curve_ks, missingness_curves
-from confidently.missingness.features import (
-    Features,
-    from_label_map,
-    grid_labels,
-    list_units,
-    make_features,
-    register_unit,
-    removal_flags,
-    visible_after_removal,
-)
-from confidently.missingness.fills import BINARY8, FILL_NAMES, Fill, color_fills, drop_over, make_fill
-from confidently.missingness.inputs import Inputs, Orders, RowsById, Segments, fill_seeds, padded
-from confidently.missingness.lime import (
-    Explanation,
-    LimeConfig,
-    explain,
-    kernel_weights,
-    list_backends,
-    perturbations,
-    register_backend,
-    weighted_ridge,
-)
-from confidently.missingness.model import PARTIAL_RULES, MissingnessModel
-from confidently.missingness.orders import (
-    feature_scores,
-    list_orders,
-    needs_scores,
-    register_order,
-    removal_order,
-    saliency_maps,
-)
-from confidently.missingness.summary import class_entropy, summarize_consistency, summarize_curves, summarize_topk
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "MissingnessTraining": "confidently.missingness.augment",
+    "expected_random_jaccard": "confidently.missingness.consistency",
+    "pairwise_jaccard": "confidently.missingness.consistency",
+    "topk_jaccard": "confidently.missingness.consistency",
+    "Curves": "confidently.missingness.curve",
+    "curve_auc": "confidently.missingness.curve",
+    "curve_ks": "confidently.missingness.curve",
+    "missingness_curves": "confidently.missingness.curve",
+    "Features": "confidently.missingness.features",
+    "from_label_map": "confidently.missingness.features",
+    "grid_labels": "confidently.missingness.features",
+    "list_units": "confidently.missingness.features",
+    "make_features": "confidently.missingness.features",
+    "register_unit": "confidently.missingness.features",
+    "removal_flags": "confidently.missingness.features",
+    "visible_after_removal": "confidently.missingness.features",
+    "BINARY8": "confidently.missingness.fills",
+    "FILL_NAMES": "confidently.missingness.fills",
+    "Fill": "confidently.missingness.fills",
+    "color_fills": "confidently.missingness.fills",
+    "drop_over": "confidently.missingness.fills",
+    "make_fill": "confidently.missingness.fills",
+    "Inputs": "confidently.missingness.inputs",
+    "Orders": "confidently.missingness.inputs",
+    "RowsById": "confidently.missingness.inputs",
+    "Segments": "confidently.missingness.inputs",
+    "fill_seeds": "confidently.missingness.inputs",
+    "padded": "confidently.missingness.inputs",
+    "Explanation": "confidently.missingness.lime",
+    "LimeConfig": "confidently.missingness.lime",
+    "explain": "confidently.missingness.lime",
+    "kernel_weights": "confidently.missingness.lime",
+    "list_backends": "confidently.missingness.lime",
+    "perturbations": "confidently.missingness.lime",
+    "register_backend": "confidently.missingness.lime",
+    "weighted_ridge": "confidently.missingness.lime",
+    "PARTIAL_RULES": "confidently.missingness.model",
+    "MissingnessModel": "confidently.missingness.model",
+    "feature_scores": "confidently.missingness.orders",
+    "list_orders": "confidently.missingness.orders",
+    "needs_scores": "confidently.missingness.orders",
+    "register_order": "confidently.missingness.orders",
+    "removal_order": "confidently.missingness.orders",
+    "saliency_maps": "confidently.missingness.orders",
+    "class_entropy": "confidently.missingness.summary",
+    "summarize_consistency": "confidently.missingness.summary",
+    "summarize_curves": "confidently.missingness.summary",
+    "summarize_topk": "confidently.missingness.summary",
+})
 
 __all__ = [
     "BINARY8", "Curves", "Explanation", "FILL_NAMES", "Features", "Fill", "Inputs", "LimeConfig", "MissingnessModel",

@@ -1,17 +1,25 @@
 """Models: one registry for tiny CPU archs and every timm name, normalisation inside the
 model, safetensors model files, and token dropping for vision transformers."""
 
-from confidently.models import tiny  # noqa: F401  (registers the tiny archs)
-from confidently.models.classifier import Classifier, Normalize
-from confidently.models.files import load_model, save_model
-from confidently.models.registry import arch_defaults, count_parameters, create_model, list_archs, register_arch
-from confidently.models.token_drop import (
-    supports_token_drop,
-    token_keep_mask,
-    vit_forward_kept,
-    vit_forward_masked,
-    vit_patch_size,
-)
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "tiny": "confidently.models",
+    "Classifier": "confidently.models.classifier",
+    "Normalize": "confidently.models.classifier",
+    "load_model": "confidently.models.files",
+    "save_model": "confidently.models.files",
+    "arch_defaults": "confidently.models.registry",
+    "count_parameters": "confidently.models.registry",
+    "create_model": "confidently.models.registry",
+    "list_archs": "confidently.models.registry",
+    "register_arch": "confidently.models.registry",
+    "supports_token_drop": "confidently.models.token_drop",
+    "token_keep_mask": "confidently.models.token_drop",
+    "vit_forward_kept": "confidently.models.token_drop",
+    "vit_forward_masked": "confidently.models.token_drop",
+    "vit_patch_size": "confidently.models.token_drop",
+})
 
 __all__ = [
     "Classifier", "Normalize", "arch_defaults", "count_parameters", "create_model", "list_archs", "load_model",

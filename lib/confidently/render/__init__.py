@@ -1,6 +1,14 @@
 """Rendering objects under controlled viewpoints and light (Mitsuba 3 for differentiable textures)."""
 
-from confidently.render.mitsuba_renderer import UV_CONVENTION, MitsubaRenderer, gather_texels
-from confidently.render.views import View, ViewSampler, shift_frame
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "UV_CONVENTION": "confidently.render.mitsuba_renderer",
+    "MitsubaRenderer": "confidently.render.mitsuba_renderer",
+    "gather_texels": "confidently.render.mitsuba_renderer",
+    "View": "confidently.render.views",
+    "ViewSampler": "confidently.render.views",
+    "shift_frame": "confidently.render.views",
+})
 
 __all__ = ["UV_CONVENTION", "MitsubaRenderer", "View", "ViewSampler", "gather_texels", "shift_frame"]

@@ -8,32 +8,43 @@ records into the thesis' tables and heatmaps. Controls (``controls/``), policies
 engines (``confidently.render.engines``) are registered by name; a new one is one file.
 """
 
-from confidently.render3db.analysis import (
-    accuracy_by,
-    boxplot,
-    confusion,
-    heatmap,
-    overall,
-    stability,
-    wilson,
-)
-from confidently.render3db.config import Experiment, load_experiment
-from confidently.render3db.controls import CONTROLS, Control, list_controls, register_control
-from confidently.render3db.evaluators import EVALUATORS, make_evaluator
-from confidently.render3db.jobs import Job, count_jobs, iter_jobs
-from confidently.render3db.outputs import PngWriter, ShardWriter
-from confidently.render3db.runner import (
-    Accuracy,
-    RenderWorker,
-    WorkerSettings,
-    check_model,
-    model_input,
-    planned_jobs,
-    run_engine,
-    run_jobs,
-)
-from confidently.render3db.settings import Setting
-from confidently.render3db.space import POLICIES, SearchSpace, make_policy, search_space
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "accuracy_by": "confidently.render3db.analysis",
+    "boxplot": "confidently.render3db.analysis",
+    "confusion": "confidently.render3db.analysis",
+    "heatmap": "confidently.render3db.analysis",
+    "overall": "confidently.render3db.analysis",
+    "stability": "confidently.render3db.analysis",
+    "wilson": "confidently.render3db.analysis",
+    "Experiment": "confidently.render3db.config",
+    "load_experiment": "confidently.render3db.config",
+    "CONTROLS": "confidently.render3db.controls",
+    "Control": "confidently.render3db.controls",
+    "list_controls": "confidently.render3db.controls",
+    "register_control": "confidently.render3db.controls",
+    "EVALUATORS": "confidently.render3db.evaluators",
+    "make_evaluator": "confidently.render3db.evaluators",
+    "Job": "confidently.render3db.jobs",
+    "count_jobs": "confidently.render3db.jobs",
+    "iter_jobs": "confidently.render3db.jobs",
+    "PngWriter": "confidently.render3db.outputs",
+    "ShardWriter": "confidently.render3db.outputs",
+    "Accuracy": "confidently.render3db.runner",
+    "RenderWorker": "confidently.render3db.runner",
+    "WorkerSettings": "confidently.render3db.runner",
+    "check_model": "confidently.render3db.runner",
+    "model_input": "confidently.render3db.runner",
+    "planned_jobs": "confidently.render3db.runner",
+    "run_engine": "confidently.render3db.runner",
+    "run_jobs": "confidently.render3db.runner",
+    "Setting": "confidently.render3db.settings",
+    "POLICIES": "confidently.render3db.space",
+    "SearchSpace": "confidently.render3db.space",
+    "make_policy": "confidently.render3db.space",
+    "search_space": "confidently.render3db.space",
+})
 
 __all__ = [
     "Accuracy", "CONTROLS", "Control", "EVALUATORS", "Experiment", "Job", "POLICIES", "PngWriter", "RenderWorker",

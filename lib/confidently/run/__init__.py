@@ -1,11 +1,23 @@
 """Running work: seeds per (seed, id), devices and OOM back-off, progress on stderr,
 ``--shard i/N``, and engines (serial, Ray) that return identical results."""
 
-from confidently.run.console import configure_logging, console, logger, progress
-from confidently.run.device import resolve_device, with_batch_backoff
-from confidently.run.engines import create_engine, list_engines, register_engine
-from confidently.run.seeding import derive_seed, record_generator, seed_everything
-from confidently.run.shard import Shard
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "configure_logging": "confidently.run.console",
+    "console": "confidently.run.console",
+    "logger": "confidently.run.console",
+    "progress": "confidently.run.console",
+    "resolve_device": "confidently.run.device",
+    "with_batch_backoff": "confidently.run.device",
+    "create_engine": "confidently.run.engines",
+    "list_engines": "confidently.run.engines",
+    "register_engine": "confidently.run.engines",
+    "derive_seed": "confidently.run.seeding",
+    "record_generator": "confidently.run.seeding",
+    "seed_everything": "confidently.run.seeding",
+    "Shard": "confidently.run.shard",
+})
 
 __all__ = [
     "Shard", "configure_logging", "console", "create_engine", "derive_seed", "list_engines", "logger", "progress",

@@ -6,28 +6,34 @@ stream of records (:class:`Certifier`, :class:`Certificates`); ``votes``: the vo
 real patches against certified images.
 """
 
-from confidently.smoothing.ablation import (
-    ABLATION_PARTS,
-    BAND_PRESETS,
-    SUMMARY_KEYS,
-    Ablation,
-    AblationTraining,
-    ablation_votes,
-    certify_counts,
-    default_ablation_size,
-    list_ablations,
-    max_certified_patch,
-    patch_attack,
-    patch_contents,
-    patch_side_for_fraction,
-    register_ablation,
-    smoothed_prediction,
-    summarize_certificates,
-    vote_counts,
-)
-from confidently.smoothing.certify import Certificates, Certifier, model_geometry, resolve_drop
-from confidently.smoothing.soundness import check_soundness
-from confidently.smoothing.votes import load_votes, save_votes
+from confidently._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "ABLATION_PARTS": "confidently.smoothing.ablation",
+    "BAND_PRESETS": "confidently.smoothing.ablation",
+    "SUMMARY_KEYS": "confidently.smoothing.ablation",
+    "Ablation": "confidently.smoothing.ablation",
+    "AblationTraining": "confidently.smoothing.ablation",
+    "ablation_votes": "confidently.smoothing.ablation",
+    "certify_counts": "confidently.smoothing.ablation",
+    "default_ablation_size": "confidently.smoothing.ablation",
+    "list_ablations": "confidently.smoothing.ablation",
+    "max_certified_patch": "confidently.smoothing.ablation",
+    "patch_attack": "confidently.smoothing.ablation",
+    "patch_contents": "confidently.smoothing.ablation",
+    "patch_side_for_fraction": "confidently.smoothing.ablation",
+    "register_ablation": "confidently.smoothing.ablation",
+    "smoothed_prediction": "confidently.smoothing.ablation",
+    "summarize_certificates": "confidently.smoothing.ablation",
+    "vote_counts": "confidently.smoothing.ablation",
+    "Certificates": "confidently.smoothing.certify",
+    "Certifier": "confidently.smoothing.certify",
+    "model_geometry": "confidently.smoothing.certify",
+    "resolve_drop": "confidently.smoothing.certify",
+    "check_soundness": "confidently.smoothing.soundness",
+    "load_votes": "confidently.smoothing.votes",
+    "save_votes": "confidently.smoothing.votes",
+})
 
 __all__ = [
     "ABLATION_PARTS", "BAND_PRESETS", "SUMMARY_KEYS", "Ablation", "AblationTraining", "Certificates", "Certifier",
