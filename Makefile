@@ -13,7 +13,7 @@ export MKL_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: venv test demo bench lint llvm clean
+.PHONY: venv test demo demo-quick bench lint llvm clean
 
 venv: $(STAMP)
 
@@ -42,11 +42,16 @@ test: venv llvm
 demo: venv llvm
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh $(DEMO_OUT)
 
+# One small step of every tool (about two minutes): a smoke test of this machine's install.
+demo-quick: venv
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo_quick.sh $(DEMO_OUT)-quick
+
 # Peers for the benchmarks: the `bench` extra (ART), and torchattacks with --no-deps, which keeps
 # its old requests/tqdm pins out of the environment.
 bench: venv llvm
 	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
 	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/io_throughput.py
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/advtrain_pgd.py
@@ -64,4 +69,4 @@ lint: venv
 	$(BIN)/ruff check lib tools tests bench
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info
+	rm -rf $(DEMO_OUT) $(DEMO_OUT)-quick .pytest_cache build *.egg-info

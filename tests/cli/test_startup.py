@@ -1,0 +1,52 @@
+"""Tools start in a blink: ``--help``, ``--version``, ``--print-config`` and usage errors import none of the
+heavy packages; they are imported inside the commands that use them."""
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.cli.test_help import HONOURED, app_of
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "torchvision", "timm", "diffusers", "bpy", "mitsuba", "ray")
+PROBE = """
+import json, sys
+sys.path[:0] = [{root!r}, {lib!r}]
+sys.argv = {argv!r}
+from tools.{module} import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stdout = sys.__stdout__
+print(json.dumps(sorted(set({heavy!r}) & set(sys.modules))), file=sys.stderr)
+"""
+
+
+def heavy_after(module: str, argv: list[str]) -> list[str]:
+    """The heavy packages a fresh interpreter holds after running the tool with ``argv``."""
+    code = PROBE.format(root=str(ROOT), lib=str(ROOT / "lib"), argv=argv, module=module, heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def invocations(tool: str) -> list[list[str]]:
+    """Every way of starting the tool that must stay light: each command's help, and the config print and a
+    usage error of one (they stop in the shared skeleton, before any command body runs)."""
+    name = tool.replace("_", "-")
+    commands = [command.split() if command else [] for command in HONOURED[tool]]
+    return [[name, "--help"], [name, "--version"], [name, *commands[0], "--print-config"],
+            [name, *commands[0], "--no-such-flag"], *([name, *words, "--help"] for words in commands)]
+
+
+@pytest.mark.parametrize("tool", sorted(HONOURED))
+def test_help_version_config_and_usage_errors_import_no_heavy_package(tool):
+    app_of(tool)  # the tool imports at all
+    with ThreadPoolExecutor(2) as pool:
+        found = dict(zip(map(" ".join, invocations(tool)), pool.map(lambda argv: heavy_after(tool, argv),
+                                                                     invocations(tool)), strict=True))
+    assert {argv: heavy for argv, heavy in found.items() if heavy} == {}
