@@ -2,6 +2,7 @@
 heavy packages; they are imported inside the commands that use them."""
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,11 @@ print(json.dumps(sorted(set({heavy!r}) & set(sys.modules))), file=sys.stderr)
 """
 
 
-def heavy_after(module: str, argv: list[str]) -> list[str]:
-    """The heavy packages a fresh interpreter holds after running the tool with ``argv``."""
+def heavy_after(module: str, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """The heavy packages a fresh interpreter holds after running the tool with ``argv`` (and ``env``)."""
     code = PROBE.format(root=str(ROOT), lib=str(ROOT / "lib"), argv=argv, module=module, heavy=HEAVY)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
@@ -50,3 +51,15 @@ def test_help_version_config_and_usage_errors_import_no_heavy_package(tool):
         found = dict(zip(map(" ".join, invocations(tool)), pool.map(lambda argv: heavy_after(tool, argv),
                                                                      invocations(tool)), strict=True))
     assert {argv: heavy for argv, heavy in found.items() if heavy} == {}
+
+
+
+def test_shell_completion_completes_commands_and_flags_without_torch():
+    completing = {"_ADVTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "advtrain eval --con", "COMP_CWORD": "2"}
+    proc = subprocess.run([str(ROOT / "bin" / "advtrain")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **completing})
+    assert proc.returncode == 0 and "--constraint" in proc.stdout.split()
+    assert heavy_after("advtrain", ["advtrain"], completing) == []
+    script = subprocess.run([str(ROOT / "bin" / "advtrain"), "--show-completion", "bash"], capture_output=True,
+                            text=True, timeout=120)
+    assert "_ADVTRAIN_COMPLETE" in script.stdout

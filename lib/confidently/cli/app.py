@@ -207,7 +207,7 @@ def tool_app(name: str, help: str, subcommands: bool = True) -> typer.Typer:
     ``subcommands=False`` makes a one-command tool (``report FILES --out DIR``): its single command
     runs without a name and takes ``version: bool = version_option(name)`` itself.
     """
-    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=True,
                       pretty_exceptions_enable=False, rich_markup_mode=None,
                       context_settings={"help_option_names": ["-h", "--help"]})
     if not subcommands:
