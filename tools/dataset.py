@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
-from confidently.data import open_dataset, split_by_class, split_records
-from confidently.data.dataset import ImageDataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, claim_folder
-from confidently.io.images import as_float, save_image
 from confidently.io.records import Collector, Record, RecordWriter, dumps_record, error_record, file_stem, rebase_refs
-from confidently.run import console
+from confidently.run.console import console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from confidently.data.dataset import ImageDataset
+
+# torch, numpy and confidently.data load inside the commands, so --help starts in a blink
 
 app = tool_app("dataset", "Bundled datasets and exports: any source to image files + a JSONL manifest.")
 
@@ -34,6 +36,7 @@ class Exporter:
 
     def __call__(self, record: Record) -> dict[str, Any]:
         from confidently.data.pack import fit_image
+        from confidently.io.images import as_float, save_image
 
         index = self.index[record.id]
         image = self.dataset.raw(index)
@@ -66,6 +69,8 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
     Labelled images go to OUT/<class>/, so OUT is also an image folder dataset. Without
     --shard, OUT/manifest.jsonl is written too, with paths relative to OUT.
     """
+    from confidently.data import open_dataset
+
     if image_format not in ("png", "jpg"):
         raise UsageError(f"--format {image_format!r}: choose png or jpg")
     if crop and size is None:
@@ -102,6 +107,7 @@ def info(source: str = typer.Argument(None, help="Manifest, image folder, .safet
     Images are decoded by --workers processes, one batch at a time.
     """
     text = input_source(source, "a manifest")
+    from confidently.data import open_dataset
     from confidently.data.pack import ImageShape, describe
     from confidently.data.webdataset import is_webdataset, open_stream
 
@@ -148,6 +154,7 @@ def pack(source: str = typer.Argument(None, help="Manifest, image folder, .safet
     already finished and goes on from there.
     """
     text = input_source(source, "a manifest")
+    from confidently.data import open_dataset
     from confidently.data.pack import pack as pack_dataset
     from confidently.data.webdataset import is_webdataset
 
@@ -214,6 +221,8 @@ def split(source: str = typer.Argument(None, help="Manifest, image folder, .safe
     Each record goes to stdout with its "split" set. The split depends only on ids, labels
     and --seed, not on input order.
     """
+    from confidently.data import open_dataset, split_by_class, split_records
+
     text = input_source(source, "a manifest")
     if text.startswith("demo:"):
         raise UsageError(f"{text} has no files to point at; export it first: "

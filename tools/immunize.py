@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
 from confidently.errors import UsageError
-from confidently.immunize import (
-    PRESETS,
-    EditConfig,
-    PGDConfig,
-    check_output_format,
-    configured_mode,
-    load_ldm,
-    parse_fraction,
-    resolve_mode,
-    write_tiny_model,
-)
-from confidently.immunize.inputs import Pictures, Prompts
-from confidently.immunize.transforms import parse_transforms
-from confidently.immunize.workers import Editor, Immunizer
+from confidently.immunize.presets import PRESETS, parse_fraction
 from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
 from confidently.io.records import RecordReader, RecordWriter
-from confidently.run import console, resolve_device
+from confidently.run.console import console
+
+if TYPE_CHECKING:
+    from confidently.immunize import PGDConfig
+
+# torch, diffusers and the rest of confidently.immunize load inside the commands, so --help starts in a blink
 
 NOT_A_GUARANTEE = ("Immunization raises the cost of editing with the model it was computed against; it is not a "
                    "guarantee: cropping, resizing, filters, JPEG, diffusion purification or another model can "
@@ -109,6 +101,8 @@ def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (
                                           "make."),
                *, common: Common) -> None:
     """Write a small randomly initialised LDM directory (tiny VAE, UNet, DDIM, hash text encoder) for tests."""
+    from confidently.immunize import write_tiny_model
+
     claim_folder(out, "immunize", force=force)
     write_tiny_model(out, size=size, unet=unet, seed=common.seed)
     RecordWriter().write({"kind": "immunize.model", "tool_version": __version__, "model_dir": str(out),
@@ -136,12 +130,19 @@ def pgd_config(preset: str, eps: str, step: str, steps: int, norm: str, random_s
     if not limit_ok:
         raise UsageError(f"--eps {eps}: must lie in (0, 1] on the [0, 1] pixel scale (e.g. 16/255)"
                          if norm == "linf" else f"--eps {eps}: the L2 radius must be > 0")
+    from confidently.immunize import PGDConfig
+
     return PGDConfig(norm=norm, grad_reps=grad_reps, **values)
 
 
 def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Path, dtype: str, size: str,
                mask_convention: str, mode: str, config: PGDConfig, preset: str, target: str, image_format: str,
                allow_lossy: bool, common: Common, trust_pickle: bool = False, **extra: Any) -> None:
+    from confidently.immunize import check_output_format, configured_mode, load_ldm
+    from confidently.immunize.inputs import Pictures, Prompts
+    from confidently.immunize.workers import Immunizer
+    from confidently.run.device import resolve_device
+
     if mode not in ("auto", "inpaint", "img2img"):
         raise UsageError(f"--mode {mode!r}: choose auto, inpaint or img2img")
     if target not in ("gray", "black", "noise") and not Path(target).is_file():
@@ -231,6 +232,8 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
               trust_pickle: bool = OPTIONS["trust_pickle"], *, common: Common) -> None:
     """Diffusion attack: PGD through K checkpointed denoising steps of the edit, pushing its output toward
     the target (expensive; needs vae/, unet/, scheduler/ and a text encoder or prompt embeddings)."""
+    from confidently.immunize import EditConfig
+
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, grad_reps, common)
     edit = EditConfig("inpaint", attack_denoise_steps, guidance, eta, strength, checkpointing)
     run_attack("diffusion", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
@@ -279,6 +282,12 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
          mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
          trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config)."""
+    from confidently.immunize import EditConfig, load_ldm, resolve_mode
+    from confidently.immunize.inputs import Pictures, Prompts
+    from confidently.immunize.transforms import parse_transforms
+    from confidently.immunize.workers import Editor
+    from confidently.run.device import resolve_device
+
     names = [f.strip() for f in fields.split(",") if f.strip()]
     if not names:
         raise UsageError("--fields: name at least one record field holding an image")
@@ -396,6 +405,8 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     from confidently.cli import stream_batches
     from confidently.immunize.metrics import ScoreSummary, parse_metrics
     from confidently.immunize.scoring import EditScorer, ScoreWriter
+    from confidently.immunize.transforms import parse_transforms
+    from confidently.run.device import resolve_device
 
     guard_output(summary_path, "immunize", force=force)
     pair_names, set_names = parse_metrics(metrics)

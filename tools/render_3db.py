@@ -7,41 +7,21 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 import yaml
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.errors import UsageError
-from confidently.io.artifacts import artifact_metadata, save_artifact
 from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic, write_json_atomic
 from confidently.io.records import RecordReader, RecordWriter
-from confidently.render3db import (
-    CONTROLS,
-    Accuracy,
-    PngWriter,
-    ShardWriter,
-    WorkerSettings,
-    accuracy_by,
-    boxplot,
-    check_model,
-    confusion,
-    count_jobs,
-    heatmap,
-    load_experiment,
-    overall,
-    planned_jobs,
-    run_engine,
-    run_jobs,
-    search_space,
-    stability,
-)
-from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
-from confidently.render3db.config import Experiment
-from confidently.render3db.outputs import image_on_disk
-from confidently.run import console, progress, resolve_device
+from confidently.run.console import console, progress
+
+if TYPE_CHECKING:
+    from confidently.render3db.config import Experiment
+
+# torch, the render engines and confidently.render3db load inside the commands, so --help starts in a blink
 
 app = tool_app("render-3db", "Stress-test a vision model with controlled 3D renders (3DB): pose, camera, light, "
                              "texture, background, corruptions; then analyse where it fails.")
@@ -58,6 +38,8 @@ MAX_RENDERS = typer.Option(100_000, "--max-renders", min=1, help="Refuse a plan 
 
 
 def experiment_from(path: Path, root: Path | None, renderer: str | None, model: Path | None) -> Experiment:
+    from confidently.render3db import load_experiment
+
     return load_experiment(path, root=root, renderer=renderer, model=str(model) if model is not None else None)
 
 
@@ -75,6 +57,8 @@ def guard_size(total: int, max_renders: int, force: bool) -> None:
 def finished_lines(path: Path) -> list[tuple[bytes, dict[str, Any] | None]]:
     """Each complete line of a (possibly killed) run's output with its record, without the records whose
     render never reached disk (their shard was not written yet); a torn last line is dropped."""
+    from confidently.render3db.outputs import image_on_disk
+
     if not path.is_file():
         return []
     data = path.read_bytes()
@@ -112,6 +96,8 @@ def open_output(out: Path | None, append: bool, force: bool):
 
 def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: Path | None, shard_size: int | None,
                  base: Path, total: int, resume: bool, force: bool):
+    from confidently.render3db import PngWriter, ShardWriter
+
     logging = experiment.logging
     kind = logging.get("images", "none")
     if images_dir is None and images_shard is None and kind not in (None, "none"):
@@ -166,6 +152,17 @@ def run(experiment_path: Path = EXPERIMENT,
         summary: Path = typer.Option(None, "--summary", help="Write overall and per-object accuracy (JSON)."),
         *, common: Common) -> None:
     """Render every planned configuration, judge it with the model, write one record per render."""
+    from confidently.render3db import (
+        Accuracy,
+        WorkerSettings,
+        check_model,
+        count_jobs,
+        planned_jobs,
+        run_engine,
+        run_jobs,
+    )
+    from confidently.run.device import resolve_device
+
     experiment = experiment_from(experiment_path, root, renderer, model)
     seed = run_seed(experiment, common)
     guard_size(count_jobs(experiment), max_renders, force)
@@ -231,6 +228,8 @@ def run(experiment_path: Path = EXPERIMENT,
 def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
              max_renders: int = MAX_RENDERS, *, common: Common) -> None:
     """Check an experiment (base configs expanded, engine support, model and labels) and count its renders."""
+    from confidently.render3db import WorkerSettings, check_model, count_jobs, search_space
+
     experiment = experiment_from(experiment_path, root, renderer, model)
     if experiment.inference.get("model"):
         check_model(WorkerSettings(experiment, experiment.inference["model"], "cpu", True))
@@ -253,6 +252,8 @@ def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: st
 @common_options()
 def controls(*, common: Common) -> None:
     """The controls, their kind (pre/post render), parameters, default ranges and domains (JSONL)."""
+    from confidently.render3db import CONTROLS
+
     writer = RecordWriter()
     for name in CONTROLS.names():
         writer.write(CONTROLS.get(name).describe())
@@ -295,6 +296,11 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
                                        "--plots folder render-3db did not write."),
             *, common: Common) -> None:
     """Accuracy per control value, interaction heatmaps, box plots, prediction stability (JSONL rows)."""
+    import torch
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+    from confidently.render3db import accuracy_by, boxplot, confusion, heatmap, overall, stability
+    from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
+
     guard_output(tensors, "render-3db", force=force)
     guard_output(plots, "render-3db", force=force)
     records = read_results(source)

@@ -10,7 +10,7 @@ from confidently.cli import Common, common_options, run_app, tool_app
 from confidently.cli.app import version_option
 from confidently.errors import UsageError
 from confidently.report import build_site, list_sections, read_records
-from confidently.run import console
+from confidently.run.console import console
 from rich.markup import escape
 
 app = tool_app("report", "Pictures of any tool's results: PNG files and one self-contained HTML page.",

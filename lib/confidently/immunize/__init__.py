@@ -6,7 +6,8 @@
 - :mod:`.editing`: the one differentiable editing loop (inpaint / img2img, CFG, DDIM eta, CPU-drawn
   noise, per-step gradient checkpointing), used by ``edit`` and by the diffusion attack.
 - :mod:`.attacks`: the PGD front door ``immunize`` with methods ``encoder``, ``diffusion``, ``random``
-  and norms ``linf``, ``l2`` registered by name; presets.
+  and norms ``linf``, ``l2`` registered by name.
+- :mod:`.presets`: the PGD presets and ``parse_fraction`` (no torch: the CLI's help lists the presets).
 - :mod:`.pixels`: centre-crop/resize, and 8-bit saving re-projected onto the ε-ball.
 - :mod:`.inputs`: what a record brings (photo, immunized copies, mask, conditioning, seed), fitted.
 - :mod:`.metrics`, :mod:`.transforms`: scoring the edits (``immunize score``).
@@ -19,14 +20,12 @@ from confidently._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {
     "METHODS": "confidently.immunize.attacks",
     "NORMS": "confidently.immunize.attacks",
-    "PRESETS": "confidently.immunize.attacks",
     "EncoderAttack": "confidently.immunize.attacks",
     "Immunized": "confidently.immunize.attacks",
     "PGDConfig": "confidently.immunize.attacks",
     "PGDResult": "confidently.immunize.attacks",
     "Request": "confidently.immunize.attacks",
     "immunize": "confidently.immunize.attacks",
-    "parse_fraction": "confidently.immunize.attacks",
     "pgd": "confidently.immunize.attacks",
     "target_image": "confidently.immunize.attacks",
     "EditConfig": "confidently.immunize.editing",
@@ -42,6 +41,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "model_fingerprint": "confidently.immunize.models",
     "tiny_components": "confidently.immunize.models",
     "write_tiny_model": "confidently.immunize.models",
+    "PRESETS": "confidently.immunize.presets",
+    "parse_fraction": "confidently.immunize.presets",
     "check_output_format": "confidently.immunize.pixels",
     "fit_image": "confidently.immunize.pixels",
     "quantize_within_bound": "confidently.immunize.pixels",

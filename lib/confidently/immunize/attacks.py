@@ -28,24 +28,13 @@ import torch
 from confidently.errors import InvalidInput, UsageError
 from confidently.immunize.editing import EditConfig, EditNoise, binarize_mask, edit_forward, edit_timesteps
 from confidently.immunize.models import LatentDiffusion
+from confidently.immunize.presets import PRESETS, SCHEDULES
 from confidently.immunize.text import Conditioning
 from confidently.registry import Registry
 from confidently.run.seeding import derive_seed
 
 # ---------------------------------------------------------------------------------------------------------
-# Configuration and presets
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # thesis Table D.2 (both attacks)
-    "thesis": {"eps": 16 / 255, "step": 2 / 255, "steps": 200, "random_start": False, "step_schedule": "constant"},
-    # reference notebooks / demo, converted from the [-1, 1] scale (÷2), all with random start and linear decay
-    "photoguard-img2img": {"eps": 0.03, "step": 0.01, "steps": 1000, "random_start": True,
-                           "step_schedule": "linear"},
-    "photoguard-inpaint": {"eps": 0.03, "step": 0.005, "steps": 1000, "random_start": True,
-                           "step_schedule": "linear"},
-    "photoguard-demo": {"eps": 0.06, "step": 0.005, "steps": 200, "random_start": True, "step_schedule": "linear"},
-}
-SCHEDULES = ("constant", "linear")
+# Configuration (the presets and parse_fraction live in presets.py, light enough for --help)
 
 
 @dataclass(frozen=True)
@@ -86,19 +75,6 @@ class PGDConfig:
         if self.step_schedule == "linear" and self.steps:
             return self.step - (self.step - self.step / 100) * n / self.steps
         return self.step
-
-
-def parse_fraction(text: str | float, flag: str = "--eps") -> float:
-    """``16/255``, ``0.0627`` or a float."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    try:
-        if "/" in text:
-            top, bottom = text.split("/", 1)
-            return float(top) / float(bottom)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"{flag} {text!r}: expected a number or a fraction such as 16/255") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
