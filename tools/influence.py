@@ -11,37 +11,13 @@ from pathlib import Path
 import typer
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
-from confidently.influence import (
-    JobRunner,
-    bootstrap_convergence,
-    counterfactual_plan,
-    estimate,
-    list_outputs,
-    load_recipe,
-    select_jobs,
-    subset_plan,
-)
-from confidently.influence.queries import (
-    driven_targets,
-    explain_target,
-    leakage_candidates,
-    load_influence,
-    overall_ranking,
-    top_units,
-)
-from confidently.influence.results import (
-    counterfactual_summary,
-    load_results,
-    merge_partials,
-    result_files,
-    sum_results,
-)
-from confidently.influence.slurm import farm_status, sbatch_script
-from confidently.io.artifacts import artifact_metadata, save_artifact
+from confidently.influence.outputs import list_outputs
 from confidently.io.atomic import claim_folder, guard_output
 from confidently.io.records import RecordReader, RecordWriter
-from confidently.run import console, progress
+from confidently.run.console import console, progress
 from rich.table import Table
+
+# The commands import the library's heavy modules (torch) themselves, so --help and usage errors start fast.
 
 app = tool_app("influence", "Which source classes help or hurt a transferred model (many subset trainings).")
 
@@ -49,12 +25,16 @@ app = tool_app("influence", "Which source classes help or hurt a transferred mod
 def read_jobs(source: str | None, plan: Path | None, job_index: str | None = None,
               job_range: str | None = None) -> list[dict]:
     """Jobs from stdin/a file, or one job of --plan by index (Slurm: --job-index $SLURM_ARRAY_TASK_ID)."""
+    from confidently.influence.plan import select_jobs
+
     path = str(plan) if plan is not None else input_source(source, "influence jobs")
     return select_jobs([record.data for record in RecordReader(path, validate=False)], job_index, job_range)
 
 
 def read_result_files(source: str | None, results: Path | None) -> list[Path]:
     """Every result file under --results, else the files the result records of SOURCE (or stdin) name."""
+    from confidently.influence.results import result_files
+
     if results is not None:
         return result_files(folder=results)
     return result_files(RecordReader(input_source(source, "influence results"), validate=False))
@@ -70,6 +50,9 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
          run_id: str = typer.Option("run", "--run-id"),
          *, common: Common) -> None:
     """One job per model: the units it trains on and its seed (JSONL on stdout)."""
+    from confidently.influence.plan import subset_plan
+    from confidently.influence.recipes import load_recipe
+
     if num_units is None:
         if recipe is None:
             raise UsageError("give --num-units K or --recipe")
@@ -97,6 +80,9 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
     Each job writes one result file atomically; a job whose file exists is skipped, so re-running a
     killed farm finishes only the missing jobs.
     """
+    from confidently.influence.recipes import load_recipe
+    from confidently.influence.worker import JobRunner
+
     jobs = list(common.shard.select(read_jobs(source, plan_file, job_index, job_range)))
     load_recipe(recipe)  # fail on a bad recipe before starting workers
     claim_folder(out_dir, "influence", force=force)
@@ -133,6 +119,11 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
                                                 "influence did not write."),
                      *, common: Common) -> None:
     """Influence of every unit on every target example (mean with − mean without), ranking on stdout."""
+    from confidently.influence.estimate import estimate
+    from confidently.influence.queries import overall_ranking
+    from confidently.influence.results import merge_partials, sum_results
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+
     if output not in list_outputs():
         raise UsageError(f"--output {output!r}: choose {', '.join(list_outputs())}")
     guard_output(out, "influence", force=force)
@@ -167,6 +158,8 @@ def top(influence_path: Path = typer.Argument(..., help="influence.safetensors")
         k: int = typer.Option(10, "--k", min=1),
         *, common: Common) -> None:
     """The k most helpful (or harmful) source units overall, for one target class, or for one example."""
+    from confidently.influence.queries import load_influence, top_units
+
     tensors, meta = load_influence(influence_path)
     RecordWriter().write_all(top_units(tensors, meta, by, sign, k))
 
@@ -179,6 +172,8 @@ def subpop(influence_path: Path = typer.Argument(..., help="influence.safetensor
            sign: str = typer.Option("pos", "--sign"),
            *, common: Common) -> None:
     """The target examples a source unit drives most (thesis Fig 8.4: "ostrich" → ostrich-like birds)."""
+    from confidently.influence.queries import driven_targets, load_influence
+
     tensors, _ = load_influence(influence_path)
     RecordWriter().write_all(driven_targets(tensors, unit, sign, k))
 
@@ -190,6 +185,8 @@ def explain(influence_path: Path = typer.Argument(..., help="influence.safetenso
             k: int = typer.Option(5, "--k", min=1),
             *, common: Common) -> None:
     """The source units that push one target example down (and up) most: candidates for its mistakes."""
+    from confidently.influence.queries import explain_target, load_influence
+
     tensors, _ = load_influence(influence_path)
     sys.stdout.write(json.dumps(explain_target(tensors, target, k)) + "\n")
 
@@ -201,6 +198,8 @@ def leakage(influence_path: Path = typer.Argument(..., help="influence.safetenso
             *, common: Common) -> None:
     """Per target example, the source units that help it most (near-duplicates: leakage), and overall the
     most harmful source units (mislabelled, ambiguous or misleading images). One record per target."""
+    from confidently.influence.queries import leakage_candidates, load_influence
+
     RecordWriter().write_all(leakage_candidates(*load_influence(influence_path), k))
 
 
@@ -228,6 +227,9 @@ def counterfactual(influence_path: Path = typer.Option(..., "--influence", help=
 
     Rank on a validation split, report on the test set: selecting and scoring on one set inflates the gain.
     """
+    from confidently.influence.plan import counterfactual_plan
+    from confidently.influence.queries import load_influence
+
     tensors, _ = load_influence(influence_path)
     unknown = int(tensors["overall"].isnan().sum())
     if unknown:
@@ -245,6 +247,8 @@ def summarize(source: str = typer.Argument(None, help="Result records of counter
               target: str = typer.Option(None, "--target"),
               *, common: Common) -> None:
     """Target accuracy mean ± std per (order, k) of counterfactual runs; JSON lines on stdout."""
+    from confidently.influence.results import counterfactual_summary
+
     writer = RecordWriter()
     table = Table("order", "k", "runs", "target accuracy", title="counterfactual")
     for row in counterfactual_summary(read_result_files(source, results), target):
@@ -263,6 +267,9 @@ def convergence(source: str = typer.Argument(None, help="Result records (or -)."
                 bootstrap: int = typer.Option(100, "--bootstrap", min=2, help="Resamples per m (thesis: 500)."),
                 *, common: Common) -> None:
     """Bootstrap spread of overall influence as the number of models grows (it should shrink ~1/√m)."""
+    from confidently.influence.estimate import bootstrap_convergence
+    from confidently.influence.results import load_results
+
     found = load_results(read_result_files(source, results), target, output)
     grid = [int(v) for v in m_grid.split(",")] if m_grid else None
     RecordWriter().write_all(bootstrap_convergence(found.masks, found.outputs, found.labels, grid, bootstrap,
@@ -274,6 +281,8 @@ def convergence(source: str = typer.Argument(None, help="Result records (or -)."
 def status(plan_file: Path = typer.Option(..., "--plan"), out_dir: Path = typer.Option(..., "--out-dir"),
            *, common: Common) -> None:
     """Done and missing jobs of a plan; the missing ones as a Slurm array spec to resubmit."""
+    from confidently.influence.slurm import farm_status
+
     sys.stdout.write(json.dumps(farm_status(read_jobs(None, plan_file), out_dir)) + "\n")
 
 
@@ -292,6 +301,8 @@ def slurm_script(plan_file: Path = typer.Option(..., "--plan"), recipe: str = ty
                  array: str = typer.Option(None, "--array", help="Job ids (default: the whole plan)."),
                  *, common: Common) -> None:
     """An sbatch job-array file whose tasks each run one job of the plan (`influence train --job-index`)."""
+    from confidently.influence.slurm import sbatch_script
+
     jobs = read_jobs(None, plan_file)
     log_dir.mkdir(parents=True, exist_ok=True)  # sbatch opens --output before the script runs
     sys.stdout.write(sbatch_script(jobs, plan_file, recipe, out_dir, concurrency=concurrency,

@@ -11,29 +11,16 @@ from typing import Any
 
 import typer
 from confidently import __version__
-from confidently.backdoor import (
-    SELECTION_SEED,
-    build_trigger_spec,
-    draw_cells,
-    group_attribute,
-    merge_bias_shards,
-    overlay_skew,
-    parse_classes,
-    poison_manifest,
-    save_trigger,
-    stamp_manifest,
-    trigger_bias,
-)
-from confidently.backdoor.experiment import GRID_RECIPES, Grid, Poisoning, Split, grid_configs, run_grid, summarize_runs
+from confidently.backdoor.grid_recipes import GRID_RECIPES
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
-from confidently.data import open_dataset
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, guard_output, write_json_atomic
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
-from confidently.models import load_model
-from confidently.run import console, resolve_device
+from confidently.run.console import console
 from confidently.run.tallies import read_shard_records
 from rich.table import Table
+
+# The commands import the library's heavy modules (torch) themselves, so --help and usage errors start fast.
 
 app = tool_app("plant-backdoor", "Plant a bias in source data and measure whether it survives transfer learning.")
 
@@ -63,6 +50,8 @@ def trigger_options(command):
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
+        from confidently.backdoor.trigger_spec import build_trigger_spec
+
         values = {name: kwargs.pop(name) for name, *_ in TRIGGER_FLAGS}
         return command(trigger_spec=build_trigger_spec(**values), **kwargs)
 
@@ -84,6 +73,8 @@ def out_record(record: Record, **fields: Any) -> dict[str, Any]:
 
 def selection_seed(common: Common) -> int:
     """--seed where the user gave it, else the reference code's poisoning seed."""
+    from confidently.backdoor.poison import SELECTION_SEED
+
     return common.seed if "seed" in common.explicit else SELECTION_SEED
 
 
@@ -95,6 +86,8 @@ def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pa
             force: bool = typer.Option(False, "--force", help="Write over outputs plant-backdoor did not write."),
             *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Materialise a trigger for one image shape and save it (reusable with --trigger-file)."""
+    from confidently.backdoor.trigger_spec import save_trigger
+
     guard_output(out, "plant-backdoor", force=force)
     try:
         dims = tuple(int(v) for v in shape.split(","))
@@ -130,6 +123,8 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
     The trigger is *deferred*: rows carry its spec and the data layer stamps it last — after
     augmentation when training — so crops and flips never move it.
     """
+    from confidently.backdoor.manifests import poison_manifest
+
     for path in (ids_out, summary, materialize):
         guard_output(path, "plant-backdoor", force=force)
     if img_size is not None and materialize is None:
@@ -164,6 +159,8 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
           uniform: bool = typer.Option(False, "--uniform", help="The same fraction of every class (de-biasing)."),
           *, trigger_spec: dict[str, Any], common: Common) -> None:
     """Trigger every row, or a class-uniform fraction (labels kept): evaluation sets and target de-biasing."""
+    from confidently.backdoor.manifests import stamp_manifest
+
     records = read_manifest(source)
     stamped = stamp_manifest(records, trigger_spec, rate=rate, uniform=uniform, seed=selection_seed(common))
     writer = RecordWriter()
@@ -189,6 +186,13 @@ def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: man
     Records carry the counts they come from ("tallies"). With --shard i/N only every N-th record from i
     is evaluated; `plant-backdoor asr-merge` sums the N shards' records into the unsharded run's records.
     """
+    from confidently.backdoor.attributes import group_attribute
+    from confidently.backdoor.metrics import trigger_bias
+    from confidently.backdoor.poison import parse_classes
+    from confidently.data import open_dataset
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
     if any(r.data.get("trigger") for r in dataset.records):
@@ -231,6 +235,8 @@ def merge_asr(files: list[Path] = typer.Argument(..., help="The records of `plan
                                                  "shard of the run (one file each, or together)."),
               *, common: Common) -> None:
     """The records of one asr run over everything, from its --shard runs' records (counts summed)."""
+    from confidently.backdoor.metrics import merge_bias_shards
+
     records = [r for r in read_shard_records(files) if isinstance(r, dict) and r.get("kind") == "bias"]
     if not records:
         raise InvalidInput(f"no asr records in {', '.join(map(str, files))}")
@@ -250,6 +256,8 @@ def subset(source: str = typer.Argument(None, help="Manifest with attributes (JS
     Fields are matched at the top level of a record or under its ``attrs`` (e.g. ``person``, ``male``).
     Fails when a cell cannot be filled: nothing is silently down-sampled.
     """
+    from confidently.backdoor.attributes import draw_cells
+
     records = read_manifest(source)
     banned: set[str] = set()
     if exclude is not None:
@@ -273,6 +281,11 @@ def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifes
     Overlay e.g. the procedural chain-link fence (``--trigger stencil --builtin chainlink``): a
     transferred model that inherited the feature piles predictions onto a few classes, a scratch one not.
     """
+    from confidently.backdoor.metrics import overlay_skew
+    from confidently.data import open_dataset
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+
     device = resolve_device(common.device)
     dataset = open_dataset(data, split)
     writer = RecordWriter()
@@ -344,6 +357,10 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
 
     One record per run on stdout; sources are trained once per (rate, seed) and shared by the target runs.
     """
+    from confidently.backdoor.experiment import Grid, Poisoning, Split, grid_configs, run_grid, summarize_runs
+    from confidently.backdoor.poison import parse_classes
+    from confidently.run.device import resolve_device
+
     source_config, target_config = grid_configs(recipe, epochs_source, epochs_target)
     guard_output(summary, "plant-backdoor", force=force)
     if poison_mode == "group" and not group_classes:
@@ -383,6 +400,8 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
 def summarize(source: str = typer.Argument(None, help="experiment run records (JSONL file, or - / stdin)."),
               *, common: Common) -> None:
     """Mean and spread per setting from run records (e.g. the `cat` of several machines' runs); JSON on stdout."""
+    from confidently.backdoor.experiment import summarize_runs
+
     runs = []
     for record in RecordReader(input_source(source, "run records"), validate=False):
         if record.data.get("kind") != "run":

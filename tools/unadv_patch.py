@@ -8,28 +8,14 @@ from typing import Any
 import typer
 from confidently import __version__
 from confidently.cli import Common, common_options, input_source, run_app, tool_app
-from confidently.data import list_corruptions
+from confidently.data.corruption_names import IMAGENET_C
 from confidently.errors import UsageError
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordReader, RecordWriter
-from confidently.models import load_model
-from confidently.run import console, resolve_device
-from confidently.unadversarial import (
-    MAX_BACKGROUNDS,
-    PatchConfig,
-    TextureConfig,
-    TextureScene,
-    baseline_patch_file,
-    evaluate_patch_file,
-    evaluate_texture_file,
-    export_pngs,
-    make_placement,
-    model_and_data,
-    model_for_class,
-    stamp_records,
-    train_patch_file,
-    train_texture_file,
-)
+from confidently.run.console import console
+from confidently.unadversarial.limits import MAX_BACKGROUNDS
+
+# The commands import the library's heavy modules (torch, Mitsuba) themselves, so --help and usage errors start fast.
 
 app = tool_app("unadv-patch", "Unadversarial patches: stickers a fixed model recognises easily.")
 
@@ -49,8 +35,13 @@ PLACEMENT_OPTIONS = {
 }
 
 
+CORRUPTION_HELP = ", ".join(sorted(IMAGENET_C))  # the built-in set, as list_corruptions() names it
+
+
 def corruption_names(text: str | None, flag: str) -> list[str]:
     """``all``, a comma-separated list of registered corruptions, or nothing."""
+    from confidently.data import list_corruptions
+
     if not text or text == "none":
         return []
     names = list_corruptions() if text == "all" else [c.strip() for c in text.split(",") if c.strip()]
@@ -86,7 +77,7 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
           region: str = PLACEMENT_OPTIONS["region"],
           train_corruptions: str = typer.Option(None, "--train-corruptions", help="Corruptions applied in the loop "
                                                 "after compositing, one drawn per sample: all or a list of "
-                                                f"{', '.join(list_corruptions())} (default none, as the thesis)."),
+                                                f"{CORRUPTION_HELP} (default none, as the thesis)."),
           train_severities: str = typer.Option("1,2,3,4,5", "--train-severities",
                                                help="Severities drawn for --train-corruptions."),
           train_corruption_prob: float = typer.Option(1.0, "--train-corruption-prob", min=0.0, max=1.0,
@@ -97,6 +88,10 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
     """One patch per class, optimised over random placement, rotation and scale; the model stays fixed.
     Each step takes the next --batch-size images of the data, shuffled each epoch by --seed (images of any
     size, resized and centre-cropped to the model's input)."""
+    from confidently.unadversarial.patches import make_placement
+    from confidently.unadversarial.train import PatchConfig
+    from confidently.unadversarial.workflows import model_and_data, train_patch_file
+
     guard_output(out, "unadv-patch", force=force)
     in_loop = corruption_names(train_corruptions, "--train-corruptions")
     in_loop_levels = severity_levels(train_severities, "--train-severities")
@@ -118,7 +113,7 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
              patches_path: Path = typer.Option(..., "--patches"),
              baselines: list[Path] = typer.Option(None, "--baseline", help="Other patch files (e.g. best-image)."),
              corruptions: str = typer.Option("all", "--corruptions", help=f"all or a list of: "
-                                             f"{', '.join(list_corruptions())}."),
+                                             f"{CORRUPTION_HELP}."),
              severities: str = typer.Option("1,2,3,4,5", "--severities"),
              conflict: bool = typer.Option(False, "--conflict", help="Add rows with arm 'conflict': each image "
                                            "carries the unadversarial patch of a random other class; reports "
@@ -133,6 +128,9 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
     any size, resized and centre-cropped to the model's input); each image's noise, placement and conflict class
     come from (--seed, its id), as `apply` places them, so the counts do not depend on --batch-size, --workers
     or the order tar shards stream in."""
+    from confidently.unadversarial.patches import make_placement
+    from confidently.unadversarial.workflows import evaluate_patch_file, model_and_data
+
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities")
     given = make_placement(degrees, translate, scale, placement, region)
@@ -162,6 +160,8 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
     image whose derive_seed(--seed, id, "random-image") is smallest: chosen from the records, so only those
     images are read), noise, or the QR code of the class index (needs the `qrcode` package; warped by
     nearest neighbour in eval)."""
+    from confidently.unadversarial.workflows import baseline_patch_file, model_and_data
+
     guard_output(out, "unadv-patch", force=force)
     model, dataset = model_and_data(model_path, data, split, common.device)
     side = baseline_patch_file(kind, model, dataset, out, patch_size=patch_size, patch_frac=patch_frac,
@@ -181,6 +181,9 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
           force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
           *, common: Common) -> None:
     """Stamp patches on a stream of images for other tools; each placement comes from (seed, id) and is recorded."""
+    from confidently.unadversarial.patches import make_placement
+    from confidently.unadversarial.workflows import stamp_records
+
     guard_output(out, "unadv-patch", force=force)
     where = make_placement(degrees, translate, scale, placement, region)
     records = list(RecordReader(input_source(source, "image records"), require_image=True))
@@ -229,6 +232,9 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
     viewpoints, light, frame shifts and backgrounds, through render-3db's mitsuba engine (its path tracer, 50 mm
     camera and sRGB view transform, so render-3db evaluates what was optimised). Views per step: --batch-size
     (default 8 here)."""
+    from confidently.unadversarial.texture import TextureConfig
+    from confidently.unadversarial.workflows import TextureScene, model_for_class, train_texture_file
+
     guard_output(out, "unadv-patch", force=force)
     scene = TextureScene(mesh, spp, (zoom_min, zoom_max), (light_min, light_max), translate, hemisphere, backgrounds)
     config = TextureConfig(steps, common.batch_size if "batch_size" in common.explicit else 8, lr, grad)
@@ -258,6 +264,10 @@ def eval_texture(model_path: Path = typer.Option(..., "--model"),
                  *, common: Common) -> None:
     """Accuracy on the texture's class for grey / random / unadversarial textures, from the same held-out
     viewpoints (drawn from --seed, so use a seed other than training's), clean and under corruptions."""
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+    from confidently.unadversarial.workflows import TextureScene, evaluate_texture_file
+
     names = corruption_names(corruptions, "--corruptions")
     levels = severity_levels(severities, "--severities") if names else []
     scene = TextureScene(mesh, spp, (zoom_min, zoom_max), (light_min, light_max), translate, hemisphere, backgrounds)
@@ -280,6 +290,8 @@ def export(texture_path: Path = typer.Option(None, "--texture", help="From `unad
            force: bool = typer.Option(False, "--force", help="Write over an --out unadv-patch did not write."),
            *, common: Common) -> None:
     """Texture (for Blender, Unreal or AirSim) or patches (to print) to PNG: rows top→bottom, lossless 8-bit."""
+    from confidently.unadversarial.workflows import export_pngs
+
     for row in export_pngs(out, texture_path=texture_path, patches_path=patches_path, flip_v=flip_v, force=force):
         emit({"cmd": "export", **row})
 
@@ -339,6 +351,7 @@ def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
                 *, common: Common) -> None:
     """Classify the object from every grid viewpoint: one record per frame, then one summary per arm × weather."""
     from confidently.unadversarial.airsim import GridSpec, grid_eval_with_summaries, parse_weather, texture_arms
+    from confidently.unadversarial.workflows import model_for_class
 
     try:
         low, high = (float(v) for v in heights.split(","))
@@ -381,6 +394,7 @@ def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
                 camera: str = AIRSIM_OPTIONS["camera"],
                 *, common: Common) -> None:
     """PID landing on the pad from a downward camera: one record per episode, then a summary per arm × weather."""
+    from confidently.run.device import resolve_device
     from confidently.unadversarial.airsim import (
         LandingConfig,
         land_episodes,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from confidently.backdoor.grid_recipes import GRID_RECIPES
 from confidently.backdoor.metrics import bias_metrics, triggered_predictions
 from confidently.backdoor.poison import SELECTION_SEED, fraction_of_rows, parse_classes, select_poison
 from confidently.data.dataset import ImageDataset
@@ -31,11 +32,6 @@ from confidently.training import TrainConfig, train_classifier
 from confidently.transfer import transfer
 
 MODES = ("fixed", "full", "scratch")
-
-GRID_RECIPES: dict[str, tuple[str, str]] = {  # grid name → the (source, target) training recipes
-    "bias-cpu": ("bias-cpu-source", "bias-cpu-target"),  # the spec's CPU pilot: 8×8 digits, a width-16 CNN
-    "bias-thesis": ("bias-thesis-source", "bias-thesis-target"),  # thesis App. G.1.1 / G.1.2, batch sizes as printed
-}
 
 
 def grid_configs(name: str, epochs_source: int | None = None, epochs_target: int | None = None,

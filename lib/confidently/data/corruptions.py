@@ -19,17 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from confidently.data.corruption_names import IMAGENET_C, SEVERITIES
 from confidently.registry import Registry
 
 CorruptionFn = Callable[[torch.Tensor, int, Sequence[int]], torch.Tensor]
 CORRUPTIONS: Registry[CorruptionFn] = Registry("corruption", ValueError)
 register_corruption = CORRUPTIONS.register
 list_corruptions = CORRUPTIONS.names
-SEVERITIES = (1, 2, 3, 4, 5)
-# imagecorruptions.get_corruption_names("all"), written out so that listing names imports no OpenCV/numba.
-IMAGENET_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-              "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-              "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Generator | None = None,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from confidently.registry import Registry
+
+if TYPE_CHECKING:  # the outputs only call tensor methods: listing their names (influence --help) loads no torch
+    import torch
 
 OUTPUTS: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("output")
 register_output = OUTPUTS.register

@@ -27,7 +27,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "render_batch": "confidently.unadversarial.texture",
     "save_texture": "confidently.unadversarial.texture",
     "train_texture": "confidently.unadversarial.texture",
-    "MAX_BACKGROUNDS": "confidently.unadversarial.train",
+    "MAX_BACKGROUNDS": "confidently.unadversarial.limits",
     "PatchConfig": "confidently.unadversarial.train",
     "background_images": "confidently.unadversarial.train",
     "best_images": "confidently.unadversarial.train",

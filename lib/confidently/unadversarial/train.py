@@ -25,6 +25,7 @@ from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.models.classifier import Classifier
 from confidently.run.seeding import derive_seed, record_generator, record_seeds
+from confidently.unadversarial.limits import MAX_BACKGROUNDS
 from confidently.unadversarial.patches import Placement, composite
 
 
@@ -339,9 +340,6 @@ def random_images(batches: Iterable[Batch], num_classes: int, side: int, seed: i
             if lowest[label] is None or key < lowest[label]:
                 lowest[label], chosen[label] = key, batch.images[row].detach().cpu().clone()
     return to_patches(torch.stack(_every_class(chosen, "random-image")), side)
-
-
-MAX_BACKGROUNDS = 256
 
 
 def background_images(dataset: ImageDataset, model: Classifier, *, limit: int = MAX_BACKGROUNDS, seed: int = 0,

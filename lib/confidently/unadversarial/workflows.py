@@ -25,6 +25,7 @@ from confidently.models.classifier import Classifier
 from confidently.render import MitsubaRenderer, ViewSampler
 from confidently.run import record_generator, resolve_device
 from confidently.unadversarial.baselines import baseline_patches
+from confidently.unadversarial.limits import MAX_BACKGROUNDS
 from confidently.unadversarial.patches import (
     Placement,
     chosen_placement,
@@ -45,7 +46,6 @@ from confidently.unadversarial.texture import (
     train_texture,
 )
 from confidently.unadversarial.train import (
-    MAX_BACKGROUNDS,
     PatchConfig,
     background_images,
     check_labels,
