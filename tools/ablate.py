@@ -6,46 +6,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 from confidently import __version__
 from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
-from confidently.fit import Fit, ModelFile, NewModel, Stage
-from confidently.io.artifacts import artifact_metadata, load_artifact, save_artifact
 from confidently.io.atomic import guard_output, write_json_atomic
 from confidently.io.records import Collector, RecordReader, RecordWriter
-from confidently.missingness import (
-    Inputs,
-    LimeConfig,
-    MissingnessModel,
-    MissingnessTraining,
-    Orders,
-    color_fills,
-    drop_over,
-    make_fill,
-    summarize_consistency,
-    summarize_curves,
-    summarize_topk,
-)
-from confidently.missingness.jobs import (
-    ApplyJob,
-    ConsistencyJob,
-    CurveJob,
-    LimeJob,
-    OrderJob,
-    TopkJob,
-    lime_batch_size,
-    ranking_sources,
-)
-from confidently.missingness.plots import plot_summaries
-from confidently.models import load_model
-from confidently.models.classifier import Classifier
 from confidently.recipes import list_recipes, recipe_config
-from confidently.run import console, resolve_device
+from confidently.run.console import console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands that use them, so --help starts without torch
+    import torch
+    from confidently.missingness import MissingnessModel
+    from confidently.models.classifier import Classifier
 
 app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME, consistency, top-k test.")
 
@@ -54,6 +30,9 @@ app = tool_app("ablate", "Feature removal without missingness bias: curves, LIME
 
 
 def open_model(path: Path, common: Common) -> Classifier:
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+
     return load_model(path, resolve_device(common.device))
 
 
@@ -82,6 +61,8 @@ PARTIAL_OPTION = typer.Option("drop", "--partial", help="drop: drop a token when
 
 
 def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> MissingnessModel:
+    from confidently.missingness import MissingnessModel, make_fill
+
     return MissingnessModel(model, make_fill(fill, model.mean), batch_size,
                             partial)
 
@@ -102,6 +83,11 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
           force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Removal orders, stored once so every model is tested on the same order."""
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+    from confidently.missingness import Inputs, Orders
+    from confidently.missingness.jobs import OrderJob
+    from confidently.run.device import resolve_device
+
     guard_output(out, "ablate", force=force)
     orders = Orders(order_name, None, ref_model, resolve_device(common.device), common.seed, common.batch_size)
     inputs = Inputs.for_model(unit, patch_size, ragged, superpixels, segments, orders.ref)
@@ -138,6 +124,9 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
           force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Missingness-bias curves: predictions as the first k features of an order are removed."""
+    from confidently.missingness import Inputs, Orders, summarize_curves
+    from confidently.missingness.jobs import CurveJob
+
     guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
@@ -157,6 +146,8 @@ def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or
 
 
 def load_similarity(path: Path | None, num_classes: int) -> torch.Tensor | None:
+    from confidently.io.artifacts import load_artifact
+
     if path is None:
         return None
     tensors, _ = load_artifact(path)
@@ -209,6 +200,10 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """LIME explanations under the chosen missingness; rankings for the top-k test."""
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+    from confidently.missingness import Inputs, LimeConfig
+    from confidently.missingness.jobs import LimeJob, lime_batch_size
+
     guard_output(out, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
@@ -256,6 +251,17 @@ def consistency(source: str = typer.Argument(None, help="Image records (JSONL fi
     With ``--fill drop`` each colour paints the removed pixels before the ViT drops their tokens:
     the Jaccard is 1 exactly when no kept token shows any paint.
     """
+    from confidently.missingness import (
+        Inputs,
+        LimeConfig,
+        MissingnessModel,
+        color_fills,
+        drop_over,
+        make_fill,
+        summarize_consistency,
+    )
+    from confidently.missingness.jobs import ConsistencyJob, lime_batch_size
+
     guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     config = LimeConfig(samples, kernel_width, ridge_alpha, target, include_original)
@@ -320,6 +326,9 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """Is an explanation faithful? Remove its top-k features and watch the prediction (faster flips: more faithful)."""
+    from confidently.missingness import Inputs, summarize_topk
+    from confidently.missingness.jobs import TopkJob, ranking_sources
+
     guard_output(summary, "ablate", force=force)
     model = open_model(model_path, common)
     mmodel = missingness(model, fill, partial, common.batch_size)
@@ -355,6 +364,11 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
           force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
           *, common: Common) -> None:
     """Ablated images and masks as records other tools read (`certify run` honours the mask)."""
+    from confidently.io.artifacts import artifact_metadata, save_artifact
+    from confidently.missingness import Inputs, Orders, make_fill
+    from confidently.missingness.jobs import ApplyJob
+    from confidently.run.device import resolve_device
+
     guard_output(out, "ablate", force=force)
     if (remove is None) == (remove_frac is None):
         raise UsageError("give exactly one of --remove K or --remove-frac F")
@@ -398,6 +412,9 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
         force: bool = typer.Option(False, "--force"),
         *, common: Common) -> None:
     """ROAR-style retraining: remove a random fraction of patches from every training image."""
+    from confidently.fit import Fit, ModelFile, NewModel, Stage
+    from confidently.missingness import MissingnessTraining
+
     config = recipe_config(recipe, {"epochs": epochs, "lr": lr, "batch_size": common.batch_size}, common.explicit,
                            seed=common.seed)
     origin = ModelFile(init) if init is not None else NewModel(arch, img_size=img_size)
@@ -431,6 +448,8 @@ def summarize(source: str = typer.Argument(None, help="ablate records (JSONL fil
                                                     help="C×C class similarity ('sim') for curve summaries."),
               *, common: Common) -> None:
     """Recompute dataset summaries from records (e.g. the `cat` of shards); one JSON per kind on stdout."""
+    from confidently.missingness import summarize_consistency, summarize_curves, summarize_topk
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in RecordReader(input_source(source, "ablate records"), validate=False):
         if "error" in record.data:
@@ -466,6 +485,8 @@ def plot(summaries: list[Path] = typer.Argument(..., help="Summary JSON files of
          force: bool = typer.Option(False, "--force", help="Write over outputs ablate did not write."),
          *, common: Common) -> None:
     """Draw summaries side by side: e.g. a CNN with black fill against a ViT that drops tokens."""
+    from confidently.missingness.plots import plot_summaries
+
     guard_output(out, "ablate", force=force)
     names = [part.strip() for part in labels.split(",")] if labels else [path.stem for path in summaries]
     if len(names) != len(summaries):

@@ -4,36 +4,26 @@ examples as a dataset, penultimate features, robust transfer learning, weight im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 from confidently import __version__
-from confidently.adversarial import AdversarialPerturb, PGDConfig, evaluate_expression, get_constraint
 from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, run_app, skip_invalid, tool_app
-from confidently.data import ImageDataset, Source, check_labels, open_source
-from confidently.data.loader import StreamLoader
-from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
-from confidently.evaluation import attack_rows, robustness_tallies
-from confidently.fit import Fit, NewModel, Stage, TransferFrom
-from confidently.io.artifacts import artifact_metadata
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter
-from confidently.io.shard_writer import ShardWriter
-from confidently.models import create_model, load_model, save_model
-from confidently.models.classifier import Classifier
-from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
-from confidently.recipes import list_recipes, recipe_config
-from confidently.run import console, progress, resolve_device, with_batch_backoff
+from confidently.recipes import TrainConfig, list_recipes, recipe_config
+from confidently.run.console import console, progress
 from confidently.run.tallies import merge_shards, read_shard_records
-from confidently.training import (
-    Distributed,
-    TrainConfig,
-    accuracies,
-    join_ranks,
-)
 from rich.table import Table
+
+if TYPE_CHECKING:  # the heavy modules load inside the commands that use them, so --help starts without torch
+    import torch
+    from confidently.adversarial import PGDConfig
+    from confidently.data import Source
+    from confidently.data.loader import StreamLoader
+    from confidently.models.classifier import Classifier
+    from confidently.training import Distributed
 
 app = tool_app("advtrain", "Robust training, robustness evaluation and robust transfer learning.")
 
@@ -45,6 +35,8 @@ AUGMENT_HELP = ("Training augmentation: shift-flip (--shift pixels, --flip; the 
 
 
 def parse_eps(text: str) -> float:
+    from confidently.adversarial import evaluate_expression
+
     value = evaluate_expression(text)
     if value < 0:
         raise UsageError(f"eps must be >= 0, got {text}")
@@ -63,6 +55,11 @@ def eval_batches(dataset: Source, model: Classifier, common: Common, device: tor
     ``labelled``: every record needs a label within the model's classes (a map-style dataset's are checked
     here from its records, a stream's as they come).
     """
+    from confidently.data import ImageDataset, check_labels
+    from confidently.data.loader import StreamLoader
+    from confidently.data.preprocess import DataConfig, make_preprocess
+    from confidently.training import Distributed
+
     ranks = Distributed.current()
     if isinstance(dataset, ImageDataset) and common.shard.count > 1:
         dataset = dataset.subset(common.shard.positions(len(dataset)))
@@ -78,6 +75,9 @@ def eval_batches(dataset: Source, model: Classifier, common: Common, device: tor
 
 def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | None, seed: int) -> dict[str, Any]:
     """Clean (and with ``attack``, adversarial) validation accuracies, as ``val_*`` metrics."""
+    from confidently.adversarial import PGDConfig
+    from confidently.evaluation import robustness_tallies
+
     attack = attack or PGDConfig(eps=0.0)  # clean accuracy only
     tallies = robustness_tallies(model, batches, [attack], num_classes=model.num_classes, seed=seed)[0]
     return {f"val_{key}": value for key, value in metrics_from_tallies(tallies).items()}
@@ -91,6 +91,8 @@ def train_config(common: Common, recipe: str | None, values: dict[str, Any]) -> 
 
 def metrics_from_tallies(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
     """Accuracy and mean-per-class accuracy, clean and (where attacked) adversarial."""
+    from confidently.training import accuracies
+
     metrics: dict[str, float | None] = {"n": sum(tallies["nat"]["class_n"])}
     for arm, counts in tallies.items():
         metrics[f"{arm}_acc"], metrics[f"mpc_{arm}"] = accuracies(counts)
@@ -142,6 +144,9 @@ def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["s
           force: bool = typer.Option(False, "--force", help="Train again even if --out exists."),
           *, common: Common) -> None:
     """Train a classifier, standard (eps 0) or PGD-adversarial; per-epoch metrics on stdout."""
+    from confidently.adversarial import AdversarialPerturb, PGDConfig
+    from confidently.fit import Fit, NewModel, Stage
+
     config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
                                            "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                            "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
@@ -208,6 +213,12 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     sums the N shards' records into the records one run over everything gives. The data streams:
     images are decoded by --workers processes, batch by batch, and read once for every eps.
     """
+    from confidently.adversarial import PGDConfig, get_constraint
+    from confidently.data import open_source
+    from confidently.evaluation import robustness_tallies
+    from confidently.models import load_model
+    from confidently.training import join_ranks
+
     ranks, device = join_ranks(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
@@ -270,6 +281,15 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     Records keep their fields; "image" points into the shard and "advtrain" says what was done.
     Random starts derive from (seed, id), so results do not depend on batching or sharding.
     """
+    import torch
+    from confidently.adversarial import PGDConfig, get_constraint
+    from confidently.data import open_source
+    from confidently.evaluation import attack_rows
+    from confidently.io.artifacts import artifact_metadata
+    from confidently.io.shard_writer import ShardWriter
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+
     guard_output(shard_out, "advtrain", force=force)
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
@@ -346,6 +366,8 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
              force: bool = typer.Option(False, "--force"),
              *, common: Common) -> None:
     """Transfer a source model to a target task; per-epoch metrics and a summary on stdout."""
+    from confidently.fit import Fit, Stage, TransferFrom
+
     if mode not in ("fixed", "full"):
         raise UsageError(f"--mode {mode!r}: choose fixed or full")
     if bn_stats not in ("update", "freeze"):
@@ -389,6 +411,13 @@ def features(model_path: Path = typer.Option(..., "--model"),
              force: bool = typer.Option(False, "--force", help="Write over an --out advtrain did not write."),
              *, common: Common) -> None:
     """Penultimate features of a dataset as a safetensors shard (for fast linear probes)."""
+    import torch
+    from confidently.data import open_source
+    from confidently.io.artifacts import artifact_metadata
+    from confidently.io.shard_writer import ShardWriter
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+
     guard_output(out, "advtrain", force=force)
     device = resolve_device(common.device)
     model = load_model(model_path, device).eval()
@@ -418,6 +447,9 @@ def features(model_path: Path = typer.Option(..., "--model"),
 
 def penultimate(model: Classifier, images: torch.Tensor) -> torch.Tensor:
     """Penultimate features of one batch, computed in halves on CUDA out-of-memory."""
+    import torch
+    from confidently.run.device import with_batch_backoff
+
     def run(size: int) -> torch.Tensor:
         with torch.no_grad():
             return torch.cat([model.features(images[s:s + size]).float().cpu() for s in range(0, len(images), size)])
@@ -440,6 +472,9 @@ def import_weights(weights: Path = typer.Argument(..., help="State dict: .safete
                    force: bool = typer.Option(False, "--force", help="Write over an --out advtrain did not write."),
                    *, common: Common) -> None:
     """Convert timm / torchvision / robustness-library weights into a confidently model file."""
+    from confidently.models import create_model, save_model
+    from confidently.models.convert import classifier_width, convert_state_dict, read_foreign_weights
+
     guard_output(out, "advtrain", force=force)
     if trust_pickle:
         console.print("[yellow]warning:[/] --trust-pickle: a pickled checkpoint can run arbitrary code when loaded")

@@ -13,28 +13,12 @@ import typer
 from confidently import __version__
 from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, input_source, run_app, stream_batches, tool_app
 from confidently.errors import ConfidentlyError, NoValidResult, UsageError
-from confidently.fit import Fit, ModelFile, NewModel, Stage
 from confidently.io.atomic import guard_output, write_json_atomic
 from confidently.io.records import Collector, RecordReader, RecordWriter
-from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
-from confidently.models import load_model
-from confidently.run import Shard, console, resolve_device
-from confidently.smoothing import (
-    SUMMARY_KEYS,
-    Ablation,
-    AblationTraining,
-    Certificates,
-    Certifier,
-    check_soundness,
-    list_ablations,
-    load_votes,
-    model_geometry,
-    patch_side_for_fraction,
-    resolve_drop,
-    save_votes,
-    summarize_certificates,
-)
-from confidently.training import TrainConfig
+from confidently.recipes import TrainConfig
+from confidently.run.console import console
+from confidently.run.shard import Shard
+from confidently.smoothing.kinds import list_ablations
 from rich.table import Table
 
 app = tool_app("certify", "Certified prediction against adversarial patches by derandomized smoothing.")
@@ -52,6 +36,8 @@ def parse_sizes(text: str) -> list[int]:
 
 def fraction_sizes(text: str, height: int, width: int) -> list[int]:
     """Patch sides from fractions of the image area: m = ⌈√(f·h·w)⌉ (1 %, 2 %, 3 % of 224² → 23, 32, 39)."""
+    from confidently.smoothing import patch_side_for_fraction
+
     try:
         fractions = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -118,6 +104,18 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
                                    "write."),
         *, common: Common) -> None:
     """Certify each image record: smoothed class, votes, margin, certificates (one record each on stdout)."""
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+    from confidently.smoothing import (
+        SUMMARY_KEYS,
+        Certificates,
+        Certifier,
+        model_geometry,
+        resolve_drop,
+        save_votes,
+        summarize_certificates,
+    )
+
     if tie not in ("strict", "index"):
         raise UsageError(f"--tie {tie!r}: choose strict or index")
     if delta_mode not in ("exact", "closed-form"):
@@ -188,6 +186,8 @@ def recertify(votes: str = typer.Option(..., "--votes", help="Votes file(s) from
               force: bool = typer.Option(False, "--force", help="Write over a --summary certify did not write."),
               *, common: Common) -> None:
     """Certificates from stored votes, without the model: other patch sizes, strides or tie rules."""
+    from confidently.smoothing import Ablation, Certificates, load_votes, summarize_certificates
+
     guard_output(summary, "certify", force=force)
     merged, base, meta = load_votes([part for part in votes.split(",") if part])
     geo = meta["geometry"]
@@ -235,6 +235,10 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
     A CI smoke test of soundness: a certificate is a proof, so no placement and no content
     may change a certified prediction. Exit 4 if no image was certified (nothing was checked).
     """
+    from confidently.models import load_model
+    from confidently.run.device import resolve_device
+    from confidently.smoothing import Certificates, Certifier, check_soundness, model_geometry, resolve_drop
+
     device = resolve_device(common.device)
     model = load_model(model_path, device)
     channels, height, width = model.input_size
@@ -271,6 +275,8 @@ def check(source: str = typer.Argument(None, help="Image records (JSONL file, or
 def summarize(source: str = typer.Argument(None, help="certify records (JSONL file, or - / stdin)."),
               *, common: Common) -> None:
     """Recompute the dataset summary from certify records (e.g. the `cat` of shards); JSON on stdout."""
+    from confidently.smoothing import summarize_certificates
+
     results = []
     for record in RecordReader(input_source(source, "certify records"), validate=False):
         if "error" in record.data:
@@ -292,6 +298,8 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
           patch_sizes: str = typer.Option("1,2,4", "--patch-sizes"),
           *, common: Common) -> None:
     """Geometry only: Δ (exact and closed form) and the vote lead needed, per patch side."""
+    from confidently.smoothing import Ablation
+
     geometry = Ablation(ablation, ablation_size, stride)
     table = Table("m", "Δ exact", "Δ closed form", "lead needed (strict)", title=f"{ablation} b={ablation_size} "
                   f"s={stride} on {height}×{width}: {geometry.count(height, width)} ablations")
@@ -336,6 +344,10 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
     A ViT trained from scratch directly on ablations stalls at chance; stage 1 stands in for the
     thesis's pretrained checkpoints.
     """
+    from confidently.fit import Fit, ModelFile, NewModel, Stage
+    from confidently.mixing import DEIT_CUTMIX, DEIT_LABEL_SMOOTHING, DEIT_MIXUP
+    from confidently.smoothing import Ablation, AblationTraining, resolve_drop
+
     if ablation == "both":
         raise UsageError("--ablation both is for certification; fit on column or row")
     geometry = Ablation(ablation, ablation_size)

@@ -29,9 +29,19 @@ def import_attr(target: str, what: str = "object", error: type[Exception] = Usag
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, error: type[Exception] = UsageError):
+    """Strategies of one kind by name. ``builtins`` names the modules that register the built-in ones: they
+    are imported the first time the registry is read, so a lookup never depends on what happened to be
+    imported before (packages load lazily)."""
+
+    def __init__(self, kind: str, error: type[Exception] = UsageError, builtins: tuple[str, ...] = ()):
         self.kind, self.error = kind, error
         self._items: dict[str, T] = {}
+        self._builtins = builtins
+
+    def _load_builtins(self) -> None:
+        builtins, self._builtins = self._builtins, ()
+        for module in builtins:
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         def wrap(item: T) -> T:
@@ -41,6 +51,7 @@ class Registry(Generic[T]):
         return wrap
 
     def get(self, name: str) -> T:
+        self._load_builtins()
         if name not in self._items:
             raise self.error(f"unknown {self.kind} {name!r}; choose {', '.join(self.names())}")
         return self._items[name]
@@ -54,13 +65,17 @@ class Registry(Generic[T]):
         return self.get(alias(name) if alias else name)
 
     def names(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        self._load_builtins()
         return iter(self._items)
 
     def items(self):
+        self._load_builtins()
         return self._items.items()

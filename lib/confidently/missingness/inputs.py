@@ -16,8 +16,8 @@ from confidently.io.images import ImageLoader, as_float
 from confidently.io.records import Record
 from confidently.missingness.features import Features, from_label_map, list_units, make_features
 from confidently.missingness.orders import feature_scores, list_orders, needs_scores, removal_order, saliency_maps
+from confidently.models import load_model  # the package: its names register the tiny archs
 from confidently.models.classifier import Classifier
-from confidently.models.files import load_model
 from confidently.run.seeding import derive_seed, record_generator
 
 

@@ -19,7 +19,8 @@ from confidently.models.classifier import Classifier
 from confidently.registry import Registry
 
 ArchFactory = Callable[..., nn.Module]
-ARCHS: Registry[tuple[ArchFactory, dict[str, Any]]] = Registry("architecture")  # name → (factory, defaults)
+# name → (factory, defaults); the tiny test architectures register themselves in confidently.models.tiny
+ARCHS: Registry[tuple[ArchFactory, dict[str, Any]]] = Registry("architecture", builtins=("confidently.models.tiny",))
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -6,9 +6,9 @@ the winner leads the runner-up by more than twice Δ(m), the most ablations one 
 touch. With a ViT base model, fully blanked tokens are dropped, so an ablation costs a
 fraction of a forward pass.
 
-This module is the method's core: ablation sets (registered by name), Δ exact and in
-closed form, vote counting with token dropping, the certificate, training on ablations and the
-patch attack.
+This module is the method's core: ablation sets (their kinds are registered by name in
+:mod:`confidently.smoothing.kinds`), Δ exact and in closed form, vote counting with token dropping,
+the certificate, training on ablations and the patch attack.
 """
 
 from __future__ import annotations
@@ -24,24 +24,7 @@ import torch
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.models.token_drop import token_keep_mask, vit_forward_kept, vit_patch_size
-from confidently.registry import Registry
-
-ABLATION_PARTS: Registry[list[tuple[str, ...]]] = Registry("ablation")  # kind → its sets' banded axes
-list_ablations = ABLATION_PARTS.names
-
-
-def register_ablation(name: str, *parts: tuple[str, ...]) -> None:
-    """An ablation kind keeps a band of ``size`` pixels along each axis of a part ("rows", "cols"; several
-    axes make a block, their product); several parts make the union of their sets (``both``: rows and columns)."""
-    if not parts or any(not axes or set(axes) - {"rows", "cols"} for axes in parts):
-        raise UsageError(f"ablation {name!r}: each part is a tuple of 'rows' and/or 'cols'")
-    ABLATION_PARTS.register(name)([tuple(axes) for axes in parts])
-
-
-register_ablation("column", ("cols",))
-register_ablation("row", ("rows",))
-register_ablation("block", ("rows", "cols"))
-register_ablation("both", ("rows",), ("cols",))
+from confidently.smoothing.kinds import ABLATION_PARTS
 
 
 def _band_keeps(length: int, size: int, stride: int) -> np.ndarray:
