@@ -104,7 +104,7 @@ def run_in_process(tmp_path, monkeypatch, capsys):
     import io
 
     def run(name: str, *args: str, cwd: Path | None = None) -> ToolResult:
-        module = importlib.import_module("tools." + name.replace("-", "_"))
+        module = importlib.import_module("confidently_tools." + name.replace("-", "_"))
         monkeypatch.chdir(cwd or tmp_path)
         monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
         monkeypatch.setattr(sys, "stdin", io.StringIO(""))

@@ -58,7 +58,7 @@ OPTION_LINE = re.compile(r"^  (?:-\w, )?(--[\w-]+)", re.MULTILINE)
 
 
 def app_of(tool: str) -> typer.Typer:
-    return importlib.import_module(f"tools.{tool}").app
+    return importlib.import_module(f"confidently_tools.{tool}").app
 
 
 def leaf_commands(command, path: tuple[str, ...] = ()):

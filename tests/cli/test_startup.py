@@ -17,7 +17,7 @@ PROBE = """
 import json, sys
 sys.path[:0] = [{root!r}, {lib!r}]
 sys.argv = {argv!r}
-from tools.{module} import main
+from confidently_tools.{module} import main
 try:
     main()
 except SystemExit:
@@ -56,10 +56,10 @@ def test_help_version_config_and_usage_errors_import_no_heavy_package(tool):
 
 def test_shell_completion_completes_commands_and_flags_without_torch():
     completing = {"_ADVTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "advtrain eval --con", "COMP_CWORD": "2"}
-    proc = subprocess.run([str(ROOT / "bin" / "advtrain")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **completing})
+    proc = subprocess.run([sys.executable, str(ROOT / "bin" / "advtrain")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **completing})
     assert proc.returncode == 0 and "--constraint" in proc.stdout.split()
     assert heavy_after("advtrain", ["advtrain"], completing) == []
-    script = subprocess.run([str(ROOT / "bin" / "advtrain"), "--show-completion", "bash"], capture_output=True,
-                            text=True, timeout=120)
+    script = subprocess.run([sys.executable, str(ROOT / "bin" / "advtrain"), "--show-completion", "bash"],
+                            capture_output=True, text=True, timeout=120)
     assert "_ADVTRAIN_COMPLETE" in script.stdout

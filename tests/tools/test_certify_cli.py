@@ -205,8 +205,7 @@ def test_default_band_follows_the_image_size_for_models_certify_did_not_fit():
 
 def test_patch_fractions_give_the_thesis_sizes():
     from confidently.errors import UsageError
-
-    from tools.certify import fraction_sizes
+    from confidently_tools.certify import fraction_sizes
 
     assert fraction_sizes("0.01,0.02,0.03", 224, 224) == [23, 32, 39]
     for bad in ("0", "1.5", ","):

@@ -114,8 +114,7 @@ def test_encoder_then_edit_in_a_pipe(work):
 def in_process(args: list[str], stdin: str, cwd: Path, monkeypatch, capsys) -> tuple[int, str, str]:
     """The same CLI code without a new interpreter (diffusers takes seconds to import on a busy box)."""
     from confidently.cli import run_app
-
-    from tools.immunize import app
+    from confidently_tools.immunize import app
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))

@@ -158,7 +158,7 @@ def test_analyze_tables_heatmap_tensors_and_charts(workspace):
 
 def in_process(capsys, *argv):
     """The real CLI in this process (fast: no interpreter start), for the many bad-input cases."""
-    from tools.render_3db import _experiment_flag_to_argument, app
+    from confidently_tools.render_3db import _experiment_flag_to_argument, app
 
     with pytest.raises(SystemExit) as exit_info:
         run_app(app, "render-3db", _experiment_flag_to_argument(list(argv)))

@@ -38,7 +38,7 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONWARNINGS
 def preload() -> None:
     """What every tool start imports (the tool modules import torch, timm, torchvision, typer, rich)."""
     for module in TOOLS.values():
-        importlib.import_module("tools." + module)
+        importlib.import_module("confidently_tools." + module)
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -93,7 +93,7 @@ def _run_tool(request: dict, fds: list[int]) -> None:
     interrupted = False
     try:
         name = os.path.basename(sys.argv[0])
-        importlib.import_module("tools." + TOOLS[name]).main()
+        importlib.import_module("confidently_tools." + TOOLS[name]).main()
     except SystemExit as exc:
         if exc.code is None:
             code = 0
