@@ -63,3 +63,20 @@ def test_shell_completion_completes_commands_and_flags_without_torch():
     script = subprocess.run([sys.executable, str(ROOT / "bin" / "advtrain"), "--show-completion", "bash"],
                             capture_output=True, text=True, timeout=120)
     assert "_ADVTRAIN_COMPLETE" in script.stdout
+
+
+def test_a_usage_error_found_in_a_command_body_imports_no_heavy_package():
+    """The shared skeleton seeds torch when torch is first imported, not before the command runs."""
+    argv = ["immunize", "encoder", "-", "--model-dir", "x", "--out-dir", "o", "--preset", "bad"]
+    assert heavy_after("immunize", argv) == []
+
+
+def test_seeding_before_torch_is_imported_seeds_it_on_import():
+    code = ("from confidently.run.seeding import seed_everything\nimport sys\nseed_everything(5)\n"
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\nimport numpy, torch\n"
+            "first = (torch.rand(3).tolist(), numpy.random.rand(3).tolist())\n"
+            "torch.manual_seed(5); numpy.random.seed(5)\n"
+            "assert first == (torch.rand(3).tolist(), numpy.random.rand(3).tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    assert proc.returncode == 0, proc.stderr
