@@ -35,10 +35,22 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONWARNINGS
                    "HF_HUB_OFFLINE", "HF_HOME", "TORCH_HOME")
 
 
+LIBRARY = ("data", "models", "run", "io", "training", "fit", "adversarial", "evaluation", "transfer", "smoothing",
+           "missingness", "backdoor", "influence", "unadversarial", "render3db", "report", "immunize")
+
+
 def preload() -> None:
-    """What every tool start imports (the tool modules import torch, timm, torchvision, typer, rich)."""
+    """What the tools' commands import: the tool modules themselves start light (their --help needs no torch),
+    so torch, timm, torchvision and every library package are imported here, once, for all the forks."""
     for module in TOOLS.values():
         importlib.import_module("confidently_tools." + module)
+    for name in ("torch", "torchvision", "timm"):
+        importlib.import_module(name)
+    for name in LIBRARY:
+        module = importlib.import_module("confidently." + name)
+        exported = getattr(module, "__all__", ())
+        if exported:
+            getattr(module, exported[0])  # a lazy package imports all of its modules on the first name
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
