@@ -213,17 +213,18 @@ def test_convergence_spread_shrinks_with_models(farm):
 
 
 def test_a_recipe_on_an_imagenet_folder_of_mixed_size_photos(tmp_path):
-    """The farm on a user's folder: photos of any size (grey, CMYK, 16-bit, EXIF ones too) fitted to the recipe's
-    size as each job streams its subset."""
+    """The farm on a user's folder with a timm model at 224: photos of any size (grey, CMYK, 16-bit, EXIF ones
+    too) fitted to the recipe's size as each job streams its subset; planning reads the records only (an
+    unreadable file does not stop it)."""
     from tests.photos import make_imagenet_folder
 
-    make_imagenet_folder(tmp_path / "photos", train_per_class=3, val_per_class=3)
+    make_imagenet_folder(tmp_path / "photos", train_per_class=2, val_per_class=2)
     (tmp_path / "recipe.toml").write_text('''
 [source]
 data = "photos"
 split = "train"
-arch = "tiny_resnet"
-img_size = 24
+arch = "resnet18"
+img_size = 224
 epochs = 1
 batch_size = 8
 
@@ -235,8 +236,12 @@ test_split = "val"
 epochs = 1
 batch_size = 8
 ''')
-    run = shell(tmp_path, "influence plan --recipe recipe.toml --num-models 4 --run-id photos "
-                          "| influence train --recipe recipe.toml --out-dir r "
+    unreadable = next((tmp_path / "photos" / "train").iterdir()) / "unreadable.JPEG"
+    unreadable.write_bytes(b"not a jpeg")
+    planned = shell(tmp_path, "influence plan --recipe recipe.toml --num-models 3 --run-id photos > plan.jsonl")
+    assert planned.returncode == 0, planned.stderr
+    unreadable.unlink()
+    run = shell(tmp_path, "influence train plan.jsonl --recipe recipe.toml --out-dir r "
                           "| influence estimate --target val --out infl.safetensors")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "infl.safetensors").exists()
