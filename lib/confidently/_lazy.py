@@ -26,9 +26,11 @@ class _LazyPackage(types.ModuleType):
         super().__setattr__(name, value)
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``, whose names come from the modules in ``exports``
-    (name → module)."""
+def lazy_exports(package: str, exports: dict[str, str]
+                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """``__getattr__``, ``__dir__`` and ``__all__`` for ``package``, whose names come from the modules in
+    ``exports`` (name → module; a name whose module is the package is a submodule, imported for what it
+    registers and not exported)."""
 
     loading: list[bool] = []
     sys.modules[package].__class__ = _LazyPackage
@@ -61,4 +63,4 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
     def __dir__() -> list[str]:
         return sorted(set(sys.modules[package].__dict__) | set(exports))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(name for name, module in exports.items() if module != package)

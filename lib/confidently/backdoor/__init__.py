@@ -6,7 +6,7 @@ transfer go through :mod:`confidently.training` and :mod:`confidently.transfer`.
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "draw_cells": "confidently.backdoor.attributes",
     "field_value": "confidently.backdoor.attributes",
     "group_attribute": "confidently.backdoor.attributes",
@@ -35,9 +35,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "check_trigger_fits": "confidently.backdoor.trigger_spec",
     "save_trigger": "confidently.backdoor.trigger_spec",
 })
-
-__all__ = ["SELECTION_SEED", "PoisonPlan", "PoisonedManifest", "bias_from_tallies", "bias_metrics", "bias_tallies",
-           "build_trigger_spec", "check_trigger_fits", "draw_cells", "field_value", "fraction_of_rows",
-           "group_attribute", "group_from_tallies", "group_gaps", "group_tallies", "merge_bias_shards",
-           "overlay_skew", "parse_cell", "parse_classes", "poison_manifest", "prediction_skew", "save_trigger",
-           "select_poison", "stamp_manifest", "trigger_bias", "triggered_predictions", "write_materialized"]

@@ -9,7 +9,7 @@ command honours, and passes a :class:`Common`), and ends with ``def main(): run_
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FIT_DATA_OPTIONS": "confidently.cli.app",
     "Common": "confidently.cli.app",
     "common_options": "confidently.cli.app",
@@ -20,6 +20,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "stream_batches": "confidently.cli.stream",
     "stream_records": "confidently.cli.stream",
 })
-
-__all__ = ["FIT_DATA_OPTIONS", "Common", "common_options", "input_source", "run_app", "skip_invalid",
-           "stream_batches", "stream_records", "tool_app"]

@@ -3,7 +3,7 @@ transforms, one shared corruption set, and seeded splits."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "corrupt": "confidently.data.corruptions",
     "list_corruptions": "confidently.data.corruptions",
     "register_corruption": "confidently.data.corruptions",
@@ -18,8 +18,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "split_by_class": "confidently.data.splits",
     "split_records": "confidently.data.splits",
 })
-
-__all__ = [
-    "ImageDataset", "Source", "check_labels", "corrupt", "list_corruptions", "list_demos", "load_demo", "open_dataset",
-    "open_source", "register_corruption", "register_demo", "split_by_class", "split_records",
-]

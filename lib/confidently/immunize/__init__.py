@@ -17,7 +17,7 @@ Immunization is a protection against the model it was computed with, not a guara
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "METHODS": "confidently.immunize.attacks",
     "NORMS": "confidently.immunize.attacks",
     "EncoderAttack": "confidently.immunize.attacks",
@@ -54,11 +54,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_prompt_embeds": "confidently.immunize.text",
     "load_text_encoder": "confidently.immunize.text",
 })
-
-__all__ = [
-    "METHODS", "NORMS", "PRESETS", "ClipText", "Conditioning", "EditConfig", "EditNoise", "EncoderAttack",
-    "HashTextEncoder", "Immunized", "LatentDiffusion", "PGDConfig", "PGDResult", "Request", "binarize_mask",
-    "check_output_format", "conditioning", "configured_mode", "edit_forward", "edit_image", "fit_image", "immunize",
-    "load_ldm", "load_prompt_embeds", "load_text_encoder", "model_fingerprint", "paste_back", "parse_fraction", "pgd",
-    "quantize_within_bound", "resolve_mode", "save_uint8", "target_image", "tiny_components", "write_tiny_model",
-]

@@ -4,7 +4,7 @@ queries asked of an estimate and the Slurm job array that runs a plan."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Influence": "confidently.influence.estimate",
     "InfluenceSums": "confidently.influence.estimate",
     "bootstrap_convergence": "confidently.influence.estimate",
@@ -32,10 +32,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "result_path": "confidently.influence.worker",
     "run_job": "confidently.influence.worker",
 })
-
-__all__ = [
-    "FarmResults", "Influence", "InfluenceSums", "JobRunner", "Recipe", "TaskResult", "all_outputs",
-    "bootstrap_convergence", "bootstrap_std", "check_job", "counterfactual_plan", "estimate", "list_outputs",
-    "list_recipes", "load_recipe", "load_results", "merge_partials", "plan_checksum", "register_output",
-    "register_recipe", "result_files", "result_path", "run_job", "select_jobs", "subset_plan", "sum_results",
-]

@@ -3,7 +3,7 @@ model files, all written atomically and never unpickled."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "artifact_bytes": "confidently.io.artifacts",
     "load_artifact": "confidently.io.artifacts",
     "save_artifact": "confidently.io.artifacts",
@@ -18,9 +18,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "error_record": "confidently.io.records",
     "read_records": "confidently.io.records",
 })
-
-__all__ = [
-    "ImageLoader", "RecordReader", "RecordWriter", "artifact_bytes", "atomic_write", "error_record",
-    "load_artifact", "load_image", "read_model_file", "read_records", "save_artifact", "save_image",
-    "write_model_file",
-]

@@ -3,7 +3,7 @@ consistency, the top-k test and missingness augmentation."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "MissingnessTraining": "confidently.missingness.augment",
     "expected_random_jaccard": "confidently.missingness.consistency",
     "pairwise_jaccard": "confidently.missingness.consistency",
@@ -53,14 +53,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "summarize_curves": "confidently.missingness.summary",
     "summarize_topk": "confidently.missingness.summary",
 })
-
-__all__ = [
-    "BINARY8", "Curves", "Explanation", "FILL_NAMES", "Features", "Fill", "Inputs", "LimeConfig", "MissingnessModel",
-    "MissingnessTraining", "Orders", "PARTIAL_RULES", "RowsById", "Segments", "class_entropy", "color_fills",
-    "curve_auc", "curve_ks", "drop_over", "expected_random_jaccard", "explain", "feature_scores", "fill_seeds",
-    "from_label_map", "grid_labels", "kernel_weights", "list_backends", "list_orders", "list_units", "make_features",
-    "make_fill", "missingness_curves", "needs_scores", "padded", "pairwise_jaccard", "perturbations",
-    "register_backend", "register_order", "register_unit", "removal_flags", "removal_order", "saliency_maps",
-    "summarize_consistency", "summarize_curves", "summarize_topk", "topk_jaccard", "visible_after_removal",
-    "weighted_ridge",
-]

@@ -3,7 +3,7 @@ model, safetensors model files, and token dropping for vision transformers."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "tiny": "confidently.models",
     "Classifier": "confidently.models.classifier",
     "Normalize": "confidently.models.classifier",
@@ -20,9 +20,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "vit_forward_masked": "confidently.models.token_drop",
     "vit_patch_size": "confidently.models.token_drop",
 })
-
-__all__ = [
-    "Classifier", "Normalize", "arch_defaults", "count_parameters", "create_model", "list_archs", "load_model",
-    "register_arch", "save_model", "supports_token_drop", "token_keep_mask", "vit_forward_kept",
-    "vit_forward_masked", "vit_patch_size",
-]

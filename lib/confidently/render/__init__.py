@@ -2,7 +2,7 @@
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "UV_CONVENTION": "confidently.render.mitsuba_renderer",
     "MitsubaRenderer": "confidently.render.mitsuba_renderer",
     "gather_texels": "confidently.render.mitsuba_renderer",
@@ -10,5 +10,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "ViewSampler": "confidently.render.views",
     "shift_frame": "confidently.render.views",
 })
-
-__all__ = ["UV_CONVENTION", "MitsubaRenderer", "View", "ViewSampler", "gather_texels", "shift_frame"]

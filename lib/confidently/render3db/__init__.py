@@ -10,7 +10,7 @@ engines (``confidently.render.engines``) are registered by name; a new one is on
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "accuracy_by": "confidently.render3db.analysis",
     "boxplot": "confidently.render3db.analysis",
     "confusion": "confidently.render3db.analysis",
@@ -45,11 +45,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "make_policy": "confidently.render3db.space",
     "search_space": "confidently.render3db.space",
 })
-
-__all__ = [
-    "Accuracy", "CONTROLS", "Control", "EVALUATORS", "Experiment", "Job", "POLICIES", "PngWriter", "RenderWorker",
-    "SearchSpace", "Setting", "ShardWriter", "WorkerSettings", "accuracy_by", "boxplot", "check_model", "confusion",
-    "count_jobs", "heatmap", "iter_jobs", "list_controls", "load_experiment", "make_evaluator", "make_policy",
-    "model_input", "overall", "planned_jobs", "register_control", "run_engine", "run_jobs", "search_space",
-    "stability", "wilson",
-]

@@ -3,7 +3,7 @@ expect; a site is PNG files plus one self-contained HTML page."""
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Block": "confidently.report.site",
     "Section": "confidently.report.site",
     "build_site": "confidently.report.site",
@@ -12,5 +12,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "read_records": "confidently.report.site",
     "register_section": "confidently.report.site",
 })
-
-__all__ = ["Block", "Section", "build_site", "classify", "list_sections", "read_records", "register_section"]

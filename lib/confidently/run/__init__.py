@@ -3,7 +3,7 @@
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "configure_logging": "confidently.run.console",
     "console": "confidently.run.console",
     "logger": "confidently.run.console",
@@ -18,8 +18,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "seed_everything": "confidently.run.seeding",
     "Shard": "confidently.run.shard",
 })
-
-__all__ = [
-    "Shard", "configure_logging", "console", "create_engine", "derive_seed", "list_engines", "logger", "progress",
-    "record_generator", "register_engine", "resolve_device", "seed_everything", "with_batch_backoff",
-]

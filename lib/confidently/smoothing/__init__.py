@@ -8,7 +8,7 @@ the patch attack); ``certify``: certificates for a stream of records (:class:`Ce
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ABLATION_PARTS": "confidently.smoothing.kinds",
     "BAND_PRESETS": "confidently.smoothing.ablation",
     "SUMMARY_KEYS": "confidently.smoothing.ablation",
@@ -34,11 +34,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_votes": "confidently.smoothing.votes",
     "save_votes": "confidently.smoothing.votes",
 })
-
-__all__ = [
-    "ABLATION_PARTS", "BAND_PRESETS", "SUMMARY_KEYS", "Ablation", "AblationTraining", "Certificates", "Certifier",
-    "ablation_votes", "certify_counts", "check_soundness", "default_ablation_size", "list_ablations", "load_votes",
-    "max_certified_patch", "model_geometry", "patch_attack", "patch_contents", "patch_side_for_fraction",
-    "register_ablation", "resolve_drop", "save_votes", "smoothed_prediction", "summarize_certificates",
-    "vote_counts",
-]

@@ -2,7 +2,7 @@
 
 from confidently._lazy import lazy_exports
 
-__getattr__, __dir__ = lazy_exports(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "BASELINE_KINDS": "confidently.unadversarial.baselines",
     "baseline_patches": "confidently.unadversarial.baselines",
     "qr_matrix": "confidently.unadversarial.baselines",
@@ -55,15 +55,3 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "train_patch_file": "confidently.unadversarial.workflows",
     "train_texture_file": "confidently.unadversarial.workflows",
 })
-
-__all__ = ["BACKGROUNDS", "GRADIENTS", "ImageBackgrounds", "TextureConfig", "evaluate_textures", "load_texture",
-           "render_batch", "save_texture", "train_texture",
-           "BASELINE_KINDS", "MAX_BACKGROUNDS", "PLACEMENT_ARGUMENTS", "WARPS", "PatchConfig", "Placement",
-           "background_images", "baseline_patches", "best_images", "check_labels", "chosen_placement", "composite",
-           "conflict_classes", "corrupt_with_gradient", "eval_batches", "evaluate_arms", "init_patches",
-           "load_patch_file", "load_patches", "make_placement", "patch_side", "qr_matrix", "qr_patches",
-           "random_corruptions", "random_image_picks", "random_images", "save_patches", "seeded_sample",
-           "train_patches", "training_batches",
-           "PatchEvaluation", "TextureScene", "baseline_patch_file", "evaluate_patch_file", "evaluate_texture_file",
-           "export_pngs", "loss_summary", "model_and_data", "model_for_class", "stamp_records", "train_patch_file",
-           "train_texture_file"]
