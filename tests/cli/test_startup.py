@@ -60,8 +60,10 @@ def test_shell_completion_completes_commands_and_flags_without_torch():
                           timeout=120, env={**os.environ, **completing})
     assert proc.returncode == 0 and "--constraint" in proc.stdout.split()
     assert heavy_after("advtrain", ["advtrain"], completing) == []
-    script = subprocess.run([sys.executable, str(ROOT / "bin" / "advtrain"), "--show-completion", "bash"],
-                            capture_output=True, text=True, timeout=120)
+    # the shell is detected from the parent process, as when a user types it in bash (a second command
+    # keeps bash from replacing itself with the tool)
+    command = f"'{sys.executable}' '{ROOT / 'bin' / 'advtrain'}' --show-completion; exit $?"
+    script = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert "_ADVTRAIN_COMPLETE" in script.stdout
 
 
