@@ -34,6 +34,7 @@ from confidently.errors import InvalidInput, UsageError
 from confidently.mixing import BatchMix
 from confidently.recipes import TrainConfig
 from confidently.registry import Registry
+from confidently.run.console import progress
 from confidently.run.seeding import record_generator
 
 Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -339,7 +340,7 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
         started = time.perf_counter()
         _set_train_mode(model, config.freeze_bn)
         total_loss = correct = seen = 0.0
-        for batch in batches.epoch(epoch):
+        for batch in progress(batches.epoch(epoch), steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}"):
             images, target = batch.images, batch.labels
             if len(target) < 2 and batch_norm:
                 continue  # batch norm cannot train on one row (a last batch of one, or one left by skipped images)

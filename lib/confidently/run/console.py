@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -31,10 +32,23 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+SUMMARY_AFTER_S = 5.0  # without a terminal, work that took longer says once what it did
+
+
 def progress(items: Iterable[T], total: int | None = None, description: str = "working") -> Iterator[T]:
-    """Iterate ``items`` with a rich progress bar on stderr when stderr is a terminal (else silently)."""
-    if not stderr_is_terminal() or console.quiet:
+    """Iterate ``items`` with a rich progress bar on stderr (rate and time left) when stderr is a terminal;
+    otherwise, when the work took longer than a few seconds, one summary line at its end (``-q``: neither)."""
+    if console.quiet:
         yield from items
+        return
+    if not stderr_is_terminal():
+        started, count = time.perf_counter(), 0
+        for item in items:
+            count += 1
+            yield item
+        seconds = time.perf_counter() - started
+        if seconds >= SUMMARY_AFTER_S:
+            console.log(f"{description}: {count} in {seconds:.1f} s ({count / seconds:.3g}/s)")
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

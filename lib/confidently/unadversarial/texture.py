@@ -27,6 +27,7 @@ from confidently.models.classifier import Classifier
 from confidently.registry import Registry
 from confidently.render import MitsubaRenderer, View, ViewSampler, gather_texels, shift_frame
 from confidently.render.engines.procedural import srgb_encode
+from confidently.run.console import progress
 from confidently.run.seeding import record_seeds
 
 
@@ -169,7 +170,7 @@ def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, t
     channels, size = model.input_size[0], model.input_size[-1]
     texture = texture.clone().float()
     losses, started = [], time.perf_counter()
-    for step in range(config.steps):
+    for step in progress(range(config.steps), config.steps, f"texture for class {class_id}"):
         batch = views.sample(config.batch_size, generator)
         seeds = torch.randint(0, 2**31 - 1, (config.batch_size,), generator=generator).tolist()
         scenery = backgrounds(batch, channels, size, generator)
