@@ -248,7 +248,8 @@ class Fit:
         fit skips the finished ones), then write ``out`` (rank 0) with ``training`` in its metadata."""
         history: list[dict[str, Any]] = []
         parameters = self.source.trainable(self.model)
-        for stage in stages:
+        checkpoints = [_checkpoint_path(self.out, stage.name if len(stages) > 1 else None) for stage in stages]
+        for stage, checkpoint in zip(stages, checkpoints, strict=True):
             config = stage.config
 
             def evaluate(model: Classifier, epoch: int, stage: Stage = stage) -> dict[str, Any]:
@@ -262,7 +263,6 @@ class Fit:
                 if on_epoch is not None:
                     on_epoch(stage, metrics)
 
-            checkpoint = _checkpoint_path(self.out, stage.name if len(stages) > 1 else None)
             train_classifier(self.model, self.data, config, device=self.device, perturb=stage.perturb,
                              forward=stage.forward, parameters=parameters, evaluate=evaluate, on_epoch=log,
                              checkpoint=checkpoint, resume=self.resume, workers=self.workers,
@@ -274,7 +274,7 @@ class Fit:
                     "seed": self.seed, "data": self.data.fingerprint()}
             info.setdefault("config", stages[-1].config.as_dict())
             save_model(self.model, self.out, training=info)
-            for stage in stages:
-                _checkpoint_path(self.out, stage.name if len(stages) > 1 else None).unlink(missing_ok=True)
+            for checkpoint in checkpoints:  # this fit's own checkpoints, guarded as the training's at start
+                checkpoint.unlink(missing_ok=True)
             console.log(f"wrote {self.out}")
         return Fitted(self.model, history, self.data)
