@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, stream_records, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, claim_folder
 from confidently.io.records import Collector, Record, RecordWriter, dumps_record, error_record, file_stem, rebase_refs
@@ -53,7 +53,14 @@ class Exporter:
         return data
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # 16 test digits as PNG files in digits/, their manifest on stdout
+    dataset export demo:digits --split test --limit 16 --out digits > digits.jsonl
+    # photos at 64 px (shorter side), centre-cropped, as JPEG, from the bundled photo set
+    dataset export demo:photos --size 64 --crop --format jpg --limit 4 --out photos > photos.jsonl
+    # two 5-class tasks' worth of procedural shapes (first three records shown)
+    dataset export "demo:shapes?classes=10&per_class=20" --out shapes | head -3
+"""))
 @common_options(uses={"shard", "engine", "address", "skip_invalid"})
 def export(source: str = typer.Argument(..., help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
            out: Path = typer.Option(..., "--out", help="Folder for the image files (created)."),
@@ -94,7 +101,13 @@ def export(source: str = typer.Argument(..., help="Manifest, image folder, .safe
     console.log(f"exported {sum('error' not in r for r in tee.kept)} images to {out}")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # what a manifest holds: counts per split and label, image sizes (JSON on stdout, a table on stderr)
+    dataset info digits.jsonl
+    # a bundled set without writing files; a manifest's records only, no image decoded (fast)
+    dataset info demo:digits --split train
+    dataset info photos.jsonl --no-decode
+"""))
 @common_options(uses={"skip_invalid", "workers"})
 def info(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, tar shards (path, "
                                                  "brace pattern or URL ending .tar; pack folder), demo:NAME or -."),
@@ -134,7 +147,13 @@ def info(source: str = typer.Argument(None, help="Manifest, image folder, .safet
     console.print(table)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # WebDataset tars of the test digits, at most 100 images per shard (original bytes kept)
+    dataset pack demo:digits --split test --shard-count 100 --out digits-tars
+    dataset info digits-tars
+    # a manifest from stdin, resized to 32 px, into one safetensors shard
+    cat photos.jsonl | dataset pack --format safetensors --size 32 --crop --out photos-shard
+"""))
 @common_options(uses={"skip_invalid", "workers"})
 def pack(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard, demo:NAME or -."),
          out: Path = typer.Option(..., "--out", help="Folder for the shards and pack.json (created)."),
@@ -205,7 +224,13 @@ def _parse_class_groups(specs: list[str]) -> dict[str, list[int]]:
     return groups
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # stratified 80/20 train/val split of a manifest (records on stdout, one file per split in parts/)
+    dataset split digits.jsonl --fractions train=0.8,val=0.2 --out parts > /dev/null
+    # two relabelled 5-class tasks for transfer experiments: source = classes 0-4, target = 5-9
+    dataset export "demo:shapes?classes=10&per_class=20" --out shapes10 > shapes10.jsonl
+    dataset split shapes10.jsonl --by classes --classes source:0-4 --classes target:5-9 --relabel --out tasks
+"""))
 @common_options(uses={"seed"})
 def split(source: str = typer.Argument(None, help="Manifest, image folder, .safetensors shard or -."),
           fractions: str = typer.Option("train=0.8,val=0.2", "--fractions", help="NAME=FRACTION,... to split into."),

@@ -7,6 +7,7 @@ import inspect
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,19 @@ def version_option(name: str) -> Any:
             raise typer.Exit(EXIT_OK)
 
     return typer.Option(False, "--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+
+
+def examples(text: str) -> str:
+    """A command's ``epilog``: its examples, shown verbatim at the end of ``--help``.
+
+    ``text`` is comment lines and shell commands with no blank line between them (click keeps a
+    paragraph that starts with ``\\b`` unwrapped, and a blank line would end it); tests/cli/test_examples.py
+    runs every tool's examples, as ``--help`` prints them, in a fresh folder.
+    """
+    lines = textwrap.dedent(text).strip("\n").splitlines()
+    if any(not line.strip() for line in lines):
+        raise ValueError("examples: no blank lines (they would end the unwrapped paragraph)")
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def tool_app(name: str, help: str, subcommands: bool = True) -> typer.Typer:
