@@ -235,7 +235,8 @@ class Fit:
             val_batches = StreamLoader(val_data, make_preprocess("eval", DataConfig.of(classifier)),
                                        batch_size=batch_size, device=device, workers=workers,
                                        require_labels=not check_labels(val_data, classifier.num_classes),
-                                       num_classes=classifier.num_classes, on_invalid=on_invalid)
+                                       num_classes=classifier.num_classes, on_invalid=on_invalid,
+                                       describe="validation")
         triggered = sum(1 for record in getattr(dataset, "records", ()) if record.data.get("trigger"))
         if triggered:
             console.log(f"{triggered} records carry a trigger: stamped after augmentation")

@@ -85,3 +85,21 @@ def test_a_shard_is_read_row_by_row(tmp_path):
     assert [rows[i][1] for i in range(6)] == [0, 1, 0, 1, 0, 1]
     expected = make_preprocess("squash", DataConfig((40, 40)))(images[4]).float() / 255
     assert torch.equal(rows[4][0], expected)
+
+
+def test_a_described_loader_says_what_it_read_and_a_training_loader_stays_quiet(monkeypatch, capsys):
+    import importlib
+
+    from confidently.data.dataset import ImageDataset
+
+    console_module = importlib.import_module("confidently.run.console")
+    monkeypatch.setattr(console_module, "stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(console_module, "SUMMARY_AFTER_S", 0.0)  # as if reading had taken minutes
+    console_module.configure_logging()
+    data = ImageDataset.from_tensors(torch.rand(10, 3, 8, 8), torch.arange(10) % 2)
+    preprocess = make_preprocess("eval", DataConfig(size=(8, 8)))
+    described = StreamLoader(data, preprocess, batch_size=4, workers=0, describe="reading images")
+    assert [len(batch.ids) for batch in described.epoch(0)] == [4, 4, 2]
+    assert "reading images: 3 in" in capsys.readouterr().err
+    assert len(list(StreamLoader(data, preprocess, batch_size=4, workers=0).epoch(0))) == 3
+    assert capsys.readouterr().err == ""

@@ -301,3 +301,17 @@ def test_texture_backgrounds_read_at_most_their_limit(digits_model):
     assert torch.equal(chosen, again)
     assert len(background_images(dataset, digits_model, limit=100)) == 12
     assert ImageBackgrounds(chosen)([None] * 3, 3, 32, torch.Generator().manual_seed(0)).shape == (3, 3, 32, 32)
+
+
+def test_patch_training_says_how_far_it_got(digits_model, digits_tensors, monkeypatch, capsys):
+    import importlib
+
+    console_module = importlib.import_module("confidently.run.console")
+    monkeypatch.setattr(console_module, "stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(console_module, "SUMMARY_AFTER_S", 0.0)  # as if the steps had taken minutes
+    console_module.configure_logging()
+    (images, labels), _ = digits_tensors
+    config = PatchConfig(steps=3, batch_size=8, lr=0.05)
+    start = init_patches(10, 3, 8, torch.Generator().manual_seed(0))
+    train(digits_model, images[:16], labels[:16], start, Placement(), config)
+    assert "patch steps: 3 in" in capsys.readouterr().err

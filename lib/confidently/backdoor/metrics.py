@@ -109,7 +109,7 @@ def triggered_predictions(model, dataset, trigger: dict[str, Any], *, batch_size
     from confidently.evaluation import paired_predictions
 
     batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=batch_size,
-                           device=device, workers=workers, stamp=stamp_records)
+                           device=device, workers=workers, stamp=stamp_records, describe="clean and triggered")
     return paired_predictions(model, batches, lambda images: stamp_rows(images, [trigger] * len(images)))
 
 

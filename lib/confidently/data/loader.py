@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from confidently.data.dataset import ImageDataset
 from confidently.data.preprocess import DataConfig, Preprocess, make_preprocess
 from confidently.errors import InvalidInput
+from confidently.run.console import progress
 from confidently.run.seeding import derive_seed, record_generator
 
 
@@ -189,13 +190,15 @@ class StreamLoader:
     feed a training and a validation loader; its workers start anew each epoch to see the epoch. A stream's
     labels are unknown until read: with ``require_labels``, an unlabelled record (or, with ``num_classes``,
     one labelled outside ``0..num_classes-1``) stops the loader with :class:`InvalidInput` naming it.
+    ``describe`` names the work for a progress bar over each epoch's batches (none without it: a training
+    loop shows its own).
     """
 
     def __init__(self, dataset: ImageDataset | ImageStream, preprocess: Preprocess | None = None, *,
                  batch_size: int, device: torch.device | str = "cpu", workers: int | None = None,
                  seed: int = 0, shuffle: bool = False, rank: int = 0, world: int = 1, stamp: bool = True,
                  prefetch: int = 2, on_invalid: Callable[[InvalidInput], None] | None = None,
-                 require_labels: bool = False, num_classes: int | None = None):
+                 require_labels: bool = False, num_classes: int | None = None, describe: str | None = None):
         if isinstance(dataset, ImageStream):
             dataset = dataset.configured(preprocess=preprocess, seed=seed, shuffle=shuffle, rank=rank, world=world)
         self.dataset = dataset
@@ -203,6 +206,7 @@ class StreamLoader:
         self.require_labels, self.num_classes = require_labels, num_classes
         self.device = torch.device(device)
         self.stamp = stamp
+        self.describe = describe
         workers = default_workers(dataset) if workers is None else workers
         options = {"batch_size": batch_size, "num_workers": workers, "collate_fn": collate,
                    "pin_memory": self.device.type == "cuda", "prefetch_factor": prefetch if workers > 0 else None}
@@ -221,6 +225,15 @@ class StreamLoader:
         return len(self.loader)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        if self.describe is None:
+            return self._epoch(epoch)
+        try:
+            total = len(self)
+        except TypeError:  # a stream that does not know its length: the bar counts up
+            total = None
+        return progress(self._epoch(epoch), total, self.describe)
+
+    def _epoch(self, epoch: int) -> Iterator[Batch]:
         (self.sampler or self.dataset).set_epoch(epoch)
         for images, labels, keys, failed in self.loader:
             for failure in failed:

@@ -467,7 +467,7 @@ def describe(source: ImageDataset | ImageStream, *, decode: bool = True, workers
             return source.info(decode=decode, on_invalid=on_invalid)
         summary = source.info(decode=False)
         for batch in StreamLoader(source, ImageShape(), batch_size=batch_size, workers=workers, stamp=False,
-                                  on_invalid=on_invalid):
+                                  on_invalid=on_invalid, describe="reading images"):
             shapes.update(tuple(row) for row in batch.images.long().tolist())
         summary["shapes"] = [{"shape": list(shape), "count": count} for shape, count in shapes.most_common()]
         return summary
@@ -484,7 +484,8 @@ def describe(source: ImageDataset | ImageStream, *, decode: bool = True, workers
 
     labels: Counter = Counter()
     splits: Counter = Counter()
-    for batch in StreamLoader(stream, batch_size=batch_size, workers=workers, stamp=False, on_invalid=count_failure):
+    for batch in StreamLoader(stream, batch_size=batch_size, workers=workers, stamp=False, on_invalid=count_failure,
+                              describe="reading images"):
         shapes.update(tuple(row) for row in batch.images.long().tolist())
         labels.update(int(label) for label in batch.labels)
         splits.update(record["split"] for record in batch.records if record.get("split"))

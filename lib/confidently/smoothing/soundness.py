@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from confidently.run.console import progress
 from confidently.run.seeding import record_generator
 from confidently.smoothing.ablation import patch_attack, patch_contents
 from confidently.smoothing.certify import Certifier
@@ -29,7 +30,8 @@ def check_soundness(certifier: Certifier, images: Sequence[torch.Tensor], visibl
     channels, height, width = model.input_size
     votes, base = certifier.votes_and_base(torch.stack(list(images)), torch.stack(list(visible)))
     reports = []
-    for index, result in enumerate(certificates.results(votes, base, list(labels))):
+    results = certificates.results(votes, base, list(labels))
+    for index, result in enumerate(progress(results, len(images), "soundness check")):
         report: dict[str, Any] = {"patch": patch_size, "certified": result["certified"][str(patch_size)],
                                   "pred": result["pred"]}
         if report["certified"]:

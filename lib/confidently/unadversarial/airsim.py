@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from confidently.errors import ConfidentlyError, InvalidInput, MissingBackend, UsageError
 from confidently.models.classifier import Classifier
+from confidently.run.console import progress
 
 CLIENT_MODULES = ("airsim", "cosysairsim")
 DEFAULT_PORT = 41451
@@ -408,7 +409,8 @@ def grid_eval(sim: Simulator, model: Classifier, object_name: str, class_id: int
     start = sim.object_position(object_name)
     places = object_locations(start, spec, seed)
     sim.set_camera(camera)  # straight along the vehicle's axis: look_at aims the vehicle
-    try:
+
+    def frames() -> Iterator[dict[str, Any]]:
         for arm, setting in each_arm_and_weather(sim, object_name, arms, weather):
             for location, place in enumerate(places):
                 sim.set_object_position(object_name, place)
@@ -423,6 +425,10 @@ def grid_eval(sim: Simulator, model: Classifier, object_name: str, class_id: int
                         yield from _flush(model, pending, class_id, topk)
                         pending = []
                 yield from _flush(model, pending, class_id, topk)
+
+    total = len(arms) * len(weather) * len(places) * len(camera_grid(start, spec))
+    try:
+        yield from progress(frames(), total, "frames")
     finally:
         with contextlib.suppress(ConfidentlyError):
             sim.set_object_position(object_name, start)

@@ -55,13 +55,15 @@ def baseline_patches(kind: str, model: Classifier, dataset: Source | None, side:
         raise UsageError(f"baseline {kind} needs `data` (the training images)")
     channels = model.input_size[0]
     if kind == "best-image":
-        return best_images(model, eval_batches(dataset, model, batch_size, workers=workers), model.num_classes, side)
+        batches = eval_batches(dataset, model, batch_size, workers=workers, describe="best images")
+        return best_images(model, batches, model.num_classes, side)
     if kind == "random-image":
         if not isinstance(dataset, ImageDataset):
             raise UsageError(f"baseline random-image picks records by id and cannot read {dataset.name} in order; "
                              "pack the images with `dataset pack SRC --out DIR --format safetensors` and pass DIR")
         picked = dataset.subset(random_image_picks(dataset.ids, dataset.labels, model.num_classes, seed))
-        return random_images(eval_batches(picked, model, batch_size, workers=workers), model.num_classes, side, seed)
+        batches = eval_batches(picked, model, batch_size, workers=workers, describe="random images")
+        return random_images(batches, model.num_classes, side, seed)
     if kind == "noise":
         generator = torch.Generator().manual_seed(seed)
         return (0.5 + 0.2 * torch.randn(model.num_classes, channels, side, side, generator=generator)).clamp(0, 1)

@@ -201,7 +201,7 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
     rows = [("clean", 0)] + [(name, s) for name in corruptions for s in severities]
     model.eval()
     out = []
-    for arm, texture in arms.items():
+    for arm, texture in progress(arms.items(), len(arms), f"class {class_id}: arms rendered and scored"):
         with torch.no_grad():
             scenes = render_batch(renderer, texture, chosen, seeds, scenery)
         for corruption, severity in rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from confidently.data.loader import Batch, StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.errors import InvalidInput, UsageError
 from confidently.models.classifier import Classifier
+from confidently.run.console import progress
 from confidently.run.seeding import derive_seed, record_generator, record_seeds
 from confidently.unadversarial.limits import MAX_BACKGROUNDS
 from confidently.unadversarial.patches import Placement, composite
@@ -104,11 +105,12 @@ def check_labels(dataset: ImageDataset, num_classes: int, source: str | None = N
 
 
 def eval_batches(dataset: ImageDataset, model: Classifier, batch_size: int, *, workers: int | None = None,
-                 device: torch.device | str | None = None) -> StreamLoader:
+                 device: torch.device | str | None = None, describe: str | None = None) -> StreamLoader:
     """``dataset`` in order through the model's eval preprocessing (shorter side resized, centre crop to its
-    input size: images of any size), as batches on the model's device."""
+    input size: images of any size), as batches on the model's device (``describe``: with a progress bar)."""
     return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=max(1, batch_size),
-                        device=model_device(model) if device is None else device, workers=workers)
+                        device=model_device(model) if device is None else device, workers=workers,
+                        describe=describe)
 
 
 def training_batches(dataset: ImageDataset, model: Classifier, config: PatchConfig, seed: int, *,
@@ -149,37 +151,41 @@ def train_patches(model: Classifier, loader: StreamLoader, patches: torch.Tensor
     optimizer = torch.optim.Adam([patches], lr=config.lr) if config.optimizer == "adam" else None
     losses: list[float] = []
     started = time.perf_counter()
+    steps = progress(range(1, config.steps + 1), config.steps, "patch steps")
+    for step, (epoch, batch) in zip(steps, _batches_forever(loader), strict=False):
+        y = _checked_labels(batch, len(patches)).to(device)
+        x = composite(batch.images.to(device), patches[y], placement.sample(len(y), generator))
+        x = random_corruptions(x, config.corruptions, config.severities, generator, config.corruption_prob)
+        loss = F.cross_entropy(model(x), y)
+        (grad,) = torch.autograd.grad(loss, patches)
+        with torch.no_grad():
+            if optimizer is None:
+                patches -= config.lr * grad.sign()
+            else:
+                present = torch.zeros(len(patches), dtype=torch.bool, device=device)
+                present[y] = True
+                grad[~present] = 0  # absent classes must not drift under momentum
+                patches.grad = grad
+                optimizer.step()
+            patches.clamp_(0, 1)
+        losses.append(float(loss.detach()))
+        if on_step is not None and step % max(1, config.steps // 10) == 0:
+            on_step({"step": step, "loss": sum(losses[-10:]) / len(losses[-10:]), "epoch": epoch,
+                     "seconds": time.perf_counter() - started})
+    return patches.detach().cpu(), losses
+
+
+def _batches_forever(loader: StreamLoader) -> Iterator[tuple[int, Batch]]:
+    """(epoch, batch) from ``loader.epoch(0)``, then ``epoch(1)``, ... for as long as they are asked for."""
     epoch = 0
-    while len(losses) < config.steps:
+    while True:
         drawn = 0
         for batch in loader.epoch(epoch):
             drawn += 1
-            y = _checked_labels(batch, len(patches)).to(device)
-            x = composite(batch.images.to(device), patches[y], placement.sample(len(y), generator))
-            x = random_corruptions(x, config.corruptions, config.severities, generator, config.corruption_prob)
-            loss = F.cross_entropy(model(x), y)
-            (grad,) = torch.autograd.grad(loss, patches)
-            with torch.no_grad():
-                if optimizer is None:
-                    patches -= config.lr * grad.sign()
-                else:
-                    present = torch.zeros(len(patches), dtype=torch.bool, device=device)
-                    present[y] = True
-                    grad[~present] = 0  # absent classes must not drift under momentum
-                    patches.grad = grad
-                    optimizer.step()
-                patches.clamp_(0, 1)
-            losses.append(float(loss.detach()))
-            step = len(losses)
-            if on_step is not None and step % max(1, config.steps // 10) == 0:
-                on_step({"step": step, "loss": sum(losses[-10:]) / len(losses[-10:]), "epoch": epoch,
-                         "seconds": time.perf_counter() - started})
-            if step == config.steps:
-                break
+            yield epoch, batch
         if not drawn:
             raise InvalidInput("the training data gave no batch (no image loaded)")
         epoch += 1
-    return patches.detach().cpu(), losses
 
 
 def conflict_classes(labels: torch.Tensor, ids: Sequence[str], num_classes: int, seed: int) -> torch.Tensor:

@@ -140,7 +140,7 @@ def evaluate_patch_file(model: Classifier, dataset: Source, patches_path, *, bas
         warps[Path(path).stem] = other.get("warp", "bilinear")
     where, source = chosen_placement(Placement.from_metadata(meta.get("transform"), str(patches_path)), placement,
                                      set(overrides))
-    batches = eval_batches(dataset, model, batch_size, workers=workers)
+    batches = eval_batches(dataset, model, batch_size, workers=workers, describe="evaluating")
     rows = evaluate_arms(model, batches, arms, where, corruptions, severities, seed, warps=warps,
                          conflict=patches if conflict else None)
     return PatchEvaluation(rows, where, source, int(patches.shape[-1]))
