@@ -86,3 +86,15 @@ def test_only_stale_temporaries_of_the_file_are_removed(tmp_path):
     os.utime(other, (1_000_000_000, 1_000_000_000))
     assert remove_stale_temporaries(target, older_than=time.time() - 60) == [old]
     assert fresh.exists() and other.exists()
+
+
+def test_an_atomic_write_gets_the_permissions_a_plain_write_would(tmp_path):
+    import stat
+
+    from confidently.io.atomic import atomic_write
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_write(tmp_path / "atomic.txt", "w") as handle:
+        handle.write("x")
+    assert stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

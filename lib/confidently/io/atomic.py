@@ -4,6 +4,7 @@ that keeps a tool from writing over a file or folder it did not create (DESIGN r
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -25,6 +26,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; an output gets what open() would give it
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -34,6 +36,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@functools.cache
+def new_file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_stale_temporaries(path: str | os.PathLike, older_than: float) -> list[Path]:
