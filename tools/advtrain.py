@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
-from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, run_app, skip_invalid, tool_app
+from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, examples, run_app, skip_invalid, tool_app
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter
@@ -112,7 +112,14 @@ def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
         RecordWriter().write({"tool": "advtrain", "version": __version__, **record})
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # a standard tiny ResNet on the digits, one quick epoch, checked on the test split (a record per epoch)
+    advtrain train --data demo:digits --split train --val demo:digits --val-split test \\
+      --arch tiny_resnet --epochs 1 --lr 0.01 --out standard.safetensors > standard.metrics.jsonl
+    # an adversarially trained one on 16-px digits: l2 PGD at eps 1 in every batch (3 steps of 2*eps/3)
+    advtrain train --data "demo:digits?size=16" --split train --arch tiny_resnet --constraint l2 --eps 1 \\
+      --epochs 1 --lr 0.01 --out robust.safetensors > robust.metrics.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
           val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
@@ -182,7 +189,15 @@ def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | 
     return metrics
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples("""
+    # clean and l2 PGD accuracy of the robust model at three radii, 5 PGD steps (one record per eps)
+    advtrain eval --model robust.safetensors --data "demo:digits?size=16" --split test --eps 0,0.5,1 --steps 5 \\
+      > robust.eval.jsonl
+    # l-inf at 2/255 and 8/255 on 16 test digits exported as PNGs, worst case of 2 PGD runs per image
+    dataset export demo:digits --split test --limit 16 --out digits > digits.jsonl
+    advtrain eval --model standard.safetensors --data digits.jsonl --constraint linf --eps 0,2/255,8/255 \\
+      --steps 5 --restarts 2 > standard.eval.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers", "skip_invalid"},
                 oom_backoff=True)
 def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
@@ -247,7 +262,12 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     console.print(table)
 
 
-@app.command("eval-merge")
+@app.command("eval-merge", epilog=examples("""
+    # one eval in two shards (e.g. on two machines: --shard 0/2 and 1/2), merged into the records one run gives
+    advtrain eval --model robust.safetensors --data digits.jsonl --eps 0,1 --steps 5 --shard 0/2 > eval-0.jsonl
+    advtrain eval --model robust.safetensors --data digits.jsonl --eps 0,1 --steps 5 --shard 1/2 > eval-1.jsonl
+    advtrain eval-merge eval-0.jsonl eval-1.jsonl > eval-merged.jsonl
+"""))
 @common_options()
 def merge_evaluations(files: list[Path] = typer.Argument(..., help="The records of `advtrain eval --shard i/N`, "
                                                          "every shard of the run (one file each, or together)."),
@@ -261,7 +281,16 @@ def merge_evaluations(files: list[Path] = typer.Argument(..., help="The records 
         writer.write(record)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # l-inf PGD versions of the 16 test digits: images in adv.safetensors, a manifest record each on stdout
+    advtrain attack --model robust.safetensors --data digits.jsonl --constraint linf --eps 8/255 --steps 10 \\
+      --shard-out adv.safetensors > adv.jsonl
+    # the attacked images are a dataset like any other: the model's accuracy on them
+    advtrain eval --model robust.safetensors --data adv.jsonl --eps 0 > adv.eval.jsonl
+    # targeted: push every digit towards class 0 (l2, eps 2)
+    advtrain attack --model robust.safetensors --data digits.jsonl --constraint l2 --eps 2 --target-label 0 \\
+      --shard-out to-zero.safetensors > to-zero.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers", "skip_invalid"},
                 oom_backoff=True)
 def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.safetensors)."),
@@ -339,7 +368,16 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint:
     return record
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # the robust digits model to a 5-class shapes task: a new head on its frozen features (summary: last line)
+    advtrain transfer --source robust.safetensors --data "demo:shapes?classes=5&per_class=40" --split train \\
+      --val "demo:shapes?classes=5&per_class=40" --val-split test --mode fixed --epochs 1 \\
+      --out shapes-fixed.safetensors | tail -1
+    # full-network fine-tuning of the layers after layer1, from a manifest
+    dataset export "demo:shapes?classes=5&per_class=40" --split train --out shapes > shapes.jsonl
+    advtrain transfer --source robust.safetensors --data shapes.jsonl --mode full --freeze-to layer1 \\
+      --epochs 1 --out shapes-full.safetensors > shapes-full.metrics.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
              data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
@@ -402,7 +440,13 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
     emit(summary, fit.ranks)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # penultimate features of the test digits (features N x D and labels N in one safetensors shard)
+    advtrain features --model robust.safetensors --data demo:digits --split test --out test-features.safetensors \\
+      > test-features.jsonl
+    # and of the adversarial images; each record says which row of the shard is its own
+    advtrain features --model robust.safetensors --data adv.jsonl --out adv-features.safetensors > adv-features.jsonl
+"""))
 @common_options(uses={"device", "batch_size", "shard", "workers", "skip_invalid"}, oom_backoff=True)
 def features(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
@@ -457,7 +501,17 @@ def penultimate(model: Classifier, images: torch.Tensor) -> torch.Tensor:
     return with_batch_backoff(run, max(1, len(images)))[0]
 
 
-@app.command("import")
+@app.command("import", epilog=examples("""
+    # weights from elsewhere: a timm test_resnet's state dict (fresh, untrained), as safetensors and as a pickle
+    python -c "import timm, torch, safetensors.torch as st; \\
+      sd = timm.create_model('test_resnet', num_classes=10).state_dict(); \\
+      st.save_file(sd, 'test_resnet.safetensors'); torch.save({'state_dict': sd}, 'test_resnet.pth')"
+    advtrain import test_resnet.safetensors --arch test_resnet --out imported.safetensors
+    # a pickle (.pt, .pth, .ckpt) can run code when loaded: only with --trust-pickle
+    advtrain import test_resnet.pth --arch test_resnet --trust-pickle --out imported-pth.safetensors
+    # an ordinary model file now (untrained: about chance)
+    advtrain eval --model imported.safetensors --data digits.jsonl --eps 0 > imported.eval.jsonl
+"""))
 @common_options()
 def import_weights(weights: Path = typer.Argument(..., help="State dict: .safetensors (or a pickle: --trust-pickle)."),
                    arch: str = typer.Option(..., "--arch", help="timm name (or tiny arch) the weights belong to."),
