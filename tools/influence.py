@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import typer
-from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.influence.outputs import list_outputs
 from confidently.io.atomic import claim_folder, guard_output
@@ -40,7 +40,15 @@ def read_result_files(source: str | None, results: Path | None) -> list[Path]:
     return result_files(RecordReader(input_source(source, "influence results"), validate=False))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # one job per model: 40 models, each on a random half of the linear oracle's 20 source units
+    influence plan --recipe oracle-linear --num-models 40 --run-id oracle > plan.jsonl
+    # a whole small farm in one pipe: plan | train | estimate, the units' ranking on stdout
+    influence plan --recipe oracle-linear --num-models 8 --run-id quick \
+      | influence train --recipe oracle-linear --out-dir quick | influence estimate > quick-ranking.jsonl
+    # K given directly; each unit in a model with probability 0.3 (not exactly round(0.3·K) units)
+    influence plan --num-units 12 --num-models 6 --alpha 0.3 --sampling bernoulli --seed 1 | head -2
+"""))
 @common_options(uses={"seed"})
 def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K source units (default: the recipe's)."),
          recipe: str = typer.Option(None, "--recipe", help="Take K from this recipe (file or built-in name)."),
@@ -53,14 +61,20 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
     from confidently.influence.plan import subset_plan
     from confidently.influence.recipes import load_recipe
 
-    if num_units is None:
-        if recipe is None:
-            raise UsageError("give --num-units K or --recipe")
-        num_units = load_recipe(recipe).num_units
-    RecordWriter().write_all(subset_plan(num_units, num_models, alpha, sampling, common.seed, run_id))
+    if num_units is None and recipe is None:
+        raise UsageError("give --num-units K or --recipe")
+    loaded = load_recipe(recipe) if recipe is not None else None
+    num_units = loaded.num_units if num_units is None else num_units
+    granularity = getattr(loaded, "granularity", "class")  # an image recipe's units may be single examples
+    RecordWriter().write_all(subset_plan(num_units, num_models, alpha, sampling, common.seed, run_id, granularity))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # the farm, serially: one result file per job under results/, one record per job on stdout
+    influence train plan.jsonl --recipe oracle-linear --out-dir results > done.jsonl
+    # what one Slurm array task runs: job 7 of the plan (its result exists, so it is skipped: done-before)
+    influence train --plan plan.jsonl --job-index 7 --recipe oracle-linear --out-dir results
+"""))
 @common_options(uses={"shard", "engine", "address"})
 def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdin)."),
           recipe: str = typer.Option(..., "--recipe", help="Recipe file (TOML/YAML/JSON) or built-in: demo-shapes, "
@@ -106,7 +120,14 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
     console.log(f"{len(jobs) - failed} of {len(jobs)} jobs done ({failed} failed)")
 
 
-@app.command("estimate")
+@app.command("estimate", epilog=examples(r"""
+    # every unit's influence on every target example (+ standard errors) to a file, the ranking on stdout
+    influence estimate --results results --out influence.safetensors > ranking.jsonl
+    # farms on two machines: mergeable sums of each half of the results, merged exactly
+    head -20 done.jsonl | influence estimate --partial-out part-a.safetensors
+    tail -n +21 done.jsonl | influence estimate --partial-out part-b.safetensors
+    influence estimate --merge part-a.safetensors --merge part-b.safetensors > ranking-merged.jsonl
+"""))
 @common_options()
 def estimate_command(source: str = typer.Argument(None, help="Result records from `influence train` (or -)."),
                      results: Path = typer.Option(None, "--results", help="Read every result file under this folder."),
@@ -150,7 +171,13 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
     RecordWriter().write_all(overall_ranking(result, info))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # the 5 most helpful source units overall, then the 3 most harmful
+    influence top influence.safetensors --k 5
+    influence top influence.safetensors --sign neg --k 3
+    # the units that help target example 4 most
+    influence top influence.safetensors --by target:4 --k 3
+"""))
 @common_options()
 def top(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
         by: str = typer.Option("overall", "--by", help="overall, class:C (target label C) or target:J (example J)."),
@@ -164,7 +191,12 @@ def top(influence_path: Path = typer.Argument(..., help="influence.safetensors")
     RecordWriter().write_all(top_units(tensors, meta, by, sign, k))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # the 5 target examples unit 3 (the oracle's planted helper) lifts most
+    influence subpop influence.safetensors --source 3 --k 5
+    # and the 5 that unit 7 (its planted harmful unit) pushes down most
+    influence subpop influence.safetensors --source 7 --sign neg --k 5
+"""))
 @common_options()
 def subpop(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
            unit: int = typer.Option(..., "--source", help="Source unit index."),
@@ -178,7 +210,12 @@ def subpop(influence_path: Path = typer.Argument(..., help="influence.safetensor
     RecordWriter().write_all(driven_targets(tensors, unit, sign, k))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # the source units that push target example 4 down (candidates for its mistakes) and up, 5 each
+    influence explain influence.safetensors --target 4
+    # the top 2 each way for example 0, kept in a file
+    influence explain influence.safetensors --target 0 --k 2 > explain-0.json
+"""))
 @common_options()
 def explain(influence_path: Path = typer.Argument(..., help="influence.safetensors"),
             target: int = typer.Option(..., "--target", help="Target example index."),
@@ -191,7 +228,12 @@ def explain(influence_path: Path = typer.Argument(..., help="influence.safetenso
     sys.stdout.write(json.dumps(explain_target(tensors, target, k)) + "\n")
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # per target example, the 3 units that help it most (near-duplicates, when units are source images)
+    influence leakage influence.safetensors --k 3 > leakage.jsonl
+    # the last record: the most harmful units overall (mislabelled or misleading images)
+    influence leakage influence.safetensors --k 3 | tail -1
+"""))
 @common_options()
 def leakage(influence_path: Path = typer.Argument(..., help="influence.safetensors of example-granularity units."),
             k: int = typer.Option(5, "--k", min=1),
@@ -214,7 +256,14 @@ def parse_ks(text: str) -> list[int]:
         raise UsageError(f"--ks {text!r}: expected 0,1,2,4 or START:STOP:STEP") from None
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # jobs without the 1, 2 or 4 most harmful (bottom), most helpful (top) or random units, 2 runs each
+    influence counterfactual --influence influence.safetensors --ks 0,1,2,4 --runs 2 > cf-plan.jsonl
+    influence train cf-plan.jsonl --recipe oracle-linear --out-dir cf > cf-done.jsonl
+    # only the most harmful units, k = 0, 2, 4, 6, 8, trained and summarized in one pipe
+    influence counterfactual --influence influence.safetensors --order bottom --ks 0:8:2 --runs 1 \
+      --run-id cf-bottom | influence train --recipe oracle-linear --out-dir cf-bottom | influence summarize
+"""))
 @common_options(uses={"seed"})
 def counterfactual(influence_path: Path = typer.Option(..., "--influence", help="influence.safetensors (or any "
                                                        "file with an 'overall' ranking: influences transfer)."),
@@ -240,7 +289,12 @@ def counterfactual(influence_path: Path = typer.Option(..., "--influence", help=
                                                  run_id))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # target accuracy mean ± std per (order, k), from the result files under cf/
+    influence summarize --results cf > cf-summary.jsonl
+    # the same from the training's result records
+    influence summarize cf-done.jsonl
+"""))
 @common_options()
 def summarize(source: str = typer.Argument(None, help="Result records of counterfactual jobs (or -)."),
               results: Path = typer.Option(None, "--results", help="Read every result file under this folder."),
@@ -257,7 +311,12 @@ def summarize(source: str = typer.Argument(None, help="Result records of counter
     console.print(table)
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # does the estimate settle? the bootstrap spread of overall influence at 10, 20, 30 and 40 models
+    influence convergence --results results --m-grid 10,20,30,40 --bootstrap 50 > convergence.jsonl
+    # at halvings of all the models (40, 20, 10), from the result records
+    influence convergence done.jsonl --bootstrap 20
+"""))
 @common_options(uses={"seed"})
 def convergence(source: str = typer.Argument(None, help="Result records (or -)."),
                 results: Path = typer.Option(None, "--results"),
@@ -276,7 +335,14 @@ def convergence(source: str = typer.Argument(None, help="Result records (or -)."
                                                    common.seed))
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # a farm stopped halfway: jobs 0-5 of 12 done; status lists the missing ones as a Slurm --array spec
+    influence plan --recipe oracle-linear --num-models 12 --run-id half > half.jsonl
+    influence train --plan half.jsonl --job-range 0:6 --recipe oracle-linear --out-dir half > /dev/null
+    influence status --plan half.jsonl --out-dir half
+    # the full farm: every job done
+    influence status --plan plan.jsonl --out-dir results
+"""))
 @common_options()
 def status(plan_file: Path = typer.Option(..., "--plan"), out_dir: Path = typer.Option(..., "--out-dir"),
            *, common: Common) -> None:
@@ -286,7 +352,13 @@ def status(plan_file: Path = typer.Option(..., "--plan"), out_dir: Path = typer.
     sys.stdout.write(json.dumps(farm_status(read_jobs(None, plan_file), out_dir)) + "\n")
 
 
-@app.command("slurm-script")
+@app.command("slurm-script", epilog=examples(r"""
+    # an sbatch job-array file: one task per job of the plan, at most 8 at a time, CPU only, logs in logs/
+    influence slurm-script --plan plan.jsonl --recipe oracle-linear --out-dir results --concurrency 8 \
+      --gpus-per-task 0 > farm.sbatch
+    # resubmit only the missing jobs of the stopped farm (`sbatch rest.sbatch` on the cluster)
+    influence slurm-script --plan half.jsonl --recipe oracle-linear --out-dir half --array 6-11 > rest.sbatch
+"""))
 @common_options()
 def slurm_script(plan_file: Path = typer.Option(..., "--plan"), recipe: str = typer.Option(..., "--recipe"),
                  out_dir: Path = typer.Option(..., "--out-dir"),

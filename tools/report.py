@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-from confidently.cli import Common, common_options, run_app, tool_app
+from confidently.cli import Common, common_options, examples, run_app, tool_app
 from confidently.cli.app import version_option
 from confidently.errors import UsageError
 from confidently.report import build_site, list_sections, read_records
@@ -17,7 +17,17 @@ app = tool_app("report", "Pictures of any tool's results: PNG files and one self
                subcommands=False)
 
 
-@app.command()
+@app.command(epilog=examples(r"""
+    # an influence ranking (an 8-model farm on the linear oracle) drawn into site/: index.html, PNG files
+    influence plan --recipe oracle-linear --num-models 8 | influence train --recipe oracle-linear \
+      --out-dir farm | influence estimate > ranking.jsonl
+    report ranking.jsonl --out site
+    # certified digits of a quick smoothing model, piped in, on one page with the ranking (site/ redrawn)
+    certify fit --data demo:digits --split train --arch tiny_resnet --pretrain-epochs 1 --epochs 1 \
+      --pretrain-lr 1e-2 --lr 3e-3 --out base.safetensors > /dev/null
+    dataset export demo:digits --split test --limit 8 --out digits | certify run --model base.safetensors \
+      | tee certs.jsonl | report - ranking.jsonl --out site --title "certify and influence"
+"""))
 @common_options(uses={"skip_invalid"})
 def report(sources: list[str] = typer.Argument(None, help="Records or summary files; - is stdin."),
            out: Path = typer.Option(..., "--out", help="Site folder (index.html + PNG files); a folder report did "

@@ -188,6 +188,7 @@ batch_size = 8
     per_target, overall = rows[:-1], rows[-1]
     assert per_target and all(len(r["top_positive"]) == 2 for r in per_target)
     assert overall["scope"] == "overall" and overall["most_negative"][0]["name"].startswith("shapes")
+    assert "these units are classes" not in run.stderr  # the plan carried the recipe's granularity
 
 
 def test_ranking_uses_the_validation_split_and_reports_on_test(tmp_path):
@@ -210,6 +211,10 @@ def test_convergence_spread_shrinks_with_models(farm):
     assert result.returncode == 0, result.stderr
     small, large = records(result.stdout)
     assert small["models"] == 10 and large["models"] == 40 and small["mean_std"] > large["mean_std"]
+    few = shell(farm, "influence convergence --results results --output logit_correct --m-grid 2 --bootstrap 5")
+    assert few.returncode == 0, few.stderr  # every unit's spread undefined with 2 models: null, not a crash
+    (row,) = records(few.stdout)
+    assert row["models"] == 2 and (row["max_std"] is None or row["max_std"] >= 0)
 
 
 def test_a_recipe_on_an_imagenet_folder_of_mixed_size_photos(tmp_path):

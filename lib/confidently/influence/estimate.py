@@ -140,5 +140,6 @@ def bootstrap_convergence(masks: torch.Tensor, outputs: torch.Tensor, labels: to
     generator = torch.Generator().manual_seed(seed)
     for m in grid:
         spread = bootstrap_std(masks[:m], outputs[:m], labels, resamples, generator)
+        finite = spread[~spread.isnan()]  # none when every unit was in all or none of some resample's models
         yield {"kind": "influence.diag", "metric": "bootstrap_std", "models": m, "resamples": resamples,
-               "mean_std": float(spread.nanmean()), "max_std": float(spread[~spread.isnan()].max())}
+               "mean_std": float(spread.nanmean()), "max_std": float(finite.max()) if len(finite) else float("nan")}
