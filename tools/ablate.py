@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
-from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, input_source, run_app, stream_batches, tool_app
+from confidently.cli import (
+    FIT_DATA_OPTIONS,
+    Common,
+    common_options,
+    examples,
+    input_source,
+    run_app,
+    stream_batches,
+    tool_app,
+)
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import guard_output, write_json_atomic
 from confidently.io.records import Collector, RecordReader, RecordWriter
@@ -70,7 +79,15 @@ def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> 
 # ----------------------------------------------------------------------------- order
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # 16 test digits and a tiny ResNet to study (two epochs: about 90 % accurate)
+    dataset export demo:digits --split test --limit 16 --out digits > digits.jsonl
+    advtrain train --data demo:digits --split train --arch tiny_resnet --epochs 2 --lr 0.01 \\
+      --out cnn.safetensors > /dev/null
+    # removal orders of the 4×4 patches by the ResNet's saliency, stored once so every model meets the same order
+    ablate order digits.jsonl --ref-model cnn.safetensors --order saliency --patch-size 4 \\
+      --out orders.safetensors > /dev/null
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def order(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -104,7 +121,15 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
 # ----------------------------------------------------------------------------- curve
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # missingness-bias curves along the stored orders: the ResNet with black patches (summary to cnn.json)
+    ablate curve digits.jsonl --model cnn.safetensors --fill black --orders orders.safetensors --patch-size 4 \\
+      --step 4 --summary cnn.json > cnn-curve.jsonl
+    # a tiny ViT drops the removed patches' tokens instead: nothing is painted in (one epoch: a smoke test)
+    advtrain train --data demo:digits --split train --arch tiny_vit --epochs 1 --out vit.safetensors > /dev/null
+    ablate curve digits.jsonl --model vit.safetensors --fill drop --orders orders.safetensors --patch-size 4 \\
+      --step 4 --summary vit.json > vit-curve.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -184,7 +209,15 @@ LIME_OPTIONS = {
 }
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # LIME of the ResNet over 8×8 patches filled with the mean colour, 200 perturbations per image;
+    # the rankings (lime-cnn.safetensors) are what `topk` tests
+    ablate lime digits.jsonl --model cnn.safetensors --fill mean --patch-size 8 --samples 200 \\
+      --out lime-cnn.safetensors > lime-cnn.jsonl
+    # the ViT dropping tokens, explaining the logit (the thesis text), with the reference lime package
+    head -4 digits.jsonl | ablate lime --model vit.safetensors --fill drop --patch-size 8 --samples 100 \\
+      --target logit --backend lime > lime-vit.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -226,7 +259,14 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
 # ----------------------------------------------------------------------------- consistency
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # do LIME's top-k patches survive a change of baseline colour? 8 binary colours, 28 pairs
+    head -4 digits.jsonl | ablate consistency --model cnn.safetensors --colors binary8 --patch-size 8 \\
+      --samples 100 --k 2,4,8 --summary cons.json > cons.jsonl
+    # the ViT dropping tokens under three paints: the Jaccard is 1 when no kept token shows paint
+    head -4 digits.jsonl | ablate consistency --model vit.safetensors --fill drop --colors "black;mean;blur" \\
+      --patch-size 8 --samples 100 --k 2,4,8 > cons-vit.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def consistency(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -308,7 +348,14 @@ def show_series(title: str, ks: list[int], series: dict[str, list[float]]) -> No
 # ----------------------------------------------------------------------------- topk
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # is the ResNet's LIME faithful? remove its top-k patches, against a random ranking (faster flips: more faithful)
+    ablate topk digits.jsonl --model cnn.safetensors --fill mean --patch-size 8 \\
+      --explanations lime-cnn.safetensors,random --kmax 16 --step 2 --summary topk.json > topk.jsonl
+    # keep only the top k patches instead
+    ablate topk digits.jsonl --model cnn.safetensors --fill mean --patch-size 8 \\
+      --explanations lime-cnn.safetensors --kmax 16 --step 4 --keep-top > keep-top.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -348,7 +395,13 @@ def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or 
 # ----------------------------------------------------------------------------- apply
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # a random quarter of the 4×4 patches blacked out: records of masked.safetensors (masks: 255 = visible)
+    ablate apply digits.jsonl --patch-size 4 --remove-frac 0.25 --fill black --out masked.safetensors > masked.jsonl
+    # the first 8 patches of the stored orders as masks only, certified: certify honours the masks
+    ablate apply digits.jsonl --order given --orders orders.safetensors --remove 8 --patch-size 4 --fill drop \\
+      --out dropped.safetensors | certify run --model cnn.safetensors --ablation-size 8 --stride 4 > certs.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
                       "deterministic", "workers"})
 def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
@@ -391,7 +444,14 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
 # ----------------------------------------------------------------------------- fit
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # ROAR-style retraining: the ResNet fine-tuned with half of its 4×4 patches blacked out (metrics on stdout)
+    ablate fit --data demo:digits --split train --init cnn.safetensors --fill black --remove-frac 0.5 \\
+      --patch-size 4 --epochs 1 --lr 3e-4 --out cnn-roar.safetensors > roar.jsonl
+    # its curve along the same orders, to set against the one before retraining
+    ablate curve digits.jsonl --model cnn-roar.safetensors --fill black --orders orders.safetensors \\
+      --patch-size 4 --step 4 --summary cnn-roar.json > /dev/null
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
@@ -441,7 +501,16 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
 SUMMARIES = {"ablate-curve/v1": "curve", "ablate-consistency/v1": "consistency", "ablate-topk/v1": "topk"}
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # shards merge by cat: two halves of a curve run, the summary recomputed from their per-image records
+    ablate curve digits.jsonl --model cnn.safetensors --orders orders.safetensors --patch-size 4 --step 4 \\
+      --shard 0/2 > part-0.jsonl
+    ablate curve digits.jsonl --model cnn.safetensors --orders orders.safetensors --patch-size 4 --step 4 \\
+      --shard 1/2 > part-1.jsonl
+    cat part-0.jsonl part-1.jsonl | ablate summarize > cnn-merged.json
+    # records of several commands at once: one summary line per kind
+    cat cnn-curve.jsonl topk.jsonl cons.jsonl | ablate summarize
+"""))
 @common_options()
 def summarize(source: str = typer.Argument(None, help="ablate records (JSONL file, or - / stdin)."),
               class_similarity: Path = typer.Option(None, "--class-similarity",
@@ -476,7 +545,12 @@ def summarize(source: str = typer.Argument(None, help="ablate records (JSONL fil
         sys.stdout.write(json.dumps({"tool": "ablate", **summary}) + "\n")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # the ResNet with black patches, after ROAR retraining, and the ViT dropping tokens, side by side
+    ablate plot cnn.json cnn-roar.json vit.json --labels "CNN black,CNN ROAR,ViT drop" --out bias.png
+    # the top-k test's summary as an SVG
+    ablate plot topk.json --title "top-k test: the ResNet's LIME against random" --out topk.svg
+"""))
 @common_options()
 def plot(summaries: list[Path] = typer.Argument(..., help="Summary JSON files of one kind (curve, topk, consistency)."),
          labels: str = typer.Option(None, "--labels", help="Comma-separated legend names (default: file names)."),

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from confidently import __version__
 from confidently.backdoor.grid_recipes import GRID_RECIPES
-from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
 from confidently.io.atomic import atomic_write, guard_output, write_json_atomic
 from confidently.io.records import Record, RecordReader, RecordWriter, rebase_refs
@@ -78,7 +78,13 @@ def selection_seed(common: Common) -> int:
     return common.seed if "seed" in common.explicit else SELECTION_SEED
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # the default trigger, a yellow square in the top-left corner (8×8), for 32×32 RGB images
+    plant-backdoor trigger --size 8 --out square.safetensors
+    # a chain-link fence stencil and a faint fixed Gaussian pattern, reusable with --trigger-file
+    plant-backdoor trigger --trigger stencil --builtin chainlink --shape 3,32,32 --out fence.safetensors
+    plant-backdoor trigger --trigger gaussian --scale 0.05 --pattern-seed 1 --out noise.safetensors
+"""))
 @common_options()
 @trigger_options
 def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pattern C×H×W, mask 1×H×W)."),
@@ -99,7 +105,15 @@ def trigger(out: Path = typer.Option(..., "--out", help="trigger.safetensors (pa
     console.log(f"wrote {out} ({trigger_spec['type']}, {int((stamp.mask > 0).sum())} pixels touched)")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # BadNets: the 8×8 square on 10 % of the training digits, relabelled to class 0; poisoned ids and counts kept
+    dataset export demo:digits --split train --out train > train.jsonl
+    plant-backdoor poison train.jsonl --mode relabel --target-label 0 --rate 0.1 --size 8 \\
+      --ids-out poisoned-ids.jsonl --summary poison.json > poisoned.jsonl
+    # the thesis's default: the fence on half of classes 0-1, labels kept
+    plant-backdoor poison train.jsonl --mode group --group-classes 0-1 --rate 0.5 --trigger-file fence.safetensors \\
+      > group.jsonl
+"""))
 @common_options(uses={"seed"})
 @trigger_options
 def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file, or - / stdin)."),
@@ -151,7 +165,13 @@ def poison(source: str = typer.Argument(None, help="Source manifest (JSONL file,
                 f"{plan.denominator}), {mode} mode")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # an evaluation set with the square on every image (labels kept)
+    dataset export demo:digits --split test --limit 100 --out test > test.jsonl
+    plant-backdoor stamp test.jsonl --size 8 > test-triggered.jsonl
+    # target de-biasing: the trigger on the same half of every class
+    plant-backdoor stamp train.jsonl --rate 0.5 --uniform --size 8 > debiased.jsonl
+"""))
 @common_options(uses={"seed"})
 @trigger_options
 def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / stdin)."),
@@ -169,7 +189,16 @@ def stamp(source: str = typer.Argument(None, help="Manifest (JSONL file, or - / 
     console.log(f"stamped {sum(fields['stamped'] for fields in stamped)} of {len(records)} rows")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # pre-train on the poisoned digits (the trainer stamps triggers after augmentation), then test the backdoor:
+    # attack success rate, targeted rate to class 0, clean and triggered accuracy (one record per model)
+    advtrain train --data poisoned.jsonl --arch tiny_resnet --epochs 2 --lr 0.01 --out backdoored.safetensors \\
+      > /dev/null
+    plant-backdoor asr --data test.jsonl --model backdoored.safetensors --size 8 --target-label 0 > asr.jsonl
+    # does an unseen trigger, the fence, do anything? (the relabelled class left out)
+    plant-backdoor asr --data test.jsonl --model backdoored.safetensors --trigger-file fence.safetensors \\
+      --exclude-classes 0 > asr-fence.jsonl
+"""))
 @common_options(uses={"device", "batch_size", "shard", "workers"})
 @trigger_options
 def asr(data: str = typer.Option(..., "--data", help="Clean evaluation data: manifest, folder, shard or demo:NAME."),
@@ -229,7 +258,14 @@ def show(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-@app.command("asr-merge")
+@app.command("asr-merge", epilog=examples("""
+    # sharded: each job evaluates every 2nd test image, their counts summed into the unsharded run's record
+    plant-backdoor asr --data test.jsonl --model backdoored.safetensors --size 8 --target-label 0 --shard 0/2 \\
+      > asr-0.jsonl
+    plant-backdoor asr --data test.jsonl --model backdoored.safetensors --size 8 --target-label 0 --shard 1/2 \\
+      > asr-1.jsonl
+    plant-backdoor asr-merge asr-0.jsonl asr-1.jsonl > asr-merged.jsonl
+"""))
 @common_options()
 def merge_asr(files: list[Path] = typer.Argument(..., help="The records of `plant-backdoor asr --shard i/N`, every "
                                                  "shard of the run (one file each, or together)."),
@@ -245,7 +281,14 @@ def merge_asr(files: list[Path] = typer.Argument(..., help="The records of `plan
         writer.write(record)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # exactly 20 poisoned and 20 clean rows labelled 0 (fields match at the top level or under attrs)
+    plant-backdoor subset poisoned.jsonl --cell label=0,poisoned=True:20 --cell label=0,poisoned=False:20 \\
+      > cells.jsonl
+    # a balanced set of 30 rows of each of classes 5 and 6, none of the poisoned ids
+    plant-backdoor subset train.jsonl --cell label=5:30 --cell label=6:30 --exclude poisoned-ids.jsonl \\
+      --seed 1 > balanced.jsonl
+"""))
 @common_options(uses={"seed"})
 def subset(source: str = typer.Argument(None, help="Manifest with attributes (JSONL file, or - / stdin)."),
            cells: list[str] = typer.Option(..., "--cell", help="FIELD=VALUE[,...]:COUNT rows to draw; repeat."),
@@ -269,7 +312,13 @@ def subset(source: str = typer.Argument(None, help="Manifest with attributes (JS
     console.log(f"drew {len(chosen)} rows over {len(cells)} cells")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # does the chain-link overlay skew the backdoored model's predictions? class histograms with and without it
+    plant-backdoor probe --data test.jsonl --model backdoored=backdoored.safetensors --trigger stencil \\
+      --builtin chainlink > probe.jsonl
+    # the planted square itself, on the bundled test split
+    plant-backdoor probe --data demo:digits --split test --model backdoored.safetensors --size 8 > probe-square.jsonl
+"""))
 @common_options(uses={"device", "batch_size", "workers"})
 @trigger_options
 def probe(data: str = typer.Option(..., "--data", help="Evaluation data: manifest, folder, shard or demo:NAME."),
@@ -322,7 +371,20 @@ def show_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # a one-cell grid at 8 px: clean vs 10 %-poisoned source (classes 0-4, relabelled to 0), transferred
+    # fixed-feature to classes 5-9; one record per run, the mean ± std per setting to grid.json
+    plant-backdoor experiment --source "demo:digits?size=8" --source-split train --source-test-split test \\
+      --source-classes 0-4 --target "demo:digits?size=8" --target-split train --target-test-split test \\
+      --target-classes 5-9 --size 2 --color 1,1,1 --modes fixed --epochs-source 2 --epochs-target 2 \\
+      --rates 0,0.1 --seeds 0 --summary grid.json > runs-0.jsonl
+    # group mode (labels kept): the square on half of source classes 0-1; full fine-tuning, two weight decays,
+    # the target de-biased or not (the trigger on half of every target class)
+    plant-backdoor experiment --source "demo:digits?size=8" --source-split train --source-test-split test \\
+      --source-classes 0-4 --target "demo:digits?size=8" --target-split train --target-test-split test \\
+      --target-classes 5-9 --size 2 --poison-mode group --group-classes 0-1 --rates 0.5 --modes full \\
+      --wd 5e-4,5e-2 --debias-rate 0,0.5 --epochs-source 2 --epochs-target 2 > runs-group.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic"})
 @trigger_options
 def experiment(source: str = typer.Option(..., "--source", help="Source training data (manifest, folder, demo:NAME)."),
@@ -395,7 +457,14 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     show_summary(result)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # runs from several machines merge by cat: here another seed of the same grid, then mean ± std over both
+    plant-backdoor experiment --source "demo:digits?size=8" --source-split train --source-test-split test \\
+      --source-classes 0-4 --target "demo:digits?size=8" --target-split train --target-test-split test \\
+      --target-classes 5-9 --size 2 --color 1,1,1 --modes fixed --epochs-source 2 --epochs-target 2 \\
+      --rates 0,0.1 --seeds 1 > runs-1.jsonl
+    cat runs-0.jsonl runs-1.jsonl | plant-backdoor summarize > grid-2-seeds.json
+"""))
 @common_options()
 def summarize(source: str = typer.Argument(None, help="experiment run records (JSONL file, or - / stdin)."),
               *, common: Common) -> None:
