@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
-from confidently.cli import Common, common_options, input_source, run_app, stream_records, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, stream_records, tool_app
 from confidently.errors import UsageError
 from confidently.immunize.presets import PRESETS, parse_fraction
 from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
@@ -92,7 +92,14 @@ def log(common: Common, message: str) -> None:
 # immunize tiny-model
 
 
-@app.command("tiny-model")
+@app.command("tiny-model", epilog=examples("""
+    # a tiny random img2img LDM for laptops and CI (real work: a local Stable Diffusion v1.5 folder)
+    immunize tiny-model --out tiny-ldm --size 32 --unet img2img
+    # its inpainting twin (9-channel UNet), for records that carry a mask (white = regenerate)
+    immunize tiny-model --out tiny-inpaint --size 32 --unet inpaint
+    # three bundled photos at 32 px to immunize: photos/*.png, one record each in photos.jsonl
+    dataset export demo:photos --size 32 --crop --limit 3 --out photos > photos.jsonl
+"""))
 @common_options(uses={"seed"})
 def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (diffusers layout)."),
                size: int = typer.Option(32, "--size", min=8, help="Image side the model is sized for."),
@@ -178,7 +185,14 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
     stream_records(records_of(input_path), worker, common, description=method)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # PGD on the VAE latent, eps 16/255, 20 steps of 2/255 (200 by default): one PNG + safetensors per photo
+    immunize encoder photos.jsonl --model-dir tiny-ldm --eps 16/255 --step 2/255 --steps 20 \\
+      --out-dir immunized > immunized.jsonl
+    # the first photo only, from stdin: PhotoGuard's demo preset (random start, decaying step), toward black
+    head -1 photos.jsonl | immunize encoder - --model-dir tiny-ldm --preset photoguard-demo --steps 10 \\
+      --target black --out-dir immunized-black > immunized-black.jsonl
+"""))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
             preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
@@ -200,7 +214,14 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
                target, image_format, allow_lossy, common, trust_pickle, resume=resume, force=force)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # PGD through 4 checkpointed denoising steps of the edit (img2img unrolls 2), 2 noise draws per step
+    immunize diffusion photos.jsonl --model-dir tiny-ldm --steps 4 --attack-denoise-steps 4 --grad-reps 2 \\
+      --out-dir diffused > diffused.jsonl
+    # the first photo, a deterministic objective (fixed noise per draw) and a prompt inside the attack
+    head -1 photos.jsonl | immunize diffusion - --model-dir tiny-ldm --steps 4 --grad-reps 2 --eot-noise fixed \\
+      --attack-prompt "a photo on the beach" --out-dir diffused-fixed > diffused-fixed.jsonl
+"""))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
               preset: str = DIFFUSION_OPTIONS["preset"], eps: str = DIFFUSION_OPTIONS["eps"],
@@ -242,7 +263,12 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
                prompt_embeds=prompt_embeds, resume=resume)
 
 
-@app.command("random")
+@app.command("random", epilog=examples("""
+    # the baseline: uniform noise within the same budget, eps 16/255
+    immunize random photos.jsonl --model-dir tiny-ldm --eps 16/255 --out-dir random > random.jsonl
+    # run again after an interruption: the finished photos' files are reused
+    immunize random photos.jsonl --model-dir tiny-ldm --eps 16/255 --out-dir random --resume > random.jsonl
+"""))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
                  preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
@@ -262,7 +288,16 @@ def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR
 # ---------------------------------------------------------------------------------------------------------
 # immunize edit
 
-@app.command()
+@app.command(epilog=examples("""
+    # edit each clean photo and its immunized copy with the same seed: edit_clean, edit_immunized
+    immunize edit immunized.jsonl --model-dir tiny-ldm --steps 10 --out-dir edits > edited.jsonl
+    # also edit JPEG-compressed and half-size copies of the noised photos (does protection survive?)
+    immunize edit random.jsonl --model-dir tiny-ldm --steps 10 --transform jpeg:75,resize:0.5 \\
+      --out-dir edits-random > edited-random.jsonl
+    # attack and edit in one pipe
+    head -1 photos.jsonl | immunize encoder - --model-dir tiny-ldm --steps 5 --out-dir piped -q \\
+      | immunize edit --model-dir tiny-ldm --steps 10 --out-dir piped-edits > piped-edits.jsonl
+"""))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
          mode: str = OPTIONS["mode"],
@@ -361,7 +396,13 @@ def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str]
         console.print(f"{', '.join(names)} skipped: {reason}", markup=False)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # SSIM, PSNR, VIFp, ... between the two edits of each photo, then a summary (table on stderr)
+    immunize score edited.jsonl > scores.jsonl
+    # how much protection survives JPEG and downscaling; FID from the LDM's VAE (a proxy: no Inception here)
+    immunize score edited-random.jsonl --transforms jpeg:75,resize:0.5 --metrics ssim,psnr,fid \\
+      --features vae --model-dir tiny-ldm --summary random-summary.json > scores-random.jsonl
+"""))
 @common_options(uses={"device", "batch_size", "shard", "engine", "address", "skip_invalid", "workers"},
                 oom_backoff=True)
 def score(source: str = typer.Argument(None, help="Records carrying both edits (JSONL file, or - / stdin)."),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 import yaml
 from confidently import __version__
-from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, tool_app
 from confidently.errors import UsageError
 from confidently.io.atomic import claim_folder, guard_output, write_bytes_atomic, write_json_atomic
 from confidently.io.records import RecordReader, RecordWriter
@@ -128,7 +128,27 @@ def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: 
     return None
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # a classifier to stress-test: a tiny ResNet on the bundled shapes (labels below are its class indices)
+    advtrain train --data demo:shapes --split train --arch tiny_resnet --epochs 3 --lr 0.01 \\
+      --out shapes.safetensors > shapes.metrics.jsonl
+    # a cube and a mug on two backdrops, 3 headings × 3 zooms, Gaussian noise at severities 1 and 3
+    printf '%s\\n' \\
+      'objects: [{id: cube, builtin: cube, label: 3}, {id: mug, builtin: mug, label: 5}]' \\
+      'environments: [{id: white, solid: [1, 1, 1]}, {id: checker, procedural: checker}]' \\
+      'inference: {model: shapes.safetensors}' \\
+      'render_args: {engine: null, resolution: 32}' \\
+      'policy: {module: grid, samples_per_dim: 3}' \\
+      'controls:' \\
+      '  - {module: orientation, rotation_x: 0, rotation_y: 0, rotation_z: {range: [-pi, pi], endpoint: false}}' \\
+      '  - {module: camera, view_point_x: 0, view_point_y: -1, view_point_z: 0.3, focal_length: 50,' \\
+      '     zoom_factor: [0.8, 1.2]}' \\
+      '  - {module: imagenet_c, corruption_name: gaussian_noise, severity: {values: [1, 3]}}' > scene.yaml
+    # its 72 renders by the null engine (a millisecond synthetic renderer), each judged; PNGs in renders/
+    render-3db run scene.yaml --out results.jsonl --images-dir renders --summary summary.json
+    # the first 4 path-traced by Mitsuba 3 instead (pip install 'confidently[render]')
+    render-3db run scene.yaml --renderer mitsuba --limit 4 --out mitsuba.jsonl
+"""))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "deterministic"})
 def run(experiment_path: Path = EXPERIMENT,
         root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
@@ -223,7 +243,14 @@ def run(experiment_path: Path = EXPERIMENT,
         write_json_atomic(summary, body)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # check the experiment (controls, engine, model, labels) and count its renders, rendering nothing
+    render-3db validate scene.yaml
+    # the same for Mitsuba, against a stricter --max-renders (the record says whether the plan exceeds it)
+    render-3db validate scene.yaml --renderer mitsuba --max-renders 50
+    # the first 3 planned renders, one record each
+    render-3db run scene.yaml --dry-run --limit 3
+"""))
 @common_options(uses={"seed"})
 def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
              max_renders: int = MAX_RENDERS, *, common: Common) -> None:
@@ -248,7 +275,12 @@ def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: st
     console.log(f"{total:,} renders ({pairs} object × environment pairs)")
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # every control with its parameters, default ranges and domains, one JSON line each
+    render-3db controls > controls.jsonl
+    # only the camera's
+    render-3db controls | grep '"name":"camera"'
+"""))
 @common_options()
 def controls(*, common: Common) -> None:
     """The controls, their kind (pre/post render), parameters, default ranges and domains (JSONL)."""
@@ -277,7 +309,15 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # accuracy per heading and per object × environment, with Wilson 95 % intervals
+    render-3db analyze results.jsonl --by orientation.rotation_z --by object,environment > by.jsonl
+    # a zoom × heading heatmap, each object's spread over environments, stability across noise severities;
+    # the matrices in heatmaps.safetensors, PNG charts in charts/
+    render-3db analyze results.jsonl --heatmap camera.zoom_factor,orientation.rotation_z \\
+      --boxplot object,environment --stability imagenet_c.severity --tensors heatmaps.safetensors \\
+      --plots charts > analysis.jsonl
+"""))
 @common_options()
 def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
             by: list[str] = typer.Option(None, "--by", help="Accuracy per value of PARAM (or P1,P2 jointly); repeat."),

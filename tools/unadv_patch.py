@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 from confidently import __version__
-from confidently.cli import Common, common_options, input_source, run_app, tool_app
+from confidently.cli import Common, common_options, examples, input_source, run_app, tool_app
 from confidently.data.corruption_names import IMAGENET_C
 from confidently.errors import UsageError
 from confidently.io.atomic import guard_output
@@ -61,7 +61,18 @@ def severity_levels(text: str, flag: str) -> list[int]:
     return levels
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # the fixed model to help: a tiny ResNet on the bundled shapes (3 epochs, about 80 % on their test split)
+    advtrain train --data demo:shapes --split train --arch tiny_resnet --epochs 3 --lr 0.01 \\
+      --out shapes.safetensors > shapes.metrics.jsonl
+    # one 8×8 patch per class, 30 steps of 32 images under random placement, rotation and scale
+    unadv-patch train --model shapes.safetensors --data demo:shapes --split train --patch-size 8 --steps 30 \\
+      --batch-size 32 --out patches.safetensors > patches.jsonl
+    # patches kept to the right half of the image, hardened against noise and JPEG in the loop
+    unadv-patch train --model shapes.safetensors --data demo:shapes --split train --patch-size 8 --steps 10 \\
+      --placement region --region 0.5,0,1,1 --train-corruptions gaussian_noise,jpeg_compression \\
+      --out patches-right.safetensors > patches-right.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def train(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
           data: str = typer.Option(..., "--data", help="Images to optimise on: manifest, folder, shard, demo:NAME."),
@@ -105,7 +116,16 @@ def train(model_path: Path = typer.Option(..., "--model", help="The fixed classi
     emit({"cmd": "train", "artifact": str(out), **summary, "seed": common.seed})
 
 
-@app.command("eval")
+@app.command("eval", epilog=examples("""
+    # 64 test images as PNGs in shapes/ and a manifest
+    dataset export demo:shapes --split test --limit 64 --out shapes > shapes.jsonl
+    # accuracy with no / a random / the unadversarial patch (and another class's: --conflict), clean and corrupted
+    unadv-patch eval --model shapes.safetensors --data shapes.jsonl --patches patches.safetensors \\
+      --corruptions gaussian_noise,contrast --severities 1,3 --conflict > patch-eval.jsonl
+    # the right-half patches land where they were trained (the placement stored in the file), clean only
+    unadv-patch eval --model shapes.safetensors --data shapes.jsonl --patches patches-right.safetensors \\
+      --corruptions none > patch-right-eval.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def evaluate(model_path: Path = typer.Option(..., "--model"),
              data: str = typer.Option(..., "--data"),
@@ -144,7 +164,15 @@ def evaluate(model_path: Path = typer.Option(..., "--model"),
               "placement_source": result.placement_source})
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # each class's easiest training image as its patch; the QR code of the class index (confidently[qr])
+    unadv-patch baseline best-image --model shapes.safetensors --data demo:shapes --split train --patch-size 8 \\
+      --out best.safetensors > best.jsonl
+    unadv-patch baseline qr --model shapes.safetensors --patch-size 8 --out qr.safetensors > qr.jsonl
+    # both as extra arms of eval, beside no / random / unadversarial patches
+    unadv-patch eval --model shapes.safetensors --data shapes.jsonl --patches patches.safetensors \\
+      --baseline best.safetensors --baseline qr.safetensors --corruptions fog --severities 1 > baseline-eval.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noise or qr."),
              model_path: Path = typer.Option(..., "--model"),
@@ -169,7 +197,15 @@ def baseline(kind: str = typer.Argument(..., help="best-image, random-image, noi
     emit({"cmd": "baseline", "kind": kind, "artifact": str(out), "patch_size": side})
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # each image wears its own class's patch: pixels in stamped.safetensors, a record per image with its placement
+    unadv-patch apply shapes.jsonl --patches patches.safetensors --out stamped.safetensors > stamped.jsonl
+    # every image wears class 0's patch, upright in the centre
+    unadv-patch apply shapes.jsonl --patches patches.safetensors --patch-class 0 --placement center --degrees 0 \\
+      --out class0.safetensors > class0.jsonl
+    # the stamped images are data for the other tools
+    advtrain eval --model shapes.safetensors --data class0.jsonl --eps 0 > class0-acc.jsonl
+"""))
 @common_options(uses={"seed"})
 def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           patches_path: Path = typer.Option(..., "--patches"),
@@ -210,7 +246,14 @@ TEXTURE_VIEW_OPTIONS = {
 }
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # a cube texture (Mitsuba 3 renders) the model sees as class 3, the yellow cross: 8 steps of 4 views
+    unadv-patch texture --model shapes.safetensors --mesh builtin:cube --class-id 3 --tex-size 16 \\
+      --steps 8 --batch-size 4 --lr 0.05 --light-min 1 --light-max 1 --out texture.safetensors > texture.jsonl
+    # a mug seen from above, in front of the bundled photos, with the thesis's UV-map gradient
+    unadv-patch texture --model shapes.safetensors --mesh builtin:mug --class-id 3 --grad uv --hemisphere \\
+      --tex-size 16 --steps 4 --batch-size 4 --backgrounds demo:photos --out mug.safetensors > mug.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def texture(model_path: Path = typer.Option(..., "--model", help="The fixed classifier (.safetensors)."),
             class_id: int = typer.Option(..., "--class-id", min=0, help="The class the object must be seen as."),
@@ -247,7 +290,15 @@ def texture(model_path: Path = typer.Option(..., "--model", help="The fixed clas
           "tex_size": tex_size, "steps": steps, **losses, "seed": common.seed})
 
 
-@app.command("eval-texture")
+@app.command("eval-texture", epilog=examples("""
+    # grey / random / unadversarial cube from 8 held-out views (another --seed), clean and under noise
+    unadv-patch eval-texture --model shapes.safetensors --mesh builtin:cube --texture texture.safetensors \\
+      --light-min 1 --light-max 1 --views 8 --seed 1 --corruptions gaussian_noise --severities 1,3 \\
+      > texture-eval.jsonl
+    # the mug from above, in front of the bundled photos, clean only
+    unadv-patch eval-texture --model shapes.safetensors --mesh builtin:mug --texture mug.safetensors \\
+      --hemisphere --backgrounds demo:photos --views 4 --seed 1 > mug-eval.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic", "workers"})
 def eval_texture(model_path: Path = typer.Option(..., "--model"),
                  texture_path: Path = typer.Option(..., "--texture", help="From `unadv-patch texture`."),
@@ -279,7 +330,12 @@ def eval_texture(model_path: Path = typer.Option(..., "--model"),
               "eval_seed": common.seed})
 
 
-@app.command()
+@app.command(epilog=examples("""
+    # the cube's texture as a lossless PNG, for Blender, Unreal or AirSim
+    unadv-patch export --texture texture.safetensors --out texture.png > texture-png.jsonl
+    # the patches as stickers to print: sticker-0.png ... sticker-9.png
+    unadv-patch export --patches patches.safetensors --out sticker.png > stickers.jsonl
+"""))
 @common_options()
 def export(texture_path: Path = typer.Option(None, "--texture", help="From `unadv-patch texture`."),
            patches_path: Path = typer.Option(None, "--patches", help="From `unadv-patch train` or `baseline`: "
@@ -332,7 +388,17 @@ def airsim_connect(host: str, port: int, connect_timeout: float, timeout: float)
     return sim
 
 
-@airsim_app.command("eval")
+@airsim_app.command("eval", epilog=examples("""
+    # no AirSim here, so the loopback test double (NOT AirSim) stands in, on a free port, until the shell exits;
+    # with AirSim running, only the last command is needed, without --port (AirSim listens on 41451)
+    rm -f fake.jsonl; unadv-patch airsim serve-fake --port 0 > fake.jsonl & trap 'kill $!' EXIT
+    # wait for its one record, which names the port it listens on
+    while kill -0 $! && [ ! -s fake.jsonl ]; do sleep 0.2; done
+    port=$(grep -o '"port":[0-9]*' fake.jsonl | cut -d: -f2)
+    # the Target at 1 place, a 2×2×2 camera grid, clear and foggy: its own material, then the exported texture
+    unadv-patch airsim eval --port "$port" --object Target --model shapes.safetensors --class-id 3 \\
+      --texture-png texture.png --locations 1 --grid 2 --weather fog:0,0.5 > airsim-eval.jsonl
+"""))
 @common_options(uses={"seed", "device", "batch_size", "deterministic"})
 def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["port"],
                 connect_timeout: float = AIRSIM_OPTIONS["connect_timeout"], timeout: float = AIRSIM_OPTIONS["timeout"],
@@ -369,7 +435,16 @@ def airsim_eval(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
             emit({**record, "model": str(model_path), **({"seed": common.seed} if summary else {})})
 
 
-@airsim_app.command("land")
+@airsim_app.command("land", epilog=examples("""
+    # no AirSim here, so the loopback test double (NOT AirSim) stands in, on a free port, until the shell exits;
+    # with AirSim running, only the last command is needed, without --port (AirSim listens on 41451)
+    rm -f fake.jsonl; unadv-patch airsim serve-fake --port 0 > fake.jsonl & trap 'kill $!' EXIT
+    # wait for its one record, which names the port it listens on
+    while kill -0 $! && [ ! -s fake.jsonl ]; do sleep 0.2; done
+    port=$(grep -o '"port":[0-9]*' fake.jsonl | cut -d: -f2)
+    # PID landing on its LandingPad from the simulator's ground truth (the controller's upper bound), clear and dusty
+    unadv-patch airsim land --port "$port" --regressor oracle --episodes 1 --weather dust:0,0.3 > landings.jsonl
+"""))
 @common_options(uses={"seed", "device", "deterministic"})
 def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["port"],
                 connect_timeout: float = AIRSIM_OPTIONS["connect_timeout"], timeout: float = AIRSIM_OPTIONS["timeout"],
@@ -414,7 +489,14 @@ def airsim_land(host: str = AIRSIM_OPTIONS["host"], port: int = AIRSIM_OPTIONS["
             emit({**row, "regressor": regressor, **controller, "seed": common.seed})
 
 
-@airsim_app.command("serve-fake")
+@airsim_app.command("serve-fake", epilog=examples("""
+    # a 32×32 AirSim stand-in on a free port (AirSim's own: 41451), in the background; Ctrl-C or kill stops it
+    unadv-patch airsim serve-fake --port 0 --width 32 --height 32 > sim.jsonl & trap 'kill $!' EXIT
+    # its one record names the port; any AirSim client can connect there
+    while kill -0 $! && [ ! -s sim.jsonl ]; do sleep 0.2; done
+    port=$(grep -o '"port":[0-9]*' sim.jsonl | cut -d: -f2)
+    unadv-patch airsim land --port "$port" --regressor oracle --start-alt 3 > fake-landing.jsonl
+"""))
 @common_options(uses={"seed"})
 def airsim_serve_fake(host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
                       port: int = typer.Option(41451, "--port", min=0, max=65535, help="0 picks a free port."),
