@@ -11,6 +11,10 @@
    to the system at once, so the resident set follows the live tensors); on CUDA it is
    ``torch.cuda.max_memory_allocated``. Also prints seconds per iteration (checkpointing recomputes
    each step's forward, and each block's inside it: expect ~1.5× time).
+3. Evaluation edit: seconds per photo through diffusers' pipeline (``immunize edit --backend pipeline``,
+   the default) against the toolbox's own loop (``--backend own``), same seed, steps and guidance,
+   interleaved, median of 3. Goal: pipeline / own ≤ 1.1× (the pipeline adds input checks and pre/post
+   processing around the same UNet calls).
 
 Runs on a tiny random model written on the fly (``--size``, ``--model-dir`` for a real one).
 """
@@ -70,6 +74,36 @@ def encoder_speed(model_dir: Path, size: int, steps: int, device: str) -> tuple[
             pair.append(clock() - started)
         rounds.append(pair)
     return sorted(r[0] for r in rounds)[1], sorted(r[1] for r in rounds)[1]
+
+
+def edit_speed(model_dir: Path, size: int, steps: int, device: str, photos: int = 2) -> dict[str, float]:
+    """Seconds per photo of one evaluation edit, own loop vs diffusers' pipeline (built once, as `edit` does)."""
+    from confidently.immunize import EditConfig, conditioning, edit_image, load_ldm
+    from confidently.immunize.pipelines import build_pipeline
+
+    ldm = load_ldm(model_dir, device, "fp32")
+    cond = conditioning(ldm.text, "a red car", "")
+    mask = torch.zeros(1, size, size)
+    mask[..., size // 4:3 * size // 4, size // 4:3 * size // 4] = 1
+    config = EditConfig(ldm.mode, steps=steps)
+    build_pipeline(ldm, ldm.mode)
+    images = [blob(size, seed)[0] for seed in range(photos)]
+
+    def run(backend: str, count: int) -> None:
+        for index in range(count):
+            edit_image(ldm, images[index % photos], cond, config, index, mask, backend=backend)
+        if ldm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    clock = time.perf_counter if ldm.device.type == "cuda" else time.process_time
+    rounds: dict[str, list[float]] = {"own": [], "pipeline": []}
+    for _ in range(3):
+        for backend in rounds:
+            run(backend, 1)  # warm-up
+            started = clock()
+            run(backend, photos)
+            rounds[backend].append((clock() - started) / photos)
+    return {backend: sorted(times)[1] for backend, times in rounds.items()}
 
 
 def _status(field: str) -> int | None:
@@ -155,6 +189,9 @@ def main() -> None:
     parser.add_argument("--memory-size", type=int, default=128, help="Image side for the memory measurement.")
     parser.add_argument("--steps", type=int, default=50, help="Encoder-attack PGD steps.")
     parser.add_argument("--denoise-steps", type=int, default=4, help="K, unrolled in the diffusion attack.")
+    parser.add_argument("--edit-size", type=int, default=64, help="Image side for the edit timing.")
+    parser.add_argument("--edit-steps", type=int, default=20, help="Denoising steps of the edit timing.")
+    parser.add_argument("--only-edit", action="store_true", help="Only the edit timing (own vs pipeline).")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -172,10 +209,23 @@ def main() -> None:
             from confidently.immunize import write_tiny_model
 
             model_dir = write_tiny_model(Path(scratch) / "tiny", size=args.size, unet="inpaint", seed=0)
-        limit, ours = encoder_speed(model_dir, args.size, args.steps, args.device)
-        memory = diffusion_memory(model_dir, args.memory_size, args.denoise_steps, args.device)
+            edit_dir = model_dir if args.edit_size == args.size else write_tiny_model(
+                Path(scratch) / "tiny-edit", size=args.edit_size, unet="inpaint", seed=0)
+        else:
+            edit_dir = model_dir
+        edits = edit_speed(edit_dir, args.edit_size, args.edit_steps, args.device)
+        if not args.only_edit:
+            limit, ours = encoder_speed(model_dir, args.size, args.steps, args.device)
+            memory = diffusion_memory(model_dir, args.memory_size, args.denoise_steps, args.device)
     clock = "wall clock" if args.device.startswith("cuda") else "CPU clock"
     print(f"model {args.model_dir or 'tiny random (spec §3.5)'}, {args.device}, {args.threads} thread(s), {clock}")
+    print(f"evaluation edit, {args.edit_size}×{args.edit_size}, {args.edit_steps} DDIM steps, guidance 7.5, "
+          "median of 3 rounds")
+    print(f"{'  immunize edit --backend own':<56}{edits['own']:>9.3f} s/photo")
+    print(f"{'  immunize edit --backend pipeline (diffusers)':<56}{edits['pipeline']:>9.3f} s/photo")
+    print(f"{'  ratio pipeline / own (goal <= 1.1x)':<56}{edits['pipeline'] / edits['own']:>9.3f}x")
+    if args.only_edit:
+        return
     print(f"encoder attack, {args.size}×{args.size}, {args.steps} steps, median of 3 rounds")
     print(f"{'  cost limit (steps × encoder forward + backward)':<56}{limit:>9.3f} s/image")
     print(f"{'  immunize encoder':<56}{ours:>9.3f} s/image")

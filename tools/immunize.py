@@ -48,6 +48,9 @@ OPTIONS: dict[str, Any] = {
     "guidance": typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
     "eta": typer.Option(1.0, "--eta", min=0.0, help="DDIM eta (1 = fully stochastic)."),
     "strength": typer.Option(None, "--strength", help="Edit strength (default 1.0 inpaint, 0.5 img2img)."),
+    "variant": typer.Option(None, "--variant", help="Load the weights-file variant, e.g. fp16 for "
+                                                    "diffusion_pytorch_model.fp16.safetensors (upcast to fp32; "
+                                                    "--dtype sets the compute dtype)."),
     "trust_pickle": typer.Option(False, "--trust-pickle", help="Also load components whose weights are pickles "
                                                                "(.bin), which can run code: only files you trust."),
 }
@@ -144,7 +147,8 @@ def pgd_config(preset: str, eps: str, step: str, steps: int, norm: str, random_s
 
 def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Path, dtype: str, size: str,
                mask_convention: str, mode: str, config: PGDConfig, preset: str, target: str, image_format: str,
-               allow_lossy: bool, common: Common, trust_pickle: bool = False, **extra: Any) -> None:
+               allow_lossy: bool, common: Common, trust_pickle: bool = False, variant: str | None = None,
+               **extra: Any) -> None:
     from confidently.immunize import check_output_format, configured_mode, load_ldm
     from confidently.immunize.inputs import Pictures, Prompts
     from confidently.immunize.workers import Immunizer
@@ -161,7 +165,7 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
                     "perturbation[/]")
     device = resolve_device(common.device)
     parts = ("vae", "unet", "scheduler", "text") if method == "diffusion" else ("vae",)
-    ldm = load_ldm(model_dir, device, dtype, parts=parts, trust_pickle=trust_pickle)
+    ldm = load_ldm(model_dir, device, dtype, parts=parts, trust_pickle=trust_pickle, variant=variant)
     if method == "diffusion" and device.type == "cpu" and not extra.pop("force", False):
         params = sum(p.numel() for p in ldm.unet.parameters())
         if params > 100_000_000:
@@ -203,7 +207,8 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
             size: str = OPTIONS["size"], mask_convention: str = OPTIONS["mask_convention"],
             dtype: str = OPTIONS["dtype"], image_format: str = ENCODER_OPTIONS["image_format"],
             allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
-            trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"], *, common: Common) -> None:
+            trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
+            force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Encoder attack: PGD pushing the VAE latent toward the target's (cheap; needs only vae/).
 
     With a mask, only the kept region (mask 0) is perturbed and, for inpainting models, the loss is taken
@@ -211,7 +216,7 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
     """
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, 1, common)
     run_attack("encoder", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, trust_pickle, resume=resume, force=force)
+               target, image_format, allow_lossy, common, trust_pickle, variant, resume=resume, force=force)
 
 
 @app.command(epilog=examples("""
@@ -250,7 +255,8 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
               size: str = OPTIONS["size"], mask_convention: str = OPTIONS["mask_convention"],
               dtype: str = OPTIONS["dtype"], image_format: str = DIFFUSION_OPTIONS["image_format"],
               allow_lossy: bool = DIFFUSION_OPTIONS["allow_lossy"], resume: bool = DIFFUSION_OPTIONS["resume"],
-              trust_pickle: bool = OPTIONS["trust_pickle"], *, common: Common) -> None:
+              trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
+              *, common: Common) -> None:
     """Diffusion attack: PGD through K checkpointed denoising steps of the edit, pushing its output toward
     the target (expensive; needs vae/, unet/, scheduler/ and a text encoder or prompt embeddings)."""
     from confidently.immunize import EditConfig
@@ -258,7 +264,8 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, grad_reps, common)
     edit = EditConfig("inpaint", attack_denoise_steps, guidance, eta, strength, checkpointing)
     run_attack("diffusion", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, trust_pickle, edit=edit, attack_prompt=attack_prompt,
+               target, image_format, allow_lossy, common, trust_pickle, variant, edit=edit,
+               attack_prompt=attack_prompt,
                attack_prompt_from_record=attack_prompt_from_record, eot_noise=eot_noise, force=force,
                prompt_embeds=prompt_embeds, resume=resume)
 
@@ -276,13 +283,13 @@ def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR
                  mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
                  image_format: str = ENCODER_OPTIONS["image_format"],
                  allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
-                 trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"],
-                 *, common: Common) -> None:
+                 trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
+                 force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Baseline: x + U[-eps, eps] per pixel (same budget, same mask), clipped to [0, 1]."""
     config = replace(pgd_config(preset, eps, "1/255", 0, norm, False, "constant", 1, common), steps=0,
                      random_start=False)
     run_attack("random", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               "gray", image_format, allow_lossy, common, trust_pickle, resume=resume, force=force)
+               "gray", image_format, allow_lossy, common, trust_pickle, variant, resume=resume, force=force)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -297,6 +304,9 @@ def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR
     # attack and edit in one pipe
     head -1 photos.jsonl | immunize encoder - --model-dir tiny-ldm --steps 5 --out-dir piped -q \\
       | immunize edit --model-dir tiny-ldm --steps 10 --out-dir piped-edits > piped-edits.jsonl
+    # the toolbox's own denoising loop instead of diffusers' pipeline (the same edit for the same seed)
+    immunize edit immunized.jsonl --model-dir tiny-ldm --steps 10 --backend own --out-dir edits-own \\
+      > edited-own.jsonl
 """))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
 def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
@@ -315,9 +325,16 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
                                                   "(field edit_immunized_<transform>); repeatable or comma list."),
          prompt_embeds: Path = OPTIONS["prompt_embeds"], size: str = OPTIONS["size"],
          mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
-         trust_pickle: bool = OPTIONS["trust_pickle"], force: bool = OPTIONS["force"], *, common: Common) -> None:
-    """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config)."""
+         backend: str = typer.Option("pipeline", "--backend", help="pipeline: diffusers' StableDiffusionInpaint/"
+                                     "Img2ImgPipeline, what an editor runs (needs diffusers + transformers); own: "
+                                     "the toolbox's differentiable loop the diffusion attack unrolls (same edit "
+                                     "for the same seed)."),
+         trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
+         force: bool = OPTIONS["force"], *, common: Common) -> None:
+    """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config),
+    through diffusers' pipeline (default) or the toolbox's own loop."""
     from confidently.immunize import EditConfig, load_ldm, resolve_mode
+    from confidently.immunize.editing import BACKENDS
     from confidently.immunize.inputs import Pictures, Prompts
     from confidently.immunize.transforms import parse_transforms
     from confidently.immunize.workers import Editor
@@ -327,15 +344,22 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
     if not names:
         raise UsageError("--fields: name at least one record field holding an image")
     transforms = parse_transforms(transform or [])
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: choose {' or '.join(BACKENDS)}")
     claim_folder(out_dir, "immunize", force=force)
-    ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle)
+    ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle, variant=variant)
     config = EditConfig(resolve_mode(ldm, mode), steps, guidance, eta, strength)
+    if backend == "pipeline":
+        from confidently.immunize.pipelines import build_pipeline
+
+        build_pipeline(ldm, config.mode)  # a missing diffusers/transformers stops here, before any record
     pictures, prompts = Pictures(ldm, size, mask_convention), Prompts(ldm, prompt_embeds)
     out_dir.mkdir(parents=True, exist_ok=True)
     editor = Editor(ldm, pictures, prompts, config, names, negative_prompt, paste_back, transforms, out_dir,
-                    seed=common.seed, run_config=common.config, log=lambda message: log(common, message))
-    log(common, f"edit: {config.mode}, {steps} DDIM steps, guidance {guidance}, eta {eta}, "
-                f"strength {config.effective_strength}")
+                    seed=common.seed, run_config=common.config, log=lambda message: log(common, message),
+                    backend=backend)
+    log(common, f"edit: {config.mode} via {backend}, {steps} DDIM steps, guidance {guidance}, eta {eta}, "
+                f"strength {config.effective_strength}, {ldm.dtype} on {ldm.device}")
     stream_records(records_of(input_path), editor, common, description="edit")
 
 

@@ -243,3 +243,42 @@ def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
         code, _, err = in_process(args, stdin, work, monkeypatch, capsys)
         assert code == expected, f"{name}: exit {code}, stderr: {err}"
         assert message in err, f"{name}: {err}"
+
+
+def test_edit_backends_agree_and_an_fp16_variant_loads(work, monkeypatch, capsys):
+    """`--backend pipeline` (default: diffusers' StableDiffusionInpaintPipeline) and `--backend own` write the same
+    edits for the same seed; `--variant fp16 --dtype fp16` loads diffusion_pytorch_model.fp16.safetensors."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    manifest = str(work / "photos" / "manifest.jsonl")
+    outputs = {}
+    for backend in ("pipeline", "own"):
+        code, out, err = in_process(["edit", "--model-dir", "tiny", "--out-dir", f"edit-{backend}", "--steps", "3",
+                                     "--fields", "image", "--backend", backend, manifest], "", work, monkeypatch,
+                                    capsys)
+        assert code == 0, err
+        outputs[backend] = records(out)
+        assert all(row["edit_config"]["backend"] == backend for row in outputs[backend])
+    for pipe, own in zip(outputs["pipeline"], outputs["own"], strict=True):
+        a, b = load_artifact(work / pipe["edit_tensors"])[0], load_artifact(work / own["edit_tensors"])[0]
+        assert float((a["edit_clean"] - b["edit_clean"]).abs().max()) <= 1e-5
+    fp16 = shutil.copytree(work / "tiny", work / "tiny-fp16")
+    for name, cls in (("vae", AutoencoderKL), ("unet", UNet2DConditionModel)):
+        module = cls.from_pretrained(str(fp16), subfolder=name, local_files_only=True).to(torch.float16)
+        module.save_pretrained(str(work / "fp16-save" / name), variant="fp16")
+        shutil.move(work / "fp16-save" / name / "diffusion_pytorch_model.fp16.safetensors", fp16 / name)
+        (fp16 / name / "diffusion_pytorch_model.safetensors").unlink()
+    args = ["edit", "--model-dir", "tiny-fp16", "--out-dir", "edit-fp16", "--steps", "3", "--fields", "image",
+            manifest]
+    code, out, err = in_process(args, "", work, monkeypatch, capsys)
+    assert code == 3 and "cannot load vae" in err  # the default files are gone
+    code, out, err = in_process([*args, "--variant", "fp16", "--dtype", "fp16"], "", work, monkeypatch, capsys)
+    assert code == 0, err
+    rows = records(out)
+    assert rows[0]["edit_config"]["dtype"] == "float32"  # fp16 autocast is for CUDA; a CPU computes in fp32
+    fingerprints = {load_artifact_metadata(work / row["edit_tensors"])["model_fingerprint"]
+                    for row in (rows[0], outputs["own"][0])}
+    assert len(fingerprints) == 2  # the fp16 weights are another model than the fp32 ones
+    code, out, err = in_process(["edit", "--model-dir", "tiny", "--out-dir", "edit-bad", "--backend", "comfy",
+                                 manifest], "", work, monkeypatch, capsys)
+    assert code == 2 and "--backend" in err

@@ -349,7 +349,8 @@ class DiffusionAttack:
 
         def loss(x: torch.Tensor, iteration: int | str = 0, rep: int = 0) -> torch.Tensor:
             keys = ("noise", rep) if request.noise == "fixed" else ("noise", iteration, rep)
-            noise = EditNoise.draw(request.generator(*keys), shape, count, config.eta, ldm.device)
+            noise = EditNoise.draw(request.generator(*keys), shape, count, config.eta, ldm.device, config.mode,
+                                   config.effective_strength)
             out = edit_forward(ldm, x, request.cond, config, None, mask=mask, noise=noise)
             return (out.float() - s_target.to(out.device)).pow(2).sum()
 

@@ -8,16 +8,20 @@ components, as the reference code's ``attack_forward`` does:
 * img2img (4-channel UNet, SDEdit): encode, noise to the timestep given by strength, denoise.
 * classifier-free guidance ε̂ = ε_u + g·(ε_c − ε_u); DDIM with ``eta``; a fresh scheduler per call
   (stateful schedulers break repeated unrolls).
-* every random number (initial latents, DDIM variance noise) is drawn up front from a CPU
-  ``torch.Generator`` and moved to the device, so CPU and GPU runs see the same noise and
-  checkpointed recomputation sees the same noise as the first pass.
+* every random number (VAE posterior samples, initial latents, DDIM variance noise) is drawn up
+  front from a CPU ``torch.Generator``, in the order diffusers' pipelines draw them from theirs, and
+  moved to the device: CPU and GPU runs see the same noise, checkpointed recomputation sees the
+  same noise as the first pass, and with the same seed the own loop and ``--backend pipeline``
+  (:mod:`.pipelines`) make the same edit (tests/immunize/test_pipelines.py).
 * with ``checkpointing`` each denoising step runs under ``torch.utils.checkpoint``
   (``use_reentrant=False``) and the VAE and UNet checkpoint their blocks (diffusers' own switch):
   memory O(K · latent) + one block's activations instead of K UNet activation sets, for ~1.5× time
   (bench/immunize_speed.py: peak 0.19× at K = 4 on the tiny model).
 
-Deviation, documented: the masked-image and image latents use the VAE posterior *mean* (the
-pipelines sample it); SD's posterior variance is tiny, and the mean keeps the objective smooth.
+The image and masked-image latents are VAE posterior *samples* (mean + std·ε, reparameterised, so
+still differentiable), as the pipelines' ``retrieve_latents(..., generator)`` draws them; the
+attack targets the edit the attacker's software makes. The scheduler config is normalised as the
+pipelines' constructors normalise it (``steps_offset`` 1, see ``models.pipeline_scheduler_config``).
 """
 
 from __future__ import annotations
@@ -89,17 +93,26 @@ def resolve_mode(ldm: LatentDiffusion, mode: str) -> str:
 
 @dataclass
 class EditNoise:
-    """Every random draw of one edit: initial latent noise and one DDIM variance noise per step."""
+    """Every random draw of one edit: the VAE posterior noise of the image latents (img2img, or inpaint
+    with strength < 1) and of the masked-image latents (inpaint), the initial latent noise, and one DDIM
+    variance noise per step."""
 
     initial: torch.Tensor
     variance: list[torch.Tensor | None]
+    image_posterior: torch.Tensor | None = None
+    masked_posterior: torch.Tensor | None = None
 
     @classmethod
     def draw(cls, generator: torch.Generator, shape: tuple[int, ...], steps: int, eta: float,
-             device: torch.device) -> EditNoise:
+             device: torch.device, mode: str = "img2img", strength: float = 1.0) -> EditNoise:
+        """In diffusers' order: image posterior (``prepare_latents`` encodes the image first when it is
+        needed), initial noise, masked-image posterior (``prepare_mask_latents``), then one DDIM variance
+        noise per step (``scheduler.step(..., generator)``)."""
+        image = torch.randn(shape, generator=generator).to(device) if mode == "img2img" or strength < 1 else None
         initial = torch.randn(shape, generator=generator).to(device)
+        masked = torch.randn(shape, generator=generator).to(device) if mode == "inpaint" else None
         variance = [torch.randn(shape, generator=generator).to(device) if eta > 0 else None for _ in range(steps)]
-        return cls(initial, variance)
+        return cls(initial, variance, image, masked)
 
 
 def edit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
@@ -152,7 +165,8 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
     device, sf = ldm.device, ldm.scaling_factor
     scheduler = ldm.new_scheduler()
     timesteps = edit_timesteps(scheduler, config.steps, config.effective_strength)
-    noise = noise or EditNoise.draw(generator, latent_shape, len(timesteps), config.eta, device)
+    noise = noise or EditNoise.draw(generator, latent_shape, len(timesteps), config.eta, device, config.mode,
+                                    config.effective_strength)
     s = pixels.to(device) * 2 - 1
 
     extra = None
@@ -162,7 +176,7 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
                                field="mask")
         mask = binarize_mask(mask).to(device)
         masked = s * (mask < 0.5)
-        masked_latents = ldm.encode_mean(masked) * sf
+        masked_latents = _encode(ldm, masked, noise.masked_posterior) * sf
         mask_latents = F.interpolate(mask, size=latent_shape[-2:])
         extra = torch.cat([mask_latents, masked_latents], dim=1)
 
@@ -171,7 +185,8 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
     if config.mode == "inpaint" and config.effective_strength >= 1.0:
         latents = noise.initial * scheduler.init_noise_sigma
     else:
-        latents = scheduler.add_noise(ldm.encode_mean(s) * sf, noise.initial, timesteps[:1].repeat(batch))
+        latents = scheduler.add_noise(_encode(ldm, s, noise.image_posterior) * sf, noise.initial,
+                                      timesteps[:1].repeat(batch))
 
     guided = config.guidance > 1.0 and not torch.equal(cond.cond, cond.uncond)
     embeddings = (torch.cat([cond.uncond, cond.cond]) if guided else cond.cond).to(device)
@@ -202,26 +217,44 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
     return ldm.decode(latents)
 
 
+def _encode(ldm: LatentDiffusion, pixels: torch.Tensor, posterior: torch.Tensor | None) -> torch.Tensor:
+    """A posterior sample with the drawn noise; the mean when the caller's noise has none (old callers)."""
+    return ldm.encode_mean(pixels) if posterior is None else ldm.encode_sample(pixels, posterior)
+
+
 def paste_back(edited: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Put the original pixels back in the kept region (ref ``recover_image``): only generated pixels differ."""
     mask = binarize_mask(mask).to(edited.device)
     return mask * edited + (1 - mask) * original.to(edited.device)
 
 
+BACKENDS = ("pipeline", "own")
+
+
 @torch.no_grad()
 def edit_image(ldm: LatentDiffusion, image: torch.Tensor, cond: Conditioning, config: EditConfig, seed: int,
                mask: torch.Tensor | None = None, paste: bool = True,
-               original: torch.Tensor | None = None) -> torch.Tensor:
+               original: torch.Tensor | None = None, backend: str = "own") -> torch.Tensor:
     """The evaluation edit of one C×H×W image in [0, 1] with a CPU generator seeded by ``seed``; C×H×W in [0, 1].
 
     Use the same seed for a clean image and its immunized copy (common random numbers). Inpainting
     pastes ``original`` (default ``image``) back in the kept region; when ``image`` is an immunized or
     transformed copy, pass the original photo, as PhotoGuard's ``recover_image(edit, init_image, mask)``
     does: pasting the copy back would leave its own perturbation there and overstate the protection.
+
+    ``backend`` pipeline edits through diffusers' ``StableDiffusion{Inpaint,Img2Img}Pipeline`` (what an
+    attacker runs; :mod:`.pipelines`), own through :func:`edit_forward`; same seed → same noise in both.
     """
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend {backend!r}: choose {' or '.join(BACKENDS)}")
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    out = edit_forward(ldm, image.unsqueeze(0), cond, config, generator, mask)
-    out = ((out + 1) / 2).clamp(0, 1)
+    if backend == "pipeline":
+        from confidently.immunize.pipelines import pipeline_edit
+
+        out = pipeline_edit(ldm, image.unsqueeze(0), cond, config, generator, mask)
+    else:
+        out = edit_forward(ldm, image.unsqueeze(0), cond, config, generator, mask)
+        out = ((out + 1) / 2).clamp(0, 1)
     if paste and mask is not None and config.mode == "inpaint":
         original = image if original is None else original
         if original.shape != image.shape:

@@ -56,6 +56,9 @@ class LatentDiffusion:
     text: TextEncoder | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    variant: str | None = None
+    weights: Path | None = None  # a single-file checkpoint, when the weights came from one
+    pipelines: dict[str, Any] = field(default_factory=dict, repr=False)  # diffusers pipelines, built once
 
     @property
     def downsampling(self) -> int:
@@ -84,12 +87,17 @@ class LatentDiffusion:
         return None if self.unet is None else int(self.unet.config.cross_attention_dim)
 
     def new_scheduler(self):
-        """A fresh DDIM scheduler from the checkpoint's config (eta only acts in DDIM; stateless per call)."""
+        """A fresh DDIM scheduler from the checkpoint's config (eta only acts in DDIM; stateless per call).
+
+        The config is normalised as the Stable Diffusion pipelines' constructors normalise it
+        (:func:`pipeline_scheduler_config`), so the own loop and ``--backend pipeline`` walk the same timesteps.
+        """
         from diffusers import DDIMScheduler
 
         if self.scheduler_config is None:
             raise InvalidInput(f"{self.model_dir} has no scheduler/ ({COMPONENTS['scheduler'][1]})")
-        return DDIMScheduler.from_config(self.scheduler_config)
+        mode = None if self.unet is None else self.mode
+        return DDIMScheduler.from_config(pipeline_scheduler_config(self.scheduler_config, mode))
 
     def autocast(self):
         """fp16/bf16 autocast on CUDA; a no-op context on CPU."""
@@ -101,13 +109,20 @@ class LatentDiffusion:
         with self.autocast():
             return self.vae.encode(pixels.to(self.device)).latent_dist.mean.float()
 
+    def encode_sample(self, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A sample of E(s), mean + std·noise (unscaled), as diffusers' ``latent_dist.sample(generator)`` draws it:
+        reparameterised, so differentiable in the pixels."""
+        with self.autocast():
+            posterior = self.vae.encode(pixels.to(self.device)).latent_dist
+            return (posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)).float()
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """D(z / scaling_factor) in [−1, 1] (not clamped: losses want the gradient everywhere)."""
         with self.autocast():
             return self.vae.decode(latents / self.scaling_factor).sample.float()
 
     def fingerprint(self) -> str:
-        return model_fingerprint(self.model_dir)
+        return model_fingerprint(self.weights or self.model_dir, variant=self.variant)
 
     def check_size(self, height: int, width: int) -> None:
         factor = self.downsampling
@@ -117,14 +132,73 @@ class LatentDiffusion:
                                field="image")
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 of the VAE and UNet config JSON: which model a perturbation was computed against."""
+def pipeline_scheduler_config(config: dict[str, Any], mode: str | None) -> dict[str, Any]:
+    """The scheduler config as ``StableDiffusion{Inpaint,Img2Img}Pipeline.__init__`` rewrites it (diffusers 0.42):
+    ``steps_offset`` → 1 in both, ``clip_sample`` → False for img2img, ``skip_prk_steps`` → True for inpaint.
+
+    Without this the own loop would denoise at timesteps one off from the pipeline's for an old config
+    (e.g. a ``DDIMScheduler()`` saved with the default ``steps_offset=0``).
+    """
+    config = dict(config)
+    if config.get("steps_offset", 1) != 1:
+        config["steps_offset"] = 1
+    if mode == "img2img" and config.get("clip_sample", False) is True:
+        config["clip_sample"] = False
+    if mode == "inpaint" and config.get("skip_prk_steps", True) is False:
+        config["skip_prk_steps"] = True
+    return config
+
+
+def safetensors_header(path: Path) -> bytes:
+    """The JSON header of a safetensors file (names, dtypes, shapes and byte offsets of every tensor, and
+    the metadata): what identifies the weights without reading gigabytes."""
+    with path.open("rb") as handle:
+        size_bytes = handle.read(8)
+        if len(size_bytes) < 8:
+            raise InvalidInput(f"{path} is not a safetensors file (shorter than its header)")
+        size = int.from_bytes(size_bytes, "little")
+        if size > 100_000_000:
+            raise InvalidInput(f"{path} is not a safetensors file (header of {size} bytes)")
+        return handle.read(size)
+
+
+def weight_files(component_dir: Path, variant: str | None = None) -> list[Path]:
+    """The safetensors weight files of one component directory that a load with ``variant`` reads."""
+    files = sorted(component_dir.glob("*.safetensors"))
+    if variant:
+        return [f for f in files if f.name.endswith(f".{variant}.safetensors") or f".{variant}-" in f.name]
+    return [f for f in files if not any(f.name.endswith(f".{v}.safetensors") for v in ("fp16", "bf16", "fp32"))]
+
+
+def model_fingerprint(model_dir: str | Path, variant: str | None = None) -> str:
+    """sha256 of the VAE and UNet config JSON and of their weights' safetensors headers (and a sample of the
+    bytes after each header): which model a perturbation was computed against.
+
+    Two directories with the same configs and different weights differ: the header holds every tensor's dtype,
+    shape and offsets, and the first and last 64 kB of the data are hashed too (the whole file would mean
+    reading gigabytes). A single-file checkpoint (``model_dir`` a file) hashes that file's header and samples.
+    """
     digest = hashlib.sha256()
-    for part in ("vae/config.json", "unet/config.json"):
-        path = Path(model_dir) / part
-        if path.is_file():
-            digest.update(part.encode())
-            digest.update(path.read_bytes())
+    model_dir = Path(model_dir)
+    if model_dir.is_file():
+        files = [model_dir]
+    else:
+        files = []
+        for part in ("vae", "unet"):
+            path = model_dir / part / "config.json"
+            if path.is_file():
+                digest.update(f"{part}/config.json".encode())
+                digest.update(path.read_bytes())
+            files += weight_files(model_dir / part, variant)
+    for path in files:
+        header = safetensors_header(path)
+        digest.update(path.name.encode())
+        digest.update(header)
+        with path.open("rb") as handle:
+            handle.seek(8 + len(header))
+            digest.update(handle.read(65536))
+            handle.seek(max(8 + len(header), path.stat().st_size - 65536))
+            digest.update(handle.read(65536))
     return digest.hexdigest()
 
 
@@ -147,15 +221,26 @@ def _require(model_dir: Path, name: str) -> None:
                            f"layout: vae/, unet/, scheduler/, and text_encoder/+tokenizer/ or {TOY_TEXT_DIR}/")
 
 
-def _only_pickled_weights(component_dir: Path, trust_pickle: bool) -> bool:
+def _only_pickled_weights(component_dir: Path, trust_pickle: bool, variant: str | None = None) -> bool:
     """Whether the component's weights exist only as pickles (.bin), which are refused unless ``trust_pickle``.
 
     diffusers and transformers fall back to unpickling a ``.bin`` when there is no safetensors file, and a
-    pickle can run code when loaded.
+    pickle can run code when loaded. With ``variant`` (fp16: ``diffusion_pytorch_model.fp16.safetensors``)
+    only that variant's files count, and a directory without them is refused by name.
     """
-    if any(component_dir.glob("*.safetensors")) or any(component_dir.glob("*.safetensors.index.json")):
-        return False
-    pickles = sorted(path for pattern in PICKLED_WEIGHTS for path in component_dir.glob(pattern))
+    if variant:
+        if weight_files(component_dir, variant) or any(component_dir.glob(f"*.{variant}.safetensors.index.json")):
+            return False
+        pickles = sorted(path for pattern in PICKLED_WEIGHTS
+                         for path in component_dir.glob(pattern.replace("*", f"*.{variant}")))
+        if not pickles:
+            present = sorted(p.name for p in component_dir.iterdir() if p.is_file()) if component_dir.is_dir() else []
+            raise InvalidInput(f"{component_dir} has no --variant {variant} weights (e.g. diffusion_pytorch_model."
+                               f"{variant}.safetensors); it has: {', '.join(present) or 'nothing'}")
+    else:
+        if weight_files(component_dir) or any(component_dir.glob("*.safetensors.index.json")):
+            return False
+        pickles = sorted(path for pattern in PICKLED_WEIGHTS for path in component_dir.glob(pattern))
     if pickles and not trust_pickle:
         raise InvalidInput(f"{pickles[0]} is a pickle, which can run code when loaded; convert it to safetensors, "
                            "or pass --trust-pickle if you trust where it came from")
@@ -175,14 +260,19 @@ def _diffusers_errors_only():
         logging.set_verbosity(level)
 
 
-def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool):
-    """One diffusers component, refused unless its weights are exactly the ones its config.json describes."""
-    use_safetensors = not _only_pickled_weights(model_dir / name, trust_pickle)
+def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool, variant: str | None = None):
+    """One diffusers component, refused unless its weights are exactly the ones its config.json describes.
+
+    Weights load in fp32 whatever the file's dtype (an fp16 variant is upcast): the compute dtype is
+    ``--dtype``'s autocast, so gradients with respect to pixels stay fp32.
+    """
+    use_safetensors = not _only_pickled_weights(model_dir / name, trust_pickle, variant)
     try:
         with _diffusers_errors_only():
             module, info = model_class.from_pretrained(str(model_dir), subfolder=name, local_files_only=True,
                                                        low_cpu_mem_usage=False, use_safetensors=use_safetensors,
-                                                       output_loading_info=True)
+                                                       output_loading_info=True, variant=variant,
+                                                       torch_dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{model_dir}: cannot load {name}/ ({exc})") from None
     except RuntimeError as exc:  # torch's load_state_dict: a weight of the wrong shape
@@ -199,17 +289,20 @@ def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool)
 
 
 def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | str = "fp32", *,
-             parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text"), trust_pickle: bool = False
-             ) -> LatentDiffusion:
+             parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text"), trust_pickle: bool = False,
+             variant: str | None = None) -> LatentDiffusion:
     """Load the ``parts`` of a local diffusers LDM directory (never from the network).
 
     ``parts`` ⊆ {vae, unet, scheduler, text}; the encoder attack needs only ``vae``. A missing
     component is an :class:`InvalidInput` naming it; a missing text encoder is not an error here
     (prompt embeddings may come from a file) but ``conditioning`` refuses when neither exists.
     Pickled weights (``.bin``) load only with ``trust_pickle``; weights that do not fit a component's
-    config are refused rather than left randomly initialised.
+    config are refused rather than left randomly initialised. ``variant`` (``fp16``) loads the
+    ``*.fp16.safetensors`` files ``save_pretrained(variant="fp16")`` or a hub download wrote, upcast to fp32.
     """
     model_dir = Path(model_dir)
+    if variant is not None and (not variant or not variant.replace("_", "").isalnum()):
+        raise UsageError(f"--variant {variant!r}: a weights-file variant such as fp16")
     device = torch.device(device)
     if not model_dir.is_dir():
         raise InvalidInput(f"model directory does not exist: {model_dir}")
@@ -218,10 +311,14 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
             _require(model_dir, name)
     from diffusers import AutoencoderKL, UNet2DConditionModel  # slow to import: only once the layout is right
 
-    vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle)
-    unet = _load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle) if "unet" in parts else None
+    vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle, variant)
+    unet = _load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle, variant) if "unet" in parts else None
+    text_variant = None
     if "text" in parts and (model_dir / TEXT_ENCODER_DIR).is_dir():
-        _only_pickled_weights(model_dir / TEXT_ENCODER_DIR, trust_pickle)  # refused before transformers unpickles
+        # refused before transformers unpickles; a text encoder shipped without the variant loads its default files
+        has_variant = variant is not None and bool(weight_files(model_dir / TEXT_ENCODER_DIR, variant))
+        text_variant = variant if has_variant else None
+        _only_pickled_weights(model_dir / TEXT_ENCODER_DIR, trust_pickle, text_variant)
     scheduler_config = None
     if "scheduler" in parts:
         try:
@@ -231,8 +328,8 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     for module in (vae, unet):
         if module is not None:
             module.to(device).eval().requires_grad_(False)
-    text = load_text_encoder(model_dir, device) if "text" in parts else None
-    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device))
+    text = load_text_encoder(model_dir, device, variant=text_variant) if "text" in parts else None
+    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device), variant)
 
 
 def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0):
@@ -253,7 +350,7 @@ def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0):
                                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
                                     attention_head_dim=4)
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False)
+                              set_alpha_to_one=False, steps_offset=1)  # SD v1.5's scheduler_config.json
     text = HashTextEncoder(dim=16, max_length=8, seed=seed + 2)
     return vae.eval(), denoiser.eval(), scheduler, text.eval()
 

@@ -94,7 +94,7 @@ class HashTextEncoder(nn.Module):
 class ClipText:
     """CLIPTokenizer + CLIPTextModel from a local diffusers directory (``transformers`` required)."""
 
-    def __init__(self, model_dir: str | Path, device: torch.device):
+    def __init__(self, model_dir: str | Path, device: torch.device, variant: str | None = None):
         try:
             from transformers import CLIPTextModel, CLIPTokenizer
         except ImportError:
@@ -104,7 +104,8 @@ class ClipText:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(model_dir), subfolder="tokenizer",
                                                            local_files_only=True)
             self.model = CLIPTextModel.from_pretrained(str(model_dir), subfolder="text_encoder",
-                                                       local_files_only=True)
+                                                       local_files_only=True, variant=variant,
+                                                       torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"{model_dir}: cannot load the CLIP text_encoder/ or tokenizer/ ({exc})") from None
         self.model.to(device).eval().requires_grad_(False)
@@ -117,11 +118,11 @@ class ClipText:
         return self.model(tokens.input_ids.to(self.device))[0]
 
 
-def load_text_encoder(model_dir: str | Path, device: torch.device) -> TextEncoder | None:
+def load_text_encoder(model_dir: str | Path, device: torch.device, variant: str | None = None) -> TextEncoder | None:
     """The text encoder a model directory ships (CLIP first, then the toy hash encoder), or None."""
     model_dir = Path(model_dir)
     if (model_dir / "text_encoder" / "config.json").is_file():
-        return ClipText(model_dir, device)
+        return ClipText(model_dir, device, variant)
     if (model_dir / TOY_TEXT_DIR / "config.json").is_file():
         return HashTextEncoder.load(model_dir / TOY_TEXT_DIR).to(device)
     return None

@@ -175,8 +175,9 @@ class Editor:
     def __init__(self, ldm: LatentDiffusion, pictures: Pictures, prompts: Prompts, config: EditConfig,
                  fields: list[str], negative_prompt: str, paste: bool, transforms: list, out_dir: Path, *,
                  seed: int, run_config: dict[str, Any] | None = None,
-                 log: Callable[[str], None] = lambda message: None):
+                 log: Callable[[str], None] = lambda message: None, backend: str = "pipeline"):
         self.ldm, self.pictures, self.prompts, self.config = ldm, pictures, prompts, config
+        self.backend = backend
         self.fields, self.negative, self.paste, self.transforms = fields, negative_prompt, paste, transforms
         self.out_dir, self.seed, self.run_config, self.log = out_dir, seed, run_config or {}, log
 
@@ -210,14 +211,14 @@ class Editor:
                              for t in self.transforms]
             for key, picture in variants:
                 edited = edit_image(self.ldm, picture, cond, self.config, seed, mask, paste=self.paste,
-                                    original=photo)
+                                    original=photo, backend=self.backend)
                 path = self.out_dir / f"{name}.{key}.png"
                 save_uint8((edited.clamp(0, 1) * 255).round().to(torch.uint8), path)
                 outputs[key], tensors[key] = str(path), edited
         tensors_path = self.out_dir / f"{name}.edits.safetensors"
         save_artifact(tensors_path, tensors, artifact_metadata(
             tool="immunize", kind="edits", config=self.run_config, seed=seed, record_id=record.id,
-            scheduler="DDIMScheduler", model_fingerprint=self.ldm.fingerprint()))
+            scheduler="DDIMScheduler", backend=self.backend, model_fingerprint=self.ldm.fingerprint()))
         self.log(f"{record.id}: edited {', '.join(outputs)} (seed {seed})")
         out = output_base(record)
         out.update({"kind": "immunize.edited", "tool_version": __version__, **outputs,
@@ -226,6 +227,7 @@ class Editor:
                                     "denoised_steps": self.config.denoised_steps,
                                     "guidance": self.config.guidance, "eta": self.config.eta,
                                     "strength": self.config.effective_strength, "scheduler": "DDIMScheduler",
+                                    "backend": self.backend, "dtype": str(self.ldm.dtype).removeprefix("torch."),
                                     "seed": seed, "negative_prompt": self.negative, "paste_back": self.paste,
                                     "transforms": [t.spec for t in self.transforms]}})
         return out
