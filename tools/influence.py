@@ -41,8 +41,8 @@ def read_result_files(source: str | None, results: Path | None) -> list[Path]:
 
 
 @app.command(epilog=examples(r"""
-    # one job per model: 40 models, each on a random half of the linear oracle's 20 source units
-    influence plan --recipe oracle-linear --num-models 40 --run-id oracle > plan.jsonl
+    # one job per model: 40 models, each on a random half of the oracle's 20 units, and 10 held out to score estimates
+    influence plan --recipe oracle-linear --num-models 40 --holdout 10 --run-id oracle > plan.jsonl
     # a whole small farm in one pipe: plan | train | estimate, the units' ranking on stdout
     influence plan --recipe oracle-linear --num-models 8 --run-id quick \
       | influence train --recipe oracle-linear --out-dir quick | influence estimate > quick-ranking.jsonl
@@ -54,10 +54,13 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
          recipe: str = typer.Option(None, "--recipe", help="Take K from this recipe (file or built-in name)."),
          alpha: float = typer.Option(0.5, "--alpha", help="Fraction of units per model (thesis: 0.5)."),
          num_models: int = typer.Option(..., "--num-models", min=2, help="m models (thesis: 7,540)."),
+         holdout: int = typer.Option(0, "--holdout", min=0, help="N more jobs marked held out: trained like the "
+                                     "others, never estimated on; `influence lds` scores estimates on them."),
          sampling: str = typer.Option("fixed", "--sampling", help="fixed (exactly round(αK)) or bernoulli."),
          run_id: str = typer.Option("run", "--run-id"),
          *, common: Common) -> None:
-    """One job per model: the units it trains on and its seed (JSONL on stdout)."""
+    """One job per model: the units it trains on and its seed (JSONL on stdout); --holdout N adds N held-out
+    jobs (job ids from --num-models on, "holdout": true) to score estimates with `influence lds`."""
     from confidently.influence.plan import subset_plan
     from confidently.influence.recipes import load_recipe
 
@@ -66,7 +69,8 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
     loaded = load_recipe(recipe) if recipe is not None else None
     num_units = loaded.num_units if num_units is None else num_units
     granularity = getattr(loaded, "granularity", "class")  # an image recipe's units may be single examples
-    RecordWriter().write_all(subset_plan(num_units, num_models, alpha, sampling, common.seed, run_id, granularity))
+    RecordWriter().write_all(subset_plan(num_units, num_models, alpha, sampling, common.seed, run_id, granularity,
+                                         holdout))
 
 
 @app.command(epilog=examples(r"""
@@ -123,10 +127,11 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
 @app.command("estimate", epilog=examples(r"""
     # every unit's influence on every target example (+ standard errors) to a file, the ranking on stdout
     influence estimate --results results --out influence.safetensors > ranking.jsonl
-    # farms on two machines: mergeable sums of each half of the results, merged exactly
-    head -20 done.jsonl | influence estimate --partial-out part-a.safetensors
-    tail -n +21 done.jsonl | influence estimate --partial-out part-b.safetensors
-    influence estimate --merge part-a.safetensors --merge part-b.safetensors > ranking-merged.jsonl
+    # a linear datamodel (ridge, penalty chosen per target by 5-fold error) from mergeable sums of two halves
+    head -20 done.jsonl | influence estimate --estimator ridge --partial-out part-a.safetensors
+    tail -n +21 done.jsonl | influence estimate --estimator ridge --partial-out part-b.safetensors
+    influence estimate --merge part-a.safetensors --merge part-b.safetensors --estimator ridge \
+      --out ridge.safetensors > ridge-ranking.jsonl
 """))
 @common_options()
 def estimate_command(source: str = typer.Argument(None, help="Result records from `influence train` (or -)."),
@@ -134,41 +139,126 @@ def estimate_command(source: str = typer.Argument(None, help="Result records fro
                      merge: list[Path] = typer.Option(None, "--merge", help="Partial estimates to merge (repeat)."),
                      target: str = typer.Option(None, "--target", help="Target task (default: the only one)."),
                      output: str = typer.Option("softmax_correct", "--output", help=", ".join(list_outputs())),
+                     estimator: str = typer.Option("diff-means", "--estimator", help="diff-means (the thesis's "
+                                                   "mean with − mean without), or a linear datamodel: ridge or "
+                                                   "lasso (regression of the outputs on the masks)."),
+                     penalty: float = typer.Option(None, "--penalty", min=0, help="ridge/lasso: this penalty "
+                                                   "(default: chosen by cross-validated error over a log grid)."),
+                     penalty_scope: str = typer.Option("per-target", "--penalty-scope", help="ridge/lasso: per-target "
+                                                       "(each its own penalty) or global (one for all targets)."),
+                     folds: int = typer.Option(5, "--folds", min=2, help="ridge/lasso: cross-validation folds "
+                                               "(a job's fold: its id mod folds)."),
+                     holdout_jobs: str = typer.Option(None, "--holdout-jobs", help="Also set these job ids aside "
+                                                      "(e.g. 30-39,45) for `influence lds`; the plan's --holdout "
+                                                      "jobs always are."),
                      out: Path = typer.Option(None, "--out", help="influence.safetensors"),
                      partial_out: Path = typer.Option(None, "--partial-out", help="Write mergeable sums only."),
                      force: bool = typer.Option(False, "--force", help="Write over an --out or --partial-out "
                                                 "influence did not write."),
                      *, common: Common) -> None:
-    """Influence of every unit on every target example (mean with − mean without), ranking on stdout."""
-    from confidently.influence.estimate import estimate
+    """Influence of every unit on every target example, ranking on stdout.
+
+    The difference of means (default), or a linear datamodel (ridge, lasso) whose penalty is chosen by
+    cross-validation; the file has the same tensors whatever the estimator (plus the linear model's intercept),
+    and its metadata names the estimator and the penalty chosen. Jobs the plan held out are never used.
+    """
+    from confidently.influence.estimators import estimate_influence, needs_gram
+    from confidently.influence.plan import parse_job_ids
     from confidently.influence.queries import overall_ranking
     from confidently.influence.results import merge_partials, sum_results
     from confidently.io.artifacts import artifact_metadata, save_artifact
 
     if output not in list_outputs():
         raise UsageError(f"--output {output!r}: choose {', '.join(list_outputs())}")
+    linear = needs_gram(estimator)
+    if not linear and {"penalty", "penalty_scope"} & common.explicit:
+        raise UsageError(f"--penalty and --penalty-scope choose a ridge or lasso penalty; {estimator} has none")
+    exclude = parse_job_ids(holdout_jobs) if holdout_jobs is not None else None
+    if holdout_jobs is not None and exclude is None:
+        raise UsageError("--holdout-jobs all would leave nothing to estimate on: name job ids, e.g. 30-39")
     guard_output(out, "influence", force=force)
     guard_output(partial_out, "influence", force=force)
     if merge:
+        if holdout_jobs is not None:
+            raise UsageError("--holdout-jobs picks among result files; partial estimates already chose their jobs")
         sums, info = merge_partials(merge)
         if "output" in common.explicit and info["output"] != output:
             raise InvalidInput(f"{merge[0]} holds sums of output {info['output']!r}, not --output {output!r}")
+        if linear and sums.gram is None:
+            raise UsageError(f"the partial estimates hold no sums for {estimator}: write them with --estimator "
+                             f"{estimator} --partial-out")
     else:
-        sums, info = sum_results(read_result_files(source, results), target, output)
+        sums, info = sum_results(read_result_files(source, results), target, output, folds if linear else 0,
+                                 exclude)
+        if info["set_aside"]:
+            console.log(f"set aside {info['set_aside']} held-out results (`influence lds` scores on them)")
     if partial_out is not None:
-        save_artifact(partial_out, sums.tensors(), artifact_metadata(tool="influence", kind="partial", **info))
+        save_artifact(partial_out, sums.tensors(), artifact_metadata(
+            tool="influence", kind="partial", folds=sums.gram.folds if sums.gram is not None else 0, **info))
         console.log(f"wrote partial sums of {sums.models} models to {partial_out}")
         if out is None:
             return
+    options = {"penalty": penalty, "scope": penalty_scope} if linear else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = estimate(sums)
+        result = estimate_influence(sums, estimator, **options)
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}")
+    info.update(result.details)
+    chosen = result.details.get("regularisation", {}).get("chosen")
+    if isinstance(chosen, dict):
+        console.log(f"{estimator} penalty per target by {result.details['regularisation']['chosen_by']}: median "
+                    f"{chosen['median']:.3g} ({chosen['min']:.3g} to {chosen['max']:.3g})")
+    elif chosen is not None:
+        console.log(f"{estimator} penalty: {chosen:.3g} ({result.details['regularisation']['chosen_by']})")
     if out is not None:
         save_artifact(out, result.tensors(), artifact_metadata(tool="influence", kind="influence",
                                                                config=common.config, **info))
     RecordWriter().write_all(overall_ranking(result, info))
+
+
+@app.command("lds", epilog=examples(r"""
+    # how well each estimate predicts the plan's 10 held-out models: Spearman per target example, the mean last
+    influence lds influence.safetensors ridge.safetensors --results results > lds.jsonl
+    # a separate evaluation farm (another plan, same recipe), every model of it held out; the means only
+    influence plan --recipe oracle-linear --num-models 12 --run-id eval --seed 1 \
+      | influence train --recipe oracle-linear --out-dir eval > /dev/null
+    influence lds influence.safetensors ridge.safetensors --results eval --holdout-jobs all --mean-only
+"""))
+@common_options()
+def lds(influence_paths: list[Path] = typer.Argument(..., help="influence.safetensors files (any estimator)."),
+        results: Path = typer.Option(None, "--results", help="Read the result files under this folder (default: "
+                                     "result records on stdin)."),
+        holdout_jobs: str = typer.Option(None, "--holdout-jobs", help="Which results are held out: job ids "
+                                         "(40-49,55, as `influence status` prints them) or all (a separate "
+                                         "evaluation farm); default: the plan's --holdout jobs."),
+        per_target: bool = typer.Option(True, "--per-target/--mean-only", help="A record per target example, "
+                                        "or only each estimate's mean."),
+        *, common: Common) -> None:
+    """Linear datamodeling score: how well each estimate, as a linear model (intercept + mask · influence),
+    predicts held-out models' outputs — Spearman correlation across them, per target example, and its mean.
+
+    Held-out models are never in an estimate: jobs of `influence plan --holdout N`, job ids the estimate set
+    aside (`influence estimate --holdout-jobs`), or a separate evaluation farm trained with the same recipe.
+    """
+    from confidently.influence.lds import lds_records, load_holdout
+    from confidently.influence.plan import parse_job_ids
+    from confidently.influence.queries import load_influence
+
+    files = read_result_files(None, results)
+    jobs = "marked" if holdout_jobs is None else parse_job_ids(holdout_jobs)
+    writer = RecordWriter()
+    table = Table("estimate", "estimator", "LDS (mean ± std)", "targets", "held-out models", title="LDS")
+    for path in influence_paths:
+        tensors, meta = load_influence(path)
+        holdout = load_holdout(files, meta, jobs)
+        for record in lds_records(tensors, meta, holdout, str(path), per_target):
+            writer.write(record)
+        mean = record
+        score = "undefined" if mean["lds"] is None else f"{mean['lds']:.3f} ± {mean['lds_std'] or 0:.3f}"
+        table.add_row(str(path), str(meta.get("estimator") or "diff-means"), score, str(mean["targets"]),
+                      str(mean["holdout_models"]))
+    console.print(table)
 
 
 @app.command(epilog=examples(r"""

@@ -72,6 +72,46 @@ def test_rerun_resume_shards_and_partial_sums_give_the_same_estimate(farm):
                                                                             abs=2e-6)
 
 
+def test_holdout_jobs_train_with_the_farm_stay_out_of_estimates_and_score_them(tmp_path):
+    """plan --holdout | train | estimate --estimator ridge (and the difference of means); lds on the held-out
+    models ranks ridge first; the queries read a ridge estimate like any other."""
+    run = shell(tmp_path, "influence plan --recipe oracle-linear --num-models 40 --holdout 20 --run-id h "
+                          "> plan.jsonl && "
+                          "influence train plan.jsonl --recipe oracle-linear --out-dir r > done.jsonl && "
+                          "influence estimate done.jsonl --output logit_correct --estimator ridge "
+                          "--out ridge.safetensors > ridge.jsonl && "
+                          "influence estimate --results r --output logit_correct --out diff.safetensors > /dev/null && "
+                          "influence lds ridge.safetensors diff.safetensors --results r --mean-only > lds.jsonl && "
+                          "influence top ridge.safetensors --k 1")
+    assert run.returncode == 0, run.stderr
+    plan = records((tmp_path / "plan.jsonl").read_text())
+    assert [job.get("holdout", False) for job in plan] == [False] * 40 + [True] * 20
+    assert sum(r.get("holdout", False) for r in records((tmp_path / "done.jsonl").read_text())) == 20
+    assert "set aside 20 held-out results" in run.stderr
+    ranks = records((tmp_path / "ridge.jsonl").read_text())
+    assert ranks[0]["unit"] == 3 and ranks[-1]["unit"] == 7 and ranks[0]["estimator"] == "ridge"
+    assert records(run.stdout)[0]["unit"] == 3  # `top` on a ridge estimate
+    meta = load_artifact_metadata(tmp_path / "ridge.safetensors")
+    assert meta["estimator"] == "ridge" and meta["job_ids"] == list(range(40)) and meta["num_models"] == 40
+    regularisation = meta["regularisation"]
+    assert regularisation["chosen_by"] == "5-fold cross-validation" and regularisation["penalty"] == "l2"
+    tensors = load_file(tmp_path / "ridge.safetensors")
+    assert int(tensors["n_in"].sum()) == 40 * 10 and tensors["intercept"].shape == (30,)
+    assert load_artifact_metadata(tmp_path / "diff.safetensors")["estimator"] == "diff-means"
+    scores = {r["estimator"]: r for r in records((tmp_path / "lds.jsonl").read_text())}
+    assert set(scores) == {"ridge", "diff-means"} and all(r["scope"] == "mean" for r in scores.values())
+    assert scores["ridge"]["holdout_models"] == 20 and scores["ridge"]["targets"] == 30
+    assert scores["ridge"]["lds"] >= scores["diff-means"]["lds"] > 0.5
+    refused = shell(tmp_path, "influence lds ridge.safetensors --results r --holdout-jobs 0-4,45")
+    assert refused.returncode == 3 and "used to fit the estimate" in refused.stderr
+    set_aside = shell(tmp_path, "influence estimate --results r --output logit_correct --holdout-jobs 30-39 "
+                                "--estimator lasso --out lasso.safetensors > /dev/null && "
+                                "influence lds lasso.safetensors --results r --holdout-jobs 30-39 | tail -1")
+    assert set_aside.returncode == 0, set_aside.stderr
+    (mean,) = records(set_aside.stdout)
+    assert mean["estimator"] == "lasso" and mean["holdout_models"] == 10 and mean["fit_models"] == 30
+
+
 def test_merge_writes_an_estimate_and_refuses_mixtures_and_duplicates(farm):
     made = shell(farm, "head -20 done.jsonl > a.jsonl && tail -20 done.jsonl > b.jsonl && "
                        "influence estimate a.jsonl --output logit_correct --partial-out pa.safetensors && "

@@ -22,10 +22,11 @@ JOB_KIND = "influence.job"
 
 
 def plan_checksum(jobs: Sequence[dict[str, Any]]) -> str:
-    """sha256 over the jobs' identities (what each model trains on and its seed)."""
+    """sha256 over the jobs' identities (what each model trains on, its seed, and whether it is held out)."""
     digest = hashlib.sha256()
     for job in jobs:
-        digest.update(json.dumps([job["job_id"], job["include"], job["train_seed"]]).encode())
+        identity = [job["job_id"], job["include"], job["train_seed"]] + (["holdout"] if job.get("holdout") else [])
+        digest.update(json.dumps(identity).encode())
     return digest.hexdigest()
 
 
@@ -37,17 +38,22 @@ def _finish(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def subset_plan(num_units: int, num_models: int, alpha: float = 0.5, sampling: str = "fixed", seed: int = 0,
-                run_id: str = "run", granularity: str = "class") -> list[dict[str, Any]]:
-    """``num_models`` jobs, each including round(α·K) units (``fixed``) or each unit with probability α."""
+                run_id: str = "run", granularity: str = "class", holdout: int = 0) -> list[dict[str, Any]]:
+    """``num_models`` jobs, each including round(α·K) units (``fixed``) or each unit with probability α, then
+    ``holdout`` more drawn the same way and marked ``"holdout": true`` (job ids ``num_models`` onwards): they
+    are trained like the others, left out of every estimate, and score estimates (``influence lds``). The
+    first ``num_models`` jobs are the same whatever ``holdout`` is."""
     if not 0 < alpha < 1:
         raise UsageError(f"`alpha` {alpha}: expected 0 < α < 1 (some models must see a unit and some not)")
     if num_units < 2 or num_models < 2:
         raise UsageError("an influence plan needs at least 2 units and 2 models")
     if sampling not in ("fixed", "bernoulli"):
         raise UsageError(f"`sampling` {sampling!r}: choose fixed or bernoulli")
+    if holdout < 0:
+        raise UsageError(f"`holdout` {holdout}: expected a number of jobs >= 0")
     size = round(alpha * num_units)
     jobs = []
-    for job_id in range(num_models):
+    for job_id in range(num_models + holdout):
         generator = torch.Generator().manual_seed(derive_seed(seed, run_id, "plan", job_id))
         if sampling == "fixed":
             include = sorted(torch.randperm(num_units, generator=generator)[:size].tolist())
@@ -56,6 +62,8 @@ def subset_plan(num_units: int, num_models: int, alpha: float = 0.5, sampling: s
         jobs.append({"kind": JOB_KIND, "schema": 1, "run_id": run_id, "job_id": job_id, "mode": "subset",
                      "granularity": granularity, "num_units": num_units, "alpha": alpha, "sampling": sampling,
                      "include": include, "train_seed": derive_seed(seed, run_id, "train", job_id)})
+        if job_id >= num_models:
+            jobs[-1]["holdout"] = True
     return _finish(jobs)
 
 
@@ -121,6 +129,21 @@ def select_jobs(jobs: Sequence[dict[str, Any]], job_index: int | str | None = No
     if missing:
         raise UsageError(f"job index {missing[0]} is beyond the plan (it has jobs 0..{len(jobs) - 1})")
     return [by_id[i] for i in wanted]
+
+
+def parse_job_ids(spec: str) -> set[int] | None:
+    """Job ids in Slurm ``--array`` syntax (``40-49,55``, ranges inclusive: what `influence status` prints), or
+    ``all`` (None: every job)."""
+    if spec.strip() == "all":
+        return None
+    ids: set[int] = set()
+    try:
+        for part in (p.strip() for p in spec.split(",")):
+            low, dash, high = part.partition("-")
+            ids.update(range(int(low), int(high) + 1) if dash else [int(low)])
+    except ValueError:
+        raise UsageError(f"job ids {spec!r}: expected ids and inclusive ranges such as 40-49,55, or all") from None
+    return ids
 
 
 def check_job(job: dict[str, Any]) -> None:

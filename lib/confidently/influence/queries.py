@@ -38,7 +38,8 @@ def overall_ranking(result: Influence, info: dict[str, Any]) -> Iterator[dict[st
     names = info.get("unit_names") or []
     overall_se = result.stderr.nanmean(1)
     for rank, unit in enumerate(ranked(result.overall, "pos"), start=1):
-        yield {"kind": "influence.rank", "run_id": info["run_id"], "target": info["target"], "unit": unit,
+        yield {"kind": "influence.rank", "run_id": info["run_id"], "target": info["target"],
+               "estimator": info.get("estimator", "diff-means"), "unit": unit,
                "name": names[unit] if unit < len(names) else str(unit),
                "overall": round(float(result.overall[unit]), 6), "stderr": round(float(overall_se[unit]), 6),
                "rank": rank, "n_in": int(result.n_in[unit]), "n_out": int(result.n_out[unit])}

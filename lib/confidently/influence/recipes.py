@@ -93,7 +93,9 @@ def load_recipe(spec: str | dict[str, Any]) -> Recipe:
 
 @register_recipe("oracle-linear")
 class OracleLinear(Recipe):
-    """f_i(t_j) = b_j + Σ_k W[k, j]·M_ik + N(0, σ²) as ``logit_correct`` (label 0, other logit 0)."""
+    """f_i(t_j) = b_j + Σ_k W[k, j]·M_ik + N(0, σ²) as ``logit_correct`` (label 0, other logit 0): W is
+    ``background``·N(0, 1) (default 0.05; 0 makes the truth sparse) with row ``helper`` set to +1 and row
+    ``harmful`` to −1; ``noise`` is σ."""
 
     kind = "oracle-linear"
 
@@ -102,7 +104,7 @@ class OracleLinear(Recipe):
                        **{k: v for k, v in config.items() if k != "kind"}}
         units, targets = self.config["units"], self.config["targets"]
         generator = torch.Generator().manual_seed(self.config["world_seed"])
-        self.weights = 0.05 * torch.randn(units, targets, generator=generator)
+        self.weights = self.config.get("background", 0.05) * torch.randn(units, targets, generator=generator)
         self.weights[self.config["helper"]] = 1.0
         self.weights[self.config["harmful"]] = -1.0
         self.bias = torch.randn(targets, generator=generator)

@@ -5,7 +5,7 @@ influences without any sign of it. Partial sums of shards merge under the same c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,31 +57,46 @@ def choose_task(tasks: list[str], target: str | None, selecting: bool) -> str:
     raise UsageError(f"results hold tasks {', '.join(tasks)}: choose one as the target")
 
 
+def held_out(meta: dict[str, Any], jobs: set[int] | None = None) -> bool:
+    """Whether a result (its metadata) is held out of estimates: a job `influence plan --holdout` marked, or
+    one of ``jobs`` (job ids)."""
+    return bool(meta.get("holdout")) or (jobs is not None and meta.get("job_id") in jobs)
+
+
 @dataclass
 class FarmResults:
     """The models of a farm: which units each saw (``masks`` m×K, from the files, never the plan), its
-    ``outputs`` on the target task (m×n) and the target ``labels`` (n); ``meta`` is the first file's metadata
-    with the task read (``target``) and every file's job id (``job_ids``)."""
+    ``outputs`` on the target task (m×n), the target ``labels`` (n) and each model's job id (``jobs``, m);
+    ``meta`` is the first file's metadata with the task read (``target``), every file's job id (``job_ids``)
+    and how many files ``keep`` left out (``set_aside``)."""
 
     masks: torch.Tensor
     outputs: torch.Tensor
     labels: torch.Tensor
     meta: dict[str, Any]
+    jobs: torch.Tensor | None = None
 
-    def sums(self) -> InfluenceSums:
-        return InfluenceSums.empty(self.masks.shape[1], self.labels).add(self.masks, self.outputs)
+    def sums(self, folds: int = 0) -> InfluenceSums:
+        """The estimator's sums; ``folds`` > 0 adds the linear datamodels' (fold = job id mod ``folds``)."""
+        return InfluenceSums.empty(self.masks.shape[1], self.labels, folds).add(self.masks, self.outputs, self.jobs)
 
 
-def load_results(files: list[Path], target: str | None = None, output: str = "softmax_correct") -> FarmResults:
-    """Every file's mask and ``output`` on ``target`` (see :func:`choose_task`); a job twice, or results of
-    another plan or recipe, would skew the sums, so they are refused."""
-    masks, outputs, meta0, labels, owners = [], [], None, None, {}
+def load_results(files: list[Path], target: str | None = None, output: str = "softmax_correct",
+                 keep: Callable[[dict[str, Any]], bool] | None = None, selecting: bool = True) -> FarmResults:
+    """Every file's mask and ``output`` on ``target`` (see :func:`choose_task`, ``selecting``), of the files
+    whose metadata ``keep`` accepts (default: those not held out, see :func:`held_out`); a job twice, or
+    results of another plan or recipe, would skew the sums, so they are refused."""
+    keep = keep or (lambda meta: not held_out(meta))
+    masks, outputs, meta0, labels, owners, set_aside = [], [], None, None, {}, 0
     for path in files:
+        if not keep(load_artifact_metadata(path)):
+            set_aside += 1
+            continue
         tensors, meta = load_artifact(path)
         if meta0 is None:
             meta0 = meta
             tasks = sorted({key.split("/")[0] for key in tensors if "/" in key})
-            target = choose_task(tasks, target, selecting=True)
+            target = choose_task(tasks, target, selecting)
             if f"{target}/{output}" not in tensors:
                 raise InvalidInput(f"{path} has no output {target}/{output} (tasks: {', '.join(tasks)})")
             labels = tensors[f"{target}/labels"]
@@ -99,8 +114,11 @@ def load_results(files: list[Path], target: str | None = None, output: str = "so
         owners[meta.get("job_id")] = path
         masks.append(tensors["mask"])
         outputs.append(tensors[f"{target}/{output}"])
+    if not masks:
+        raise NoValidResult(f"none of the {len(files)} result files is left to read: all are held out")
+    jobs = torch.tensor([job if isinstance(job, int) else row for row, job in enumerate(owners)])
     return FarmResults(torch.stack(masks), torch.stack(outputs).float(), labels,
-                       dict(meta0, target=target, job_ids=sorted(owners)))
+                       dict(meta0, target=target, job_ids=sorted(owners), set_aside=set_aside), jobs)
 
 
 ESTIMATE_KEYS = ("run_id", "plan_sha256", "recipe_sha256", "recipe_kind", "target", "unit_names", "granularity",
@@ -108,17 +126,19 @@ ESTIMATE_KEYS = ("run_id", "plan_sha256", "recipe_sha256", "recipe_kind", "targe
 
 
 def estimate_metadata(meta: dict[str, Any], output: str, models: int) -> dict[str, Any]:
-    """What an estimate, or its partial sums, records of where its numbers come from."""
-    return {**{key: meta.get(key) for key in ESTIMATE_KEYS}, "output": output, "estimator": "diffmeans",
-            "num_models": models}
+    """What an estimate, or its partial sums, records of where its numbers come from (the estimator adds
+    its name and regularisation)."""
+    return {**{key: meta.get(key) for key in ESTIMATE_KEYS}, "output": output, "num_models": models}
 
 
-def sum_results(files: list[Path], target: str | None = None,
-                output: str = "softmax_correct") -> tuple[InfluenceSums, dict[str, Any]]:
-    """The estimator's sums over the result ``files`` and the metadata the estimate records."""
-    results = load_results(files, target, output)
-    sums = results.sums()
-    return sums, estimate_metadata(results.meta, output, sums.models)
+def sum_results(files: list[Path], target: str | None = None, output: str = "softmax_correct", folds: int = 0,
+                exclude: set[int] | None = None) -> tuple[InfluenceSums, dict[str, Any]]:
+    """The estimator's sums over the result ``files`` — less the held-out jobs (the plan's, and the job ids
+    ``exclude``) — with the linear datamodels' in ``folds`` folds when > 0, and the metadata the estimate
+    records (``set_aside``: how many results were held out)."""
+    results = load_results(files, target, output, keep=lambda meta: not held_out(meta, exclude))
+    sums = results.sums(folds)
+    return sums, dict(estimate_metadata(results.meta, output, sums.models), set_aside=results.meta["set_aside"])
 
 
 PARTIAL_KEYS = ("run_id", "plan_sha256", "recipe_sha256", "target", "output")
@@ -127,7 +147,7 @@ PARTIAL_KEYS = ("run_id", "plan_sha256", "recipe_sha256", "target", "output")
 def merge_partials(paths: list[Path]) -> tuple[InfluenceSums, dict[str, Any]]:
     """The sums of partial estimates of disjoint jobs of one plan, recipe, target and output, and the metadata
     the estimate records; anything else would return wrong numbers, so it is refused."""
-    sums, meta, owners = None, {}, {}
+    sums, meta, owners, set_aside = None, {}, {}, 0
     for path in paths:
         tensors, this = load_artifact(path)
         if this.get("kind") != "partial" or not isinstance(this.get("job_ids"), list):
@@ -142,8 +162,13 @@ def merge_partials(paths: list[Path]) -> tuple[InfluenceSums, dict[str, Any]]:
                 raise InvalidInput(f"{path} and {owners[job]} both hold job {job}: its models would count twice")
             owners[job] = path
         part = InfluenceSums.from_tensors(tensors)
+        if sums is not None and (sums.gram is None) != (part.gram is None):
+            raise InvalidInput(f"{path} and {paths[0]} differ in holding the linear datamodels' sums; write every "
+                               "partial with the same --estimator")
         sums, meta = (part, this) if sums is None else (sums.merge(part), meta)
-    return sums, estimate_metadata(dict(meta, job_ids=sorted(owners)), meta["output"], sums.models)
+        set_aside += int(this.get("set_aside") or 0)
+    return sums, dict(estimate_metadata(dict(meta, job_ids=sorted(owners)), meta["output"], sums.models),
+                      set_aside=set_aside)
 
 
 def counterfactual_summary(files: list[Path], target: str | None = None) -> list[dict[str, Any]]:

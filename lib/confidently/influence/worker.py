@@ -50,7 +50,8 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     path = result_path(out_dir, job)
     remove_stale_temporaries(path, older_than=STARTED)
     recipe_sha = recipe.checksum()
-    base = {"kind": RESULT_KIND, "schema": 1, "run_id": job["run_id"], "job_id": job["job_id"], "path": str(path)}
+    base = {"kind": RESULT_KIND, "schema": 1, "run_id": job["run_id"], "job_id": job["job_id"], "path": str(path),
+            **({"holdout": True} if job.get("holdout") else {})}
     meta = None if overwrite else finished(path, job, recipe_sha)
     if meta is not None:
         return {**base, "status": "done-before", "source_acc": meta.get("source_acc"),
@@ -71,6 +72,7 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
                              run_id=job["run_id"], job_id=job["job_id"], plan_sha256=job.get("plan_sha256"),
                              recipe_sha256=recipe_sha, recipe_kind=recipe.kind, mode=job.get("mode"),
                              granularity=job.get("granularity", "class"), unit_names=recipe.unit_names,
+                             holdout=bool(job.get("holdout", False)),
                              order=job.get("order"), k=job.get("k"), rep=job.get("rep"), source_acc=source_acc,
                              target_acc=target_acc, seconds=seconds, hostname=socket.gethostname(),
                              torch=torch.__version__)

@@ -1,4 +1,5 @@
-"""influence: the most helpful and harmful source units, the counterfactual curve, convergence."""
+"""influence: the most helpful and harmful source units, the counterfactual curve, convergence, and how well
+each estimate predicts held-out models (LDS)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, new_figure, save
 
-KINDS = ("influence.rank", "influence.counterfactual", "influence.diag")
+KINDS = ("influence.rank", "influence.counterfactual", "influence.diag", "influence.lds")
 
 
 def _claims(record: dict[str, Any]) -> bool:
@@ -48,6 +49,16 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
                    Block("Counterfactual runs", columns=["order", "k", "runs", "accuracy"],
                          rows=[[r["order"], r["k"], r["runs"], f"{fmt(r['acc_mean'])} ± {fmt(r['acc_std'])}"]
                                for r in sorted(counterfactual, key=lambda r: (r["order"], r["k"]))])]
+    scores = [r for r in records if r["kind"] == "influence.lds" and r.get("scope") == "mean"]
+    if scores:
+        blocks.append(Block("Linear datamodeling score", "Spearman correlation, across held-out models, between "
+                            "each estimate's predicted and actual output, averaged over target examples (0: a "
+                            "shuffled estimate; 1: a perfect ranking)",
+                            columns=["estimate", "estimator", "LDS", "targets", "held-out models", "fitted models"],
+                            rows=[[r.get("influence"), r.get("estimator"),
+                                   f"{fmt(r['lds'])} ± {fmt(r.get('lds_std') or 0)}" if r.get("lds") is not None
+                                   else "undefined", r.get("targets"), r.get("holdout_models"), r.get("fit_models")]
+                                  for r in sorted(scores, key=lambda r: 2.0 if r.get("lds") is None else -r["lds"])]))
     diagnostics = sorted((r for r in records if r["kind"] == "influence.diag"), key=lambda r: r["models"])
     if diagnostics:
         figure, (axis,) = new_figure()
