@@ -141,7 +141,8 @@ render-3db analyze "$OUT/renders.jsonl" --by texture.source --heatmap orientatio
   --plots "$OUT/render-3db" > "$OUT/render-3db-analysis.jsonl"
 
 step "report: one HTML page with every tool's figures -> $OUT/report/index.html"
-REPORT=$(report "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" "$OUT"/curve-*.jsonl \
+REPORT=$(report "$OUT"/digits-*.metrics.jsonl "$OUT/robustness.jsonl" "$OUT/transfer.jsonl" "$OUT/certified.jsonl" \
+  "$OUT"/curve-*.jsonl \
   "$OUT/patches-eval.jsonl" "$OUT/texture-eval.jsonl" "$OUT/immunize-scores.jsonl" "$OUT/renders.jsonl" \
   "$OUT/bias-transfer-runs.jsonl" "$OUT/influence-ranking.jsonl" "$OUT/influence-counterfactual.jsonl" \
   --out "$OUT/report" --title "confidently demo")
@@ -153,7 +154,7 @@ Outputs:
   $OUT/digits-test-info.json              counts, classes and shapes
   $OUT/shapes-tasks/                      source.jsonl and target.jsonl: two different 5-class tasks
   $OUT/photos/manifest.jsonl              real photos (for immunize)
-  $OUT/digits-{std,robust}.safetensors    standard and robust models (+ .metrics.jsonl per epoch)
+  $OUT/digits-{std,robust}.safetensors    standard and robust models (+ .metrics.jsonl per epoch, .config.yaml)
   $OUT/robustness.jsonl                   clean / PGD accuracy per eps of both
   $OUT/transfer.jsonl                     per-epoch metrics and the summary of both transfers
   $OUT/certified.jsonl                    per-image certificates of the smoothed tiny ViT

@@ -10,9 +10,9 @@ step() { printf '== %s\n' "$*" >&2; }
 
 step "dataset: 16 noisy test digits as PNGs -> $OUT/digits/, manifest $OUT/digits.jsonl"
 dataset export "demo:digits?background=noisy" --split test --limit 16 --out digits -q > digits.jsonl
-step "advtrain: a tiny ResNet, one epoch -> $OUT/cnn.safetensors; clean and PGD accuracy -> $OUT/robustness.jsonl"
+step "advtrain: a tiny ResNet, one epoch -> $OUT/cnn.safetensors (+ cnn.config.yaml, cnn.metrics.jsonl); clean and PGD accuracy -> $OUT/robustness.jsonl"
 advtrain train --data "demo:digits?background=noisy" --split train --arch tiny_resnet --epochs 1 -q \
-  --out cnn.safetensors > /dev/null
+  --out cnn.safetensors > cnn.metrics.jsonl
 advtrain eval --model cnn.safetensors --data digits.jsonl --eps 0,0.25 --steps 2 -q > robustness.jsonl
 step "certify: certified predictions of the tiny ResNet's column ablations -> $OUT/certified.jsonl"
 certify run digits.jsonl --model cnn.safetensors --ablation-size 8 --stride 4 --patch-sizes 1,2 -q > certified.jsonl
@@ -46,5 +46,5 @@ controls:
 YAML
 render-3db run scene.yaml --model cnn.safetensors --images-dir renders --out renders.jsonl -q
 step "report: one HTML page of every tool's figures -> $OUT/site/index.html"
-report robustness.jsonl certified.jsonl curve.jsonl patches-eval.jsonl runs.jsonl ranking.jsonl renders.jsonl \
-  --out site --title "quick demo"
+report cnn.metrics.jsonl robustness.jsonl certified.jsonl curve.jsonl patches-eval.jsonl runs.jsonl ranking.jsonl \
+  renders.jsonl --out site --title "quick demo"

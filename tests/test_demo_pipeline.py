@@ -20,7 +20,8 @@ def test_short_demo_ends_in_one_report(tmp_path):
     page = tmp_path / "quick" / "site" / "index.html"
     assert result.stdout.strip().endswith(str(page.resolve()))
     html = page.read_text()
-    for section in ("advtrain", "certify", "ablate", "unadv-patch", "plant-backdoor", "influence", "render-3db"):
+    for section in ("training", "advtrain", "certify", "ablate", "unadv-patch", "plant-backdoor", "influence",
+                    "render-3db"):
         assert f'id="{section}"' in html
         assert any((tmp_path / "quick" / "site" / section).glob("*.png")), section
     edits = (tmp_path / "quick" / "edits.jsonl").read_text().splitlines()

@@ -103,3 +103,76 @@ def test_an_output_another_tool_wrote_is_refused(tmp_path):
     out.write_text("mine")
     with pytest.raises(UsageError, match="did not write"):
         start(out)
+
+
+def test_every_epoch_has_the_uniform_shape_the_report_draws(tmp_path):
+    out = tmp_path / "m.safetensors"
+    seen = []
+    start(out, val=DATA).run(two_stages(), on_epoch=lambda stage, metrics: seen.append(metrics))
+    assert [(m["stage"], m["epoch"], m["epochs"]) for m in seen] == [("full", 1, 2), ("full", 2, 2), ("second", 1, 2),
+                                                                    ("second", 2, 2)]
+    for metrics in seen:
+        assert metrics["out"] == str(out) and metrics["train_nat_acc"] == metrics["train_acc"]
+        assert metrics["val_nat_acc"] == metrics["val_acc"] and 0 <= metrics["val_nat_acc"] <= 1
+        assert metrics["loss"] > 0 and metrics["lr"] >= 0 and "train_adv_acc" not in metrics
+
+
+def read_config(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_run_config_is_written_beside_out_and_names_what_the_run_resolved(tmp_path):
+    out = tmp_path / "m.safetensors"
+    options = {"data": DATA, "epochs": 2, "lr": 0.003, "force": False, "resume": False, "seed": 4, "out": str(out)}
+    fit = start(out, val=DATA, command="advtrain train", options=options, explicit=["data", "epochs", "force"])
+    fit.run(two_stages(), training={"recipe": "standard"})
+    config = read_config(tmp_path / "m.config.yaml")
+    assert written_by(tmp_path / "m.config.yaml") == "advtrain"
+    assert {k: v for k, v in config.items() if k != "confidently"} == {"data": DATA, "epochs": 2}  # set, not force
+    block = config["confidently"]
+    assert block["tool"] == "advtrain" and block["command"] == "advtrain train" and block["options"] == options
+    assert block["seed"] == 4 and block["out"] == str(out) and block["version"]
+    assert [(s["name"], s["epochs"], s["config"]["lr"]) for s in block["stages"]] == [("full", 2, 3e-3),
+                                                                                     ("second", 2, 1e-3)]
+    assert block["training"] == load_model(out).training_info  # what the model file says of its training
+    train, val = block["data"]["train"], block["data"]["val"]
+    assert train["source"] == DATA and train["images"] == 36 and train["classes"] == 3 and train["fingerprint"]
+    assert val["source"] == DATA and block["model"]["arch"] == "small_cnn" and block["model"]["num_classes"] == 3
+
+
+def test_the_run_config_never_overwrites_a_users_file_and_force_does(tmp_path):
+    out = tmp_path / "m.safetensors"
+    (tmp_path / "m.config.yaml").write_text("mine: true\n")
+    with pytest.raises(UsageError, match="m.config.yaml"):
+        start(out)
+    assert (tmp_path / "m.config.yaml").read_text() == "mine: true\n" and not out.exists()
+    start(out, force=True).run([Stage("train", CONFIG)])
+    assert written_by(tmp_path / "m.config.yaml") == "advtrain"
+    start(out, force=True).run([Stage("train", CONFIG)])  # its own file: replaced without a word
+    own = tmp_path / "run.config.yaml"
+    own.write_text("epochs: 2\n")  # the user's --config file, named where the run writes its own config
+    with pytest.raises(UsageError, match="--config"):
+        start(tmp_path / "run.safetensors", force=True, options_file=own)  # even forced
+    assert own.read_text() == "epochs: 2\n"
+
+
+def test_a_finished_fit_leaves_its_config_alone_and_a_resumed_one_rewrites_it(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_in_second_stage(stage, metrics):
+        if stage.name == "second":
+            raise Stop
+
+    cut = tmp_path / "cut.safetensors"
+    with pytest.raises(Stop):
+        start(cut, options={"resume": False}).run(two_stages(), on_epoch=stop_in_second_stage)
+    config = tmp_path / "cut.config.yaml"
+    assert read_config(config)["confidently"]["options"] == {"resume": False}  # kept beside the checkpoints
+    start(cut, resume=True, options={"resume": True}).run(two_stages())
+    assert read_config(config)["confidently"]["resume"] is True and not list(tmp_path.glob("cut*.ckpt"))
+    before = config.read_bytes()
+    assert start(cut, options={"resume": False}) is None  # nothing to do: the config of the run that made it stays
+    assert config.read_bytes() == before

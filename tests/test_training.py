@@ -74,6 +74,37 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(small_digits, tmp_path)
         assert torch.equal(a, b), name
 
 
+def test_adversarial_training_measures_clean_accuracy_without_changing_the_training(small_digits):
+    """train_nat_acc costs a forward per batch, in training mode (batch norm's batch statistics, dropout), and
+    the weights come out bit for bit what they are without it."""
+    images, labels = small_digits
+    attack = AdversarialPerturb(PGDConfig.training("l2", 0.5, random_start=True))
+
+    def unmeasured(model, batch, target, generator):
+        return attack(model, batch, target, generator)  # the same attack, without the ``adversarial`` flag
+
+    runs = []
+    for perturb in (attack, unmeasured):
+        seed_everything(0, deterministic=True)
+        model, seen = create_model("tiny_vit", 10, depth=1), []
+        model.net.pos_drop.p = 0.2  # a random draw in every training forward
+        train_classifier(model, ImageDataset.from_tensors(images[:96], labels[:96]),
+                         TrainConfig(epochs=2, batch_size=32, shift=2), perturb=perturb, on_epoch=seen.append)
+        runs.append((model.state_dict(), seen))
+    (measured, metrics), (plain, plain_metrics) = runs
+    for name, value in measured.items():
+        assert torch.equal(value, plain[name]), name
+    assert [m["loss"] for m in metrics] == [m["loss"] for m in plain_metrics]
+    for m in metrics:
+        assert m["train_adv_acc"] == m["train_acc"] and 0 <= m["train_nat_acc"] <= 1
+    assert all("train_nat_acc" not in m and "train_adv_acc" not in m for m in plain_metrics)
+    resnet = create_model("tiny_resnet", 10)
+    seen = []
+    train_classifier(resnet, ImageDataset.from_tensors(images[:64], labels[:64]), TrainConfig(epochs=1, batch_size=32),
+                     perturb=attack, on_epoch=seen.append)
+    assert "train_nat_acc" in seen[0] and int(resnet.net.bn1.num_batches_tracked) == 2  # one update per batch
+
+
 def test_checkpoint_is_safetensors_with_optimizer_state(small_digits, tmp_path):
     images, labels = small_digits
     train(images, labels, 1, checkpoint=tmp_path / "c.ckpt")

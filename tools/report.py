@@ -38,7 +38,8 @@ def report(sources: list[str] = typer.Argument(None, help="Records or summary fi
            version: bool = version_option("report"),
            *, common: Common) -> None:
     """Draw every record kind found: the results of ablate, advtrain, certify, immunize, influence,
-    plant-backdoor, render-3db and unadv-patch.
+    plant-backdoor, render-3db and unadv-patch, and training curves from every trainer's per-epoch metric
+    records (advtrain train and transfer, certify fit, ablate fit).
 
     Records of other kinds are counted on stderr and skipped; exit 4 if nothing could be drawn.
     """

@@ -263,6 +263,22 @@ def train_preprocess(config: TrainConfig, model: nn.Module, data: ImageDataset |
     return make_preprocess(config.augment, data_config)
 
 
+@torch.no_grad()
+def _correct(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
+             forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None, device: torch.device,
+             amp: bool) -> int:
+    """How many of ``images`` the model gets right in the mode it trains in, leaving no trace: no gradient, the
+    buffers (batch norm's running statistics) put back and the random draws (dropout) undone."""
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    accelerator = device.type if device.type != "cpu" else None
+    with torch.random.fork_rng(devices=[device] if accelerator else [], device_type=accelerator), \
+            _autocast(device, amp):
+        logits = forward(model, images) if forward is not None else model(images)
+    for buffer, kept in buffers:
+        buffer.copy_(kept)
+    return int((logits.argmax(1) == target).sum())
+
+
 def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config: TrainConfig, *,
                      device: torch.device | str = "cpu", perturb: Perturb | None = None,
                      evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
@@ -282,7 +298,11 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
     transfer trains the head only). ``forward(model, batch)`` replaces ``model(batch)`` (certify trains
     ViTs on kept tokens only; single-process only). ``evaluate(model, epoch)`` adds validation metrics
     to each epoch's record; ``on_epoch`` receives ``{"epoch", "loss", "train_acc", "lr", "seconds", ...}``
-    (on rank 0 only). With ``checkpoint``, state is saved after every epoch; ``resume`` continues from it.
+    (on rank 0 only): ``train_acc`` on the batches as trained, and ``train_nat_acc`` on them before any
+    perturbation: the same without ``perturb``; with an adversarial one (``perturb.adversarial``) measured
+    before the attack, in the same mode (one forward more per batch, which changes nothing of the training),
+    and ``train_adv_acc`` (= ``train_acc``) after it. With ``checkpoint``, state is saved after every epoch;
+    ``resume`` continues from it.
     ``config.mixup`` / ``config.cutmix`` mix each batch (:class:`~confidently.mixing.BatchMix`) before ``perturb``.
     An image that does not decode stops training naming its record, or with ``on_invalid`` is left out
     (``on_invalid(error)`` is called each epoch it is met).
@@ -329,6 +349,7 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
                                   and not torch.cuda.is_bf16_supported())
     batch_norm = not config.freeze_bn and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     start_epoch, history = 0, []
+    attacked = perturb is not None and getattr(perturb, "adversarial", False)
     store = Checkpoint(checkpoint) if checkpoint is not None else None
     if resume and store is not None and store.path.exists():
         start_epoch, history = store.load(model, optimizer)
@@ -339,7 +360,7 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         _set_train_mode(model, config.freeze_bn)
-        total_loss = correct = seen = 0.0
+        total_loss = correct = seen = clean = 0.0
         for batch in progress(batches.epoch(epoch), steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}"):
             images, target = batch.images, batch.labels
             if len(target) < 2 and batch_norm:
@@ -347,6 +368,8 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
             soft = None  # mixed images' targets (label smoothing included)
             if mix is not None:
                 images, soft = mix(images, target, batch.ids, num_classes, config.seed, epoch)
+            if attacked:  # accuracy before the attack, as train_acc is measured after it
+                clean += _correct(model, images, target, forward, device, config.amp)
             if perturb is not None:  # random starts drawn per record: the same whatever the batch or rank
                 starts = [record_generator(config.seed, record_id, "attack", epoch) for record_id in batch.ids]
                 images = perturb(model, images, target, starts)
@@ -366,9 +389,14 @@ def train_classifier(model: nn.Module, data: ImageDataset | ImageStream, config:
             total_loss += loss.item() * len(target)
             correct += float((logits.argmax(1) == target).sum())
             seen += len(target)
-        total_loss, correct, seen = ranks.sum(total_loss, correct, seen)
+        total_loss, correct, seen, clean = ranks.sum(total_loss, correct, seen, clean)
         metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1),
-                                   "train_acc": correct / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+                                   "train_acc": correct / max(seen, 1)}
+        if perturb is None:
+            metrics["train_nat_acc"] = metrics["train_acc"]
+        elif attacked:
+            metrics.update(train_nat_acc=clean / max(seen, 1), train_adv_acc=metrics["train_acc"])
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
         if evaluate is not None and ranks.is_main:
             metrics.update(evaluate(model, epoch + 1))
         metrics["seconds"] = time.perf_counter() - started

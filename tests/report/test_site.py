@@ -22,6 +22,8 @@ EXPECTED = {
     "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png", "texture-accuracy.png"]),
     "render-3db.jsonl": ("render-3db", ["by-parameter.png", "heatmap.png"]),
     "immunize.jsonl": ("immunize", ["similarity.png"]),
+    "training.jsonl": ("training", ["curves-1-robust16.safetensors-train.png", "curves-2-base16.safetensors-full.png",
+                                    "curves-3-base16.safetensors-ablation.png"]),
 }
 
 

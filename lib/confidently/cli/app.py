@@ -18,6 +18,7 @@ import yaml
 
 from confidently import __version__
 from confidently.errors import ConfidentlyError, InvalidInput, OutputClosed, UsageError
+from confidently.io.run_config import RESOLVED
 from confidently.run.console import configure_logging, console
 from confidently.run.shard import Shard
 
@@ -41,11 +42,15 @@ class Common:
     workers: int | None = None  # data-loading processes; None: the data layer's default
     config: dict[str, Any] = field(default_factory=dict)
     explicit: set[str] = field(default_factory=set)  # options set on the command line or in --config
+    command: str = ""  # the command path, e.g. "advtrain train"
+    config_file: Path | None = None  # --config, if given
 
     def fit_options(self) -> dict[str, Any]:
-        """The shared options :meth:`confidently.fit.Fit.start` takes."""
+        """The shared options :meth:`confidently.fit.Fit.start` takes, and what it writes in the run's config
+        file beside ``--out`` (:mod:`confidently.io.run_config`): the command and its effective options."""
         return {"device": self.device, "batch_size": self.batch_size, "workers": self.workers, "seed": self.seed,
-                "on_invalid": skip_invalid if self.skip_invalid else None}
+                "on_invalid": skip_invalid if self.skip_invalid else None, "command": self.command or None,
+                "options": self.config, "explicit": sorted(self.explicit), "options_file": self.config_file}
 
     def engine_instance(self):
         from confidently.run.engines import create_engine
@@ -153,7 +158,8 @@ def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Ca
                 raise typer.Exit(EXIT_OK)
             shared = {name: values[name] for name in chosen - {"shard"}}
             common = Common(**shared, quiet=values["quiet"], verbose=values["verbose"],
-                            shard=Shard.parse(values.get("shard")), config=effective, explicit=_explicit(ctx))
+                            shard=Shard.parse(values.get("shard")), config=effective, explicit=_explicit(ctx),
+                            command=ctx.command_path, config_file=values["config"])
             from confidently.run.seeding import seed_everything
 
             seed_everything(common.seed, deterministic=common.deterministic)  # --seed reproduces a run by default
@@ -236,7 +242,8 @@ def tool_app(name: str, help: str, subcommands: bool = True) -> typer.Typer:
 
 
 def _config_defaults(argv: list[str]) -> dict[str, Any]:
-    """Read ``--config FILE`` ahead of parsing so its values become option defaults."""
+    """Read ``--config FILE`` ahead of parsing so its values become option defaults (a training's config file,
+    :mod:`confidently.io.run_config`, is one: what its run resolved, under ``confidently``, is skipped)."""
     for index, arg in enumerate(argv):
         path = None
         if arg == "--config" and index + 1 < len(argv):
@@ -253,7 +260,7 @@ def _config_defaults(argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"--config {path}: not valid YAML ({exc})") from None
         if not isinstance(loaded, dict):
             raise UsageError(f"--config {path}: expected a mapping of option names to values")
-        return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+        return {str(key).replace("-", "_"): value for key, value in loaded.items() if key != RESOLVED}
     return {}
 
 

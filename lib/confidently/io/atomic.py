@@ -80,11 +80,14 @@ def written_by(path: str | os.PathLike) -> str | None:
 
     Safetensors files carry it in their metadata (``tool``, or ``training.tool`` for model files), JSON
     and JSON-lines outputs in a top-level ``tool`` field (a JSON array in its first element), PNG images in
-    a ``tool`` text chunk, folders in a marker file.
+    a ``tool`` text chunk, YAML files (a training's config, :mod:`confidently.io.run_config`) under
+    ``confidently.tool``, folders in a marker file.
     """
     path = Path(path)
     if path.is_dir():
         path = path / FOLDER_MARKER
+    if path.suffix in (".yaml", ".yml"):
+        return _yaml_tool(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -111,6 +114,19 @@ def written_by(path: str | os.PathLike) -> str | None:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _yaml_tool(path: Path) -> str | None:
+    import yaml
+
+    try:
+        with open(path, "rb") as handle:
+            loaded = yaml.safe_load(handle.read(4_000_000))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    block = loaded.get("confidently") if isinstance(loaded, dict) else None
+    tool = block.get("tool") if isinstance(block, dict) else None
+    return tool if isinstance(tool, str) else None
 
 
 def _png_text(handle: IO[bytes], key: bytes) -> str | None:

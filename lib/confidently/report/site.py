@@ -86,6 +86,7 @@ def _load_sections() -> None:
         influence,
         plant_backdoor,
         render_3db,
+        training,
         unadv_patch,
     )
 
