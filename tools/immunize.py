@@ -82,8 +82,9 @@ ENCODER_OPTIONS, DIFFUSION_OPTIONS = attack_options(200), attack_options(200)
 # Helpers shared by the subcommands
 
 
-def records_of(input_path: str | None) -> RecordReader:
-    return RecordReader(input_source(input_path), yield_errors=True)
+def records_of(input_path: str | None, unique_by: tuple[str, ...] = ()) -> RecordReader:
+    """The input records; ``unique_by`` fields join the id in the key that must not repeat."""
+    return RecordReader(input_source(input_path), yield_errors=True, unique_by=unique_by)
 
 
 def log(common: Common, message: str) -> None:
@@ -119,6 +120,32 @@ def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (
                           "size": size, "unet": unet, "seed": common.seed, "downsampling": 2,
                           "note": "random weights: for tests and laptops, not a real editor"})
     log(common, f"wrote a tiny {unet} model to {out}")
+
+
+@app.command("tiny-clip", epilog=examples("""
+    # a tiny random CLIP (transformers' CLIPModel + CLIPProcessor) for `immunize score --clip` in tests
+    immunize tiny-clip --out tiny-clip
+    # what it wrote: config.json + model.safetensors (CLIPModel), vocab.json + merges.txt (the tokenizer), ...
+    ls tiny-clip
+"""))
+@common_options(uses={"seed"})
+def tiny_clip(out: Path = typer.Option(..., "--out", help="Directory to write (save_pretrained layout)."),
+              size: int = typer.Option(32, "--size", min=8, help="Image side of the vision tower."),
+              force: bool = typer.Option(False, "--force", help="Write into a non-empty --out immunize did not "
+                                         "make."),
+              *, common: Common) -> None:
+    """Write a small randomly initialised CLIP (and a minimal BPE tokenizer) for `score --clip` in tests.
+
+    Random weights: its similarities are numbers to test the plumbing with, not a judgement of the edits.
+    Real work: a downloaded CLIP folder such as openai/clip-vit-large-patch14.
+    """
+    from confidently.immunize.clip import write_tiny_clip
+
+    claim_folder(out, "immunize", force=force)
+    write_tiny_clip(out, size=size, seed=common.seed)
+    RecordWriter().write({"kind": "immunize.clip", "tool_version": __version__, "clip_dir": str(out),
+                          "size": size, "seed": common.seed, "note": "random weights: for tests, not a real CLIP"})
+    log(common, f"wrote a tiny CLIP to {out}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,8 +325,8 @@ def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR
 @app.command(epilog=examples("""
     # edit each clean photo and its immunized copy with the same seed: edit_clean, edit_immunized
     immunize edit immunized.jsonl --model-dir tiny-ldm --steps 10 --out-dir edits > edited.jsonl
-    # also edit JPEG-compressed and half-size copies of the noised photos (does protection survive?)
-    immunize edit random.jsonl --model-dir tiny-ldm --steps 10 --transform jpeg:75,resize:0.5 \\
+    # also edit JPEG-compressed copies of the noised photos and of the clean ones, the control (does it survive?)
+    immunize edit random.jsonl --model-dir tiny-ldm --steps 10 --transform jpeg:75 \\
       --out-dir edits-random > edited-random.jsonl
     # attack and edit in one pipe
     head -1 photos.jsonl | immunize encoder - --model-dir tiny-ldm --steps 5 --out-dir piped -q \\
@@ -321,8 +348,10 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
                                          help="Inpainting: put the original photo's pixels back in the "
                                               "kept region."),
          transform: list[str] = typer.Option(None, "--transform",
-                                             help="Also edit the immunized image after jpeg:Q, resize:S or blur:S "
-                                                  "(field edit_immunized_<transform>); repeatable or comma list."),
+                                             help="Also edit every field's image after jpeg:Q, resize:S, blur:S, "
+                                                  "crop:F or rotate:D (fields edit_immunized_<transform> and its "
+                                                  "control edit_clean_<transform>, the clean photo after the same "
+                                                  "transform); repeatable or comma list."),
          prompt_embeds: Path = OPTIONS["prompt_embeds"], size: str = OPTIONS["size"],
          mask_convention: str = OPTIONS["mask_convention"], dtype: str = OPTIONS["dtype"],
          backend: str = typer.Option("pipeline", "--backend", help="pipeline: diffusers' StableDiffusionInpaint/"
@@ -410,6 +439,10 @@ def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str]
                               for s in summaries))
     for key in (f for name in set_names for f in SET_METRICS.get(name).fields):
         table.add_row(key, *(f"{s[key]:.3f}" if s.get(key) is not None else "–" for s in summaries))
+    for key, label in (("clip_ref", "clip (ref edit)"), ("clip_test", "clip (test edit)")):
+        if any(key in s for s in summaries):
+            table.add_row(label, *(f"{s[key]['mean']:.3g}±{s[key]['std']:.2g}" if s.get(key) else "–"
+                                   for s in summaries))
     console.print(table)
     reasons: dict[str, list[str]] = {}
     for s in summaries:
@@ -423,9 +456,17 @@ def _show_scores(summaries: list[dict], groups: list[str], pair_names: list[str]
 @app.command(epilog=examples("""
     # SSIM, PSNR, VIFp, ... between the two edits of each photo, then a summary (table on stderr)
     immunize score edited.jsonl > scores.jsonl
-    # how much protection survives JPEG and downscaling; FID from the LDM's VAE (a proxy: no Inception here)
-    immunize score edited-random.jsonl --transforms jpeg:75,resize:0.5 --metrics ssim,psnr,fid \\
+    # how much protection survives JPEG (against the clean photo's JPEG edit); FID from the LDM's VAE (a proxy)
+    immunize score edited-random.jsonl --transforms jpeg:75 --metrics ssim,psnr,fid \\
       --features vae --model-dir tiny-ldm --summary random-summary.json > scores-random.jsonl
+    # the random, encoder and diffusion outputs of the same photos in one table (records keyed by method, id)
+    cat edited-random.jsonl edited.jsonl | immunize score --group-by method --metrics ssim,psnr \\
+      > scores-methods.jsonl
+    # edit a photo with a prompt, then the prompt–image CLIP similarity of both edits (thesis Fig. 4.6), from a
+    # local CLIP folder (here tiny-clip's random one)
+    head -1 immunized.jsonl | sed 's/}$/,"prompt":"a cat on the beach"}/' \\
+      | immunize edit - --model-dir tiny-ldm --steps 4 --out-dir edits-prompt -q \\
+      | immunize score --metrics ssim --clip tiny-clip > scores-clip.jsonl
 """))
 @common_options(uses={"device", "batch_size", "shard", "engine", "address", "skip_invalid", "workers"},
                 oom_backoff=True)
@@ -439,11 +480,15 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
                                            "dss haarpsi (gmsd: lower = more similar); per set: fid, pr "
                                            "(precision as pr, recall as pr_recall)."),
           group_by: str = typer.Option("method", "--group-by", help="Record field(s), comma-separated, to "
-                                       "summarise by ('' for one group)."),
+                                       "summarise by ('' for one group). Records are keyed by (group, id): the "
+                                       "random/encoder/diffusion outputs of the same photos may share ids, the "
+                                       "same (method, id) twice is refused."),
           transforms: str = typer.Option(None, "--transforms", help="Robustness report, e.g. jpeg:75,resize:0.5,"
-                                         "blur:1: also score the edit of each transformed immunized image, read "
-                                         "from the field <test>_<transform> that `immunize edit --transform` "
-                                         "writes (edit_immunized_jpeg_75, edit_immunized_resize_0p5)."),
+                                         "blur:1: also score the edit of each transformed immunized image "
+                                         "(<test>_<transform>: edit_immunized_jpeg_75) against the edit of the "
+                                         "clean photo after the same transform (<ref>_<transform>: "
+                                         "edit_clean_jpeg_75), both written by `immunize edit --transform`, so a "
+                                         "transform alone never counts as protection."),
           fid_weights: Path = typer.Option(None, "--fid-weights", exists=True, dir_okay=False,
                                            help="pytorch-fid InceptionV3 weights (pt_inception-2015-12-05-"
                                                 "6726825d.pth or .safetensors) for FID/PR; never downloaded."),
@@ -451,6 +496,11 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
                                        "--fid-weights) or vae (the VAE of --model-dir: a proxy, not comparable "
                                        "with published FID)."),
           model_dir: Path = typer.Option(None, "--model-dir", help="Local diffusers LDM directory (--features vae)."),
+          clip: Path = typer.Option(None, "--clip", help="Local CLIP directory (transformers' CLIPModel + "
+                                    "CLIPProcessor, e.g. a downloaded openai/clip-vit-large-patch14, or `immunize "
+                                    "tiny-clip`): adds the prompt–image cosine similarity of both edits (thesis "
+                                    "Fig. 4.6) as clip {ref, test} per record and clip_ref / clip_test in the "
+                                    "summary. Never downloads."),
           small_images: str = typer.Option("upsample", "--small-images", help="A metric whose minimum size the "
                                            "images miss (VIFp 41 px, SR-SIM 40, DSS 32, HaarPSI 16, SSIM 11): "
                                            "upsample (integer nearest-neighbour factor, noted) or skip (null, "
@@ -484,12 +534,18 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     device = resolve_device(common.device)
     feature_fn, feature_name, no_features = _score_features(set_names, features, fid_weights, model_dir, device,
                                                             trust_pickle)
+    similarity = None
+    if clip is not None:
+        from confidently.immunize.clip import ClipSimilarity
+
+        similarity = ClipSimilarity(clip, device, trust_pickle=trust_pickle)
     summary = ScoreSummary(pair_names, set_names, group_by=groups, ref_field=ref, test_field=test,
                            transforms=variants, features=feature_name, features_skipped=no_features,
-                           nearest_k=nearest_k)
+                           nearest_k=nearest_k, clip=None if similarity is None else similarity.name)
     scorer = EditScorer(summary, ref, test, variants, pair_names, small_images=small_images, device=device,
-                        batch_size=common.batch_size, features=feature_fn)
-    stream_batches(records_of(source), scorer, common, batch_size=common.batch_size, writer=ScoreWriter(summary),
+                        batch_size=common.batch_size, features=feature_fn, clip=similarity)
+    stream_batches(records_of(source, tuple(groups)), scorer, common, batch_size=common.batch_size,
+                   writer=ScoreWriter(summary),
                    description="scoring", load=scorer.load)
     summaries = [{"tool": "immunize", **s, "tool_version": __version__} for s in summary.records()]
     writer = RecordWriter()

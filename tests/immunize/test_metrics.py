@@ -231,7 +231,9 @@ def test_transform_specs_parse_and_name_fields():
                                                                                         "blur:1"]
     assert transform_field("edit_immunized", "jpeg:75") == "edit_immunized_jpeg_75"
     assert transform_field("edit_immunized", "resize:0.5") == "edit_immunized_resize_0p5"
-    for bad, message in (("crop:3", "unknown transform 'crop'"), ("jpeg", "expected jpeg:VALUE"),
+    assert transform_field("edit_clean", "rotate:-5.5") == "edit_clean_rotate_m5p5"
+    for bad, message in (("shear:3", "unknown transform 'shear'"), ("jpeg", "expected jpeg:VALUE"),
+                         ("crop:1", "0 < F < 1"), ("rotate:0", "-180 < D < 180"), ("rotate:200", "degrees"),
                          ("jpeg:abc", "not a number"), ("jpeg:0", "quality"), ("jpeg:75.5", "integer"),
                          ("resize:1.5", "0 < S < 1"), ("blur:-1", "standard deviation"), ("blur:nan", "finite")):
         with pytest.raises(UsageError, match=message):
@@ -240,7 +242,7 @@ def test_transform_specs_parse_and_name_fields():
 
 def test_transforms_change_the_image_keep_range_shape_and_are_deterministic():
     x = smooth_images(2, size=48)
-    for spec in ("jpeg:75", "resize:0.5", "blur:1"):
+    for spec in ("jpeg:75", "resize:0.5", "blur:1", "crop:0.8", "rotate:10"):
         out = apply_transform(x, spec)
         assert out.shape == x.shape and out.dtype == x.dtype
         assert float(out.min()) >= 0 and float(out.max()) <= 1
@@ -255,5 +257,12 @@ def test_transforms_change_the_image_keep_range_shape_and_are_deterministic():
     assert (blurred - x).abs().mean() < (noisy - x).abs().mean()  # a blur removes high frequencies
     odd = smooth_images(1, size=37)
     assert apply_transform(odd, "resize:0.5").shape == odd.shape
+    # a rotation is rigid (four quarter turns of a square image come back), a crop magnifies the centre
+    square = smooth_images(1, size=32)
+    assert torch.allclose(apply_transform(square, "rotate:90"), torch.rot90(square, 1, (-2, -1)), atol=1e-5) or \
+        torch.allclose(apply_transform(square, "rotate:90"), torch.rot90(square, -1, (-2, -1)), atol=1e-5)
+    flat = torch.full((1, 3, 16, 24), 0.25)
+    assert torch.allclose(apply_transform(flat, "rotate:33"), flat)
+    assert torch.allclose(apply_transform(flat, "crop:0.5"), flat)
     assert math.isclose(float(apply_transform(torch.full((1, 3, 16, 16), 0.5), "resize:0.25").mean()), 0.5,
                         abs_tol=1e-6)

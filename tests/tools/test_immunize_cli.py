@@ -282,3 +282,50 @@ def test_edit_backends_agree_and_an_fp16_variant_loads(work, monkeypatch, capsys
     code, out, err = in_process(["edit", "--model-dir", "tiny", "--out-dir", "edit-bad", "--backend", "comfy",
                                  manifest], "", work, monkeypatch, capsys)
     assert code == 2 and "--backend" in err
+
+
+def test_a_transform_alone_shows_no_protection(work):
+    """δ = 0 (the 'immunized' photo is the photo): edited after blur or rotation, it must score as identical to
+    its control, the clean photo edited after the same transform; against the untransformed clean edit the
+    transform alone would have looked like protection."""
+    from confidently.immunize.metrics import score_pairs
+
+    lines = [json.loads(line) for line in (work / "photos" / "manifest.jsonl").read_text().splitlines()]
+    (work / "photos" / "no-delta.jsonl").write_text(
+        "".join(json.dumps({**line, "immunized": line["image"]}) + "\n" for line in lines))
+    command = (f"set -o pipefail; {shlex.quote(IMMUNIZE)} edit photos/no-delta.jsonl --model-dir tiny "
+               "--out-dir edits-no-delta --size 0 --steps 2 --no-paste-back --transform blur:1,rotate:10 -q "
+               f"| tee edited-no-delta.jsonl | {shlex.quote(IMMUNIZE)} score --metrics ssim,psnr "
+               "--transforms blur:1,rotate:10")
+    proc = subprocess.run(["bash", "-c", command], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = records(proc.stdout)
+    edited = records((work / "edited-no-delta.jsonl").read_text())
+    for row in edited:
+        assert schema_errors(row, "immunize-record") == []
+        assert row["edit_config"]["transforms"] == ["blur:1", "rotate:10"]
+        for key in ("edit_clean_blur_1", "edit_immunized_blur_1", "edit_clean_rotate_10",
+                    "edit_immunized_rotate_10"):
+            assert (work / row[key]).is_file()
+    scored = [r for r in rows if r["kind"] == "immunize.scored"]
+    assert len(scored) == 2
+    for row in scored:
+        assert row["metrics"]["ssim"] == pytest.approx(1) and row["metrics"]["psnr"] >= 60
+        for spec in ("blur:1", "rotate:10"):
+            assert row["metrics_transformed"][spec]["ssim"] == pytest.approx(1), spec  # no protection
+            assert row["metrics_transformed"][spec]["psnr"] >= 60, spec
+    (summary_blur,) = [r for r in rows if r["kind"] == "immunize.summary" and r["transform"] == "blur:1"]
+    assert summary_blur["ref"] == "edit_clean_blur_1" and summary_blur["ssim"]["mean"] == pytest.approx(1)
+    # the old pairing (transformed immunized vs untransformed clean) credits the rotation alone with a difference
+    # (small here: a tiny random model's edits barely depend on their input), the control pairing with none
+    old_way, _ = score_pairs(load_image(str(work / edited[0]["edit_clean"])),
+                             load_image(str(work / edited[0]["edit_immunized_rotate_10"])), ["ssim", "psnr"])
+    assert old_way["ssim"][0] < 1 - 1e-4 and old_way["psnr"][0] < 60
+
+    # a transformed edit without its control (an edit made before controls existed) is refused, saying how to fix it
+    stale = {key: value for key, value in edited[0].items() if not key.startswith("edit_clean_")}
+    command = f"{shlex.quote(IMMUNIZE)} score --metrics ssim --transforms blur:1"
+    proc = subprocess.run(["bash", "-c", command], cwd=work, env=ENV, input=json.dumps(stale) + "\n",
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert "edit_clean_blur_1" in proc.stderr and "immunize edit --transform blur:1" in proc.stderr

@@ -46,7 +46,9 @@ def make_edits(folder: Path, methods: dict[str, float], per_method: int = 3, siz
                       "edit_immunized": f"{rid}.imm.png"}
             if method in jpeg_for and i < per_method - 1:  # the last one lacks the transformed edit
                 save_image(apply_transform(immunized, "jpeg:75"), folder / f"{rid}.jpeg.png")
+                save_image(apply_transform(clean, "jpeg:75"), folder / f"{rid}.clean-jpeg.png")  # the control
                 record["edit_immunized_jpeg_75"] = f"{rid}.jpeg.png"
+                record["edit_clean_jpeg_75"] = f"{rid}.clean-jpeg.png"
             records.append(record)
     return records
 
@@ -90,6 +92,10 @@ def test_score_adds_metrics_and_writes_one_summary_per_group_and_transform(tmp_p
     assert random["ssim"]["mean"] == pytest.approx(sum(ssims) / 3) and random["ssim"]["n"] == 3
     assert encoder["ssim"]["mean"] < random["ssim"]["mean"] and encoder["gmsd"]["mean"] > random["gmsd"]["mean"]
     assert encoder_jpeg["test"] == "edit_immunized_jpeg_75" and encoder_jpeg["missing"] == 1
+    assert encoder_jpeg["ref"] == "edit_clean_jpeg_75"  # the control: the clean edit after the same transform
+    jpeg_direct, _ = score_pairs(load_image(records[3]["edit_clean_jpeg_75"], tmp_path),
+                                 load_image(records[3]["edit_immunized_jpeg_75"], tmp_path), ["ssim"])
+    assert scored[3]["metrics_transformed"]["jpeg:75"]["ssim"] == pytest.approx(jpeg_direct["ssim"][0], rel=1e-5)
     assert random_jpeg["missing"] == 3 and random_jpeg["ssim"] is None
     for summary in summaries:
         assert summary["fid"] is None and summary["pr"] is None and summary["pr_recall"] is None
@@ -138,3 +144,75 @@ def test_bad_input_names_the_line_field_and_choices(tmp_path, run_tool):
     assert missing.returncode == 3
     assert "<stdin>:2" in missing.stderr and "'edit_clean'" in missing.stderr and "immunize edit" in missing.stderr
     assert [r["id"] for r in missing.records] == ["random-0"]  # finished records are flushed first
+
+
+def test_group_by_method_over_the_outputs_of_several_methods_on_the_same_photos(tmp_path, run_tool):
+    """random, encoder and diffusion outputs of the same photos share ids: keys are (method, id)."""
+    records = []
+    for seed, (method, strength) in enumerate({"random": 0.02, "encoder": 0.1, "diffusion": 0.2}.items()):
+        folder = tmp_path / method
+        folder.mkdir()
+        for record in make_edits(folder, {method: strength}, per_method=2, seed=seed):
+            photo = record["id"].split("-")[-1]
+            records.append({**record, "id": f"photo/{photo}", "edit_clean": f"{method}/{record['edit_clean']}",
+                            "edit_immunized": f"{method}/{record['edit_immunized']}"})
+    result = run_tool("immunize", "score", "--metrics", "ssim,psnr", input=jsonl(records), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scored = [r for r in result.records if r["kind"] == "immunize.scored"]
+    summaries = [r for r in result.records if r["kind"] == "immunize.summary"]
+    assert [(r["method"], r["id"]) for r in scored] == [(r["method"], r["id"]) for r in records]
+    assert [(s["method"], s["n"]) for s in summaries] == [("random", 2), ("encoder", 2), ("diffusion", 2)]
+    ssim = [s["ssim"]["mean"] for s in summaries]
+    assert ssim[0] > ssim[1] > ssim[2]  # stronger noise, less similar edits: each group its own records
+    assert all(schema_errors(r, "immunize-score") == [] for r in result.records)
+
+    # the same (method, id) twice is still refused, naming the line and the key
+    twice = run_tool("immunize", "score", "--metrics", "ssim", input=jsonl([*records, records[2]]), cwd=tmp_path)
+    assert twice.returncode == 3, twice.stderr
+    assert "<stdin>:7" in twice.stderr and 'duplicate (method, id) ("encoder", "photo/0")' in twice.stderr
+    # without grouping by method, a repeated id is a duplicate as before
+    flat = run_tool("immunize", "score", "--metrics", "ssim", "--group-by", "", input=jsonl(records), cwd=tmp_path)
+    assert flat.returncode == 3 and 'duplicate id "photo/0"' in flat.stderr
+
+
+def test_clip_similarity_of_both_edits_from_a_local_tiny_clip(tmp_path, run_tool):
+    """`immunize tiny-clip` writes a random CLIP that `score --clip` loads offline; the scores are the library's."""
+    from confidently.immunize.clip import ClipSimilarity
+
+    made = run_tool("immunize", "tiny-clip", "--out", "clip", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert made.records[0]["kind"] == "immunize.clip" and (tmp_path / "clip" / "model.safetensors").is_file()
+    assert (tmp_path / "clip" / "vocab.json").is_file() and (tmp_path / "clip" / "merges.txt").is_file()
+    records = make_edits(tmp_path, {"random": 0.02, "encoder": 0.3}, per_method=3)
+    records[1]["prompt"] = "two men in a wedding"
+    del records[2]["prompt"]  # no prompt: no CLIP score, and a note saying why
+    result = run_tool("immunize", "score", "--metrics", "ssim", "--clip", "clip", input=jsonl(records), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert all(schema_errors(r, "immunize-score") == [] for r in result.records)
+    scored = [r for r in result.records if r["kind"] == "immunize.scored"]
+    summaries = [r for r in result.records if r["kind"] == "immunize.summary"]
+    assert scored[2]["clip"] is None and scored[2]["metrics_notes"]["clip"] == "no prompt in the record"
+    clip = ClipSimilarity(tmp_path / "clip")
+    for record, row in zip(records, scored, strict=True):
+        if "prompt" not in record:
+            continue
+        assert set(row["clip"]) == {"ref", "test"} and all(-1 <= v <= 1 for v in row["clip"].values())
+        images = [load_image(record[k], tmp_path) for k in ("edit_clean", "edit_immunized")]
+        expected = clip.similarity(images, [record["prompt"]] * 2)
+        assert [row["clip"]["ref"], row["clip"]["test"]] == pytest.approx(expected, abs=1e-5)
+    random, encoder = summaries
+    assert random["clip_model"] == "clip" and random["clip_ref"]["n"] == 2 and encoder["clip_test"]["n"] == 3
+    assert random["clip_ref"]["mean"] == pytest.approx((scored[0]["clip"]["ref"] + scored[1]["clip"]["ref"]) / 2)
+    assert random["clip_ref"]["q1"] <= random["clip_ref"]["median"] <= random["clip_ref"]["q3"]
+    assert "clip (ref edit)" in result.stderr
+
+
+def test_clip_refusals_name_the_fix(tmp_path, run_in_process, monkeypatch):
+    records = make_edits(tmp_path, {"random": 0.02}, per_method=1)
+    (tmp_path / "edits.jsonl").write_text(jsonl(records))
+    (tmp_path / "empty").mkdir()
+    result = run_in_process("immunize", "score", "edits.jsonl", "--metrics", "ssim", "--clip", "empty")
+    assert result.returncode == 2 and "not a CLIP directory" in result.stderr and "tiny-clip" in result.stderr
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    result = run_in_process("immunize", "score", "edits.jsonl", "--metrics", "ssim", "--clip", "empty")
+    assert result.returncode == 3 and "pip install transformers" in result.stderr

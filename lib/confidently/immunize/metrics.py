@@ -491,9 +491,28 @@ def mean_std(values: Iterable[float | None]) -> dict[str, float | int] | None:
     return {"mean": mean, "std": std, "n": len(finite)}
 
 
+def spread(values: Iterable[float | None]) -> dict[str, float | int] | None:
+    """:func:`mean_std` plus the quartiles ``q1``, ``median``, ``q3`` (linear interpolation): the thesis's
+    Fig. 4.6 shows the CLIP similarity's interquartile range."""
+    stats = mean_std(values)
+    if stats is None:
+        return None
+    ordered = sorted(float(v) for v in values if v is not None and math.isfinite(v))
+
+    def quantile(q: float) -> float:
+        position = q * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return {**stats, "q1": quantile(0.25), "median": quantile(0.5), "q3": quantile(0.75)}
+
+
 @dataclass
 class _Cell:
     values: dict[str, list[float | None]]
+    clip_ref: list[float] = field(default_factory=list)
+    clip_test: list[float] = field(default_factory=list)
     ref_features: list[torch.Tensor] = field(default_factory=list)
     test_features: list[torch.Tensor] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
@@ -506,13 +525,17 @@ class ScoreSummary:
     and turns them into ``immunize.summary`` records: mean ± std per per-pair metric, set-level metrics.
 
     ``features`` names the extractor of the features passed to :meth:`add` (``inception``, ``vae``),
-    or is None with ``features_skipped`` saying why FID/PR cannot be computed.
+    or is None with ``features_skipped`` saying why FID/PR cannot be computed. ``clip`` names the CLIP
+    whose prompt–image similarities :meth:`add` receives (summarised as ``clip_ref`` and ``clip_test``:
+    mean ± std and quartiles), or is None.
     """
 
     def __init__(self, pair_metrics: Sequence[str], set_metrics: Sequence[str] = (), *,
                  group_by: Sequence[str] = ("method",), ref_field: str = "edit_clean",
                  test_field: str = "edit_immunized", transforms: Sequence[str | Transform] = (),
-                 features: str | None = None, features_skipped: str | None = None, nearest_k: int = 5):
+                 features: str | None = None, features_skipped: str | None = None, nearest_k: int = 5,
+                 clip: str | None = None):
+        self.clip = clip
         self.pair_metrics, self.set_metrics = list(pair_metrics), list(set_metrics)
         self.group_by = list(group_by)
         self.ref_field, self.test_field = ref_field, test_field
@@ -531,10 +554,15 @@ class ScoreSummary:
 
     def add(self, group: tuple[Any, ...], variant: str | None, values: dict[str, float | None], *,
             notes: dict[str, str] | None = None, ref_features: torch.Tensor | None = None,
-            test_features: torch.Tensor | None = None) -> None:
-        """One pair's scores; ``variant`` is None for the untransformed test image, else the transform spec."""
+            test_features: torch.Tensor | None = None,
+            clip: tuple[float | None, float | None] | None = None) -> None:
+        """One pair's scores; ``variant`` is None for the untransformed test image, else the transform spec;
+        ``clip`` the (reference edit, test edit) prompt similarities."""
         cell = self._cell(group, variant)
         cell.count += 1
+        if clip is not None:
+            cell.clip_ref.append(clip[0])
+            cell.clip_test.append(clip[1])
         for name in self.pair_metrics:
             cell.values[name].append(values.get(name))
         for key, note in (notes or {}).items():
@@ -557,8 +585,9 @@ class ScoreSummary:
 
     def _summary(self, group: tuple[Any, ...], variant: str | None, cell: _Cell) -> dict[str, Any]:
         test = self.test_field if variant is None else transform_field(self.test_field, variant)
+        ref = self.ref_field if variant is None else transform_field(self.ref_field, variant)  # the control
         record: dict[str, Any] = {"kind": "immunize.summary", **dict(zip(self.group_by, group, strict=True)),
-                                  "transform": variant, "ref": self.ref_field, "test": test, "n": cell.count}
+                                  "transform": variant, "ref": ref, "test": test, "n": cell.count}
         if variant is not None:
             record["missing"] = cell.missing
         skipped: dict[str, str] = {}
@@ -569,6 +598,11 @@ class ScoreSummary:
                 skipped[name] = notes.pop(name)
             elif record[name] is None:
                 skipped[name] = "no value for any pair"
+        if self.clip is not None:
+            record["clip_model"] = self.clip
+            record["clip_ref"], record["clip_test"] = spread(cell.clip_ref), spread(cell.clip_test)
+            if record["clip_ref"] is None:
+                skipped["clip"] = "no record of the group has a prompt"
         if self.set_metrics:
             record["features"] = self.features
             if self.features is None or len(cell.ref_features) < cell.count:

@@ -10,7 +10,12 @@ A transform is written ``name:value`` and registered by name (a new one is one d
 - ``jpeg:Q``   — 8-bit JPEG encode/decode at quality Q (1–100);
 - ``resize:S`` — downscale by S (0 < S < 1, antialiased bilinear) and back to the original size,
   so the shape is kept and the editor and the metrics see the same size as before;
-- ``blur:S``   — Gaussian blur with standard deviation S pixels (reflect padding).
+- ``blur:S``   — Gaussian blur with standard deviation S pixels (reflect padding);
+- ``crop:F``   — keep the centre F of each side (0 < F < 1) and resize it back to the original size;
+- ``rotate:D`` — rotate by D degrees about the centre (bilinear, the corners filled by reflection), same size.
+
+``immunize edit --transform`` applies each transform to the clean photo too (``edit_clean_jpeg_75``): the
+control ``score`` compares against, so what a transform alone does to an edit is never counted as protection.
 
 Every transform takes float N×C×H×W (or C×H×W) in [0, 1] and returns the same shape, dtype and
 device, in [0, 1]. Transforms are deterministic.
@@ -157,3 +162,29 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     from confidently.data.corruptions import gaussian_blur_sigma
 
     return gaussian_blur_sigma(images, sigma)
+
+
+@register_transform("crop", "crop:F, keep the centre F of each side (0 < F < 1), resized back to the original size",
+                    lambda f: None if 0 < f < 1 else "a fraction 0 < F < 1 of each side")
+def centre_crop(images: torch.Tensor, fraction: float) -> torch.Tensor:
+    from confidently.data.transforms import resize
+
+    height, width = images.shape[-2:]
+    h, w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - h) // 2, (width - w) // 2
+    return resize(images[..., top:top + h, left:left + w], (height, width))
+
+
+@register_transform("rotate", "rotate:D, rotate by D degrees about the centre (-180 < D < 180, not 0)",
+                    lambda d: None if -180 < d < 180 and d != 0 else "an angle in degrees, -180 < D < 180, not 0")
+def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    angle = math.radians(degrees)
+    height, width = images.shape[-2:]
+    cos, sin = math.cos(angle), math.sin(angle)
+    # affine_grid works in normalised coordinates: correct for the aspect ratio so the rotation is rigid
+    theta = torch.tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],
+                         dtype=torch.float32, device=images.device)
+    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -205,10 +205,11 @@ class Editor:
                                "or use an img2img model", "mask")
         name, outputs, tensors = file_stem(record.id), {}, {}
         for field, image in images.items():
-            variants = [(EDIT_OUTPUTS.get(field, f"edit_{field}"), image)]
-            if field == "immunized":
-                variants += [(transform_field("edit_immunized", t), apply_transform(image, t))
-                             for t in self.transforms]
+            key = EDIT_OUTPUTS.get(field, f"edit_{field}")
+            # every field is also edited after each transform: the clean photo's is the control, so score compares
+            # edit(transform(immunized)) with edit(transform(photo)) and a transform never counts as protection
+            variants = [(key, image), *((transform_field(key, t), apply_transform(image, t))
+                                        for t in self.transforms)]
             for key, picture in variants:
                 edited = edit_image(self.ldm, picture, cond, self.config, seed, mask, paste=self.paste,
                                     original=photo, backend=self.backend)

@@ -89,13 +89,16 @@ class RecordReader:
     """Iterate the records of a JSONL file or stream, validating ids and image fields.
 
     ``require_image`` makes ``image`` mandatory. Duplicate ids are refused: every later
-    stage keys its results and seeds by id. A bad line raises :class:`InvalidInput`, or
-    with ``yield_errors`` is yielded as one so the caller can report it and go on.
+    stage keys its results and seeds by id. ``unique_by`` names fields that join the id in
+    that key (``("method",)``: the same photo's records from several methods may share an id,
+    the same (method, id) may not). A bad line raises :class:`InvalidInput`, or with
+    ``yield_errors`` is yielded as one so the caller can report it and go on.
     """
 
     def __init__(self, source: str | os.PathLike | IO[str] = "-", *, require_image: bool = False,
-                 validate: bool = True, yield_errors: bool = False):
+                 validate: bool = True, yield_errors: bool = False, unique_by: tuple[str, ...] = ()):
         self.require_image = require_image
+        self.unique_by = tuple(unique_by)
         self.validate = validate
         self.yield_errors = yield_errors
         if isinstance(source, (str, os.PathLike)) and str(source) not in STDIN_NAMES:
@@ -150,11 +153,20 @@ class RecordReader:
                 rid = data.get("id") if isinstance(data, dict) and problem[0] != "id" else None
                 raise InvalidInput(problem[1], source=self.name, line=number, field=problem[0] or None,
                                    record_id=rid)
-            if data["id"] in seen:
-                raise InvalidInput(f"duplicate id {json.dumps(data['id'])}; ids must be unique",
-                                   source=self.name, line=number, field="id", record_id=data["id"])
-            seen.add(data["id"])
+            key = data["id"] if not self.unique_by else \
+                json.dumps([*(data.get(name) for name in self.unique_by), data["id"]], sort_keys=True)
+            if key in seen:
+                raise InvalidInput(self._duplicate(data), source=self.name, line=number, field="id",
+                                   record_id=data["id"])
+            seen.add(key)
         return Record(data, number, self.name, self.base_dir)
+
+    def _duplicate(self, data: dict[str, Any]) -> str:
+        if not self.unique_by:
+            return f"duplicate id {json.dumps(data['id'])}; ids must be unique"
+        names = ", ".join((*self.unique_by, "id"))
+        values = ", ".join(json.dumps(data.get(name)) for name in (*self.unique_by, "id"))
+        return f"duplicate ({names}) ({values}); each ({names}) must be unique"
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:

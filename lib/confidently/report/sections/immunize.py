@@ -10,7 +10,14 @@ from typing import Any
 from confidently.report.registry import Block, register_section
 from confidently.report.sections import fmt, readable_image, save
 
-BASE = ("kind", "transform", "ref", "test", "n", "missing", "features", "skipped", "notes", "tool_version")
+BASE = ("kind", "transform", "ref", "test", "n", "missing", "features", "skipped", "notes", "tool_version",
+        "tool", "clip_model", "clip_ref", "clip_test")
+METHOD_ORDER = ("random", "encoder", "diffusion")  # Table 4.1's rows: the baseline, then weakest to strongest
+NOT_COMPUTED = "n/a"
+
+
+def method_rank(method: Any) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def _claims(record: dict[str, Any]) -> bool:
@@ -65,11 +72,11 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     summaries = [r for r in records if r["kind"] == "immunize.summary"]
     if not summaries:
         summaries = _from_scored([r for r in records if r["kind"] == "immunize.scored"])
+    summaries = sorted(summaries, key=lambda s: method_rank(s.get("method")))  # stable: transforms keep order
     set_fields = [f for name in SET_METRICS for f in SET_METRICS.get(name).fields]
     known = set(list_metrics()) | set(set_fields)
     groups = list(dict.fromkeys(k for s in summaries for k in _group_keys(s, known)))
     pair = [m for m in list_metrics() if m in PAIR_METRICS and any(isinstance(s.get(m), dict) for s in summaries)]
-    sets = [f for f in set_fields if any(s.get(f) is not None for s in summaries)]
     labels = [_label(s, groups) for s in summaries]
     blocks = []
     if pair:
@@ -78,30 +85,64 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
                             "shrinks, so a stronger immunization moves the bar against the arrow; hatched bars: the "
                             "immunized photo was transformed before editing",
                             image=_bars(summaries, labels, pair, folder)))
-    columns = [*(groups or ["group"]), "transform", "n", *pair, *sets]
+    # Table 4.1's layout: one row per method (random < encoder < diffusion) and transform, mean ± std; a metric
+    # some rows computed and others did not says n/a there
+    computed = [m for m in list_metrics() if m in PAIR_METRICS and any(m in s for s in summaries)]
+    sets = [f for f in set_fields if any(f in s for s in summaries)]
+    clip = [k for k in ("clip_ref", "clip_test") if any(k in s for s in summaries)]
+    columns = [*(groups or ["group"]), "transform", "n", *computed, *sets,
+               *(f"CLIP {'edit(photo)' if k == 'clip_ref' else 'edit(immunized)'}" for k in clip)]
     rows = [[*([fmt(s.get(g)) for g in groups] or ["all"]), s.get("transform") or "–", s["n"],
-             *(_mean_std(s.get(m)) for m in pair), *(fmt(s.get(f)) for f in sets)] for s in summaries]
+             *(_mean_std(s.get(m)) for m in computed),
+             *(NOT_COMPUTED if s.get(f) is None else fmt(s.get(f)) for f in sets),
+             *(_mean_std(s.get(k)) for k in clip)] for s in summaries]
     skipped = sorted({f"{name}: {reason}" for s in summaries for name, reason in (s.get("skipped") or {}).items()
                       if s["n"]})
     features = sorted({s["features"] for s in summaries if s.get("features")})
     caption = "; ".join([*(f"set-level metrics on {f} features" for f in features), *skipped])
+    caption = "; ".join([f"as the thesis's Table 4.1: mean ± std over the images; {NOT_COMPUTED}: not computed",
+                         *(f"CLIP: cosine similarity of each edit with its prompt ({m})"
+                           for m in sorted({s["clip_model"] for s in summaries if s.get("clip_model")})),
+                         *([caption] if caption else [])])
     blocks.append(Block("Scores per method and transform", caption, columns=columns, rows=rows))
     return blocks + _grids([r for r in records if r["kind"] == "immunize.scored"], folder)
 
 
-GRID_FIELDS = (("image", "photo"), ("immunized", "immunized"), ("edit_clean", "edit(photo)"),
-               ("edit_immunized", "edit(immunized)"))
+GRID_FIELDS = (("image", "photo"), ("mask", "mask"), ("delta", "δ (amplified)"), ("immunized", "immunized"),
+               ("edit_clean", "edit(photo)"), ("edit_immunized", "edit(immunized)"))
+GRID_PHOTOS = 4
+
+
+def _amplified_delta(photo, immunized):
+    """δ = immunized − photo, stretched so its largest entry spans the whole range (grey = 0); None if unreadable."""
+    if photo is None or immunized is None or photo.shape != immunized.shape:
+        return None
+    delta = immunized.astype("float32") - photo.astype("float32")
+    peak = float(abs(delta).max())
+    return (0.5 + delta * (0.5 / peak if peak > 0 else 0)).clip(0, 1)
+
+
+def _pictures(record: dict[str, Any]) -> list:
+    photo, immunized = readable_image(record.get("image")), readable_image(record.get("immunized"))
+    pictures = {"image": photo, "immunized": immunized, "delta": _amplified_delta(photo, immunized)}
+    for field in ("mask", "edit_clean", "edit_immunized"):
+        pictures[field] = readable_image(record.get(field))
+    return [pictures[field] for field, _ in GRID_FIELDS]
 
 
 def _grids(scored: list[dict[str, Any]], folder: Path) -> list[Block]:
-    """Photo, immunized photo and both edits side by side, for a few records whose files can be read here."""
-    rows = []
+    """As the thesis's Fig. 4.5: per photo (a few whose files can be read here), one row per method (random <
+    encoder < diffusion) with the photo, mask, δ amplified, the immunized photo and both edits."""
+    by_photo: dict[Any, list[tuple[dict[str, Any], list]]] = {}
     for record in scored:
-        pictures = [readable_image(record.get(field)) for field, _ in GRID_FIELDS]
-        if sum(p is not None for p in pictures) >= 2:
-            rows.append((record, pictures))
-        if len(rows) == 4:
-            break
+        pictures = _pictures(record)
+        if sum(p is not None for p in pictures) < 2:
+            continue
+        if record.get("id") not in by_photo and len(by_photo) == GRID_PHOTOS:
+            continue
+        by_photo.setdefault(record.get("id"), []).append((record, pictures))
+    rows = [row for group in by_photo.values()
+            for row in sorted(group, key=lambda row: method_rank(row[0].get("method")))]
     if not rows:
         return []
     import matplotlib
@@ -109,24 +150,30 @@ def _grids(scored: list[dict[str, Any]], folder: Path) -> list[Block]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(rows), len(GRID_FIELDS), figsize=(6.4, 1.7 * len(rows) + 1.2), squeeze=False)
+    figure, axes = plt.subplots(len(rows), len(GRID_FIELDS), figsize=(8.4, 1.5 * len(rows) + 1.2), squeeze=False)
     for i, (record, pictures) in enumerate(rows):
         for j, picture in enumerate(pictures):
             axis = axes[i][j]
             axis.axis("off")
             if picture is not None:
-                axis.imshow(picture)
+                axis.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture,
+                            cmap="gray" if picture.shape[-1] == 1 else None, vmin=0, vmax=1)
+            else:
+                axis.text(0.5, 0.5, NOT_COMPUTED, ha="center", va="center", fontsize=8, color="grey",
+                          transform=axis.transAxes)
             if i == 0:
                 axis.set_title(GRID_FIELDS[j][1], fontsize=8)
         axes[i][0].text(-0.1, 0.5, f"{record.get('method', '')} {record.get('id', '')}", fontsize=7, rotation=90,
                         transform=axes[i][0].transAxes, ha="right", va="center")
-    return [Block("Photos and their edits", "same prompt, mask and seed for both edits; the immunized photo "
-                  "looks like the original, its edit should not look like the original's edit",
+    return [Block("Photos and their edits", "as the thesis's Fig. 4.5, one row per photo and method (random < "
+                  "encoder < diffusion): same prompt, mask and seed for both edits; δ is stretched to the full "
+                  f"range (grey = 0); the immunized photo looks like the original, its edit should not look like "
+                  f"the original's edit; {NOT_COMPUTED}: a file not readable here",
                   image=save(figure, folder, "grids.png"))]
 
 
 def _mean_std(stats: dict[str, Any] | None) -> str:
-    return "–" if not stats else f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
+    return NOT_COMPUTED if not stats else f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
 
 
 def _bars(summaries: list[dict[str, Any]], labels: list[str], metrics: list[str], folder: Path) -> str:
