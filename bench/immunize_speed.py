@@ -16,6 +16,11 @@
    interleaved, median of 3. Goal: pipeline / own ≤ 1.1× (the pipeline adds input checks and pre/post
    processing around the same UNet calls).
 
+4. Batching (``--batch-size``): encoder-attack seconds per photo at batch 1 (each photo alone) against
+   batch ``--batch`` (default 4; one VAE forward + backward per step for the whole batch), same photos
+   and results (tests/immunize/test_batching.py). On CPU the work per photo is the same either way, so
+   expect ~1×; the win is on a GPU, where one photo leaves most of the device idle.
+
 Runs on a tiny random model written on the fly (``--size``, ``--model-dir`` for a real one).
 """
 
@@ -74,6 +79,30 @@ def encoder_speed(model_dir: Path, size: int, steps: int, device: str) -> tuple[
             pair.append(clock() - started)
         rounds.append(pair)
     return sorted(r[0] for r in rounds)[1], sorted(r[1] for r in rounds)[1]
+
+
+def batch_speed(model_dir: Path, size: int, steps: int, device: str, batch: int) -> dict[int, float]:
+    """Encoder attack, seconds per photo: each of ``batch`` photos alone, then all of them in one batch."""
+    from confidently.immunize import PGDConfig, Request, immunize_batch, load_ldm
+
+    ldm = load_ldm(model_dir, device, "fp32", parts=("vae",))
+    requests = [Request(x=blob(size, seed).to(device), mode="img2img", key=f"bench/{seed}") for seed in range(batch)]
+
+    def run(together: int, count: int) -> None:
+        for at in range(0, batch, together):
+            immunize_batch(ldm, requests[at:at + together], "encoder", PGDConfig(steps=count))
+        if ldm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    clock = time.perf_counter if ldm.device.type == "cuda" else time.process_time
+    rounds: dict[int, list[float]] = {1: [], batch: []}
+    for _ in range(3):  # interleaved, median
+        for together in rounds:
+            run(together, 1)  # warm-up
+            started = clock()
+            run(together, steps)
+            rounds[together].append((clock() - started) / batch)
+    return {together: sorted(times)[1] for together, times in rounds.items()}
 
 
 def edit_speed(model_dir: Path, size: int, steps: int, device: str, photos: int = 2) -> dict[str, float]:
@@ -182,6 +211,15 @@ def diffusion_memory(model_dir: Path, size: int, denoise_steps: int, device: str
     return out
 
 
+def print_batch(args: argparse.Namespace, batched: dict[int, float]) -> None:
+    clock = "wall clock" if args.device.startswith("cuda") else "CPU clock"
+    print(f"encoder attack --batch-size, {args.size}×{args.size}, {args.steps} steps, {args.device}, {clock}, "
+          "median of 3 rounds (the win is on a GPU; on CPU the work per photo is the same)")
+    for together, seconds in batched.items():
+        print(f"{f'  batch {together}':<56}{seconds:>9.3f} s/photo")
+    print(f"{'  speed-up batch / alone':<56}{batched[1] / batched[args.batch]:>9.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None, help="A local diffusers LDM (default: tiny).")
@@ -192,6 +230,8 @@ def main() -> None:
     parser.add_argument("--edit-size", type=int, default=64, help="Image side for the edit timing.")
     parser.add_argument("--edit-steps", type=int, default=20, help="Denoising steps of the edit timing.")
     parser.add_argument("--only-edit", action="store_true", help="Only the edit timing (own vs pipeline).")
+    parser.add_argument("--batch", type=int, default=4, help="Photos per batch for the --batch-size timing.")
+    parser.add_argument("--only-batch", action="store_true", help="Only the --batch-size timing.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -213,6 +253,10 @@ def main() -> None:
                 Path(scratch) / "tiny-edit", size=args.edit_size, unet="inpaint", seed=0)
         else:
             edit_dir = model_dir
+        batched = batch_speed(model_dir, args.size, args.steps, args.device, args.batch)
+        if args.only_batch:
+            print_batch(args, batched)
+            return
         edits = edit_speed(edit_dir, args.edit_size, args.edit_steps, args.device)
         if not args.only_edit:
             limit, ours = encoder_speed(model_dir, args.size, args.steps, args.device)
@@ -224,6 +268,7 @@ def main() -> None:
     print(f"{'  immunize edit --backend own':<56}{edits['own']:>9.3f} s/photo")
     print(f"{'  immunize edit --backend pipeline (diffusers)':<56}{edits['pipeline']:>9.3f} s/photo")
     print(f"{'  ratio pipeline / own (goal <= 1.1x)':<56}{edits['pipeline'] / edits['own']:>9.3f}x")
+    print_batch(args, batched)
     if args.only_edit:
         return
     print(f"encoder attack, {args.size}×{args.size}, {args.steps} steps, median of 3 rounds")

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
-from confidently.cli import Common, common_options, examples, input_source, run_app, stream_records, tool_app
+from confidently.cli import (
+    Common,
+    common_options,
+    examples,
+    input_source,
+    run_app,
+    stream_batches,
+    stream_records,
+    tool_app,
+)
 from confidently.errors import UsageError
 from confidently.immunize.presets import PRESETS, parse_fraction
 from confidently.io.atomic import claim_folder, guard_output, write_json_atomic
@@ -213,18 +222,22 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
     budget = f"eps {config.eps * 255:.3g}/255" if config.norm == "linf" else f"L2 radius {config.eps:g}"
     steps = "" if method == "random" else f", step {config.step * 255:.3g}/255, {config.steps} steps"
     log(common, f"{method}: {config.norm} {budget}{steps}, on {device}. {NOT_A_GUARANTEE}")
-    stream_records(records_of(input_path), worker, common, description=method)
+    stream_batches(records_of(input_path), worker.process_batch, common, batch_size=common.batch_size,
+                   description=method)
 
 
 @app.command(epilog=examples("""
-    # PGD on the VAE latent, eps 16/255, 20 steps of 2/255 (200 by default): one PNG + safetensors per photo
-    immunize encoder photos.jsonl --model-dir tiny-ldm --eps 16/255 --step 2/255 --steps 20 \\
+    # PGD on the VAE latent, eps 16/255, 20 steps of 2/255 (200 by default): one PNG + safetensors per photo,
+    # 3 photos of one size per step on the device (each photo's result is the one it gets alone)
+    immunize encoder photos.jsonl --model-dir tiny-ldm --eps 16/255 --step 2/255 --steps 20 --batch-size 3 \\
       --out-dir immunized > immunized.jsonl
     # the first photo only, from stdin: PhotoGuard's demo preset (random start, decaying step), toward black
     head -1 photos.jsonl | immunize encoder - --model-dir tiny-ldm --preset photoguard-demo --steps 10 \\
       --target black --out-dir immunized-black > immunized-black.jsonl
 """))
-@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                       "deterministic"},
+                batch_size=4)
 def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
             preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
             step: str = ENCODER_OPTIONS["step"], steps: int = ENCODER_OPTIONS["steps"],
@@ -254,7 +267,9 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
     head -1 photos.jsonl | immunize diffusion - --model-dir tiny-ldm --steps 4 --grad-reps 2 --eot-noise fixed \\
       --attack-prompt "a photo on the beach" --out-dir diffused-fixed > diffused-fixed.jsonl
 """))
-@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                       "deterministic"},
+                batch_size=1)
 def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
               preset: str = DIFFUSION_OPTIONS["preset"], eps: str = DIFFUSION_OPTIONS["eps"],
               step: str = DIFFUSION_OPTIONS["step"], steps: int = DIFFUSION_OPTIONS["steps"],
@@ -303,7 +318,8 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
     # run again after an interruption: the finished photos' files are reused
     immunize random photos.jsonl --model-dir tiny-ldm --eps 16/255 --out-dir random --resume > random.jsonl
 """))
-@common_options(uses={"seed", "device", "shard", "engine", "address", "skip_invalid", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
+                       "deterministic"})
 def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_dir: Path = OPTIONS["out_dir"],
                  preset: str = ENCODER_OPTIONS["preset"], eps: str = ENCODER_OPTIONS["eps"],
                  norm: str = ENCODER_OPTIONS["norm"], mode: str = OPTIONS["mode"], size: str = OPTIONS["size"],

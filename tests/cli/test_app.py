@@ -13,6 +13,7 @@ import typer
 import yaml
 from confidently.cli import Common, common_options, run_app, tool_app
 from confidently.errors import InvalidInput, NoValidResult, UsageError
+from typer.testing import CliRunner
 
 app = tool_app("probe", "A probe tool for the skeleton's tests.")
 seen: dict = {}
@@ -85,11 +86,26 @@ def test_options_a_command_does_not_take_are_refused_and_keep_their_defaults(cap
 @pytest.mark.parametrize(("uses", "oom_backoff", "message"), [
     ({"sed"}, False, "unknown shared options ['sed']"),
     ({"address"}, False, "--address only means something with --engine"),
-    ({"seed"}, True, "oom_backoff needs batch_size"),
+    ({"seed"}, True, "oom_backoff and batch_size need batch_size in uses"),
 ])
 def test_common_options_refuses_declarations_that_cannot_be_honoured(uses, oom_backoff, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         common_options(uses=uses, oom_backoff=oom_backoff)
+
+
+def test_a_command_may_set_its_own_batch_size_default():
+    app = typer.Typer()
+
+    @app.command()
+    @common_options(uses={"batch_size"}, batch_size=2)
+    def attack(*, common: Common) -> None:
+        seen["batch"] = common.batch_size
+
+    assert CliRunner().invoke(app, []).exit_code == 0 and seen["batch"] == 2
+    assert CliRunner().invoke(app, ["--batch-size", "5"]).exit_code == 0 and seen["batch"] == 5
+    assert "[default: 2" in CliRunner().invoke(app, ["--help"]).output
+    with pytest.raises(ValueError, match="need batch_size in uses"):
+        common_options(uses={"seed"}, batch_size=2)
 
 
 def test_seed_makes_every_global_random_source_reproducible():

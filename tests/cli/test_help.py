@@ -46,8 +46,9 @@ HONOURED = {
                     "apply": {SEED}, "texture": STREAMING, "eval-texture": STREAMING, "export": set(),
                     "airsim eval": TRAINING, "airsim land": {SEED, DEVICE, DETERMINISTIC},
                     "airsim serve-fake": {SEED}},
-    "immunize": {"tiny-model": {SEED}, **dict.fromkeys(("encoder", "diffusion", "random", "edit"),
-                                                       {SEED, DEVICE, DETERMINISTIC} | STREAMED),
+    "immunize": {"tiny-model": {SEED}, "tiny-clip": {SEED}, **dict.fromkeys(("encoder", "diffusion", "random"),
+                                                       {SEED, DEVICE, BATCH, DETERMINISTIC} | STREAMED),
+                 "edit": {SEED, DEVICE, DETERMINISTIC} | STREAMED,
                  "score": {DEVICE, BATCH, WORKERS} | STREAMED},
     "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC, WORKERS}, "validate": {SEED},
                    "controls": set(), "analyze": set()},
@@ -103,10 +104,11 @@ def test_report_help_names_every_record_kind_and_no_option_it_ignores():
     assert all(kind in description for kind in list_sections()), description
 
 
-def test_certify_fit_and_immunize_attacks_drop_what_they_ignore():
+def test_certify_fit_drops_what_it_ignores_and_immunize_attacks_batch():
     assert not shown_options(help_text("certify", "fit")) & {SHARD, ENGINE}
-    for attack in ("encoder", "diffusion", "random"):
-        assert BATCH not in shown_options(help_text("immunize", attack)), attack
+    for attack in ("encoder", "diffusion", "random"):  # --batch-size photos per attack step (issue 21)
+        assert BATCH in shown_options(help_text("immunize", attack)), attack
+    assert BATCH not in shown_options(help_text("immunize", "edit"))
 
 
 def test_a_config_key_for_an_option_a_command_lacks_is_a_usage_error(tmp_path, capsys):

@@ -83,6 +83,7 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
                              "depend on it.")),
 ]
 COMMON_NAMES = {name for name, _, _ in COMMON_PARAMETERS}
+COMMON_DEFAULTS = {name: default for name, _, default in COMMON_PARAMETERS}
 # The data options of every command that fits a model (confidently.fit), declared once.
 FIT_DATA_OPTIONS = {
     "data": _option(..., "--data", help="Training data: manifest, folder, shard, tar shards or demo:NAME."),
@@ -120,13 +121,15 @@ def _check_config_keys(ctx: typer.Context) -> None:
                          f"its options are: {', '.join(sorted(known - NOT_CONFIG))}")
 
 
-def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Callable[[Callable[..., Any]], Any]:
+def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False,
+                   batch_size: int | None = None) -> Callable[[Callable[..., Any]], Any]:
     """Add the shared options a command honours to a typer command and pass them as ``common: Common``.
 
     ``uses`` names the optional ones (seed, device, batch_size, shard, engine, address, skip_invalid,
     deterministic, workers) so ``--help`` shows only what the command acts on; --config, --print-config, -q and -v
     are always there, and an option not taken keeps its :class:`Common` default. ``oom_backoff`` says the
-    command halves its batch on CUDA out-of-memory, and its --batch-size help says so.
+    command halves its batch on CUDA out-of-memory, and its --batch-size help says so. ``batch_size`` is the
+    command's own default where the shared 64 does not fit its work (an attack through a diffusion model).
     """
     chosen = set(uses)
     if chosen - OPTIONAL:
@@ -134,10 +137,13 @@ def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False) -> Ca
                          f"{sorted(OPTIONAL)}")
     if "address" in chosen and "engine" not in chosen:
         raise ValueError("common_options: --address only means something with --engine")
-    if oom_backoff and "batch_size" not in chosen:
-        raise ValueError("common_options: oom_backoff needs batch_size")
+    if (oom_backoff or batch_size is not None) and "batch_size" not in chosen:
+        raise ValueError("common_options: oom_backoff and batch_size need batch_size in uses")
     taken = chosen | ALWAYS
-    parameters = [(name, annotation, BATCH_SIZE_BACKOFF if oom_backoff and name == "batch_size" else default)
+    batch_option = BATCH_SIZE_BACKOFF if oom_backoff else COMMON_DEFAULTS["batch_size"]
+    if batch_size is not None:
+        batch_option = _option(batch_size, "--batch-size", min=1, help=batch_option.help)
+    parameters = [(name, annotation, batch_option if name == "batch_size" else default)
                   for name, annotation, default in COMMON_PARAMETERS if name in taken]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:

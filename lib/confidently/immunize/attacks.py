@@ -149,24 +149,50 @@ NORMS.register("l2")(L2Norm)
 
 @dataclass
 class PGDResult:
+    """``losses``: per iteration, the loss of the whole batch (its sum over photos); ``photo_losses[i]``: photo
+    i's own per iteration (equal to ``losses`` for one photo)."""
+
     x_adv: torch.Tensor
     losses: list[float]
+    photo_losses: list[list[float]] = field(default_factory=list)
 
 
-Objective = Callable[[torch.Tensor, int, int], torch.Tensor]  # (x_adv, iteration, rep) -> scalar fp32 loss
+# (x_adv, iteration, rep) -> fp32 loss: one per photo (shape B), or one scalar for the whole batch
+Objective = Callable[[torch.Tensor, int, int], torch.Tensor]
+
+
+def _per_photo(loss: torch.Tensor, batch: int) -> torch.Tensor:
+    """The objective's value per photo (B,); a scalar objective gives its total to a lone photo."""
+    values = loss.reshape(-1)
+    if values.numel() == batch:
+        return values
+    if values.numel() == 1 and batch == 1:
+        return values
+    raise ValueError(f"the objective returned {values.numel()} values for a batch of {batch} photos: "
+                     "return one per photo (summed for the gradient) or a scalar for one photo")
 
 
 def pgd(x0: torch.Tensor, objective: Objective, config: PGDConfig, *, keep: torch.Tensor | None = None,
-        generator: torch.Generator | None = None, loss_scale: float = 1.0,
-        on_step: Callable[[int, float], None] | None = None) -> PGDResult:
+        generator: torch.Generator | list[torch.Generator] | None = None, loss_scale: float = 1.0,
+        on_step: Callable[[int, float], None] | None = None,
+        on_photo_step: Callable[[int, list[float]], None] | None = None,
+        rows: list[int] | None = None) -> PGDResult:
     """Minimise ``objective`` over x in {‖x − x0‖ ≤ ε} ∩ [0, 1] (∩ {x = x0 where keep == 0}).
 
     ``keep`` (B×1×H×W, 1 = may be perturbed) confines the perturbation and zeroes the gradient outside.
     The gradient is averaged over ``config.grad_reps`` sequential evaluations (EOT); ``loss_scale``
     multiplies the loss before backward (fp16 underflow guard; the step direction ignores it).
+
+    **A batch is B independent attacks.** The objective returns one loss per photo and the gradient is that
+    of their *sum*, so photo i's gradient is its solo gradient; the step, the projection (ℓ2: per photo's
+    norm) and the random start (``generator``: a list, one per photo, each drawing that photo's start as if
+    alone; ``rows``: how many consecutive photos each generator starts, default one) are per photo too,
+    and the fp16 overflow fallback is chosen per photo. A photo's result does not
+    depend on its batch, up to the batched kernels' rounding (tests/immunize/test_batching.py).
     """
     norm = NORMS.get(config.norm)
     x0 = x0.detach()
+    batch = x0.shape[0]
     if keep is not None:
         keep = keep.to(x0.device, x0.dtype)
 
@@ -174,31 +200,47 @@ def pgd(x0: torch.Tensor, objective: Objective, config: PGDConfig, *, keep: torc
         return x if keep is None else keep * x + (1 - keep) * x0
 
     if config.eps == 0 or config.steps == 0:
-        return PGDResult(x0.clone(), [])
+        return PGDResult(x0.clone(), [], [[] for _ in range(batch)])
     x = x0.clone()
     if config.random_start:
-        x = confine(norm.project(norm.random_start(x0, config.eps, generator or torch.Generator()), x0, config.eps))
-    losses = []
+        if isinstance(generator, (list, tuple)):
+            rows = rows or [1] * len(generator)
+            if len(rows) != len(generator) or sum(rows) != batch:
+                raise ValueError(f"{len(generator)} generators for {rows} of a batch of {batch} photos")
+            start = torch.cat([norm.random_start(part, config.eps, g)
+                               for part, g in zip(x0.split(rows), generator, strict=True)])
+        else:
+            start = norm.random_start(x0, config.eps, generator or torch.Generator())
+        x = confine(norm.project(start, x0, config.eps))
+    losses: list[float] = []
+    photo_losses: list[list[float]] = [[] for _ in range(batch)]
     for n in range(config.steps):
         grad = torch.zeros_like(x)
-        total = 0.0
+        totals = torch.zeros(batch, dtype=torch.float64)
         for rep in range(config.grad_reps):
             x_var = x.detach().requires_grad_(True)
-            loss = objective(x_var, n, rep)
-            (part,) = torch.autograd.grad(loss * loss_scale, x_var)
-            if loss_scale != 1.0 and not torch.isfinite(part).all():  # overflow under the scale: redo unscaled
-                (part,) = torch.autograd.grad(objective(x_var, n, rep), x_var)
-            else:
+            values = _per_photo(objective(x_var, n, rep), batch)
+            (part,) = torch.autograd.grad(values.sum() * loss_scale, x_var)
+            if loss_scale != 1.0:
                 part = part / loss_scale
+                overflow = ~torch.isfinite(part).flatten(1).all(dim=1)
+                if overflow.any():  # overflow under the scale: redo unscaled, for the photos that overflowed only
+                    (plain,) = torch.autograd.grad(_per_photo(objective(x_var, n, rep), batch).sum(), x_var)
+                    part = torch.where(overflow.view(-1, *[1] * (part.ndim - 1)), plain, part)
             grad += part.float()
-            total += float(loss.detach())
+            totals += values.detach().double().cpu()
         if keep is not None:
             grad = grad * keep  # ref-code multiplies the gradient by (1 - mask) explicitly
-        losses.append(total / config.grad_reps)
+        means = [float(total) / config.grad_reps for total in totals]
+        for i, value in enumerate(means):
+            photo_losses[i].append(value)
+        losses.append(float(totals.sum()) / config.grad_reps)
         x = confine(norm.project(norm.descend(x, grad, config.step_size(n)), x0, config.eps)).detach()
         if on_step is not None:
             on_step(n, losses[-1])
-    return PGDResult(x, losses)
+        if on_photo_step is not None:
+            on_photo_step(n, means)
+    return PGDResult(x, losses, photo_losses)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,18 +326,62 @@ def _fp16_scale(ldm: LatentDiffusion) -> float:
     return 1024.0 if ldm.device.type == "cuda" and ldm.dtype == torch.float16 else 1.0
 
 
+PhotoStep = Callable[[int, list[float]], None]  # (iteration, each request's loss) in a batch
+
+
+def _rows(requests: list[Request]) -> list[int]:
+    return [int(request.x.shape[0]) for request in requests]
+
+
+def _by_request(values: list[float] | torch.Tensor, rows: list[int]) -> list[float]:
+    """Per-photo values summed over each request's photos (a request may carry several)."""
+    values = [float(v) for v in values]
+    out, at = [], 0
+    for count in rows:
+        out.append(sum(values[at:at + count]) if count > 1 else values[at])
+        at += count
+    return out
+
+
+def _cat_keep(requests: list[Request]) -> torch.Tensor | None:
+    keeps = [request.keep for request in requests]
+    return None if keeps[0] is None else torch.cat([k.to(requests[0].x.device) for k in keeps])
+
+
+def _batched_pgd(ldm: LatentDiffusion, requests: list[Request], loss: Objective, config: PGDConfig,
+                 on_step: PhotoStep | None) -> PGDResult:
+    rows = _rows(requests)
+    photo_step = None if on_step is None else (lambda n, means: on_step(n, _by_request(means, rows)))
+    return pgd(torch.cat([request.x for request in requests]), loss, config, keep=_cat_keep(requests),
+               generator=[request.generator("start") for request in requests], rows=rows,
+               loss_scale=_fp16_scale(ldm), on_photo_step=photo_step)
+
+
+def _request_losses(result: PGDResult, rows: list[int]) -> list[list[float]]:
+    """Each request's loss per iteration (its photos' sum)."""
+    per_iteration = [_by_request([photo[n] for photo in result.photo_losses], rows) for n in range(len(result.losses))]
+    return [[values[i] for values in per_iteration] for i in range(len(rows))]
+
+
+def _split(x: torch.Tensor, rows: list[int]) -> list[torch.Tensor]:
+    return list(x.split(rows))
+
+
 @METHODS.register("encoder")
 class EncoderAttack:
     """Push the VAE latent mean toward the target's: min ‖E(x_adv) − E(x_target)‖² (thesis eq. 4.4).
 
     Inpaint mode encodes what the editor encodes: x·(1 − mask), for both the image and the target.
+    A batch of requests is encoded at once, with one loss per photo (see :func:`pgd`).
     """
 
     name = "encoder"
     needs = ("vae",)
 
-    def objective(self, ldm: LatentDiffusion, request: Request) -> tuple[Objective, dict[str, torch.Tensor]]:
-        hidden = None if request.mode != "inpaint" or request.mask is None else binarize_mask(request.mask)
+    def batch_objective(self, ldm: LatentDiffusion, requests: list[Request]) -> tuple[Objective, dict[str, Any]]:
+        first = requests[0]
+        hidden = None if first.mode != "inpaint" or first.mask is None else \
+            torch.cat([binarize_mask(request.mask) for request in requests])
 
         def encode(x: torch.Tensor) -> torch.Tensor:
             s = x * 2 - 1
@@ -304,24 +390,43 @@ class EncoderAttack:
             return ldm.encode_mean(s)
 
         with torch.no_grad():
-            z_target = encode(target_image(request.target, request.x, request.generator("target"), request.base_dir))
+            z_target = encode(torch.cat([target_image(r.target, r.x, r.generator("target"), r.base_dir)
+                                         for r in requests]))
 
         def loss(x: torch.Tensor, iteration: int = 0, rep: int = 0) -> torch.Tensor:
-            return (encode(x) - z_target).pow(2).sum()
+            return (encode(x) - z_target).pow(2).flatten(1).sum(1)
 
         return loss, {"z_target": z_target, "encode": encode}
 
-    def run(self, ldm: LatentDiffusion, request: Request, config: PGDConfig, on_step=None) -> Immunized:
+    def objective(self, ldm: LatentDiffusion, request: Request) -> tuple[Objective, dict[str, Any]]:
+        """One request's objective: the squared distance summed over its photos (a scalar)."""
+        per_photo, extras = self.batch_objective(ldm, [request])
+        return (lambda x, iteration=0, rep=0: per_photo(x, iteration, rep).sum()), extras
+
+    def run_batch(self, ldm: LatentDiffusion, requests: list[Request], config: PGDConfig,
+                  on_step: PhotoStep | None = None) -> list[Immunized]:
         start = time.perf_counter()
-        loss, extras = self.objective(ldm, request)
-        result = pgd(request.x, loss, config, keep=request.keep, generator=request.generator("start"),
-                     loss_scale=_fp16_scale(ldm), on_step=on_step)
+        rows = _rows(requests)
+        loss, extras = self.batch_objective(ldm, requests)
+        x0 = torch.cat([request.x for request in requests])
+        result = _batched_pgd(ldm, requests, loss, config, on_step)
         with torch.no_grad():
-            loss_init = float(loss(request.x))
+            loss_init = _by_request(loss(x0).cpu(), rows)
             z_adv = extras["encode"](result.x_adv)
-            loss_final = float((z_adv - extras["z_target"]).pow(2).sum())
-        return Immunized(request.x, result.x_adv, self.name, result.losses, loss_init, loss_final,
-                         time.perf_counter() - start, {"z_target": extras["z_target"][0], "z_adv": z_adv[0]})
+            loss_final = _by_request((z_adv - extras["z_target"]).pow(2).flatten(1).sum(1).cpu(), rows)
+        seconds = (time.perf_counter() - start) / len(requests)
+        return [Immunized(r.x, x_adv, self.name, losses, init, final, seconds,
+                          {"z_target": z_t[0], "z_adv": z_a[0]})
+                for r, x_adv, losses, init, final, z_t, z_a in zip(
+                    requests, _split(result.x_adv, rows), _request_losses(result, rows), loss_init, loss_final,
+                    _split(extras["z_target"], rows), _split(z_adv, rows), strict=True)]
+
+    def run(self, ldm: LatentDiffusion, request: Request, config: PGDConfig, on_step=None) -> Immunized:
+        return self.run_batch(ldm, [request], config, _solo(on_step))[0]
+
+
+def _solo(on_step: Callable[[int, float], None] | None) -> PhotoStep | None:
+    return None if on_step is None else (lambda n, losses: on_step(n, losses[0]))
 
 
 @METHODS.register("diffusion")
@@ -332,42 +437,61 @@ class DiffusionAttack:
     EOT: each PGD iteration averages ``grad_reps`` sequential gradients over sampling noise drawn
     fresh per (iteration, rep) (``noise="fresh"``, ref-code) or fixed per rep (``"fixed"``: a
     deterministic objective). ``loss_init``/``loss_final`` use one reference draw for both.
+    In a batch every photo draws its own noise from its own (seed, id) generator, as alone, and the
+    requests share one attack conditioning and edit configuration (:func:`batchable`).
     """
 
     name = "diffusion"
     needs = ("vae", "unet", "scheduler", "text")
 
-    def objective(self, ldm: LatentDiffusion, request: Request) -> Objective:
-        if request.cond is None or request.edit is None:
+    def batch_objective(self, ldm: LatentDiffusion, requests: list[Request]) -> Objective:
+        first = requests[0]
+        if first.cond is None or first.edit is None:
             raise UsageError("the diffusion attack needs the attack prompt's conditioning and an EditConfig")
-        config = request.edit
-        s_target = target_image(request.target, request.x, request.generator("target"), request.base_dir) * 2 - 1
+        config = first.edit
+        s_target = torch.cat([target_image(r.target, r.x, r.generator("target"), r.base_dir)
+                              for r in requests]) * 2 - 1
         factor, channels = ldm.downsampling, int(ldm.vae.config.latent_channels)
-        shape = (request.x.shape[0], channels, request.x.shape[-2] // factor, request.x.shape[-1] // factor)
+        shapes = [(r.x.shape[0], channels, r.x.shape[-2] // factor, r.x.shape[-1] // factor) for r in requests]
         count = len(edit_timesteps(ldm.new_scheduler(), config.steps, config.effective_strength))
-        mask = request.mask if request.mode == "inpaint" else None
+        mask = torch.cat([r.mask for r in requests]) if first.mode == "inpaint" and first.mask is not None else None
 
         def loss(x: torch.Tensor, iteration: int | str = 0, rep: int = 0) -> torch.Tensor:
-            keys = ("noise", rep) if request.noise == "fixed" else ("noise", iteration, rep)
-            noise = EditNoise.draw(request.generator(*keys), shape, count, config.eta, ldm.device, config.mode,
-                                   config.effective_strength)
-            out = edit_forward(ldm, x, request.cond, config, None, mask=mask, noise=noise)
-            return (out.float() - s_target.to(out.device)).pow(2).sum()
+            noise = EditNoise.concat([
+                EditNoise.draw(r.generator(*(("noise", rep) if r.noise == "fixed" else ("noise", iteration, rep))),
+                               shape, count, config.eta, ldm.device, config.mode, config.effective_strength)
+                for r, shape in zip(requests, shapes, strict=True)])
+            out = edit_forward(ldm, x, first.cond, config, None, mask=mask, noise=noise)
+            return (out.float() - s_target.to(out.device)).pow(2).flatten(1).sum(1)
 
         return loss
 
-    def run(self, ldm: LatentDiffusion, request: Request, config: PGDConfig, on_step=None) -> Immunized:
-        if request.noise not in ("fresh", "fixed"):
-            raise UsageError(f"--eot-noise {request.noise!r}: choose fresh or fixed")
+    def objective(self, ldm: LatentDiffusion, request: Request) -> Objective:
+        """One request's objective: the squared distance summed over its photos (a scalar)."""
+        per_photo = self.batch_objective(ldm, [request])
+        return lambda x, iteration=0, rep=0: per_photo(x, iteration, rep).sum()
+
+    def run_batch(self, ldm: LatentDiffusion, requests: list[Request], config: PGDConfig,
+                  on_step: PhotoStep | None = None) -> list[Immunized]:
+        for request in requests:
+            if request.noise not in ("fresh", "fixed"):
+                raise UsageError(f"--eot-noise {request.noise!r}: choose fresh or fixed")
         start = time.perf_counter()
-        loss = self.objective(ldm, request)
-        result = pgd(request.x, loss, config, keep=request.keep, generator=request.generator("start"),
-                     loss_scale=_fp16_scale(ldm), on_step=on_step)
-        reference = 0 if request.noise == "fixed" else "reference"
+        rows = _rows(requests)
+        loss = self.batch_objective(ldm, requests)
+        result = _batched_pgd(ldm, requests, loss, config, on_step)
+        reference = 0 if requests[0].noise == "fixed" else "reference"
         with torch.no_grad():
-            loss_init, loss_final = float(loss(request.x, reference)), float(loss(result.x_adv, reference))
-        return Immunized(request.x, result.x_adv, self.name, result.losses, loss_init, loss_final,
-                         time.perf_counter() - start)
+            loss_init = _by_request(loss(torch.cat([r.x for r in requests]), reference).cpu(), rows)
+            loss_final = _by_request(loss(result.x_adv, reference).cpu(), rows)
+        seconds = (time.perf_counter() - start) / len(requests)
+        return [Immunized(r.x, x_adv, self.name, losses, init, final, seconds)
+                for r, x_adv, losses, init, final in zip(requests, _split(result.x_adv, rows),
+                                                         _request_losses(result, rows), loss_init, loss_final,
+                                                         strict=True)]
+
+    def run(self, ldm: LatentDiffusion, request: Request, config: PGDConfig, on_step=None) -> Immunized:
+        return self.run_batch(ldm, [request], config, _solo(on_step))[0]
 
 
 @METHODS.register("random")
@@ -391,15 +515,63 @@ class RandomNoise:
                 x_adv = keep * x_adv + (1 - keep) * x0
         return Immunized(x0, x_adv, self.name, [], None, None, time.perf_counter() - start)
 
+    def run_batch(self, ldm: LatentDiffusion | None, requests: list[Request], config: PGDConfig,
+                  on_step: PhotoStep | None = None) -> list[Immunized]:
+        """No model in the loop: each photo's noise is drawn from its own generator, so batching changes nothing."""
+        return [self.run(ldm, request, config) for request in requests]
 
-def immunize(ldm: LatentDiffusion, request: Request, method: str = "encoder", config: PGDConfig | None = None,
-             on_step: Callable[[int, float], None] | None = None) -> Immunized:
-    """Immunize ``request.x`` with a registered method (``encoder``, ``diffusion``, ``random``)."""
-    config = config or PGDConfig()
+
+def _same_conditioning(a: Conditioning | None, b: Conditioning | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (torch.equal(a.cond, b.cond) and torch.equal(a.uncond, b.uncond))
+
+
+def batchable(a: Request, b: Request) -> bool:
+    """Whether two requests can share a batch: the same image size, mode, mask presence, attack edit,
+    EOT noise scheme and attack conditioning (their targets, seeds, ids and masks may differ)."""
+    return (tuple(a.x.shape[1:]) == tuple(b.x.shape[1:]) and a.mode == b.mode
+            and (a.mask is None) == (b.mask is None) and a.edit == b.edit and a.noise == b.noise
+            and _same_conditioning(a.cond, b.cond))
+
+
+def check_request(ldm: LatentDiffusion | None, request: Request) -> None:
+    """The checks :func:`immunize` makes of a request (mask size, image size), as :class:`InvalidInput`."""
     if request.mask is not None and tuple(request.mask.shape[-2:]) != tuple(request.x.shape[-2:]):
         raise InvalidInput(f"mask is {request.mask.shape[-2]}×{request.mask.shape[-1]}, image is "
                            f"{request.x.shape[-2]}×{request.x.shape[-1]}", field="mask")
     if ldm is not None:
         ldm.check_size(*request.x.shape[-2:])
-    request = replace(request, x=request.x.to(ldm.device if ldm is not None else request.x.device).float())
+
+
+def _checked(ldm: LatentDiffusion | None, request: Request) -> Request:
+    check_request(ldm, request)
+    return replace(request, x=request.x.to(ldm.device if ldm is not None else request.x.device).float())
+
+
+def immunize(ldm: LatentDiffusion, request: Request, method: str = "encoder", config: PGDConfig | None = None,
+             on_step: Callable[[int, float], None] | None = None) -> Immunized:
+    """Immunize ``request.x`` with a registered method (``encoder``, ``diffusion``, ``random``)."""
+    config = config or PGDConfig()
+    request = _checked(ldm, request)
     return METHODS.get(method)().run(ldm, request, config, on_step)
+
+
+def immunize_batch(ldm: LatentDiffusion, requests: list[Request], method: str = "encoder",
+                   config: PGDConfig | None = None, on_step: PhotoStep | None = None) -> list[Immunized]:
+    """Immunize several requests in one batch on the device: each result is the one :func:`immunize` gives
+    the request alone (same seed → same random start and noise; per-photo loss, step and projection), up
+    to the rounding of batched kernels. The requests must be :func:`batchable` with each other.
+    ``on_step(n, losses)`` gets each request's loss after iteration n."""
+    config = config or PGDConfig()
+    if not requests:
+        return []
+    requests = [_checked(ldm, request) for request in requests]
+    for request in requests[1:]:
+        if not batchable(requests[0], request):
+            raise ValueError(f"requests {requests[0].key!r} and {request.key!r} cannot share a batch "
+                             "(size, mode, mask, edit, noise or conditioning differ): group them with batchable()")
+    runner = METHODS.get(method)()
+    if not hasattr(runner, "run_batch"):  # a method registered without batching: one request at a time
+        return [runner.run(ldm, request, config) for request in requests]
+    return runner.run_batch(ldm, requests, config, on_step)

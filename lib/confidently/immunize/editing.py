@@ -114,6 +114,19 @@ class EditNoise:
         variance = [torch.randn(shape, generator=generator).to(device) if eta > 0 else None for _ in range(steps)]
         return cls(initial, variance, image, masked)
 
+    @classmethod
+    def concat(cls, parts: list[EditNoise]) -> EditNoise:
+        """The draws of several photos (each from its own generator) as one batch's, in order."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        return cls(torch.cat([p.initial for p in parts]),
+                   [cat([p.variance[i] for p in parts]) for i in range(len(parts[0].variance))],
+                   cat([p.image_posterior for p in parts]), cat([p.masked_posterior for p in parts]))
+
 
 def edit_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
     """The timesteps left after skipping the first steps − ⌊steps·strength⌋ (diffusers ``get_timesteps``)."""

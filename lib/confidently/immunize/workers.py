@@ -14,7 +14,7 @@ import torch
 
 from confidently import __version__
 from confidently.errors import InvalidInput
-from confidently.immunize.attacks import PGDConfig, Request, immunize
+from confidently.immunize.attacks import PGDConfig, Request, batchable, check_request, immunize_batch
 from confidently.immunize.editing import EditConfig, edit_image
 from confidently.immunize.inputs import Pictures, Prompts, output_base, record_seed
 from confidently.immunize.models import LatentDiffusion, configured_mode
@@ -83,10 +83,8 @@ class Immunizer:
             return self.mode
         return configured_mode(self.ldm.model_dir) or ("inpaint" if mask is not None else "img2img")
 
-    def __call__(self, record: Record) -> dict[str, Any]:
-        done = self.finished(record)
-        if done is not None:
-            return done
+    def prepare(self, record: Record) -> tuple[Request, torch.Tensor | None, tuple[int, int]]:
+        """A record's attack request (its photo, mask, mode, seed and conditioning), its mask and original size."""
         x, original = self.pictures.image(record)
         mask = self.pictures.mask(record, original)
         mode = self.record_mode(mask)
@@ -97,21 +95,78 @@ class Immunizer:
             if mode == "inpaint" and mask is None:
                 raise record.error("the diffusion attack on an inpainting model needs a mask (1 = regenerate)",
                                    "mask")
-        edit = self.attack_edit(mode)
         request = Request(x=x.unsqueeze(0), mask=None if mask is None else mask.unsqueeze(0), mode=mode,
-                          target=self.target, seed=seed, key=record.id, cond=cond, edit=edit,
+                          target=self.target, seed=seed, key=record.id, cond=cond, edit=self.attack_edit(mode),
                           base_dir=record.base_dir, noise=self.eot_noise)
-        every = max(1, self.config.steps // 5)
-
-        def on_step(n: int, loss: float) -> None:
-            if self.verbose and (n % every == 0 or n == self.config.steps - 1):
-                self.log(f"{record.id}: step {n + 1}/{self.config.steps} loss {loss:.4g}")
-
         try:
-            result = immunize(self.ldm, request, self.method, self.config, on_step)
+            check_request(self.ldm, request)
         except InvalidInput as exc:
             raise record.error(exc.message, exc.field) from None
-        return self.write(record, result, mask, mode, seed, original)
+        return request, mask, original
+
+    def __call__(self, record: Record) -> dict[str, Any]:
+        result = self.process_batch([record])[0]
+        if isinstance(result, InvalidInput):
+            raise result
+        return result
+
+    def process_batch(self, records: list[Record]) -> list[dict[str, Any] | InvalidInput]:
+        """Immunize up to ``--batch-size`` records at once: finished ones (``--resume``) are reused, bad ones
+        come back as their error, and the rest run as batches of compatible requests (same size, mode, mask
+        presence and attack conditioning), each formed in stream order from the first request not yet
+        placed: mixed sizes make several batches, and a photo's result does not depend on its batch."""
+        results: list[dict[str, Any] | InvalidInput | None] = [None] * len(records)
+        pending: list[tuple[int, Request, torch.Tensor | None, tuple[int, int]]] = []
+        for index, record in enumerate(records):
+            try:
+                done = self.finished(record)
+                if done is not None:
+                    results[index] = done
+                    continue
+                pending.append((index, *self.prepare(record)))
+            except InvalidInput as exc:
+                results[index] = exc
+        groups: list[list[tuple[int, Request, torch.Tensor | None, tuple[int, int]]]] = []
+        for item in pending:
+            group = next((g for g in groups if batchable(g[0][1], item[1])), None)
+            if group is None:
+                groups.append([item])
+            else:
+                group.append(item)
+        for group in groups:
+            requests = [request for _, request, _, _ in group]
+            try:
+                immunized: list[Any] = immunize_batch(self.ldm, requests, self.method, self.config,
+                                                      self.progress([records[index] for index, *_ in group]))
+            except InvalidInput as exc:
+                if len(group) == 1:
+                    results[group[0][0]] = records[group[0][0]].error(exc.message, exc.field)
+                    continue
+                immunized = [None] * len(group)  # one photo's problem: run them alone, the error lands on its own
+            for position, (index, request, mask, original) in enumerate(group):
+                record = records[index]
+                try:
+                    result = immunized[position]
+                    if result is None:
+                        result = immunize_batch(self.ldm, [request], self.method, self.config,
+                                                self.progress([record]))[0]
+                    results[index] = self.write(record, result, mask, request.mode, request.seed, original)
+                except InvalidInput as exc:
+                    results[index] = record.error(exc.message, exc.field)
+        return results  # type: ignore[return-value]
+
+    def progress(self, members: list[Record]) -> Callable[[int, list[float]], None] | None:
+        """With ``verbose``, a batch's progress: every fifth attack step, each record's loss."""
+        if not self.verbose:
+            return None
+        every = max(1, self.config.steps // 5)
+
+        def on_step(n: int, losses: list[float]) -> None:
+            if n % every == 0 or n == self.config.steps - 1:
+                for record, loss in zip(members, losses, strict=True):
+                    self.log(f"{record.id}: step {n + 1}/{self.config.steps} loss {loss:.4g}")
+
+        return on_step
 
     def write(self, record: Record, result, mask: torch.Tensor | None, mode: str, seed: int,
               original: tuple[int, int]) -> dict[str, Any]:
