@@ -379,7 +379,7 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
     """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config),
     through diffusers' pipeline (default) or the toolbox's own loop."""
     from confidently.immunize import EditConfig, load_ldm, resolve_mode
-    from confidently.immunize.editing import BACKENDS
+    from confidently.immunize.edit_backends import EDIT_BACKENDS
     from confidently.immunize.inputs import Pictures, Prompts
     from confidently.immunize.transforms import parse_transforms
     from confidently.immunize.workers import Editor
@@ -389,8 +389,8 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
     if not names:
         raise UsageError("--fields: name at least one record field holding an image")
     transforms = parse_transforms(transform or [])
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if backend not in EDIT_BACKENDS:  # before the model loads
+        raise UsageError(f"--backend {backend!r}: choose {' or '.join(EDIT_BACKENDS.names())}")
     claim_folder(out_dir, "immunize", force=force)
     ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle, variant=variant)
     config = EditConfig(resolve_mode(ldm, mode), steps, guidance, eta, strength)

@@ -77,7 +77,7 @@ def test_pipeline_backend_pastes_back_refuses_no_steps_and_runs_under_the_dtype_
     assert torch.equal(out[:, kept], x[:, kept])
     with pytest.raises(UsageError, match="no denoising step"):
         edit_image(ldm_img2img, x, cond, EditConfig("img2img", steps=3, strength=0.1), seed=0, backend="pipeline")
-    with pytest.raises(UsageError, match="--backend"):
+    with pytest.raises(UsageError, match="`backend` 'comfy'"):
         edit_image(ldm, x, cond, EditConfig("inpaint", steps=3), seed=0, mask=mask, backend="comfy")
     entered = []
     original = type(ldm_img2img).autocast

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from confidently.errors import InvalidInput, UsageError
+from confidently.immunize.edit_backends import EDIT_BACKENDS, register_edit_backend
 from confidently.immunize.models import MODES, LatentDiffusion
 from confidently.immunize.text import Conditioning
 
@@ -241,7 +242,11 @@ def paste_back(edited: torch.Tensor, original: torch.Tensor, mask: torch.Tensor)
     return mask * edited + (1 - mask) * original.to(edited.device)
 
 
-BACKENDS = ("pipeline", "own")
+@register_edit_backend("own")
+def own_edit(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning, config: EditConfig,
+             generator: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`edit_forward` as an edit backend: B×3×H×W in [0, 1]."""
+    return ((edit_forward(ldm, pixels, cond, config, generator, mask) + 1) / 2).clamp(0, 1)
 
 
 @torch.no_grad()
@@ -258,16 +263,11 @@ def edit_image(ldm: LatentDiffusion, image: torch.Tensor, cond: Conditioning, co
     ``backend`` pipeline edits through diffusers' ``StableDiffusion{Inpaint,Img2Img}Pipeline`` (what an
     attacker runs; :mod:`.pipelines`), own through :func:`edit_forward`; same seed → same noise in both.
     """
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend {backend!r}: choose {' or '.join(BACKENDS)}")
+    if backend not in EDIT_BACKENDS:
+        raise UsageError(f"`backend` {backend!r}: choose {' or '.join(EDIT_BACKENDS.names())}")
+    edit = EDIT_BACKENDS.get(backend)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    if backend == "pipeline":
-        from confidently.immunize.pipelines import pipeline_edit
-
-        out = pipeline_edit(ldm, image.unsqueeze(0), cond, config, generator, mask)
-    else:
-        out = edit_forward(ldm, image.unsqueeze(0), cond, config, generator, mask)
-        out = ((out + 1) / 2).clamp(0, 1)
+    out = edit(ldm, image.unsqueeze(0), cond, config, generator, mask)
     if paste and mask is not None and config.mode == "inpaint":
         original = image if original is None else original
         if original.shape != image.shape:

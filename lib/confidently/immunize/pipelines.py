@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from confidently.errors import InvalidInput, MissingBackend, UsageError
+from confidently.immunize.edit_backends import register_edit_backend
 from confidently.immunize.editing import EditConfig, binarize_mask
 from confidently.immunize.models import LatentDiffusion
 from confidently.immunize.text import Conditioning
@@ -58,6 +59,7 @@ def build_pipeline(ldm: LatentDiffusion, mode: str):
     return ldm.pipelines[mode]
 
 
+@register_edit_backend("pipeline")
 @torch.no_grad()
 def pipeline_edit(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning, config: EditConfig,
                   generator: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
