@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Both create (or refresh, when pyproject.toml changes) the virtual environment .venv first.
+# Both create (or refresh, when pyproject.toml or this Makefile changes) the virtual environment .venv first.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,11 +17,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
 venv: $(STAMP)
 
-# Every extra (render, sim, diffusion, ray, test) so CI exercises all of them.
-$(STAMP): pyproject.toml
+# Every extra (render, sim, diffusion, ray, test) so CI exercises all of them; and torchattacks (advtrain's
+# AutoAttack and its parts, and a peer in the benchmarks) with --no-deps, which keeps its pins of old
+# requests/tqdm out of the environment (what it imports, torch, numpy, scipy and tqdm, is installed above).
+# A change to this recipe refreshes an existing venv too.
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks
 	@touch $@
 
 # Mitsuba's CPU differentiable variant (llvm_ad_rgb) needs LLVM 19's shared library: every target that renders
@@ -46,11 +50,9 @@ demo: venv llvm
 demo-quick: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo_quick.sh $(DEMO_OUT)-quick
 
-# Peers for the benchmarks: the `bench` extra (ART), and torchattacks with --no-deps, which keeps
-# its old requests/tqdm pins out of the environment.
+# Peers for the benchmarks: the `bench` extra (ART); torchattacks comes with the venv.
 bench: venv llvm
 	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
-	$(BIN)/python -c "import torchattacks" 2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps torchattacks
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/io_throughput.py
 	$(BIN)/python bench/data_pipeline.py

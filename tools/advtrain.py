@@ -20,6 +20,7 @@ from rich.table import Table
 if TYPE_CHECKING:  # the heavy modules load inside the commands that use them, so --help starts without torch
     import torch
     from confidently.adversarial import PGDConfig
+    from confidently.attacks import AttackSuite
     from confidently.data import Source
     from confidently.data.loader import StreamLoader
     from confidently.models.classifier import Classifier
@@ -178,14 +179,33 @@ def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["s
         "random_start": attack.random_start, "use_best": attack.use_best})
 
 
-EVAL_COMPUTED = ("n", "nat_acc", "mpc_nat", "adv_acc", "mpc_adv")
+EVAL_COMPUTED = ("n", "nat_acc", "mpc_nat", "adv_acc", "mpc_adv", "by_attack")
+ATTACK_HELP = ("Attacks, comma-separated: pgd, apgd-ce, apgd-t, fab-t, square, autoattack (APGD-CE, APGD-T, "
+               "FAB-T and Square in sequence, RobustBench's standard version). All but pgd come from torchattacks "
+               "(pip install --no-deps torchattacks) and draw random numbers per batch: seeded, so a rerun gives "
+               "the same numbers, but they can change with --batch-size (pgd's do not).")
+AA_OPTIONS = {
+    "aa_steps": typer.Option(100, "--aa-steps", min=1, help="Iterations of APGD-CE, APGD-T and FAB-T "
+                             "(AutoAttack: 100)."),
+    "aa_targets": typer.Option(9, "--aa-targets", min=1, help="Target classes of APGD-T and FAB-T (AutoAttack: "
+                               "9; at most the model's classes - 1)."),
+    "queries": typer.Option(5000, "--queries", min=1, help="Square's query budget (AutoAttack: 5000)."),
+}
 
 
-def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | None]:
-    """An eval record's metrics; at eps 0 the adversarial ones are the clean ones."""
-    metrics = metrics_from_tallies(tallies)
+def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, Any]:
+    """An eval record's metrics; at eps 0 the adversarial ones are the clean ones. Where several attacks
+    ran, adv_acc/mpc_adv are the worst case and ``by_attack`` holds each attack's (from its ``adv:NAME``
+    tallies)."""
+    from confidently.training import accuracies
+
+    metrics: dict[str, Any] = metrics_from_tallies({arm: c for arm, c in tallies.items() if ":" not in arm})
     metrics.setdefault("adv_acc", metrics["nat_acc"])
     metrics.setdefault("mpc_adv", metrics["mpc_nat"])
+    by_attack = {arm.split(":", 1)[1]: dict(zip(("adv_acc", "mpc_adv"), accuracies(counts), strict=True))
+                 for arm, counts in tallies.items() if arm.startswith("adv:")}
+    if by_attack:
+        metrics["by_attack"] = by_attack
     return metrics
 
 
@@ -197,6 +217,10 @@ def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, float | 
     dataset export demo:digits --split test --limit 16 --out digits > digits.jsonl
     advtrain eval --model standard.safetensors --data digits.jsonl --constraint linf --eps 0,2/255,8/255 \\
       --steps 5 --restarts 2 > standard.eval.jsonl
+    # PGD and AutoAttack (small budgets here; the defaults are AutoAttack's): each one's accuracy in by_attack,
+    # the worst case per image in adv_acc
+    advtrain eval --model robust.safetensors --data digits.jsonl --eps 1 --steps 5 --attack pgd,autoattack \\
+      --aa-steps 5 --aa-targets 2 --queries 50 > robust.aa.jsonl
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "deterministic", "workers", "skip_invalid"},
                 oom_backoff=True)
@@ -205,6 +229,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                         split: str = typer.Option(None, "--split"),
                         constraint: str = typer.Option("l2", "--constraint", help="l2 or linf."),
                         eps: str = typer.Option("0,0.25,0.5,1", "--eps", help="Comma-separated radii (8/255 works)."),
+                        attack: str = typer.Option("pgd", "--attack", help=ATTACK_HELP),
                         steps: int = typer.Option(20, "--steps", help="PGD steps (the thesis reports 20 and 100)."),
                         step_size: str = typer.Option("2.5*eps/steps", "--step-size"),
                         restarts: int = typer.Option(0, "--restarts", min=0,
@@ -214,6 +239,9 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                         random_start: bool = typer.Option(False, "--random-start/--no-random-start",
                                                           help="Start the first run at random too; starts derive "
                                                           "from (seed, id)."),
+                        aa_steps: int = AA_OPTIONS["aa_steps"],
+                        aa_targets: int = AA_OPTIONS["aa_targets"],
+                        queries: int = AA_OPTIONS["queries"],
                         preprocess: str = typer.Option("eval", "--preprocess",
                                                        help="eval: resize the shorter side, crop the centre "
                                                        "(timm's); squash: resize to the input size."),
@@ -221,7 +249,13 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                                                        help="Centre-crop fraction (default: the model's data config; "
                                                        "timm archs' pretrained value, 1 for tiny ones)."),
                         *, common: Common) -> None:
-    """Clean and PGD accuracy for each eps: one JSON record per eps on stdout.
+    """Clean and robust accuracy for each eps: one JSON record per eps on stdout.
+
+    --attack names the attacks (PGD by default); with several, a point counts as robust only if no
+    attack broke it (adv_acc, the worst case) and "by_attack" gives each attack's robust accuracy.
+    PGD's random starts derive from (seed, id), so its numbers do not depend on --batch-size; the
+    torchattacks attacks (apgd-ce, apgd-t, fab-t, square, autoattack) seed each batch from (seed, its
+    record ids): a rerun gives the same numbers, another --batch-size or --shard may not.
 
     Records carry the per-class counts they come from ("tallies"). With --shard i/N only every N-th
     record from i is evaluated and the records say which shard they count; `advtrain eval-merge`
@@ -229,36 +263,47 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     images are decoded by --workers processes, batch by batch, and read once for every eps.
     """
     from confidently.adversarial import PGDConfig, get_constraint
+    from confidently.attacks import AttackSuite, parse_attacks
     from confidently.data import open_source
     from confidently.evaluation import robustness_tallies
     from confidently.models import load_model
     from confidently.training import join_ranks
 
+    names = parse_attacks(attack)
     ranks, device = join_ranks(common.device)
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
-    attacks = [PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts, random_start=random_start)
-               for radius in radii]
+    suites = [AttackSuite(names, PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
+                                                      random_start=random_start),
+                          steps=aa_steps, targets=aa_targets, queries=queries) for radius in radii]
+    for suite in suites[:1]:
+        suite.build(model.num_classes)  # a missing backend or an attack the model cannot take: before any work
     source = open_source(data, split, channels=model.input_size[0])
     fingerprint = source.fingerprint()
     batches = eval_batches(source, model, common, device, preprocess, crop_pct)
-    tallies = robustness_tallies(model, progress(batches, known_length(batches), "eval"), attacks,
+    tallies = robustness_tallies(model, progress(batches, known_length(batches), "eval"), suites,
                                  num_classes=model.num_classes, seed=common.seed)
     tallies = [{arm: dict(zip(counts, ranks.sum_counts(list(counts.values())), strict=True))
                 for arm, counts in tally.items()} for tally in tallies]  # every rank's share, summed
     if not ranks.is_main:
         return
-    title = f"{model_path.name}: {constraint} PGD-{steps}" + (f", shard {common.shard}" * (common.shard.count > 1))
-    table = Table("eps", "clean acc", "robust acc", title=title)
-    for radius, attack, counts in zip(radii, attacks, tallies, strict=True):
+    described = ", ".join(f"PGD-{steps}" if name == "pgd" else name for name in names)
+    title = f"{model_path.name}: {constraint} {described}" + (f", shard {common.shard}" * (common.shard.count > 1))
+    shown = list(names) if len(names) > 1 else []
+    table = Table("eps", "clean acc", *(f"{name} acc" for name in shown), "robust acc" + " (worst)" * bool(shown),
+                  title=title)
+    for radius, suite, counts in zip(radii, suites, tallies, strict=True):
         metrics = eval_metrics(counts)
+        extra = {**suite.settings(), **({} if suite.per_record else {"batch_size": common.batch_size})}
         emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "data_fingerprint": fingerprint,
-              "constraint": constraint, "eps": radius, "steps": steps, "step_size": attack.alpha,
-              "restarts": restarts, "random_start": random_start, "seed": common.seed, **metrics,
-              **({"shard": str(common.shard)} if common.shard.count > 1 else {}), "tallies": counts})
+              "constraint": constraint, "eps": radius, "attack": ",".join(names), "steps": steps,
+              "step_size": suite.pgd.alpha, "restarts": restarts, "random_start": random_start, **extra,
+              "seed": common.seed, **metrics, **({"shard": str(common.shard)} if common.shard.count > 1 else {}),
+              "tallies": counts})
+        each = [metrics["by_attack"][name]["adv_acc"] for name in shown]
         table.add_row(f"{radius:g}", *(("-" if v is None else f"{v:.3f}") for v in
-                                       (metrics["nat_acc"], metrics["adv_acc"])))
+                                       (metrics["nat_acc"], *each, metrics["adv_acc"])))
     console.print(table)
 
 
@@ -298,33 +343,47 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
            split: str = typer.Option(None, "--split"),
            constraint: str = typer.Option("linf", "--constraint"),
            eps: str = typer.Option("8/255", "--eps"),
-           steps: int = typer.Option(20, "--steps"),
+           attack: str = typer.Option("pgd", "--attack", help="One attack: pgd, apgd-ce, apgd-t, fab-t, square "
+                                     "or autoattack (see `advtrain eval --help`; all but pgd need torchattacks and "
+                                     "can depend on --batch-size)."),
+           steps: int = typer.Option(20, "--steps", help="PGD steps."),
            step_size: str = typer.Option("2.5*eps/steps", "--step-size"),
            random_start: bool = typer.Option(False, "--random-start/--no-random-start"),
-           targeted: int = typer.Option(None, "--target-label", help="Targeted attack towards this class."),
+           aa_steps: int = AA_OPTIONS["aa_steps"],
+           aa_targets: int = AA_OPTIONS["aa_targets"],
+           queries: int = AA_OPTIONS["queries"],
+           targeted: int = typer.Option(None, "--target-label", help="Targeted attack towards this class (pgd)."),
            shard_out: Path = typer.Option(..., "--shard-out", help="Safetensors shard for the adversarial images."),
            force: bool = typer.Option(False, "--force", help="Write over a --shard-out advtrain did not write."),
            *, common: Common) -> None:
     """Adversarial images as a dataset: a shard of images plus one manifest record per input on stdout.
 
     Records keep their fields; "image" points into the shard and "advtrain" says what was done.
-    Random starts derive from (seed, id), so results do not depend on batching or sharding.
+    PGD's random starts derive from (seed, id), so its results do not depend on batching or sharding;
+    the torchattacks attacks seed each batch from (seed, its record ids), so theirs can.
     """
     import torch
     from confidently.adversarial import PGDConfig, get_constraint
+    from confidently.attacks import AttackSuite, parse_attacks
     from confidently.data import open_source
-    from confidently.evaluation import attack_rows
     from confidently.io.artifacts import artifact_metadata
     from confidently.io.shard_writer import ShardWriter
     from confidently.models import load_model
     from confidently.run.device import resolve_device
 
+    names = parse_attacks(attack)
+    if len(names) != 1:
+        raise UsageError(f"--attack {attack!r}: attack writes the examples of one attack (eval takes several)")
     guard_output(shard_out, "advtrain", force=force)
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
+    suite = AttackSuite(names, config, steps=aa_steps, targets=aa_targets, queries=queries)
     model = load_model(model_path, device)
     if targeted is not None and not 0 <= targeted < model.num_classes:
         raise InvalidInput(f"--target-label {targeted} is outside the model's {model.num_classes} classes")
+    attacker, = suite.build(model.num_classes)
+    if targeted is not None and not attacker.targetable:
+        raise UsageError(f"--target-label: attack {names[0]!r} is untargeted here (targeted attacks: pgd)")
     dataset = open_source(data, split, channels=model.input_size[0])
     constraint_fn = get_constraint(constraint)
     batches = eval_batches(dataset, model, common, device, labelled=targeted is None)
@@ -333,13 +392,12 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     try:
         for batch in progress(batches, known_length(batches), "attack"):
             goal = torch.full_like(batch.labels, targeted) if targeted is not None else batch.labels
-            adversarial = attack_rows(model, batch.images, goal, batch.ids, config, common.seed,
-                                      targeted=targeted is not None)
+            adversarial = attacker(model, batch.images, goal, batch.ids, common.seed, targeted=targeted is not None)
             with torch.no_grad():
                 clean_pred, adv_pred = model(batch.images).argmax(1), model(adversarial).argmax(1)
             norms = constraint_fn.norm(adversarial - batch.images)
             for row, fields in enumerate(batch.records):
-                records.append(attack_record(fields, len(records), shard_out, constraint, config, int(clean_pred[row]),
+                records.append(attack_record(fields, len(records), shard_out, suite, int(clean_pred[row]),
                                              int(adv_pred[row]), float(norms[row]), targeted))
             shard.append(images=adversarial.cpu(), labels=batch.labels.cpu())
     except BaseException:
@@ -353,14 +411,15 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
         writer.write(record)
 
 
-def attack_record(fields: dict[str, Any], row: int, shard_out: Path, constraint: str, config: PGDConfig,
-                  pred_clean: int, pred_adv: int, norm: float, targeted: int | None) -> dict[str, Any]:
+def attack_record(fields: dict[str, Any], row: int, shard_out: Path, suite: AttackSuite, pred_clean: int,
+                  pred_adv: int, norm: float, targeted: int | None) -> dict[str, Any]:
     """The input's record pointing at its adversarial image in the shard, with what was done to it."""
     record = dict(fields)
     original = record.get("image")
     record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
-    record["advtrain"] = {"adv_of": record["id"], "constraint": constraint, "eps": config.eps, "steps": config.steps,
-                          "pred_clean": pred_clean, "pred_adv": pred_adv, "norm": norm}
+    settings = {"steps": suite.pgd.steps} if suite.names == ("pgd",) else suite.settings()
+    record["advtrain"] = {"adv_of": record["id"], "attack": suite.names[0], "constraint": suite.constraint,
+                          "eps": suite.eps, **settings, "pred_clean": pred_clean, "pred_adv": pred_adv, "norm": norm}
     if original is not None:
         record["advtrain"]["source_image"] = original
     if targeted is not None:

@@ -274,6 +274,8 @@ class AdversarialPerturb:
     epoch), so they do not depend on the batch size or rank and a resumed run repeats them.
     """
 
+    adversarial = True  # the training's metrics say accuracy before (train_nat_acc) and after (train_adv_acc) it
+
     def __init__(self, config: PGDConfig):
         self.config = config
 

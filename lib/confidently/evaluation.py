@@ -1,8 +1,9 @@
-"""Clean and adversarial accuracy over a stream of batches, as counts that shards can sum, and the
-per-batch PGD that every command attacking a dataset shares.
+"""Clean and adversarial accuracy over a stream of batches, as counts that shards can sum.
 
 One pass over the data serves every attack: each batch is predicted clean once and attacked
-once per radius, so a dataset of any size is read once and memory stays that of a batch.
+once per radius and attack (:mod:`confidently.attacks`), so a dataset of any size is read once
+and memory stays that of a batch. The per-batch PGD every command attacking a dataset shares,
+:func:`attack_rows`, lives with the other attacks and is importable from here too.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from confidently.adversarial import PGDConfig, pgd_attack
+from confidently.adversarial import PGDConfig
+from confidently.attacks import AttackSuite, attack_rows
 from confidently.data.loader import Batch
 from confidently.errors import InvalidInput
-from confidently.run import record_generator, with_batch_backoff
+
+__all__ = ["attack_rows", "clean_accuracy", "paired_predictions", "robustness_tallies"]
 
 
 def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -23,49 +26,49 @@ def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images).argmax(1)
 
 
-def attack_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
-                attack: PGDConfig, seed: int, *, targeted: bool = False) -> torch.Tensor:
-    """PGD examples of one batch (on its device). Each row's random starts come from (seed, id), so a
-    row's result does not depend on its batch; the batch is split in halves on CUDA out-of-memory."""
-    def run(size: int) -> torch.Tensor:
-        out = []
-        for start in range(0, len(ids), size):
-            rows = slice(start, start + size)
-            generators = [record_generator(seed, record_id) for record_id in ids[rows]]
-            out.append(pgd_attack(model, images[rows], labels[rows], attack, generator=generators, targeted=targeted))
-        return torch.cat(out) if out else images[:0].clone()
-
-    return with_batch_backoff(run, max(1, len(ids)))[0]
-
-
-def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequence[PGDConfig], *,
+def robustness_tallies(model: nn.Module, batches: Iterable[Batch], attacks: Sequence[PGDConfig | AttackSuite], *,
                        num_classes: int, seed: int = 0) -> list[dict[str, dict[str, list[int]]]]:
-    """For each attack, per-class counts of correct predictions: ``{"nat": ..., "adv": ...}``
-    (``adv`` only where the attack has eps > 0), as :func:`~confidently.training.class_tallies` gives.
+    """For each attack (a PGD config, or a suite of named attacks at one radius), per-class counts of
+    correct predictions, as :func:`~confidently.training.class_tallies` gives: ``{"nat": ..., "adv": ...}``,
+    ``adv`` only where eps > 0 and counting a point as correct only if no attack of the suite broke it;
+    a suite of several attacks adds ``"adv:NAME"`` for each (at eps 0 too: there, the clean counts).
 
-    Labels must be in ``0..num_classes-1``. Results do not depend on how the data is batched.
+    Labels must be in ``0..num_classes-1``. PGD's results do not depend on how the data is batched; the
+    torchattacks attacks' can (see :mod:`confidently.attacks`).
     """
     model.eval()
+    suites = [a if isinstance(a, AttackSuite) else AttackSuite(("pgd",), a) for a in attacks]
+    runners = [suite.build(num_classes) if suite.eps > 0 else [] for suite in suites]
     zeros = {"class_n": torch.zeros(num_classes, dtype=torch.long),
              "class_correct": torch.zeros(num_classes, dtype=torch.long)}
-    totals = [{arm: {k: v.clone() for k, v in zeros.items()} for arm in (("nat", "adv") if a.eps > 0 else ("nat",))}
-              for a in attacks]
 
-    def add(counts: dict[str, torch.Tensor], predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        predictions, labels = predictions.cpu(), labels.cpu()
+    def arms(suite: AttackSuite) -> list[str]:
+        each = [f"adv:{name}" for name in suite.names] if len(suite.names) > 1 else []
+        return ["nat", *(["adv"] if suite.eps > 0 else []), *each]
+
+    totals = [{arm: {k: v.clone() for k, v in zeros.items()} for arm in arms(suite)} for suite in suites]
+
+    def add(counts: dict[str, torch.Tensor], correct: torch.Tensor, labels: torch.Tensor) -> None:
+        correct, labels = correct.cpu(), labels.cpu()
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise InvalidInput(f"labels {int(labels.min())}..{int(labels.max())} are outside the model's "
                                f"{num_classes} classes", field="label")
         counts["class_n"] += torch.bincount(labels, minlength=num_classes)
-        counts["class_correct"] += torch.bincount(labels[predictions == labels], minlength=num_classes)
+        counts["class_correct"] += torch.bincount(labels[correct], minlength=num_classes)
 
     for batch in batches:
-        clean = _predict(model, batch.images)
-        for attack, tally in zip(attacks, totals, strict=True):
+        clean = _predict(model, batch.images) == batch.labels
+        for suite, attackers, tally in zip(suites, runners, totals, strict=True):
             add(tally["nat"], clean, batch.labels)
+            worst = clean if suite.eps == 0 else torch.ones_like(clean)
+            for name, attacker in zip(suite.names, attackers or [None] * len(suite.names), strict=True):
+                correct = clean if attacker is None else \
+                    _predict(model, attacker(model, batch.images, batch.labels, batch.ids, seed)) == batch.labels
+                worst = worst & correct
+                if f"adv:{name}" in tally:
+                    add(tally[f"adv:{name}"], correct, batch.labels)
             if "adv" in tally:
-                adversarial = attack_rows(model, batch.images, batch.labels, batch.ids, attack, seed)
-                add(tally["adv"], _predict(model, adversarial), batch.labels)
+                add(tally["adv"], worst, batch.labels)
     return [{arm: {k: v.tolist() for k, v in counts.items()} for arm, counts in tally.items()} for tally in totals]
 
 

@@ -125,6 +125,95 @@ def test_attack_writes_a_dataset_other_tools_read(run_tool, workdir, models):
     assert all(by_id[r["id"]] == r["advtrain"]["pred_adv"] for r in half.records)  # (seed, id) randomness
 
 
+@pytest.fixture(scope="module")
+def digits32(workdir):
+    """32 test digits as PNGs and a manifest: AutoAttack's parts on a CPU in seconds."""
+    import subprocess
+
+    from tests.conftest import tool_path
+
+    proc = subprocess.run([tool_path("dataset"), "export", "demo:digits", "--split", "test", "--limit", "32", "--out",
+                           "d32"], cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (workdir / "d32.jsonl").write_text(proc.stdout)
+    return "d32.jsonl"
+
+
+def test_eval_with_pgd_and_autoattack_reports_each_and_the_worst_case(run_tool, workdir, models, digits32):
+    small = ["--aa-steps", "5", "--aa-targets", "2", "--queries", "50"]
+    args = ["eval", "--model", "std.safetensors", "--data", digits32, "--eps", "0,1", "--steps", "10", *small]
+    both = run_tool("advtrain", *args, "--attack", "pgd,autoattack", "--batch-size", "16", cwd=workdir)
+    assert both.returncode == 0, both.stderr
+    clean, attacked = both.records
+    for record in both.records:
+        assert record["attack"] == "pgd,autoattack" and set(record["by_attack"]) == {"pgd", "autoattack"}
+        assert (record["aa_steps"], record["aa_targets"], record["queries"], record["batch_size"]) == (5, 2, 50, 16)
+        assert record["n"] == 32 and {"nat_acc", "mpc_nat", "adv_acc", "mpc_adv", "steps", "tallies"} <= set(record)
+    assert all(v["adv_acc"] == clean["nat_acc"] for v in clean["by_attack"].values())  # eps 0: nothing to attack
+    each = [attacked["by_attack"][name]["adv_acc"] for name in ("pgd", "autoattack")]
+    assert attacked["adv_acc"] <= min(each) and max(each) < attacked["nat_acc"]
+    assert set(attacked["tallies"]) == {"nat", "adv", "adv:pgd", "adv:autoattack"}
+    assert "autoattack acc" in both.stderr and "worst" in both.stderr
+    pgd = run_tool("advtrain", *args, cwd=workdir)  # the default: PGD alone, records as before
+    assert pgd.returncode == 0, pgd.stderr
+    assert pgd.records[1]["attack"] == "pgd" and "by_attack" not in pgd.records[1]
+    assert "aa_steps" not in pgd.records[1] and "batch_size" not in pgd.records[1]  # PGD: any batch size
+    assert pgd.records[1]["adv_acc"] == attacked["by_attack"]["pgd"]["adv_acc"]
+    again = run_tool("advtrain", *args, "--attack", "pgd,autoattack", "--batch-size", "16", cwd=workdir)
+    assert again.records == both.records  # each batch seeded by (seed, its ids): a rerun repeats the numbers
+
+
+def test_eval_merge_sums_the_shards_of_several_attacks(run_tool, workdir, models, digits32):
+    args = ["eval", "--model", "std.safetensors", "--data", digits32, "--eps", "0.3", "--constraint", "linf",
+            "--steps", "3", "--attack", "pgd,square", "--queries", "20"]
+    for i in range(2):
+        part = run_tool("advtrain", *args, "--shard", f"{i}/2", cwd=workdir)
+        assert part.returncode == 0, part.stderr
+        (workdir / f"aa-{i}.jsonl").write_text(part.stdout)
+    merged = run_tool("advtrain", "eval-merge", "aa-1.jsonl", "aa-0.jsonl", cwd=workdir)
+    assert merged.returncode == 0, merged.stderr
+    record, = merged.records
+    assert record["n"] == 32 and "shard" not in record and set(record["by_attack"]) == {"pgd", "square"}
+    tallies = record["tallies"]
+    for name in ("pgd", "square"):
+        correct = sum(tallies[f"adv:{name}"]["class_correct"])
+        assert record["by_attack"][name]["adv_acc"] == pytest.approx(correct / 32)
+    assert record["adv_acc"] == pytest.approx(sum(tallies["adv"]["class_correct"]) / 32)
+    assert record["adv_acc"] <= min(v["adv_acc"] for v in record["by_attack"].values())
+
+
+def test_attack_writes_square_examples_as_a_dataset(run_tool, workdir, models, digits32):
+    result = run_tool("advtrain", "attack", "--model", "std.safetensors", "--data", digits32, "--constraint", "linf",
+                      "--eps", "0.2", "--attack", "square", "--queries", "100", "--shard-out", "square.safetensors",
+                      cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    records = result.records
+    assert len(records) == 32 and all(schema_errors(r, "image-record") == [] for r in records)
+    assert all(r["advtrain"]["attack"] == "square" and r["advtrain"]["queries"] == 100 for r in records)
+    assert all(r["advtrain"]["norm"] <= 0.2 + 1e-6 for r in records)
+    fooled = sum(r["advtrain"]["pred_adv"] != r["label"] for r in records)
+    assert fooled > sum(r["advtrain"]["pred_clean"] != r["label"] for r in records)
+    (workdir / "square.jsonl").write_text(result.stdout)
+    accuracy = run_tool("advtrain", "eval", "--model", "std.safetensors", "--data", "square.jsonl", "--eps", "0",
+                        cwd=workdir)
+    assert accuracy.returncode == 0, accuracy.stderr
+    assert accuracy.records[0]["nat_acc"] == pytest.approx(1 - fooled / 32)  # the examples, read back, still fool
+
+
+def test_attacks_without_torchattacks_say_what_to_install(run_in_process, workdir, models, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # as if it were not installed
+    for args in (["eval", "--eps", "1", "--attack", "pgd,apgd-ce"],
+                 ["attack", "--attack", "autoattack", "--shard-out", "aa.safetensors"]):
+        result = run_in_process("advtrain", *args, "--model", "std.safetensors", "--data", "demo:digits",
+                                "--split", "test", cwd=workdir)
+        assert result.returncode == 3, result.stderr
+        assert "torchattacks" in result.stderr and "pip install --no-deps torchattacks" in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not (workdir / "aa.safetensors").exists()
+
+
 def test_features_shard(run_tool, workdir, models):
     result = run_tool("advtrain", "features", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test",
                       "--out", "feats.safetensors", cwd=workdir)
@@ -186,6 +275,11 @@ def test_import_safetensors_and_pickles(run_tool, workdir):
     (["transfer", "--source", "std.safetensors", "--data", "five.jsonl", "--num-classes", "3", "--out", "t.st"], 3,
      "--num-classes is 3"),
     (["eval", "--model", "five.jsonl", "--data", "five.jsonl"], 3, "not a safetensors file"),
+    (["eval", "--model", "std.safetensors", "--data", "five.jsonl", "--attack", "pgd,cw"], 2, "unknown attack 'cw'"),
+    (["attack", "--model", "std.safetensors", "--data", "five.jsonl", "--attack", "pgd,square", "--shard-out",
+      "x.safetensors"], 2, "one attack"),
+    (["attack", "--model", "std.safetensors", "--data", "five.jsonl", "--attack", "square", "--target-label", "1",
+      "--shard-out", "x.safetensors"], 2, "untargeted"),
 ])
 def test_bad_input(run_in_process, workdir, models, args, code, words):
     from confidently.io.images import save_image
@@ -332,7 +426,7 @@ def test_train_and_transfer_stream_webdataset_tars(run_tool, packed_train, tmp_p
     runs = [run_tool("advtrain", "train", "--data", packed_train / "tars", *args, "--out", tmp_path / f"{name}.st",
                      cwd=tmp_path) for name in ("a", "b")]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
-    first, second = ([{k: v for k, v in m.items() if k != "seconds"} for m in r.records] for r in runs)
+    first, second = ([{k: v for k, v in m.items() if k not in ("seconds", "out")} for m in r.records] for r in runs)
     assert [m["epoch"] for m in first] == [1, 2] and first == second
     weights = [read_model_file(tmp_path / f"{name}.st")[0] for name in ("a", "b")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

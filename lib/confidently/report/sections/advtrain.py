@@ -1,4 +1,5 @@
-"""advtrain: clean vs robust accuracy against eps; transfer accuracy against the source's eps."""
+"""advtrain: clean vs robust accuracy against eps (one line per attack, and the worst case over them); transfer
+accuracy against the source's eps."""
 
 from __future__ import annotations
 
@@ -14,6 +15,32 @@ def _claims(record: dict[str, Any]) -> bool:
         record.get("kind") == "summary" and record.get("cmd") == "transfer"))
 
 
+WORST = "worst case"
+
+
+def attack_curves(evals: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, list[tuple[float, float, float]]]]:
+    """(model, constraint) → attack → sorted (eps, clean acc, robust acc) points. A record of one attack
+    (``attack``, PGD in records that do not say) is one point of its line; a record of several (``by_attack``)
+    is a point of each attack's line and of the worst case's (``adv_acc``). Of two records at one eps, the
+    later wins."""
+    curves: dict[tuple[str, str], dict[str, dict[float, tuple[float, float, float]]]] = {}
+    for record in evals:
+        group = curves.setdefault((record["model"], str(record.get("constraint"))), {})
+        each = {name: values["adv_acc"] for name, values in record.get("by_attack", {}).items()}
+        if each:
+            each[WORST] = record["adv_acc"]
+        else:
+            each = {record.get("attack", "pgd"): record["adv_acc"]}
+        for attack, accuracy in each.items():
+            group.setdefault(attack, {})[record["eps"]] = (record["eps"], record["nat_acc"], accuracy)
+    return {key: {attack: sorted(points.values()) for attack, points in sorted(group.items(), key=_line_order)}
+            for key, group in sorted(curves.items())}
+
+
+def _line_order(item: tuple[str, Any]) -> tuple[bool, str]:
+    return item[0] == WORST, item[0]  # the worst case last
+
+
 @register_section("advtrain", "advtrain — robustness and robust transfer", _claims)
 def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     blocks = []
@@ -21,18 +48,21 @@ def draw(records: list[dict[str, Any]], folder: Path) -> list[Block]:
     if evals:
         figure, (axis,) = new_figure()
         rows = []
-        for model in sorted({(r["model"], r.get("constraint")) for r in evals}):
-            points = sorted((r["eps"], r["nat_acc"], r["adv_acc"]) for r in evals
-                            if (r["model"], r.get("constraint")) == model)
-            name = f"{Path(model[0]).stem} ({model[1]})"
-            axis.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=f"{name} robust")
-            axis.axhline(points[0][1], linestyle=":", color=axis.lines[-1].get_color(), label=f"{name} clean")
-            rows += [[name, p[0], fmt(p[1]), fmt(p[2])] for p in points]
+        for (model, constraint), curves in attack_curves(evals).items():
+            name = f"{Path(model).stem} ({constraint})"
+            for index, (attack, points) in enumerate(curves.items()):
+                axis.plot([p[0] for p in points], [p[2] for p in points], marker="o",
+                          linestyle="--" if attack == WORST else "-", label=f"{name} {attack}")
+                if index == 0:
+                    axis.axhline(points[0][1], linestyle=":", color=axis.lines[-1].get_color(),
+                                 label=f"{name} clean")
+                rows += [[name, attack, p[0], fmt(p[1]), fmt(p[2])] for p in points]
         axis.set(xlabel="eps", ylabel="accuracy", ylim=(-0.02, 1.02))
         axis.legend(fontsize=8)
-        blocks += [Block("Accuracy under PGD attack", "robust accuracy against the attack radius; dotted: clean",
+        blocks += [Block("Accuracy under attack", "robust accuracy against the attack radius, one line per attack "
+                         f"(dashed, {WORST}: a point counts only if no attack broke it); dotted: clean",
                          image=save(figure, folder, "robustness.png")),
-                   Block("Robustness", columns=["model", "eps", "clean acc", "robust acc"], rows=rows)]
+                   Block("Robustness", columns=["model", "attack", "eps", "clean acc", "robust acc"], rows=rows)]
     transfers = [r for r in records if r["kind"] == "summary" and r.get("top1") is not None]
     if transfers:
         figure, (axis,) = new_figure()
