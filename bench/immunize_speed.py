@@ -94,15 +94,21 @@ def batch_speed(model_dir: Path, size: int, steps: int, device: str, batch: int)
         if ldm.device.type == "cuda":
             torch.cuda.synchronize()
 
-    clock = time.perf_counter if ldm.device.type == "cuda" else time.process_time
-    rounds: dict[int, list[float]] = {1: [], batch: []}
-    for _ in range(3):  # interleaved, median
-        for together in rounds:
-            run(together, 1)  # warm-up
+    return median_per_photo(run, (1, batch), steps, batch, ldm.device)
+
+
+def median_per_photo(run, arms, count: int, photos: int, device: torch.device) -> dict:
+    """Seconds per photo of ``run(arm, count)`` for each arm: three interleaved rounds after a warm-up, median
+    (process time on the CPU, wall time on a GPU)."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    rounds: dict = {arm: [] for arm in arms}
+    for _ in range(3):
+        for arm in rounds:
+            run(arm, 1)  # warm-up
             started = clock()
-            run(together, steps)
-            rounds[together].append((clock() - started) / batch)
-    return {together: sorted(times)[1] for together, times in rounds.items()}
+            run(arm, count)
+            rounds[arm].append((clock() - started) / photos)
+    return {arm: sorted(times)[1] for arm, times in rounds.items()}
 
 
 def edit_speed(model_dir: Path, size: int, steps: int, device: str, photos: int = 2) -> dict[str, float]:
@@ -124,15 +130,7 @@ def edit_speed(model_dir: Path, size: int, steps: int, device: str, photos: int 
         if ldm.device.type == "cuda":
             torch.cuda.synchronize()
 
-    clock = time.perf_counter if ldm.device.type == "cuda" else time.process_time
-    rounds: dict[str, list[float]] = {"own": [], "pipeline": []}
-    for _ in range(3):
-        for backend in rounds:
-            run(backend, 1)  # warm-up
-            started = clock()
-            run(backend, photos)
-            rounds[backend].append((clock() - started) / photos)
-    return {backend: sorted(times)[1] for backend, times in rounds.items()}
+    return median_per_photo(run, ("own", "pipeline"), photos, photos, ldm.device)
 
 
 def _status(field: str) -> int | None:
@@ -253,7 +251,7 @@ def main() -> None:
                 Path(scratch) / "tiny-edit", size=args.edit_size, unet="inpaint", seed=0)
         else:
             edit_dir = model_dir
-        batched = batch_speed(model_dir, args.size, args.steps, args.device, args.batch)
+        batched = None if args.only_edit else batch_speed(model_dir, args.size, args.steps, args.device, args.batch)
         if args.only_batch:
             print_batch(args, batched)
             return
@@ -268,9 +266,9 @@ def main() -> None:
     print(f"{'  immunize edit --backend own':<56}{edits['own']:>9.3f} s/photo")
     print(f"{'  immunize edit --backend pipeline (diffusers)':<56}{edits['pipeline']:>9.3f} s/photo")
     print(f"{'  ratio pipeline / own (goal <= 1.1x)':<56}{edits['pipeline'] / edits['own']:>9.3f}x")
-    print_batch(args, batched)
     if args.only_edit:
         return
+    print_batch(args, batched)
     print(f"encoder attack, {args.size}×{args.size}, {args.steps} steps, median of 3 rounds")
     print(f"{'  cost limit (steps × encoder forward + backward)':<56}{limit:>9.3f} s/image")
     print(f"{'  immunize encoder':<56}{ours:>9.3f} s/image")

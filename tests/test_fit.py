@@ -39,16 +39,18 @@ def test_fit_writes_a_model_that_names_its_making_and_a_second_run_skips(tmp_pat
     assert start(out, force=True) is not None
 
 
+class Stop(Exception):
+    pass
+
+
+def stop_in_second_stage(stage, metrics):
+    if stage.name == "second":
+        raise Stop
+
+
 def test_an_interrupted_two_stage_fit_resumes_to_the_same_weights(tmp_path):
     whole = tmp_path / "whole.safetensors"
     start(whole).run(two_stages())
-
-    class Stop(Exception):
-        pass
-
-    def stop_in_second_stage(stage, metrics):
-        if stage.name == "second":
-            raise Stop
 
     cut = tmp_path / "cut.safetensors"
     with pytest.raises(Stop):
@@ -159,13 +161,6 @@ def test_the_run_config_never_overwrites_a_users_file_and_force_does(tmp_path):
 
 
 def test_a_finished_fit_leaves_its_config_alone_and_a_resumed_one_rewrites_it(tmp_path):
-    class Stop(Exception):
-        pass
-
-    def stop_in_second_stage(stage, metrics):
-        if stage.name == "second":
-            raise Stop
-
     cut = tmp_path / "cut.safetensors"
     with pytest.raises(Stop):
         start(cut, options={"resume": False}).run(two_stages(), on_epoch=stop_in_second_stage)

@@ -7,9 +7,7 @@ Batched CPU kernels round differently (losses agree to ~1e-5 relative): the â„“â
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,15 @@ import torch
 from confidently.io.artifacts import load_artifact
 from confidently.io.images import save_image
 
+from tests.tools.test_immunize_cli import in_process
+
 SIZES = [(32, 32), (16, 24), (32, 32), (32, 32), (16, 24)]
 VOLATILE = {"seconds", "immunized", "tensors"}
 
 
 def run(args: list[str], cwd: Path, monkeypatch, capsys, stdin: str = "") -> tuple[int, list[dict], str]:
-    from confidently.cli import run_app
-    from confidently_tools.immunize import app
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_app(app, "immunize", args)
-    captured = capsys.readouterr()
-    rows = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
-    return exit_info.value.code, rows, captured.err
+    code, out, err = in_process(args, stdin, cwd, monkeypatch, capsys)
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
 
 
 @pytest.fixture(scope="module")
