@@ -13,7 +13,7 @@ export MKL_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: venv test demo demo-quick bench lint llvm clean
+.PHONY: venv test demo demo-quick bench gpu-check lint llvm clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,15 @@ bench: venv llvm
 	$(BIN)/python bench/unadv_texture.py
 	$(BIN)/python bench/render_3db.py
 	$(BIN)/python bench/immunize_speed.py
+
+# On a GPU machine (about 8 minutes on one GPU): the `cuda` test tier (every tool on the GPU, torchrun on NCCL,
+# AMP attacks, real out-of-memory back-offs), then thesis-scale figures as JSON lines (bench/gpu_check.py).
+GPU_CHECK_WORKERS ?= 8
+gpu-check: venv llvm
+	$(BIN)/python -m pip install --quiet -e '.[bench,ray]'
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device here')"
+	$(BIN)/python -m pytest -m cuda -n $(GPU_CHECK_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python bench/gpu_check.py
 
 lint: venv
 	$(BIN)/ruff check lib tools tests bench

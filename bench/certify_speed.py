@@ -1,14 +1,21 @@
 """Certification speed, side by side with ART's smoothed ViT and with the ideal of token dropping.
 
-* images/s of confidently's smoothing (``ablation_votes`` + certificates, all ablations of a
-  batch ablation-major), and of ``certify run`` on the same images (what users run: process
-  start, model and image loading included) against ART's ``PyTorchDeRandomizedSmoothing.eval_and_certify`` on the
-  same timm ViT (``vit_tiny_patch16_224``, random weights copied across), column ablations of
-  the same size at stride 1 (goal >= 2×). Install ART with ``pip install -e '.[bench]'``.
+* images/s of confidently's smoothing through the library (``ablation_votes`` + certificates) and
+  through ``certify run`` on PNG files (what users run: process start, model loading and decoding
+  included, over ``--cli-images``), at stride 1 (the same work as ART: goal >= 1.25x ART) and at the
+  thesis's stride 10 (ART has no stride and runs every column: goal >= 8x ART), and ``certify run
+  --early-stop`` at stride 1 (no peer has it; how far it goes depends on the model: a random one
+  settles most images in the first round);
+* ART's ``PyTorchDeRandomizedSmoothing.eval_and_certify`` on the same timm ViT (``vit_tiny_patch16_224``,
+  random weights copied across), column ablations of the same size (install it with
+  ``pip install -e '.[bench]'``);
 * the token-dropping speed-up of a forward over the same ablated batch against the ideal ratio
   of total to kept tokens (goal >= 70 % of ideal).
 
-Usage: python bench/certify_speed.py [--images 8] [--ablation-size 19] [--img-size 224]
+Every figure is the median of ``--repeats`` interleaved runs (one of each per round), so load from
+other processes falls on all of them alike.
+
+Usage: python bench/certify_speed.py [--images 8] [--cli-images 16] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,49 +29,96 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from confidently.io.images import save_image
 from confidently.models import create_model, save_model, token_keep_mask, vit_forward_kept
 from confidently.smoothing import Ablation, ablation_votes, certify_counts, vote_counts
-from safetensors.torch import save_file
+from peers import art_smoothed_vit
+
+GOALS = {"stride 1": 1.25, "stride 10": 8.0}  # x ART's images/s (issue 25)
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run, timed round-robin after one warm-up round."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def cli_seconds(model, images: torch.Tensor, args: argparse.Namespace) -> float:
-    """Wall time of one ``certify run`` over ``images`` (a safetensors shard) at the same geometry."""
+def certify_tool() -> str:
     installed = Path(sys.executable).with_name("certify")  # this interpreter's, then PATH's
-    tool = str(installed) if installed.exists() else shutil.which("certify")
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model(model, Path(tmp) / "model.safetensors")
-        save_file({"images": images.contiguous()}, Path(tmp) / "images.safetensors")
-        records = "".join(json.dumps({"id": str(i), "image": {"tensors": "images.safetensors", "key": "images",
-                                                               "index": i}}) + "\n" for i in range(len(images)))
-        command = [tool, "run", "-", "--model", "model.safetensors", "--ablation-size", str(args.ablation_size),
-                   "--patch-sizes", str(args.patch_size), "--batch-size", str(args.batch_size), "--device", "cpu",
-                   "-q"]
-        started = time.perf_counter()
-        proc = subprocess.run(command, input=records, cwd=tmp, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    return str(installed) if installed.exists() else shutil.which("certify")
+
+
+def cli_run(folder: Path, manifest: str, stride: int, args: argparse.Namespace, *extra: str) -> Callable[[], None]:
+    """One ``certify run`` over ``manifest`` (PNG files) at the benchmark's geometry."""
+    command = [certify_tool(), "run", manifest, "--model", "model.safetensors", "--ablation-size",
+               str(args.ablation_size), "--stride", str(stride), "--patch-sizes", str(args.patch_size),
+               "--batch-size", str(args.batch_size), "--device", "cpu", "-q", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    def run() -> None:
+        proc = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
         if proc.returncode:
             raise SystemExit(f"certify run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        return time.perf_counter() - started
+
+    return run
+
+
+def write_photos(folder: Path, count: int, size: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    lines = []
+    for index in range(count):
+        save_image(torch.rand(3, size, size, generator=generator), folder / f"{index}.png")
+        lines.append(json.dumps({"id": str(index), "image": f"{index}.png"}))
+    (folder / "photos.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "none.jsonl").write_text("")
+
+
+def art_certifier(args: argparse.Namespace, model, images: torch.Tensor, classes: int) -> Callable[[], object] | None:
+    art = art_smoothed_vit(model, args.arch, args.img_size, classes, args.ablation_size)
+    if art is None:
+        return None
+    x, y = images.numpy(), np.eye(classes)[np.zeros(len(images), dtype=int)]
+    return lambda: art.eval_and_certify(x, y, size_to_certify=args.patch_size, batch_size=len(images), verbose=False)
+
+
+def token_dropping(model, ablation: Ablation, images: torch.Tensor, repeats: int) -> None:
+    size = images.shape[-1]
+    masks = ablation.masks(size, size)
+    patch = model.net.patch_embed.patch_size[0]
+    gains, ideals = [], []
+    batch = model.normalize(images)
+    with torch.no_grad():
+        for index in (0, len(masks) // 3, len(masks) - 1):  # no wrap, and with wrap at the end
+            ablated = batch * masks[index]
+            keep = token_keep_mask(masks[index], patch, "any")
+            times = interleaved({"full": lambda ablated=ablated: model.net(ablated),
+                                 "kept": lambda ablated=ablated, keep=keep: vit_forward_kept(model.net, ablated, keep)},
+                                repeats)
+            gains.append(times["full"] / times["kept"])
+            ideals.append(keep.numel() / int(keep.sum()))
+    gain, ideal = statistics.mean(gains), statistics.mean(ideals)
+    print(f"token dropping               {gain:8.2f}x faster than all tokens; ideal {ideal:.2f}x; "
+          f"{100 * gain / ideal:.0f} % of ideal (goal >= 70 %)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vit_tiny_patch16_224")
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=8, help="Images for the library and ART.")
+    parser.add_argument("--cli-images", type=int, default=16, help="PNG files per `certify run` at stride 1 (x8 at "
+                        "stride 10 and with --early-stop, whose start-up would otherwise dominate).")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--ablation-size", type=int, default=19)
     parser.add_argument("--patch-size", type=int, default=32)
@@ -77,54 +131,55 @@ def main() -> None:
     size, classes = args.img_size, 10
     model = create_model(args.arch, classes, img_size=size, mean=(0.0,) * 3, std=(1.0,) * 3).eval()
     images = torch.rand(args.images, 3, size, size, generator=torch.Generator().manual_seed(0))
-    ablation = Ablation("column", args.ablation_size, 1)
-    delta = ablation.delta(size, size, args.patch_size)
+    strides = {"stride 1": 1, "stride 10": 10}
 
-    def ours():
-        counts = vote_counts(ablation_votes(model, images, ablation, drop_tokens=True, batch_size=args.batch_size),
-                             classes)
-        return certify_counts(counts, delta)
+    def library(stride: int) -> Callable[[], object]:
+        ablation = Ablation("column", args.ablation_size, stride)
+        delta = ablation.delta(size, size, args.patch_size)
 
-    ours_s = seconds(ours, args.repeats)
-    print(f"{args.arch} at {size}×{size}, column b={args.ablation_size} s=1 ({ablation.count(size, size)} ablations), "
-          f"{args.images} images, {args.threads} thread(s)")
-    print(f"confidently             {args.images / ours_s:8.2f} images/s")
-    cli_s = cli_seconds(model, images, args)
-    print(f"certify run (CLI)       {args.images / cli_s:8.2f} images/s (start-up and loading included)")
+        def run():
+            votes = ablation_votes(model, images, ablation, drop_tokens=True, batch_size=args.batch_size)
+            return certify_counts(vote_counts(votes, classes), delta)
 
-    masks = ablation.masks(size, size)
-    patch = model.net.patch_embed.patch_size[0]
-    gains, ideals = [], []
-    batch = model.normalize(images)
-    with torch.no_grad():
-        for index in (0, len(masks) // 3, len(masks) - 1):  # no wrap, and with wrap at the end
-            ablated = batch * masks[index]
-            keep = token_keep_mask(masks[index], patch, "any")
-            full = seconds(lambda ablated=ablated: model.net(ablated), args.repeats)
-            kept = seconds(lambda ablated=ablated, keep=keep: vit_forward_kept(model.net, ablated, keep), args.repeats)
-            gains.append(full / kept)
-            ideals.append(keep.numel() / int(keep.sum()))
-    gain, ideal = statistics.mean(gains), statistics.mean(ideals)
-    print(f"token dropping          {gain:8.2f}x faster than all tokens; ideal {ideal:.2f}x; "
-          f"{100 * gain / ideal:.0f} % of ideal (goal >= 70 %)")
-    try:
-        from art.estimators.certification.derandomized_smoothing import PyTorchDeRandomizedSmoothing
-    except ImportError:
+        return run
+
+    counts = {s: Ablation("column", args.ablation_size, s).count(size, size) for s in strides.values()}
+    print(f"{args.arch} at {size}×{size}, column b={args.ablation_size} (stride 1: {counts[1]} ablations, stride 10: "
+          f"{counts[10]}), {args.threads} thread(s); "
+          f"library and ART on {args.images} images, `certify run` on {args.cli_images} PNG files at stride 1 and "
+          f"{8 * args.cli_images} at stride 10 and with --early-stop; medians of {args.repeats} interleaved runs")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_model(model, folder / "model.safetensors")
+        write_photos(folder, 8 * args.cli_images, size)
+        lines = (folder / "photos.jsonl").read_text().splitlines()
+        (folder / "few.jsonl").write_text("\n".join(lines[:args.cli_images]) + "\n")
+        runs: dict[str, Callable[[], object]] = {f"library {name}": library(s) for name, s in strides.items()}
+        runs["cli stride 1"] = cli_run(folder, "few.jsonl", 1, args)
+        runs["cli stride 10"] = cli_run(folder, "photos.jsonl", 10, args)
+        runs["cli stride 1 --early-stop"] = cli_run(folder, "photos.jsonl", 1, args, "--early-stop")
+        runs["cli start-up"] = cli_run(folder, "none.jsonl", 1, args)
+        peer = art_certifier(args, model, images, classes)
+        if peer is not None:
+            runs["ART"] = peer
+        seconds = interleaved(runs, args.repeats)
+    count = {"library stride 1": args.images, "library stride 10": args.images, "cli stride 1": args.cli_images,
+             "cli stride 10": 8 * args.cli_images, "cli stride 1 --early-stop": 8 * args.cli_images,
+             "ART": args.images}
+    rate = {name: count[name] / seconds[name] for name in count if name in seconds}
+    print(f"`certify run` start-up      {seconds['cli start-up']:8.2f} s (no image: Python, torch, timm, the model)")
+    for name in ("library stride 1", "cli stride 1", "library stride 10", "cli stride 10", "cli stride 1 --early-stop"):
+        line = f"{name:28s} {rate[name]:8.2f} images/s"
+        if "ART" in rate:
+            goal = next((g for key, g in GOALS.items() if name.endswith(key)), None)
+            note = f"(goal >= {goal:g}x)" if goal else "(no peer has it)"
+            line += f"  {rate[name] / rate['ART']:6.2f}x ART {note}"
+        print(line)
+    if "ART" in rate:
+        print(f"{'ART smoothed ViT (stride 1)':28s} {rate['ART']:8.2f} images/s")
+    else:
         print("ART not installed: pip install -e '.[bench]'")
-        return
-    art = PyTorchDeRandomizedSmoothing(model=args.arch, loss=torch.nn.CrossEntropyLoss(), input_shape=(3, size, size),
-                                       nb_classes=classes, ablation_size=args.ablation_size, algorithm="salman2021",
-                                       ablation_type="column", replace_last_layer=True, load_pretrained=False,
-                                       device_type="cpu", verbose=False)
-    art.model.load_state_dict(model.net.state_dict(), strict=False)
-    # ART 1.20's ViT.forward_features predates timm 1.0's attn_mask/is_causal arguments, which
-    # timm's forward passes on; route its forward around them so the peer runs at all.
-    art.model.forward = lambda x: art.model.forward_head(art.model.forward_features(x))
-    x, y = images.numpy(), np.eye(classes)[np.zeros(args.images, dtype=int)]
-    art_s = seconds(lambda: art.eval_and_certify(x, y, size_to_certify=args.patch_size,
-                                                 batch_size=args.images, verbose=False), args.repeats)
-    print(f"ART smoothed ViT        {args.images / art_s:8.2f} images/s")
-    print(f"ratio                   {art_s / ours_s:8.2f}x ART's speed (goal >= 2x)")
+    token_dropping(model, Ablation("column", args.ablation_size, 1), images, args.repeats)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ Every measurement writes into a fresh folder (results that exist are skipped, so
 folder would be a no-op). Wall clock (the only clock that sees Ray's worker processes), median of
 ``--repeats`` interleaved rounds after a warm-up round on ``--warmup-models`` jobs (start-up, serial,
 bare loop and one 2-worker Ray run; job columns from the last round); OMP_NUM_THREADS=1 and one torch
-thread everywhere (about 4 minutes with the defaults on 2 cores). The outputs of the serial and the
+thread everywhere but in the Ray clusters, whose processes get OMP_NUM_THREADS = every CPU (as a shell that
+exports it would): each worker's threads are then pinned to its share (one CPU) by the engine alone, not
+by the benchmark (about 4 minutes with the defaults on 2 cores). The outputs of the serial and the
 2-worker farm are checked against the bare loop's, and the CLI's estimate against the in-process one.
 
 Usage: python bench/influence_farm.py [--num-models 150] [--recipe synthetic-concepts] [--repeats 1]
@@ -168,7 +170,9 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     warm_plan, warm_jobs = make_plan(args, work, max(2, args.warmup_models), "warmup")
     units = int(jobs[0]["num_units"])
     counter = iter(range(1 << 30))
-    ray_env = child_env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))  # the joining driver needs it
+    # the joining driver needs the auth mode; the whole machine's OMP_NUM_THREADS leaves the workers' threads to
+    # the engine's pinning
+    ray_env = child_env(RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"), OMP_NUM_THREADS=str(os.cpu_count()))
     kept: dict[str, object] = {}  # the latest run of each candidate: out dir / records / outputs
     side: dict[str, list[float]] = {"ray1 up": [], "ray1 down": [], "ray2 up": [], "ray2 down": []}
 

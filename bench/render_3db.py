@@ -16,7 +16,9 @@
 
 The experiment: one procedural mug in a grey studio, a heading grid (``--renders`` values, endpoint
 false) at a fixed camera, ``--resolution`` and ``--samples``, one render thread; every run is preceded by a
-warm-up run of the same renders (Dr.Jit caches its kernels on disk; bpy loads once). OMP_NUM_THREADS=1.
+warm-up run of the same renders (Dr.Jit caches its kernels on disk; bpy loads once). OMP_NUM_THREADS=1, but
+for the Ray runs: every CPU (as a shell that exports it would), so each worker's threads are pinned to its
+share (``num_cpus`` = the one render thread) by the engine alone.
 
 Usage: python bench/render_3db.py [--engine bpy|mitsuba|null] [--renders 48] [--resolution 128]
 [--samples 32] [--repeats 3] [--skip-ray]
@@ -100,8 +102,9 @@ def library_loop(path: Path, model: Path) -> float:
 
 def cli_run(workdir: Path, *extra: str) -> tuple[float, float]:
     """(wall seconds, the run's own loop seconds from its log)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE",
-                                                                                                    "disabled")}
+    threads = str(os.cpu_count()) if "ray" in extra else "1"  # Ray workers: the engine pins them, not we
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "NO_COLOR": "1",
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     start = time.perf_counter()
     done = subprocess.run([str(BIN / "render-3db"), "run", "exp.yaml", "--model", "model.safetensors",
                            "--out", "out.jsonl", *extra], cwd=workdir, capture_output=True, text=True, env=env)

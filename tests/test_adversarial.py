@@ -3,7 +3,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from confidently.adversarial import PGDConfig, evaluate_expression, get_constraint, pgd_attack
+from confidently.adversarial import (
+    MixedPrecision,
+    PGDConfig,
+    evaluate_expression,
+    get_constraint,
+    mixed_precision,
+    pgd_attack,
+)
 from confidently.errors import UsageError
 from confidently.models import create_model
 from torch import nn
@@ -172,3 +179,132 @@ def test_expressions_are_parsed_not_evaluated():
     assert evaluate_expression("2.5*eps/steps", eps=1, steps=20) == pytest.approx(0.125)
     with pytest.raises(UsageError):
         evaluate_expression("__import__('os').system('true')")
+
+
+def _success(model, adversarial, labels):
+    with torch.no_grad():
+        return int((model(adversarial).argmax(1) != labels).sum())
+
+
+@pytest.mark.parametrize(("constraint", "eps"), [("l2", 0.5), ("linf", 0.03)])
+def test_bf16_attack_succeeds_as_often_as_the_fp32_attack(trained_resnet, digits_tensors, constraint, eps):
+    (_, (images, labels)) = digits_tensors
+    images, labels = images[:200], labels[:200]
+    config = PGDConfig.evaluation(constraint, eps, 10)
+    fp32 = pgd_attack(trained_resnet, images, labels, config)
+    bf16 = pgd_attack(trained_resnet, images, labels, config, autocast=torch.bfloat16)
+    fooled32, fooled16 = _success(trained_resnet, fp32, labels), _success(trained_resnet, bf16, labels)
+    assert 0.1 * len(labels) < fooled32 < 0.9 * len(labels)  # a radius where the comparison means something
+    assert abs(fooled16 - fooled32) <= max(1, 0.01 * len(labels))  # within 1 point, or one example
+    assert not torch.equal(bf16, fp32)  # the passes really ran in bf16
+    assert get_constraint(constraint).norm(bf16 - images).max() <= eps + 1e-5 and 0 <= bf16.min() <= bf16.max() <= 1
+    assert bf16.dtype == torch.float32 and bf16.stride() == images.stride()  # fp32, in the caller's layout
+
+
+class Sharp(nn.Module):
+    """A model made very confident: its logits multiplied, so most examples' loss gradients are below fp16's range."""
+
+    def __init__(self, model, factor):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        return self.model(x) * self.factor
+
+
+def _pixel_gradients(model, images, labels):
+    pixels = images.clone().requires_grad_(True)
+    loss = F.cross_entropy(model(pixels), labels, reduction="none")
+    return torch.autograd.grad(loss.sum(), pixels)[0].flatten(1)
+
+
+def test_fp16_gradients_are_scaled_per_example_instead_of_underflowing(trained_resnet, batch):
+    images, labels = batch
+    model = Sharp(trained_resnet, 8.0).eval()
+    exact = _pixel_gradients(model, images, labels)
+    pixels = images.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = model(pixels)
+    plain = torch.autograd.grad(F.cross_entropy(logits.float(), labels, reduction="none").sum(), pixels)[0].flatten(1)
+    scaled = _pixel_gradients(MixedPrecision(model, torch.float16), images, labels)
+    lost = (plain.abs().amax(1) == 0) & (exact.abs().amax(1) > 0)
+    assert lost.sum() >= 5  # plain fp16 autocast loses these examples' gradients: the attack would stall on them
+
+    def unit(g):
+        return g / g.abs().amax(1, keepdim=True)
+
+    assert (scaled.abs().amax(1) > 0).all()
+    assert F.cosine_similarity(unit(scaled[lost]), unit(exact[lost]), dim=1).min() > 0.9
+    largest = exact.abs().amax(1, keepdim=True)  # (norms of gradients this small would underflow in fp32)
+    ratio = (scaled / largest).norm(dim=1) / (exact / largest).norm(dim=1)  # the scale is undone at the pixels
+    assert ((ratio > 0.5) & (ratio < 2)).all()
+
+
+def test_mixed_precision_wrapper_leaves_the_modes_of_the_model_alone():
+    model = create_model("tiny_resnet", 10).train()
+    model.net.bn1.eval()  # e.g. batch norm frozen while the rest trains
+    wrapped = MixedPrecision(model, torch.bfloat16)
+    assert wrapped.training and model.training and not model.net.bn1.training
+    assert wrapped(torch.rand(2, 3, 32, 32)).dtype == torch.float32
+
+
+def test_the_attack_computes_no_weight_gradients(trained_resnet, batch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BackwardMasks(TorchDispatchMode):
+        """The outputs each convolution / batch-norm backward kernel is asked for: (input, weight, bias)."""
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "convolution_backward" in str(func) or "batch_norm_backward" in str(func):
+                masks.add(tuple(args[-1]))
+            return func(*args, **(kwargs or {}))
+
+    images, labels = batch
+    computed, masks = [], set()
+    hooks = [p.register_hook(lambda grad: computed.append(grad)) for p in trained_resnet.parameters()]
+    try:
+        with BackwardMasks():
+            for autocast in (None, torch.bfloat16):
+                pgd_attack(trained_resnet, images[:8], labels[:8], PGDConfig("l2", 0.5, 2), autocast=autocast)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert computed == [] and masks == {(True, False, False)}  # the kernels run for the input's gradient only
+
+
+def test_amp_means_mixed_precision_on_cuda_only():
+    assert mixed_precision("cpu") is None and mixed_precision(torch.device("cpu")) is None
+    if torch.cuda.is_available():
+        assert mixed_precision("cuda") in (torch.bfloat16, torch.float16)
+
+
+def test_the_training_hook_carries_amp(batch, monkeypatch):
+    import confidently.adversarial as adversarial
+
+    seen = []
+    monkeypatch.setattr(adversarial, "mixed_precision", lambda device: torch.bfloat16)
+    monkeypatch.setattr(adversarial, "pgd_attack", lambda *args, **kwargs: seen.append(kwargs["autocast"]))
+    images, labels = batch
+    model = create_model("tiny_resnet", 10)
+    adversarial.AdversarialPerturb(PGDConfig("l2", 0.5, 1))(model, images, labels)
+    adversarial.AdversarialPerturb(PGDConfig("l2", 0.5, 1), amp=True)(model, images, labels)
+    assert seen == [None, torch.bfloat16]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("constraint", "eps"), [("l2", 0.5), ("linf", 0.03)])
+def test_amp_on_the_gpu_attacks_as_well_as_fp32(trained_resnet, digits_tensors, constraint, eps):
+    import copy
+
+    (_, (images, labels)) = digits_tensors
+    model = copy.deepcopy(trained_resnet).cuda().eval()
+    images, labels = images[:256].cuda(), labels[:256].cuda()
+    autocast = mixed_precision("cuda")
+    config = PGDConfig.evaluation(constraint, eps, 10)
+    fp32 = pgd_attack(model, images, labels, config)
+    amp = pgd_attack(model, images, labels, config, autocast=autocast)
+    fooled32, fooled_amp = _success(model, fp32, labels), _success(model, amp, labels)
+    assert 0.1 * len(labels) < fooled32 < 0.9 * len(labels)
+    assert abs(fooled_amp - fooled32) <= max(1, 0.01 * len(labels))  # within 1 point, or one example
+    assert amp.dtype == torch.float32 and amp.stride() == images.stride()  # fp32 pixels back, in NCHW

@@ -156,3 +156,25 @@ def test_without_torchattacks_the_error_says_how_to_install_it(monkeypatch):
         assert error.value.exit_code == 3
     pgd, = AttackSuite(("pgd",), PGDConfig.evaluation("l2", 1.0)).build(10)  # PGD needs nothing more
     assert pgd.per_record
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd-ce"])
+def test_a_suite_with_autocast_runs_its_attacks_in_mixed_precision(trained_resnet, digits_tensors, name):
+    (_, (images, labels)) = digits_tensors
+    images, labels, ids = images[:100], labels[:100], [f"test/{i}" for i in range(100)]
+    fp32 = AttackSuite((name,), PGDConfig.evaluation("linf", 0.03, 10), steps=10)
+    bf16 = AttackSuite((name,), PGDConfig.evaluation("linf", 0.03, 10), steps=10, autocast=torch.bfloat16)
+    trained_resnet.train()
+    try:
+        exact = fp32.build(10)[0](trained_resnet, images, labels, ids, 0)
+        mixed = bf16.build(10)[0](trained_resnet, images, labels, ids, 0)
+        assert trained_resnet.training and all(m.training for m in trained_resnet.modules())  # modes restored
+    finally:
+        trained_resnet.eval()
+    assert not torch.equal(mixed, exact) and mixed.dtype == torch.float32
+    assert (mixed - images).abs().max() <= 0.03 + 1e-6 and 0 <= mixed.min() <= mixed.max() <= 1
+    with torch.no_grad():
+        fooled = [int((trained_resnet(x).argmax(1) != labels).sum()) for x in (exact, mixed)]
+    assert 10 < fooled[0] < 90 and abs(fooled[1] - fooled[0]) <= 1  # the same strength: within one example of 100
+    tallies = robustness_tallies(trained_resnet, batches(images, labels, ids, 100), [bf16], num_classes=10)[0]
+    assert sum(tallies["adv"]["class_correct"]) == 100 - fooled[1]  # the same examples, judged by the fp32 model

@@ -182,3 +182,109 @@ def test_ddp_on_two_gloo_processes_matches_one_process(tmp_path):
     moved = [k for k in a if k.startswith("net.") and not torch.equal(a[k], torch.manual_seed(0) and
                                                                          start.state_dict()[k])]
     assert moved  # it trained
+
+
+class _LinearNet(torch.nn.Module):
+    """No batch norm, no dropout: split and whole batches give the same update. Past ``limit`` rows a forward
+    raises CUDA's out-of-memory error, as a GPU that cannot hold the batch would."""
+
+    def __init__(self, limit: int | None = None):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 8 * 8, 10)
+        self.limit, self.refused = limit, 0
+
+    def forward(self, images):
+        if self.limit is not None and len(images) > self.limit:
+            self.refused += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.fc(images.flatten(1))
+
+
+def test_an_out_of_memory_step_is_redone_in_micro_batches_with_the_same_update(small_digits, capsys):
+    """Batches of 24 on a 'GPU' that holds 8 rows: the first step fails at 24 and 12 rows, runs as 4 parts of 6
+    and every later step goes straight to them (two refusals in all, one message each); the weights equal an
+    unsplit run's, the per-record PGD starts included."""
+    images = torch.nn.functional.interpolate(small_digits[0][:96], size=8)
+    data = ImageDataset.from_tensors(images, small_digits[1][:96])
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=24, optimizer="sgd", schedule="constant", shift=1)
+    perturb = AdversarialPerturb(PGDConfig.training("l2", 0.5, random_start=True))
+    runs = []
+    for limit in (None, 8):
+        torch.manual_seed(0)
+        model = _LinearNet(limit)
+        train_classifier(model, data, config, perturb=perturb)
+        runs.append(model)
+    whole, split = runs
+    assert split.refused == 2
+    assert capsys.readouterr().err.count("micro-batches") == 2  # 2, then 4 parts (3 of 8 rows)
+    for a, b in zip(whole.parameters(), split.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.equal(whole.fc.weight, _LinearNet().fc.weight)
+
+
+def test_sync_batch_norm_only_under_torchrun_on_gpus():
+    from confidently.errors import UsageError
+    from confidently.training import Distributed, sync_batch_norm
+
+    model = create_model("tiny_resnet", 10)
+    keys = list(model.state_dict())
+    assert sync_batch_norm(model, Distributed(0, 1), torch.device("cpu")) is model
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())  # one process: unchanged
+    with pytest.raises(UsageError, match="CUDA"):
+        sync_batch_norm(model, Distributed(0, 2, True), torch.device("cpu"))
+    converted = sync_batch_norm(model, Distributed(0, 2, True), torch.device("cuda"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+    assert list(converted.state_dict()) == keys  # the model file is the same
+
+
+UNEVEN_DDP_SCRIPT = r"""
+import sys, torch
+torch.set_num_threads(1)
+from confidently.data import open_dataset
+from confidently.data.dataset import ImageDataset
+from confidently.data.loader import StreamLoader, collect
+from confidently.data.preprocess import DataConfig, make_preprocess
+from confidently.fit import validation_accuracy
+from confidently.models import create_model, save_model
+from confidently.training import TrainConfig, init_distributed_from_env, train_classifier
+ranks = init_distributed_from_env()
+images, labels = collect(open_dataset("demo:digits", "train"))
+torch.manual_seed(0)
+model = create_model("tiny_resnet", 10)
+val = StreamLoader(ImageDataset.from_tensors(images[100:145], labels[100:145]),
+                   make_preprocess("eval", DataConfig.of(model)), batch_size=8, rank=ranks.rank, world=ranks.world)
+log = []
+train_classifier(model, ImageDataset.from_tensors(images[:67], labels[:67]),
+                 TrainConfig(epochs=2, lr=0.01, batch_size=32, optimizer="sgd"), forward=lambda m, x: m(x),
+                 evaluate=lambda m, epoch: validation_accuracy(m, val), on_epoch=log.append)
+if ranks.is_main:
+    save_model(model, sys.argv[1], training={"val_acc": [m["val_acc"] for m in log]})
+"""
+
+
+@pytest.mark.slow
+def test_ddp_with_uneven_parts_a_custom_forward_and_split_validation(tmp_path):
+    """67 rows on 2 gloo ranks in batches of 16: rank 1's last batch is one row, which batch norm cannot train
+    on, so it takes part in rank 0's last step at weight 0 instead of leaving it waiting; a custom forward runs
+    under DDP; each rank validates half of the 45 validation rows with rank 0's model, and the summed figure
+    equals one process scoring the written model on all of them."""
+    from confidently.data import open_dataset
+    from confidently.data.loader import StreamLoader, collect
+    from confidently.data.preprocess import DataConfig, make_preprocess
+    from confidently.evaluation import clean_accuracy
+    from confidently.models import load_model
+
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN_DDP_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    ddp = subprocess.run([*torchrun, str(script), str(tmp_path / "m.safetensors")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    model = load_model(tmp_path / "m.safetensors")
+    logged = model.training_info["val_acc"]
+    assert len(logged) == 2
+    images, labels = collect(open_dataset("demo:digits", "train"))
+    val = StreamLoader(ImageDataset.from_tensors(images[100:145], labels[100:145]),
+                       make_preprocess("eval", DataConfig.of(model)), batch_size=45)
+    assert clean_accuracy(model, val, 10) == pytest.approx(logged[-1], abs=1e-12)

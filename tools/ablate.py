@@ -12,6 +12,7 @@ import typer
 from confidently import __version__
 from confidently.cli import (
     FIT_DATA_OPTIONS,
+    SYNC_BN_OPTION,
     Common,
     common_options,
     examples,
@@ -89,7 +90,7 @@ def missingness(model: Classifier, fill: str, partial: str, batch_size: int) -> 
       --out orders.safetensors > /dev/null
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def order(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           order_name: str = typer.Option("random", "--order", help="random, saliency or saliency-reverse."),
           ref_model: Path = typer.Option(None, "--ref-model", "--model",
@@ -131,7 +132,7 @@ def order(source: str = typer.Argument(None, help="Image records (JSONL file, or
       --step 4 --summary vit.json > vit-curve.jsonl
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def curve(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
           model_path: Path = typer.Option(..., "--model", help="Classifier (.safetensors)."),
           fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -219,7 +220,7 @@ LIME_OPTIONS = {
       --target logit --backend lime > lime-vit.jsonl
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model"),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -268,7 +269,7 @@ def lime(source: str = typer.Argument(None, help="Image records (JSONL file, or 
       --patch-size 8 --samples 100 --k 2,4,8 > cons-vit.jsonl
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def consistency(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
                 model_path: Path = typer.Option(..., "--model"),
                 colors: str = typer.Option("binary8", "--colors",
@@ -357,7 +358,7 @@ def show_series(title: str, ks: list[int], series: dict[str, list[float]]) -> No
       --explanations lime-cnn.safetensors --kmax 16 --step 4 --keep-top > keep-top.jsonl
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def topk(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
          model_path: Path = typer.Option(..., "--model", help="The model whose behaviour is explained."),
          fill: str = typer.Option("black", "--fill", help=FILL_HELP),
@@ -452,7 +453,7 @@ def apply(source: str = typer.Argument(None, help="Image records (JSONL file, or
     ablate curve digits.jsonl --model cnn-roar.safetensors --fill black --orders orders.safetensors \\
       --patch-size 4 --step 4 --summary cnn-roar.json > /dev/null
 """))
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"}, micro_batches=True)
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit, small_cnn or a timm name."),
@@ -467,6 +468,7 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
                                    "(cpu-tiny; the thesis's: thesis-resnet, thesis-deit); options given win over it."),
         epochs: int = typer.Option(None, "--epochs", min=1),
         lr: float = typer.Option(None, "--lr"),
+        sync_bn: bool = SYNC_BN_OPTION,
         out: Path = typer.Option(..., "--out"),
         resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out."),
         force: bool = typer.Option(False, "--force"),
@@ -475,8 +477,8 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
     from confidently.fit import Fit, ModelFile, NewModel, Stage
     from confidently.missingness import MissingnessTraining
 
-    config = recipe_config(recipe, {"epochs": epochs, "lr": lr, "batch_size": common.batch_size}, common.explicit,
-                           seed=common.seed)
+    config = recipe_config(recipe, {"epochs": epochs, "lr": lr, "batch_size": common.batch_size, "sync_bn": sync_bn},
+                           common.explicit, seed=common.seed)
     origin = ModelFile(init) if init is not None else NewModel(arch, img_size=img_size)
     fit = Fit.start(out, "ablate", data, split=split, model=origin, val=val, val_split=val_split, force=force,
                     resume=resume, **common.fit_options())

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from confidently import __version__
-from confidently.cli import FIT_DATA_OPTIONS, Common, common_options, examples, run_app, skip_invalid, tool_app
+from confidently.cli import (
+    FIT_DATA_OPTIONS,
+    SYNC_BN_OPTION,
+    Common,
+    common_options,
+    examples,
+    run_app,
+    skip_invalid,
+    tool_app,
+)
 from confidently.errors import InvalidInput, UsageError
 from confidently.io.atomic import guard_output
 from confidently.io.records import RecordWriter
@@ -75,12 +84,15 @@ def eval_batches(dataset: Source, model: Classifier, common: Common, device: tor
 
 
 def val_metrics(model: Classifier, batches: StreamLoader, attack: PGDConfig | None, seed: int) -> dict[str, Any]:
-    """Clean (and with ``attack``, adversarial) validation accuracies, as ``val_*`` metrics."""
+    """Clean (and with ``attack``, adversarial) validation accuracies, as ``val_*`` metrics; under ``torchrun``
+    of every rank's part of ``batches``, counted together."""
     from confidently.adversarial import PGDConfig
     from confidently.evaluation import robustness_tallies
+    from confidently.training import Distributed
 
     attack = attack or PGDConfig(eps=0.0)  # clean accuracy only
     tallies = robustness_tallies(model, batches, [attack], num_classes=model.num_classes, seed=seed)[0]
+    tallies = Distributed.current().sum_tallies(tallies)
     return {f"val_{key}": value for key, value in metrics_from_tallies(tallies).items()}
 
 
@@ -121,7 +133,7 @@ def emit(record: dict[str, Any], ranks: Distributed | None = None) -> None:
     advtrain train --data "demo:digits?size=16" --split train --arch tiny_resnet --constraint l2 --eps 1 \\
       --epochs 1 --lr 0.01 --out robust.safetensors > robust.metrics.jsonl
 """))
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"}, micro_batches=True)
 def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
           val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
           arch: str = typer.Option("tiny_resnet", "--arch", help="tiny_resnet, tiny_vit or any timm name."),
@@ -144,7 +156,9 @@ def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["s
           augment: str = typer.Option("shift-flip", "--augment", help=AUGMENT_HELP),
           shift: int = typer.Option(2, "--shift", help="Random translation augmentation, in pixels."),
           flip: bool = typer.Option(False, "--flip/--no-flip", help="Random horizontal flips."),
-          amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
+          amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only; bf16 where the GPU has it, "
+                                   "else fp16): the update and the PGD attack's passes (validation stays fp32)."),
+          sync_bn: bool = SYNC_BN_OPTION,
           recipe: str = RECIPE_OPTION,
           eval_every: int = typer.Option(1, "--eval-every", min=1),
           out: Path = typer.Option(..., "--out", help="Model file to write (.safetensors)."),
@@ -158,7 +172,7 @@ def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["s
     config = train_config(common, recipe, {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
                                            "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                            "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
-                                           "shift": shift, "flip": flip, "amp": amp})
+                                           "shift": shift, "flip": flip, "amp": amp, "sync_bn": sync_bn})
     attack = PGDConfig.training(constraint, parse_eps(eps), attack_steps, attack_lr, random_start=random_start,
                                 use_best=use_best)
     fit = Fit.start(out, "advtrain", data, split=split, model=NewModel(arch, num_classes, img_size), val=val,
@@ -172,7 +186,7 @@ def train(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["s
         emit({"kind": "metric", "cmd": "train", "constraint": attack.constraint, "eps": attack.eps,
               "seed": common.seed, **metrics})
 
-    perturb = AdversarialPerturb(attack) if attack.eps > 0 else None
+    perturb = AdversarialPerturb(attack, amp=config.amp) if attack.eps > 0 else None  # the attack's passes too
     fit.run([Stage("train", config, perturb=perturb)], on_epoch=log_epoch, training={
         "recipe": "adversarial" if attack.eps > 0 else "standard", "constraint": attack.constraint,
         "eps": attack.eps, "attack_steps": attack.steps, "attack_lr": str(attack.step_size),
@@ -191,6 +205,21 @@ AA_OPTIONS = {
                                "9; at most the model's classes - 1)."),
     "queries": typer.Option(5000, "--queries", min=1, help="Square's query budget (AutoAttack: 5000)."),
 }
+AMP_OPTION = typer.Option(False, "--amp", help="Mixed precision in the attacks' passes (CUDA only, as in train: "
+                          "bf16 where the GPU has it, else fp16; on the CPU it changes nothing). Losses, pixel "
+                          "gradients and the accuracies stay fp32; records name the dtype (\"amp\").")
+
+
+def attack_precision(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The attacks' autocast dtype for ``--amp`` on ``device`` (None: fp32)."""
+    from confidently.adversarial import mixed_precision
+
+    return mixed_precision(device) if amp else None
+
+
+def amp_field(autocast: torch.dtype | None) -> dict[str, str]:
+    """``{"amp": "bfloat16"}`` where the attacks ran in mixed precision; nothing where they ran in fp32."""
+    return {"amp": str(autocast).removeprefix("torch.")} if autocast is not None else {}
 
 
 def eval_metrics(tallies: dict[str, dict[str, list[int]]]) -> dict[str, Any]:
@@ -248,6 +277,7 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                         crop_pct: float = typer.Option(None, "--crop-pct", min=0.01, max=1.0,
                                                        help="Centre-crop fraction (default: the model's data config; "
                                                        "timm archs' pretrained value, 1 for tiny ones)."),
+                        amp: bool = AMP_OPTION,
                         *, common: Common) -> None:
     """Clean and robust accuracy for each eps: one JSON record per eps on stdout.
 
@@ -274,9 +304,10 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
     get_constraint(constraint)
     radii = parse_eps_list(eps)
     model = load_model(model_path, device)
+    autocast = attack_precision(amp, device)
     suites = [AttackSuite(names, PGDConfig.evaluation(constraint, radius, steps, step_size, restarts=restarts,
                                                       random_start=random_start),
-                          steps=aa_steps, targets=aa_targets, queries=queries) for radius in radii]
+                          steps=aa_steps, targets=aa_targets, queries=queries, autocast=autocast) for radius in radii]
     for suite in suites[:1]:
         suite.build(model.num_classes)  # a missing backend or an attack the model cannot take: before any work
     source = open_source(data, split, channels=model.input_size[0])
@@ -295,7 +326,8 @@ def evaluate_robustness(model_path: Path = typer.Option(..., "--model", help="Mo
                   title=title)
     for radius, suite, counts in zip(radii, suites, tallies, strict=True):
         metrics = eval_metrics(counts)
-        extra = {**suite.settings(), **({} if suite.per_record else {"batch_size": common.batch_size})}
+        extra = {**suite.settings(), **({} if suite.per_record else {"batch_size": common.batch_size}),
+                 **amp_field(autocast)}
         emit({"kind": "eval", "cmd": "eval", "model": str(model_path), "data": data, "data_fingerprint": fingerprint,
               "constraint": constraint, "eps": radius, "attack": ",".join(names), "steps": steps,
               "step_size": suite.pgd.alpha, "restarts": restarts, "random_start": random_start, **extra,
@@ -353,6 +385,7 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
            aa_targets: int = AA_OPTIONS["aa_targets"],
            queries: int = AA_OPTIONS["queries"],
            targeted: int = typer.Option(None, "--target-label", help="Targeted attack towards this class (pgd)."),
+           amp: bool = AMP_OPTION,
            shard_out: Path = typer.Option(..., "--shard-out", help="Safetensors shard for the adversarial images."),
            force: bool = typer.Option(False, "--force", help="Write over a --shard-out advtrain did not write."),
            *, common: Common) -> None:
@@ -377,7 +410,8 @@ def attack(model_path: Path = typer.Option(..., "--model", help="Model file (.sa
     guard_output(shard_out, "advtrain", force=force)
     device = resolve_device(common.device)
     config = PGDConfig.evaluation(constraint, parse_eps(eps), steps, step_size, random_start=random_start)
-    suite = AttackSuite(names, config, steps=aa_steps, targets=aa_targets, queries=queries)
+    suite = AttackSuite(names, config, steps=aa_steps, targets=aa_targets, queries=queries,
+                        autocast=attack_precision(amp, device))
     model = load_model(model_path, device)
     if targeted is not None and not 0 <= targeted < model.num_classes:
         raise InvalidInput(f"--target-label {targeted} is outside the model's {model.num_classes} classes")
@@ -419,7 +453,8 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, suite: Atta
     record["image"] = {"tensors": str(shard_out), "key": "images", "index": row}
     settings = {"steps": suite.pgd.steps} if suite.names == ("pgd",) else suite.settings()
     record["advtrain"] = {"adv_of": record["id"], "attack": suite.names[0], "constraint": suite.constraint,
-                          "eps": suite.eps, **settings, "pred_clean": pred_clean, "pred_adv": pred_adv, "norm": norm}
+                          "eps": suite.eps, **settings, **amp_field(suite.autocast), "pred_clean": pred_clean,
+                          "pred_adv": pred_adv, "norm": norm}
     if original is not None:
         record["advtrain"]["source_image"] = original
     if targeted is not None:
@@ -437,7 +472,7 @@ def attack_record(fields: dict[str, Any], row: int, shard_out: Path, suite: Atta
     advtrain transfer --source robust.safetensors --data shapes.jsonl --mode full --freeze-to layer1 \\
       --epochs 1 --out shapes-full.safetensors > shapes-full.metrics.jsonl
 """))
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"}, micro_batches=True)
 def transfer(source: Path = typer.Option(..., "--source", help="Source model file (.safetensors)."),
              data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
              val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
@@ -457,6 +492,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
              shift: int = typer.Option(0, "--shift"),
              flip: bool = typer.Option(False, "--flip/--no-flip"),
              amp: bool = typer.Option(False, "--amp"),
+             sync_bn: bool = SYNC_BN_OPTION,
              recipe: str = RECIPE_OPTION,
              out: Path = typer.Option(..., "--out"),
              resume: bool = typer.Option(False, "--resume"),
@@ -473,7 +509,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
                                            (0.01 if mode == "fixed" else 0.001), "weight_decay": weight_decay,
                                            "momentum": momentum, "epochs": epochs, "schedule": schedule,
                                            "step_every": step_every, "peak_epoch": peak_epoch, "augment": augment,
-                                           "shift": shift, "flip": flip, "amp": amp})
+                                           "shift": shift, "flip": flip, "amp": amp, "sync_bn": sync_bn})
     config.freeze_bn = bn_stats == "freeze"
     origin = TransferFrom(source, mode, freeze_to, num_classes)
     validate = lambda model, batches: val_metrics(model, batches, None, common.seed)  # noqa: E731
@@ -493,7 +529,7 @@ def transfer(source: Path = typer.Option(..., "--source", help="Source model fil
                "source": str(source), "source_eps": source_eps,
                "source_constraint": origin.source.training_info.get("constraint"), "seed": common.seed,
                "out": str(out)}
-    if fit.val_batches is not None and fit.ranks.is_main:
+    if fit.val_batches is not None:  # every rank scores its part; rank 0 prints
         metrics = validate(fitted.model, fit.val_batches)
         summary.update(top1=metrics["val_nat_acc"], mean_per_class=metrics["val_mpc_nat"])
     emit(summary, fit.ranks)

@@ -13,6 +13,7 @@ import typer
 from confidently import __version__
 from confidently.cli import (
     FIT_DATA_OPTIONS,
+    SYNC_BN_OPTION,
     Common,
     common_options,
     examples,
@@ -97,7 +98,7 @@ def check_gate(summary: dict[str, Any], fail_under: str | None) -> None:
     certify run digits.jsonl --model base.safetensors --patch-sizes 2 --fail-under 2=0.2 > /dev/null
 """))
 @common_options(uses={"seed", "device", "batch_size", "shard", "engine", "address", "skip_invalid",
-                      "deterministic", "workers"})
+                      "deterministic", "workers"}, oom_backoff=True)
 def run(source: str = typer.Argument(None, help="Image records (JSONL file, or - / stdin)."),
         model_path: Path = typer.Option(..., "--model", help="Base classifier (.safetensors)."),
         ablation: str = typer.Option(None, "--ablation", help=f"{', '.join(list_ablations())} (default: as trained)."),
@@ -118,6 +119,9 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
         ablation_shard: str = typer.Option(None, "--ablation-shard", help="j/M: only every M-th ablation from j "
                                            "(needs --votes-out; merge with recertify)."),
         allow_huge: bool = typer.Option(False, "--allow-huge", help="Allow more than 10,000 ablations per image."),
+        early_stop: bool = typer.Option(False, "--early-stop", help="Stop taking an image's votes once no vote "
+                                        "left can change its certificates at --patch-sizes (they stay exact); "
+                                        "pred, gap and counts are then of the votes taken (marked partial)."),
         force: bool = typer.Option(False, "--force", help="Write over a --summary or --votes-out certify did not "
                                    "write."),
         *, common: Common) -> None:
@@ -170,7 +174,7 @@ def run(source: str = typer.Argument(None, help="Image records (JSONL file, or -
                           "those certificates are not sound")
     rule = {"rule": vote, "theta": theta if vote == "threshold" else None}
     certificates = Certificates(geometry, height, width, model.num_classes, sizes, tie, delta_mode == "exact", rule,
-                                drop, common.seed)
+                                drop, common.seed, early_stop=early_stop)
     certifier = Certifier(model, certificates, common.batch_size, theta if vote == "threshold" else None, which,
                           keep_votes=votes_out is not None)
     writer = Collector(lambda record: None if "certify" not in record else {  # only what the summary reads
@@ -365,7 +369,7 @@ def delta(height: int = typer.Option(32, "--height", min=1), width: int = typer.
       --arch tiny_vit --img-size 16 --ablation row --ablation-size 4 --pretrain-epochs 1 --epochs 1 \
       --out vit16.safetensors > vit16-fit.jsonl
 """))
-@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic", "workers", "skip_invalid"}, micro_batches=True)
 def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["split"],
         val: str = FIT_DATA_OPTIONS["val"], val_split: str = FIT_DATA_OPTIONS["val_split"],
         arch: str = typer.Option("tiny_vit", "--arch", help="tiny_vit, tiny_resnet or any timm name."),
@@ -388,6 +392,7 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
                                      "--augment deit, else 0); with both on, one per image. DeiT's label "
                                      "smoothing 0.1 comes with --augment deit."),
         init: Path = typer.Option(None, "--init", help="Start from this model file (skips stage 1)."),
+        sync_bn: bool = SYNC_BN_OPTION,
         out: Path = typer.Option(..., "--out"),
         resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoints beside --out."),
         force: bool = typer.Option(False, "--force"),
@@ -417,7 +422,7 @@ def fit(data: str = FIT_DATA_OPTIONS["data"], split: str = FIT_DATA_OPTIONS["spl
                       "seed": common.seed, **metrics})
 
     deit = augment == "deit"
-    base = TrainConfig(batch_size=common.batch_size, optimizer="adamw", schedule="cosine",
+    base = TrainConfig(batch_size=common.batch_size, optimizer="adamw", schedule="cosine", sync_bn=sync_bn,
                        weight_decay=weight_decay, augment=augment, seed=common.seed,
                        label_smoothing=DEIT_LABEL_SMOOTHING if deit else 0.0,
                        mixup=(DEIT_MIXUP if deit else 0.0) if mixup is None else mixup,

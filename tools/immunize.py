@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,9 @@ def log(common: Common, message: str) -> None:
 def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (diffusers layout)."),
                size: int = typer.Option(32, "--size", min=8, help="Image side the model is sized for."),
                unet: str = typer.Option("inpaint", "--unet", help="inpaint (9-channel UNet) or img2img (4)."),
+               scale: str = typer.Option("tiny", "--scale", help="tiny, or sd15: Stable Diffusion 1.5's shapes "
+                                         "(VAE ×8, 860M-parameter UNet; ~4 GB on disk) with random weights, to "
+                                         "measure an attack's memory and speed on a GPU."),
                force: bool = typer.Option(False, "--force", help="Write into a non-empty --out immunize did not "
                                           "make."),
                *, common: Common) -> None:
@@ -124,11 +128,14 @@ def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (
     from confidently.immunize import write_tiny_model
 
     claim_folder(out, "immunize", force=force)
-    write_tiny_model(out, size=size, unet=unet, seed=common.seed)
+    model_dir = write_tiny_model(out, size=size, unet=unet, seed=common.seed, scale=scale)
+    vae_config = json.loads((model_dir / "vae" / "config.json").read_text())
+    downsampling = 2 ** (len(vae_config["block_out_channels"]) - 1)
     RecordWriter().write({"kind": "immunize.model", "tool_version": __version__, "model_dir": str(out),
-                          "size": size, "unet": unet, "seed": common.seed, "downsampling": 2,
+                          "size": size, "unet": unet, "scale": scale, "seed": common.seed,
+                          "downsampling": downsampling,
                           "note": "random weights: for tests and laptops, not a real editor"})
-    log(common, f"wrote a tiny {unet} model to {out}")
+    log(common, f"wrote a {scale} random {unet} model to {out}")
 
 
 @app.command("tiny-clip", epilog=examples("""

@@ -79,7 +79,7 @@ def plan(num_units: int = typer.Option(None, "--num-units", min=2, help="K sourc
     # what one Slurm array task runs: job 7 of the plan (its result exists, so it is skipped: done-before)
     influence train --plan plan.jsonl --job-index 7 --recipe oracle-linear --out-dir results
 """))
-@common_options(uses={"shard", "engine", "address"})
+@common_options(uses={"device", "shard", "engine", "address"})
 def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdin)."),
           recipe: str = typer.Option(..., "--recipe", help="Recipe file (TOML/YAML/JSON) or built-in: demo-shapes, "
                                      "synthetic-concepts, oracle-linear."),
@@ -96,20 +96,26 @@ def train(source: str = typer.Argument(None, help="Jobs (JSONL file, or - / stdi
     """The worker: run jobs (serially, on a Ray cluster with --engine ray, or one per Slurm array task).
 
     Each job writes one result file atomically; a job whose file exists is skipped, so re-running a
-    killed farm finishes only the missing jobs.
+    killed farm finishes only the missing jobs. Recipes train and predict on --device, resolved in each
+    worker (with --engine ray, auto finds the GPU --gpus-per-worker gave it); records and result files
+    name the device each job ran on.
     """
     from confidently.influence.recipes import load_recipe
     from confidently.influence.worker import JobRunner
 
     jobs = list(common.shard.select(read_jobs(source, plan_file, job_index, job_range)))
     load_recipe(recipe)  # fail on a bad recipe before starting workers
+    if common.engine == "serial":
+        from confidently.run.device import resolve_device
+
+        resolve_device(common.device)  # a device this machine lacks, before any work (Ray workers resolve theirs)
     claim_folder(out_dir, "influence", force=force)
     engine = common.engine_instance()
     writer = RecordWriter()
     failed = 0
     try:
-        results = engine.map_stateful(functools.partial(JobRunner, recipe, str(out_dir), overwrite), jobs,
-                                      workers=workers)
+        results = engine.map_stateful(functools.partial(JobRunner, recipe, str(out_dir), overwrite, common.device),
+                                      jobs, workers=workers)
         for result in progress(results, len(jobs), "training"):
             writer.write(result)
             if result["status"] == "failed":
@@ -453,7 +459,9 @@ def status(plan_file: Path = typer.Option(..., "--plan"), out_dir: Path = typer.
 def slurm_script(plan_file: Path = typer.Option(..., "--plan"), recipe: str = typer.Option(..., "--recipe"),
                  out_dir: Path = typer.Option(..., "--out-dir"),
                  concurrency: int = typer.Option(64, "--concurrency", min=1),
-                 gpus_per_task: int = typer.Option(1, "--gpus-per-task", min=0),
+                 gpus_per_task: int = typer.Option(1, "--gpus-per-task", min=0,
+                                                   help="GPUs per task: the worker trains on its GPU (--device "
+                                                   "auto); 0 asks for none and trains on the CPU."),
                  cpus_per_task: int = typer.Option(1, "--cpus-per-task", min=1,
                                                    help="CPUs per task; the worker runs that many torch threads."),
                  log_dir: Path = typer.Option(Path("logs"), "--log-dir",

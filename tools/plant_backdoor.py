@@ -385,7 +385,7 @@ def show_summary(summary: dict[str, Any]) -> None:
       --target-classes 5-9 --size 2 --poison-mode group --group-classes 0-1 --rates 0.5 --modes full \\
       --wd 5e-4,5e-2 --debias-rate 0,0.5 --epochs-source 2 --epochs-target 2 > runs-group.jsonl
 """))
-@common_options(uses={"seed", "device", "batch_size", "deterministic"})
+@common_options(uses={"seed", "device", "batch_size", "deterministic"}, micro_batches=True)
 @trigger_options
 def experiment(source: str = typer.Option(..., "--source", help="Source training data (manifest, folder, demo:NAME)."),
                source_split: str = typer.Option(None, "--source-split"),
@@ -418,16 +418,18 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     """The whole grid: clean vs poisoned source × fixed/full/scratch × weight decays × de-biasing × seeds.
 
     One record per run on stdout; sources are trained once per (rate, seed) and shared by the target runs.
+    Under torchrun every training is data-parallel and the test splits are scored in parts, one per rank;
+    rank 0 prints the records and writes --summary.
     """
     from confidently.backdoor.experiment import Grid, Poisoning, Split, grid_configs, run_grid, summarize_runs
     from confidently.backdoor.poison import parse_classes
-    from confidently.run.device import resolve_device
+    from confidently.training import join_ranks
 
     source_config, target_config = grid_configs(recipe, epochs_source, epochs_target)
     guard_output(summary, "plant-backdoor", force=force)
     if poison_mode == "group" and not group_classes:
         raise UsageError("--poison-mode group needs --group-classes")
-    device = resolve_device(common.device)
+    ranks, device = join_ranks(common.device)
     src = Split.open(source, source_split, source_classes, img_size)
     size = img_size or src.size
     src_test = Split.open(source_test or source, source_test_split, source_classes, size)
@@ -447,10 +449,13 @@ def experiment(source: str = typer.Option(..., "--source", help="Source training
     writer = RecordWriter()
     runs = []
     for run in run_grid(src, src_test, tgt, tgt_test, trigger_spec, poisoning, grid, device=device,
-                        batch_size=common.batch_size, log=console.log):
+                        batch_size=common.batch_size, log=console.log if ranks.is_main else None):
         run.update(version=__version__, arch=arch, preset=recipe, trigger=trigger_spec)
-        writer.write(run)
+        if ranks.is_main:
+            writer.write(run)
         runs.append(run)
+    if not ranks.is_main:
+        return
     result = summarize_runs(runs)
     if summary is not None:
         write_json_atomic(summary, result)

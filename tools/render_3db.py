@@ -202,10 +202,11 @@ def run(experiment_path: Path = EXPERIMENT,
     images = image_writer(experiment, images_dir, images_shard, shard_size, base, total, resume is not None, force)
     if no_eval and images is None:
         raise UsageError("--no-eval writes image records: give --images-shard FILE or --images-dir DIR")
-    device = str(resolve_device(common.device))
-    settings = check_model(WorkerSettings(experiment, experiment.inference.get("model"), device, not no_eval,
+    resolve_device(common.device)  # a device this machine lacks, before any work; each worker resolves its own
+    settings = check_model(WorkerSettings(experiment, experiment.inference.get("model"), common.device, not no_eval,
                                           images is not None))
-    engine = run_engine(experiment, common.engine, common.address, "engine" in common.explicit)
+    engine = run_engine(experiment, common.engine, common.address, "engine" in common.explicit,
+                        common.gpus_per_worker)
     stream = open_output(out, append, force)
     writer = RecordWriter(stream) if stream is not None else RecordWriter()
     accuracy = Accuracy()

@@ -8,6 +8,9 @@ model is one :class:`Constraint` registered by name.
 Defaults follow the thesis and the robustness library: training uses 3 steps of 2·eps/3
 from δ = 0 and keeps the highest-loss iterate; evaluation uses 20 (or 100) steps of
 2.5·eps/steps.
+
+Mixed precision (``autocast``): the model's passes run in bf16 or fp16 while the perturbation, the
+gradient with respect to the pixels and the loss stay fp32 (:class:`MixedPrecision`).
 """
 
 from __future__ import annotations
@@ -167,6 +170,87 @@ class PGDConfig:
         return cls(constraint=constraint, eps=eps, steps=steps, step_size=step_size, **kwargs)
 
 
+def mixed_precision(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype ``--amp`` means on ``device``: bf16 where the GPU has it, else fp16; None off CUDA.
+
+    As in training (:class:`~confidently.training.TrainConfig` ``amp``), mixed precision is a CUDA feature: on the
+    CPU the attack stays fp32, so ``--amp`` there changes nothing. :func:`pgd_attack` takes any dtype (bf16
+    autocast works on the CPU too)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class _Scale(torch.autograd.Function):
+    """Identity on the fp32 logits; backward rescales each example's gradient to a largest entry in [1, 2) (by
+    a power of two, so the pixels' end undoes it exactly). The fp16 backward then starts near 1 however
+    confident an example is: a confident example's tiny loss gradient no longer underflows to zero, and
+    fp16's overflow (65504) stays far away."""
+
+    @staticmethod
+    def forward(ctx, logits, shared):
+        ctx.shared = shared
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx, grad):
+        largest = grad.flatten(1).abs().amax(1)
+        exponent = torch.where(largest > 0, torch.floor(torch.log2(largest)), torch.zeros_like(largest))
+        ctx.shared["scale"] = torch.exp2(-exponent)
+        return grad * _per_example(ctx.shared["scale"], grad), None
+
+
+class _Unscale(torch.autograd.Function):
+    """Identity on the fp32 pixels; backward divides each example's gradient by the scale :class:`_Scale` chose."""
+
+    @staticmethod
+    def forward(ctx, images, shared):
+        ctx.shared = shared
+        return images.view_as(images)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / _per_example(ctx.shared["scale"], grad), None
+
+
+class MixedPrecision(nn.Module):
+    """``model`` run under autocast to ``dtype``, its logits returned in fp32 (losses on them are fp32, and so is
+    the gradient with respect to fp32 pixels). With fp16 each example's gradient is scaled inside the network
+    and unscaled at the pixels (:class:`_Scale`), the per-example form of a gradient scaler; bf16 has fp32's
+    range and needs none. Attacks from other libraries take it like any model."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.training = model.training  # its own flag only: train() would reset every submodule's mode
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scaled = self.dtype == torch.float16 and torch.is_grad_enabled() and images.requires_grad
+        shared: dict[str, torch.Tensor] = {}
+        inputs = _Unscale.apply(images, shared) if scaled else images
+        with torch.autocast(images.device.type, dtype=self.dtype):
+            logits = self.model(inputs)
+        logits = logits.float()
+        return _Scale.apply(logits, shared) if scaled else logits
+
+
+def with_autocast(model: nn.Module, autocast: torch.dtype | None) -> nn.Module:
+    """``model`` itself (fp32) or wrapped in :class:`MixedPrecision`."""
+    return model if autocast is None or autocast == torch.float32 else MixedPrecision(model, autocast)
+
+
+def _prefers_channels_last(model: nn.Module, images: torch.Tensor, autocast: torch.dtype | None) -> bool:
+    """Whether mixed-precision passes should run on channels-last pixels: a network of sliding (overlapping)
+    convolutions under autocast, where bf16/fp16 kernels (tensor cores, oneDNN) want that layout. fp32 passes keep
+    the caller's layout, because another layout picks other kernels and changes the last bits of the numbers
+    (a model converted to channels-last runs so anyway); a ViT's patchifying convolution gains nothing."""
+    if autocast is None or autocast == torch.float32 or images.ndim != 4:
+        return False
+    return any(isinstance(m, nn.Conv2d) and any(k > s for k, s in zip(m.kernel_size, m.stride, strict=True))
+               for m in model.modules())
+
+
 def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     losses = F.cross_entropy(model(images), labels, reduction="none")
     return -losses if targeted else losses
@@ -185,7 +269,7 @@ def _random_start(constraint: Constraint, shape: torch.Size, eps: float, generat
 
 def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: PGDConfig, *,
                generator: Generators = None, init: torch.Tensor | None = None,
-               targeted: bool = False) -> torch.Tensor:
+               targeted: bool = False, autocast: torch.dtype | None = None) -> torch.Tensor:
     """Adversarial examples for ``images`` (N×C×H×W in [0, 1]) within ``config``'s ball and [0, 1].
 
     ``targeted`` moves towards ``labels`` instead of away from them. The first run starts from
@@ -194,13 +278,20 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
     that of one batch) and only on the examples not yet fooled: each example keeps the first run
     that fools the model, else its highest-loss one. Random starts come from ``generator``: one for
     the batch (training), or one per example (e.g. seeded by (seed, id)) so that an example's
-    result does not depend on the batch it is in.
+    result does not depend on the batch it is in. ``autocast`` (bf16, fp16) runs the model's passes in
+    mixed precision (:class:`MixedPrecision`; :func:`mixed_precision` gives ``--amp``'s dtype).
+
+    Only the pixels get gradients: ``torch.autograd.grad`` with respect to them runs no weight-gradient
+    kernels. The examples come back in the layout of ``images``.
     """
     if config.eps == 0 or config.steps == 0:
         return images.detach().clone()
     constraint = get_constraint(config.constraint)
     x = images.detach()
+    if _prefers_channels_last(model, x, autocast):
+        x = x.contiguous(memory_format=torch.channels_last)
     was_training = model.training
+    net = with_autocast(model, autocast)
     model.eval()
     try:
         if init is not None:
@@ -209,9 +300,9 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
             start = _random_start(constraint, x.shape, config.eps, generator, x.device)
         else:
             start = torch.zeros_like(x)
-        adversarial = _pgd_run(model, x, labels, start, constraint, config, targeted)
+        adversarial = _pgd_run(net, x, labels, start, constraint, config, targeted)
         if config.restarts > 1:
-            loss, fooled = _outcome(model, adversarial, labels, targeted)
+            loss, fooled = _outcome(net, adversarial, labels, targeted)
             for _ in range(1, config.restarts):
                 active = (~fooled).nonzero().flatten()
                 if not len(active):
@@ -219,21 +310,25 @@ def pgd_attack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, con
                 own = generator if generator is None or isinstance(generator, torch.Generator) else \
                     [generator[i] for i in active.tolist()]
                 start = _random_start(constraint, x[active].shape, config.eps, own, x.device)
-                candidate = _pgd_run(model, x[active], labels[active], start, constraint, config, targeted)
-                candidate_loss, candidate_fooled = _outcome(model, candidate, labels[active], targeted)
+                candidate = _pgd_run(net, x[active], labels[active], start, constraint, config, targeted)
+                candidate_loss, candidate_fooled = _outcome(net, candidate, labels[active], targeted)
                 better = candidate_fooled | (candidate_loss > loss[active])
                 chosen = active[better]
                 adversarial[chosen], loss[chosen] = candidate[better], candidate_loss[better]
                 fooled[chosen] = candidate_fooled[better]
     finally:
         model.train(was_training)
-    return adversarial.detach()
+    return adversarial.detach() if adversarial.stride() == images.stride() else \
+        torch.empty_like(images).copy_(adversarial)
 
 
 def _pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, constraint: Constraint,
              config: PGDConfig, targeted: bool) -> torch.Tensor:
-    """One PGD run from perturbation ``start``: the last iterate, or with ``use_best`` the highest-loss one."""
-    adversarial = (x + start).clamp(0, 1)
+    """One PGD run from perturbation ``start``: the last iterate, or with ``use_best`` the highest-loss one.
+
+    An iterate's loss comes from the pass that computes its gradient; only the last iterate, which takes no
+    step, needs a forward of its own to be compared."""
+    adversarial = (x + start).clamp_(0, 1)
     if config.use_best:
         best, best_loss = adversarial.clone(), torch.full((len(x),), -float("inf"), device=x.device)
     alpha = config.alpha
@@ -244,17 +339,21 @@ def _pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Te
         with torch.no_grad():
             adversarial = adversarial.detach()
             if config.use_best:
-                improved = losses.detach() > best_loss
-                best_loss = torch.where(improved, losses.detach(), best_loss)
-                best[improved] = adversarial[improved]
-            delta = constraint.project(constraint.step(adversarial - x, grad, alpha), config.eps)
-            adversarial = (x + delta).clamp_(0, 1)
+                _keep_better(best, best_loss, adversarial, losses.detach())
+            delta = constraint.project(constraint.step(adversarial.sub_(x), grad, alpha), config.eps)
+            adversarial = delta.add_(x).clamp_(0, 1)
     if config.use_best:
         with torch.no_grad():
-            improved = _loss(model, adversarial, y, targeted) > best_loss
-            best[improved] = adversarial[improved]
+            _keep_better(best, best_loss, adversarial, _loss(model, adversarial, y, targeted))
         return best
     return adversarial
+
+
+def _keep_better(best: torch.Tensor, best_loss: torch.Tensor, candidate: torch.Tensor, loss: torch.Tensor) -> None:
+    """In place: each example's ``best`` becomes ``candidate`` where ``loss`` beats ``best_loss`` (NaN never does)."""
+    improved = loss > best_loss
+    torch.where(improved, loss, best_loss, out=best_loss)
+    torch.where(_per_example(improved, best), candidate, best, out=best)
 
 
 @torch.no_grad()
@@ -272,13 +371,17 @@ class AdversarialPerturb:
 
     Random starts draw from the generators the training loop passes, one per record seeded by (seed, id,
     epoch), so they do not depend on the batch size or rank and a resumed run repeats them.
+
+    With ``amp`` (the training's ``TrainConfig.amp``) the attack's passes run in mixed precision where the
+    training's do, on CUDA (:func:`mixed_precision`).
     """
 
     adversarial = True  # the training's metrics say accuracy before (train_nat_acc) and after (train_adv_acc) it
 
-    def __init__(self, config: PGDConfig):
-        self.config = config
+    def __init__(self, config: PGDConfig, *, amp: bool = False):
+        self.config, self.amp = config, amp
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: Generators = None) -> torch.Tensor:
-        return pgd_attack(model, images, labels, self.config, generator=generator)
+        return pgd_attack(model, images, labels, self.config, generator=generator,
+                          autocast=mixed_precision(images.device) if self.amp else None)

@@ -5,7 +5,9 @@ RobustBench's standard version). A new attack is one class registered here with 
 
 Every attack takes pixels in [0, 1] (normalisation lives inside the model, as torchattacks expects), runs on
 the model's device with the model in eval mode (its mode restored afterwards), and returns adversarial images
-inside the eps ball (ℓ2 or ℓ∞) and [0, 1], batch by batch; a CUDA out-of-memory error halves the batch.
+inside the eps ball (ℓ2 or ℓ∞) and [0, 1], batch by batch; a CUDA out-of-memory error halves the batch. A suite
+with ``autocast`` runs every attack's passes in mixed precision (:class:`~confidently.adversarial.MixedPrecision`:
+fp32 logits, losses and pixel gradients); what the attacks' examples do to the model is measured in fp32.
 
 Randomness, and why batch size can matter:
 
@@ -34,7 +36,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from confidently.adversarial import PGDConfig, get_constraint, pgd_attack
+from confidently.adversarial import PGDConfig, get_constraint, pgd_attack, with_autocast
 from confidently.errors import MissingBackend, UsageError
 from confidently.registry import Registry
 from confidently.run import derive_seed, record_generator, with_batch_backoff
@@ -73,7 +75,8 @@ class AttackSuite:
 
     ``pgd`` carries the threat model (constraint, eps) and PGD's own settings; ``steps`` are the iterations
     of APGD-CE, APGD-T and FAB-T, ``targets`` the target classes of APGD-T and FAB-T (at most classes − 1),
-    ``queries`` Square's budget. The defaults are AutoAttack's standard ones.
+    ``queries`` Square's budget. The defaults are AutoAttack's standard ones. ``autocast`` (bf16, fp16;
+    :func:`~confidently.adversarial.mixed_precision` gives ``--amp``'s) runs the attacks in mixed precision.
     """
 
     names: tuple[str, ...] = ("pgd",)
@@ -81,6 +84,7 @@ class AttackSuite:
     steps: int = 100
     targets: int = 9
     queries: int = 5000
+    autocast: torch.dtype | None = None
 
     def __post_init__(self):
         for name in self.names:
@@ -137,15 +141,18 @@ class RobustnessAttack:
 
 
 def attack_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ids: Sequence[str],
-                attack: PGDConfig, seed: int, *, targeted: bool = False) -> torch.Tensor:
+                attack: PGDConfig, seed: int, *, targeted: bool = False,
+                autocast: torch.dtype | None = None) -> torch.Tensor:
     """PGD examples of one batch (on its device). Each row's random starts come from (seed, id), so a
-    row's result does not depend on its batch; the batch is split in halves on CUDA out-of-memory."""
+    row's result does not depend on its batch; the batch is split in halves on CUDA out-of-memory.
+    ``autocast``: mixed precision (:func:`~confidently.adversarial.pgd_attack`)."""
     def run(size: int) -> torch.Tensor:
         out = []
         for start in range(0, len(ids), size):
             rows = slice(start, start + size)
             generators = [record_generator(seed, record_id) for record_id in ids[rows]]
-            out.append(pgd_attack(model, images[rows], labels[rows], attack, generator=generators, targeted=targeted))
+            out.append(pgd_attack(model, images[rows], labels[rows], attack, generator=generators, targeted=targeted,
+                                  autocast=autocast))
         return torch.cat(out) if out else images[:0].clone()
 
     return with_batch_backoff(run, max(1, len(ids)))[0]
@@ -159,7 +166,8 @@ class PGD(RobustnessAttack):
     targetable = True
 
     def __call__(self, model, images, labels, ids, seed, *, targeted=False):
-        return attack_rows(model, images, labels, ids, self.suite.pgd, seed, targeted=targeted)
+        return attack_rows(model, images, labels, ids, self.suite.pgd, seed, targeted=targeted,
+                           autocast=self.suite.autocast)
 
 
 def load_torchattacks(attack: str) -> ModuleType:
@@ -232,7 +240,8 @@ class TorchAttack(RobustnessAttack):
         try:
             # the library never writes to stdout: anything torchattacks prints goes to stderr
             with seeded_global_rng(batch_seed), contextlib.redirect_stdout(sys.stderr):
-                adversarial = self.build(model, batch_seed)(images.detach(), labels.detach()).detach()
+                attack = self.build(with_autocast(model, self.suite.autocast), batch_seed)
+                adversarial = attack(images.detach(), labels.detach()).detach()
         finally:
             model.train(was_training)
         delta = get_constraint(self.suite.constraint).project(adversarial - images, self.suite.eps)

@@ -12,7 +12,10 @@ trained), ``train_nat_acc`` / ``train_adv_acc`` (before / after the attack where
 
 What varies between the commands is where the model comes from (:class:`NewModel`, :class:`ModelFile`,
 :class:`TransferFrom`), the stages it trains through (:class:`Stage`: a recipe, and optionally a hook
-that replaces each batch, such as PGD or random ablations) and how validation is scored.
+that replaces each batch, such as PGD or random ablations) and how validation is scored. Under ``torchrun``
+validation is split as training is: ``validate(model, batches)`` runs on every rank with that rank's part of
+the validation data and sums its counts over the ranks (:meth:`~confidently.training.Distributed.sum_tallies`),
+so rank 0 reports what one process would.
 
     fit = Fit.start("robust.safetensors", "advtrain", "demo:digits", model=NewModel("tiny_resnet"), split="train")
     if fit is not None:  # None: the file is there already
@@ -32,17 +35,18 @@ import torch
 from torch import nn
 
 from confidently import __version__
+from confidently.adversarial import PGDConfig
 from confidently.data.loader import StreamLoader
 from confidently.data.preprocess import DataConfig, make_preprocess
 from confidently.data.source import Source, check_labels, open_source
 from confidently.errors import InvalidInput, UsageError
-from confidently.evaluation import clean_accuracy
+from confidently.evaluation import robustness_tallies
 from confidently.io.atomic import guard_output, written_by
 from confidently.io.run_config import config_path, config_text, write_config
 from confidently.models import create_model, load_model, save_model
 from confidently.models.classifier import Classifier
 from confidently.run import console
-from confidently.training import Distributed, Perturb, TrainConfig, join_ranks, train_classifier
+from confidently.training import Distributed, Perturb, TrainConfig, accuracies, join_ranks, train_classifier
 from confidently.transfer import replace_head, trainable_parameters, transfer_info
 
 Validate = Callable[[Classifier, StreamLoader], dict[str, Any]]
@@ -51,8 +55,9 @@ Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 def validation_accuracy(model: Classifier, batches: StreamLoader) -> dict[str, Any]:
     """The default validation: top-1 accuracy as ``val_acc``, and as ``val_nat_acc`` (the name every trainer's
-    clean validation accuracy has)."""
-    accuracy = clean_accuracy(model, batches, model.num_classes)
+    clean validation accuracy has); under ``torchrun``, of every rank's part, counted together."""
+    tallies = robustness_tallies(model, batches, [PGDConfig(eps=0.0)], num_classes=model.num_classes)[0]["nat"]
+    accuracy = accuracies(Distributed.current().sum_tallies(tallies))[0]
     return {"val_acc": accuracy, "val_nat_acc": accuracy}
 
 
@@ -280,7 +285,8 @@ class Fit:
             val_data = open_source(val, val_split, channels=classifier.input_size[0])
             sources["val"] = _describe_source(val, val_split, val_data)
             val_batches = StreamLoader(val_data, make_preprocess("eval", DataConfig.of(classifier)),
-                                       batch_size=batch_size, device=device, workers=workers,
+                                       batch_size=batch_size, device=device, workers=workers, rank=ranks.rank,
+                                       world=ranks.world,
                                        require_labels=not check_labels(val_data, classifier.num_classes),
                                        num_classes=classifier.num_classes, on_invalid=on_invalid,
                                        describe="validation")

@@ -38,6 +38,7 @@ class TrainConfig:
     mixup: float = 0.0  # DeiT's batch mixing (confidently.mixing): mixup and cutmix α; 0 and 0: off
     cutmix: float = 0.0
     freeze_bn: bool = False
+    sync_bn: bool = False  # under torchrun on GPUs: batch norm over the whole batch (nn.SyncBatchNorm)
     amp: bool = False
     seed: int = 0
 

@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 SEED, DEVICE, BATCH, SHARD = "--seed", "--device", "--batch-size", "--shard"
 ENGINE, ADDRESS, SKIP, DETERMINISTIC = "--engine", "--address", "--skip-invalid", "--deterministic"
 WORKERS = "--workers"  # the data loader's decoding processes
-SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, SKIP, DETERMINISTIC}
+GPUS = "--gpus-per-worker"  # comes with --engine: what each Ray worker asks for
+SHARED = {SEED, DEVICE, BATCH, SHARD, ENGINE, ADDRESS, GPUS, SKIP, DETERMINISTIC}
 EVERY_SHARED = SHARED | {WORKERS}  # a per-record streaming command's that reads images ahead in threads
 ALWAYS = {"--config", "--print-config", "--quiet", "--verbose"}
-STREAMED = {SHARD, ENGINE, ADDRESS, SKIP}  # what stream_batches / stream_records act on
+STREAMED = {SHARD, ENGINE, ADDRESS, GPUS, SKIP}  # what stream_batches / stream_records act on
 TRAINING = {SEED, DEVICE, BATCH, DETERMINISTIC}
 STREAMING = TRAINING | {WORKERS}  # training or evaluating through the data loader
 
@@ -38,9 +39,10 @@ HONOURED = {
     "plant_backdoor": {"trigger": set(), "poison": {SEED}, "stamp": {SEED}, "asr": {DEVICE, BATCH, SHARD, WORKERS},
                        "asr-merge": set(), "subset": {SEED}, "probe": {DEVICE, BATCH, WORKERS}, "experiment": TRAINING,
                        "summarize": set()},
-    "influence": {"plan": {SEED}, "train": {SHARD, ENGINE, ADDRESS, WORKERS}, "estimate": set(), "lds": set(),
-                  "top": set(), "subpop": set(), "explain": set(), "leakage": set(), "counterfactual": {SEED},
-                  "summarize": set(), "convergence": {SEED}, "status": set(), "slurm-script": set()},
+    "influence": {"plan": {SEED}, "train": {DEVICE, SHARD, ENGINE, ADDRESS, GPUS, WORKERS}, "estimate": set(),
+                  "lds": set(), "top": set(), "subpop": set(), "explain": set(), "leakage": set(),
+                  "counterfactual": {SEED}, "summarize": set(), "convergence": {SEED}, "status": set(),
+                  "slurm-script": set()},
     "report": {"": {SKIP}},
     "unadv_patch": {"train": STREAMING, "eval": STREAMING, "baseline": STREAMING,
                     "apply": {SEED}, "texture": STREAMING, "eval-texture": STREAMING, "export": set(),
@@ -50,11 +52,12 @@ HONOURED = {
                                                        {SEED, DEVICE, BATCH, DETERMINISTIC} | STREAMED),
                  "edit": {SEED, DEVICE, DETERMINISTIC} | STREAMED,
                  "score": {DEVICE, BATCH, WORKERS} | STREAMED},
-    "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, DETERMINISTIC, WORKERS}, "validate": {SEED},
+    "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, GPUS, DETERMINISTIC, WORKERS}, "validate": {SEED},
                    "controls": set(), "analyze": set()},
 }
 # Commands whose --batch-size really is halved on CUDA out-of-memory (with_batch_backoff).
-BACKS_OFF = {("advtrain", "eval"), ("advtrain", "attack"), ("advtrain", "features"), ("immunize", "score")}
+BACKS_OFF = {("advtrain", "eval"), ("advtrain", "attack"), ("advtrain", "features"), ("immunize", "score"),
+             ("certify", "run"), *(("ablate", name) for name in ("order", "curve", "lime", "consistency", "topk"))}
 OPTION_LINE = re.compile(r"^  (?:-\w, )?(--[\w-]+)", re.MULTILINE)
 
 

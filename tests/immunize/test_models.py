@@ -25,6 +25,22 @@ from safetensors.torch import save_file
 from tests.immunize.conftest import blobs, centre_mask
 
 
+def test_the_sd15_scale_has_stable_diffusion_15s_parameter_counts():
+    """`tiny-model --scale sd15` sizes a GPU for a real attack: the published SD 1.5 UNet (859,520,964
+    parameters as img2img) and VAE (83,653,863). Built on the meta device: shapes only, no memory."""
+    from confidently.immunize import models
+
+    with torch.device("meta"):
+        vae, unet, _, text = tiny_components(512, "img2img", scale="sd15")
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863
+    assert unet.config.cross_attention_dim == text.config["dim"] == 768 and text.config["max_length"] == 77
+    with pytest.raises(UsageError, match="multiple of 64"):
+        models.write_tiny_model("unused", size=96, scale="sd15")
+    with pytest.raises(UsageError, match="tiny or sd15"):
+        tiny_components(32, scale="sdxl")
+
+
 def test_tiny_model_round_trip_matches_the_in_memory_model(ldm, tiny_dir):
     """Property 10: tiny-model → load → the same outputs as the components built in memory."""
     vae, unet, scheduler, text = tiny_components(32, "inpaint", seed=0)

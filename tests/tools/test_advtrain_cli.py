@@ -444,3 +444,70 @@ def test_a_streamed_record_with_a_label_beyond_the_model_is_named(run_tool, pack
                       tmp_path / "m.st", cwd=tmp_path)
     assert result.returncode == 3 and "outside the model's 2 classes" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "m.st").exists()
+
+
+@pytest.mark.slow
+def test_transfer_under_torchrun_validates_in_parts_and_prints_once(run_tool, workdir, models):
+    """`torchrun --nproc-per-node 2 advtrain transfer --val`: one metric line per epoch and one summary; each
+    rank scored half of the validation data with rank 0's model (batch norm statistics included), and the
+    summed figure is what one process gets from the written model. --sync-bn, which needs GPUs under torchrun,
+    is refused on CPU ranks; in one process it changes nothing and is recorded with the run."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import real_tool_path
+
+    shapes = "demo:shapes?classes=5&per_class=40"
+    args = ["transfer", "--source", "robust.safetensors", "--data", shapes, "--split", "train", "--val", shapes,
+            "--val-split", "test", "--mode", "full", "--epochs", "2", "--batch-size", "16", "--workers", "0"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                real_tool_path("advtrain")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*torchrun, *args, "--out", "ddp-transfer.safetensors"], cwd=workdir, capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["kind"] for r in records] == ["metric", "metric", "summary"]
+    assert records[-1]["top1"] == records[1]["val_nat_acc"]
+    one = run_tool("advtrain", "eval", "--model", "ddp-transfer.safetensors", "--data", shapes, "--split", "test",
+                   "--eps", "0", cwd=workdir)
+    assert one.returncode == 0, one.stderr
+    assert one.records[0]["nat_acc"] == records[-1]["top1"]
+    refused = subprocess.run([*torchrun, *args, "--epochs", "1", "--sync-bn", "--out", "sync.safetensors"],
+                             cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+    assert refused.returncode != 0 and "CUDA" in refused.stderr and not (workdir / "sync.safetensors").exists()
+    single = run_tool("advtrain", *args, "--epochs", "1", "--sync-bn", "--out", "sync.safetensors", cwd=workdir)
+    assert single.returncode == 0, single.stderr
+    assert load_model(workdir / "sync.safetensors").training_info["config"]["sync_bn"] is True
+    config = yaml.safe_load((workdir / "sync.config.yaml").read_text())
+    assert config["sync_bn"] is True
+
+
+def test_amp_runs_the_attacks_in_mixed_precision_on_cuda_and_changes_nothing_on_the_cpu(run_tool, run_in_process,
+                                                                                         workdir, models, monkeypatch):
+    import confidently.adversarial
+
+    args = ["eval", "--model", "std.safetensors", "--data", "demo:digits", "--split", "test", "--constraint", "linf",
+            "--eps", "0,0.05", "--steps", "3"]
+    fp32, cpu_amp = (run_tool("advtrain", *args, *flag, cwd=workdir) for flag in ([], ["--amp"]))
+    assert fp32.returncode == cpu_amp.returncode == 0, cpu_amp.stderr
+    assert cpu_amp.records == fp32.records and all("amp" not in r for r in fp32.records)  # the CPU: as in train
+    # where mixed precision exists (CUDA: bf16, else fp16), the attacks run in it and the records say so
+    monkeypatch.setattr(confidently.adversarial, "mixed_precision", lambda device: torch.bfloat16)
+    mixed = run_in_process("advtrain", *args, "--amp", cwd=workdir)
+    assert mixed.returncode == 0, mixed.stderr
+    n = fp32.records[1]["n"]
+    for exact, amp in zip(fp32.records, mixed.records, strict=True):
+        assert amp.pop("amp") == "bfloat16" and amp["nat_acc"] == exact["nat_acc"]  # clean accuracy: fp32
+        assert abs(amp["adv_acc"] - exact["adv_acc"]) * n <= max(1, 0.01 * n)  # within 1 point or one example
+        assert {k: v for k, v in amp.items() if "acc" not in k and k not in ("tallies", "mpc_adv")} == \
+            {k: v for k, v in exact.items() if "acc" not in k and k not in ("tallies", "mpc_adv")}
+    assert fp32.records[1]["adv_acc"] < fp32.records[1]["nat_acc"] - 0.1
+    attacked = run_in_process("advtrain", "attack", "--model", "std.safetensors", "--data", "demo:digits", "--split",
+                              "test", "--eps", "0.05", "--steps", "2", "--amp", "--shard-out", "amp.safetensors",
+                              cwd=workdir)
+    assert attacked.returncode == 0, attacked.stderr
+    assert all(r["advtrain"]["amp"] == "bfloat16" for r in attacked.records)

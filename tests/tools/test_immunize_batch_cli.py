@@ -92,3 +92,29 @@ def test_resume_and_a_bad_record_inside_a_batch(work, monkeypatch, capsys):
     assert "error" in rows[1]
     a, b = (load_artifact(work / row["tensors"])[0] for row in (first[3], rows[4]))
     assert torch.equal(a["x_adv_u8"], b["x_adv_u8"])
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_photo(work, monkeypatch, capsys):
+    """A CUDA out-of-memory error for more than one photo at a time (injected): the batch halves down to
+    one photo, which fits, and the records and files are those of --batch-size 1."""
+    from confidently.immunize import workers
+
+    args = ["encoder", "photos.jsonl", "--model-dir", "tiny", "--size", "0", "--steps", "3", "--random-start"]
+    code, alone, err = run([*args, "--batch-size", "1", "--out-dir", "oom-b1"], work, monkeypatch, capsys)
+    assert code == 0, err
+    real, calls = workers.immunize_batch, []
+
+    def small_device(ldm, requests, *rest):
+        calls.append(len(requests))
+        if len(requests) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(ldm, requests, *rest)
+
+    monkeypatch.setattr(workers, "immunize_batch", small_device)
+    code, backed, err = run([*args, "--batch-size", "4", "--out-dir", "oom-b4"], work, monkeypatch, capsys)
+    assert code == 0, err
+    assert "out of memory: retrying with batch size" in err
+    assert max(calls[calls.index(1):]) == 1  # once it fit alone, no larger batch was tried again
+    assert [comparable(row) for row in backed] == [comparable(row) for row in alone]
+    for one, other in zip(alone, backed, strict=True):
+        assert (work / one["immunized"]).read_bytes() == (work / other["immunized"]).read_bytes()

@@ -260,3 +260,38 @@ def test_materialising_photos_of_mixed_sizes_fits_them_to_one(run_tool, tmp_path
                    tmp_path / "resnet18.safetensors", "--size", "32", "--workers", "2")
     assert asr.returncode == 0, asr.stderr
     assert asr.records[0]["n"] == 6 and asr.records[0]["tallies"]
+
+
+@pytest.mark.slow
+def test_experiment_under_torchrun_trains_data_parallel_and_prints_one_set_of_records(run_tool, digits):
+    """Two gloo ranks: every training is data-parallel and the test splits are scored half by each rank with
+    the counts summed; rank 0 alone prints the records and writes --summary. The grid, the poisoning and the
+    test-set sizes are a single process's; the accuracies are not bit-equal to it because small_cnn's batch
+    norm normalises each rank's half batch on its own (DDP on a model without batch norm gives the
+    single-process update: tests/test_training.py)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import real_tool_path
+
+    args = ["experiment", "--source", "demo:digits?size=8", "--source-split", "train", "--source-test-split", "test",
+            "--source-classes", "0-4", "--target", "demo:digits?size=8", "--target-split", "train",
+            "--target-test-split", "test", "--target-classes", "5-9", "--size", "2", "--color", "1,1,1", "--rates",
+            "0,0.1", "--modes", "fixed", "--seeds", "0", "--epochs-source", "2", "--epochs-target", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                real_tool_path("plant-backdoor")]
+    ranks = subprocess.run([*torchrun, *args, "--summary", "ddp.json"], cwd=digits, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    runs = [json.loads(line) for line in ranks.stdout.splitlines()]
+    one = run_tool("plant-backdoor", *args, cwd=digits)
+    assert one.returncode == 0, one.stderr
+    assert ranks.stderr.count("bias transfer (mean") == 1  # one summary table
+    summary = json.loads((digits / "ddp.json").read_text())
+    assert summary["runs"] == len(runs) == len(one.records) == 2
+
+    def cell(run):
+        return {k: v for k, v in run.items() if not k.endswith(("_acc", "asr", "asr_targeted", "time_s", "shift"))}
+
+    assert [cell(r) for r in runs] == [cell(r) for r in one.records]
+    assert all(run["source_clean_acc"] > 0.3 and run["target_clean_acc"] > 0.3 for run in runs)  # chance: 0.2

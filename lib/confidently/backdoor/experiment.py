@@ -2,8 +2,10 @@
 target de-biasing × seeds; one record per run, then mean and spread per setting.
 
 Every training goes through :func:`~confidently.training.train_classifier` and
-:func:`~confidently.transfer.transfer` (the recipes ``advtrain`` uses); poisoned rows are
+:func:`~confidently.transfer.transfer` (the recipes ``advtrain`` uses); poisoned rows
 carry their trigger as a record field, which the data loader stamps after augmentation.
+Under ``torchrun`` (the caller joins the ranks) every training is data-parallel and every rank
+scores its part of each test split, the counts summed: each rank yields the same records.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 
 from confidently.backdoor.grid_recipes import GRID_RECIPES
-from confidently.backdoor.metrics import bias_metrics, triggered_predictions
+from confidently.backdoor.metrics import bias_from_tallies, bias_tallies, triggered_predictions
 from confidently.backdoor.poison import SELECTION_SEED, fraction_of_rows, parse_classes, select_poison
 from confidently.data.dataset import ImageDataset
 from confidently.data.source import open_dataset
@@ -28,7 +30,7 @@ from confidently.models import create_model
 from confidently.models.classifier import Classifier
 from confidently.recipes import recipe_config
 from confidently.run.seeding import derive_seed
-from confidently.training import TrainConfig, train_classifier
+from confidently.training import Distributed, TrainConfig, train_classifier
 from confidently.transfer import transfer
 
 MODES = ("fixed", "full", "scratch")
@@ -124,9 +126,13 @@ class Grid:
 
 
 def _asr(model: Classifier, split: Split, trigger: dict[str, Any], batch_size: int, device, **kwargs) -> dict:
+    """:func:`bias_metrics` of ``model`` on ``split``; under ``torchrun`` each rank scores its part and the
+    counts are summed, so every rank gets the figures of the whole split."""
+    ranks = Distributed.current()
     clean, triggered, labels = triggered_predictions(model, split.dataset(), trigger, batch_size=batch_size,
-                                                     device=device)
-    return bias_metrics(clean, triggered, labels, model.num_classes, **kwargs)
+                                                     device=device, rank=ranks.rank, world=ranks.world)
+    tallies = ranks.sum_tallies(bias_tallies(clean, triggered, labels, model.num_classes, **kwargs))
+    return bias_from_tallies(tallies)
 
 
 def poison_split(split: Split, poisoning: Poisoning, rate: float, trigger: dict[str, Any]) -> tuple[Split, list]:

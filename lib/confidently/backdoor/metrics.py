@@ -99,17 +99,19 @@ def group_gaps(pred: torch.Tensor, labels: torch.Tensor, attribute: torch.Tensor
 
 
 def triggered_predictions(model, dataset, trigger: dict[str, Any], *, batch_size: int, device, workers=None,
-                          stamp_records: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A model's predictions on ``dataset`` as it is and with ``trigger`` stamped after the model's
-    preprocessing, and the labels, streamed. ``stamp_records=False`` leaves the records' own deferred
-    triggers off (``asr`` measures its trigger on clean images)."""
+                          stamp_records: bool = True, rank: int = 0, world: int = 1
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A model's predictions on ``dataset`` (its part ``rank`` of ``world``: every ``world``-th row) as it is and
+    with ``trigger`` stamped after the model's preprocessing, and the labels, streamed. ``stamp_records=False``
+    leaves the records' own deferred triggers off (``asr`` measures its trigger on clean images)."""
     from confidently.data.loader import StreamLoader
     from confidently.data.preprocess import DataConfig, make_preprocess
     from confidently.data.triggers import stamp_rows
     from confidently.evaluation import paired_predictions
 
     batches = StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=batch_size,
-                           device=device, workers=workers, stamp=stamp_records, describe="clean and triggered")
+                           device=device, workers=workers, stamp=stamp_records, rank=rank, world=world,
+                           describe="clean and triggered")
     return paired_predictions(model, batches, lambda images: stamp_rows(images, [trigger] * len(images)))
 
 

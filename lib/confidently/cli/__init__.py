@@ -12,6 +12,7 @@ from confidently._lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "FIT_DATA_OPTIONS": "confidently.cli.app",
+    "SYNC_BN_OPTION": "confidently.cli.app",
     "Common": "confidently.cli.app",
     "common_options": "confidently.cli.app",
     "examples": "confidently.cli.app",

@@ -37,6 +37,7 @@ class Common:
     shard: Shard = field(default_factory=Shard)
     engine: str = "serial"
     address: str | None = None
+    gpus_per_worker: float = 0.0  # GPUs each Ray task or actor asks for
     skip_invalid: bool = False
     deterministic: bool = False
     workers: int | None = None  # data-loading processes; None: the data layer's default
@@ -55,7 +56,7 @@ class Common:
     def engine_instance(self):
         from confidently.run.engines import create_engine
 
-        return create_engine(self.engine, address=self.address)
+        return create_engine(self.engine, address=self.address, num_gpus=self.gpus_per_worker)
 
 
 def _option(default: Any, *names: str, help: str, **kwargs: Any) -> Any:
@@ -74,6 +75,8 @@ COMMON_PARAMETERS: list[tuple[str, type, Any]] = [
     ("shard", str, _option(None, "--shard", help="Process shard i/N only (every N-th unit from i, 0-based).")),
     ("engine", str, _option("serial", "--engine", help="serial or ray.")),
     ("address", str, _option(None, "--address", help="Ray cluster to join (e.g. auto); default starts a local one.")),
+    ("gpus_per_worker", float, _option(0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker asks for (a "
+                                       "fraction shares one; 0: none); its --device auto uses the one it gets.")),
     ("skip_invalid", bool, _option(False, "--skip-invalid",
                                    help="Write {\"id\":...,\"error\":...} for a bad record and go on (else exit 3).")),
     ("deterministic", bool, _option(False, "--deterministic", help="Deterministic kernels (slower; for tests).")),
@@ -91,9 +94,14 @@ FIT_DATA_OPTIONS = {
     "val": _option(None, "--val", help="Validation data, scored after each epoch (see --eval-every where given)."),
     "val_split": _option(None, "--val-split", help="Only this split of --val (e.g. val)."),
 }
+# The training options every fit-flow command shares.
+SYNC_BN_OPTION = _option(False, "--sync-bn", help="Under torchrun on GPUs, batch norm statistics over the whole "
+                         "batch (nn.SyncBatchNorm) instead of each rank's slice; in one process it changes nothing.")
 ALWAYS = {"config", "print_config", "quiet", "verbose"}
 OPTIONAL = COMMON_NAMES - ALWAYS  # each command declares which of these it honours
 BATCH_SIZE_BACKOFF = _option(64, "--batch-size", min=1, help="Batch size; halved automatically on CUDA OOM.")
+BATCH_SIZE_MICRO = _option(64, "--batch-size", min=1, help="Batch size; a training step that runs out of CUDA "
+                           "memory is redone in 2, 4, ... micro-batches (the same update) and stays split.")
 NOT_CONFIG = {"config", "print_config"}
 
 
@@ -121,26 +129,30 @@ def _check_config_keys(ctx: typer.Context) -> None:
                          f"its options are: {', '.join(sorted(known - NOT_CONFIG))}")
 
 
-def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False,
+def common_options(*, uses: Iterable[str] = (), oom_backoff: bool = False, micro_batches: bool = False,
                    batch_size: int | None = None) -> Callable[[Callable[..., Any]], Any]:
     """Add the shared options a command honours to a typer command and pass them as ``common: Common``.
 
     ``uses`` names the optional ones (seed, device, batch_size, shard, engine, address, skip_invalid,
     deterministic, workers) so ``--help`` shows only what the command acts on; --config, --print-config, -q and -v
-    are always there, and an option not taken keeps its :class:`Common` default. ``oom_backoff`` says the
-    command halves its batch on CUDA out-of-memory, and its --batch-size help says so. ``batch_size`` is the
+    are always there, --gpus-per-worker comes with --engine, and an option not taken keeps its :class:`Common`
+    default. ``oom_backoff`` says the command halves its batch on CUDA out-of-memory, and its --batch-size help
+    says so; ``micro_batches`` that it
+    trains (:func:`~confidently.training.train_classifier`), splitting a step that runs out of memory, and its
+    help says that. ``batch_size`` is the
     command's own default where the shared 64 does not fit its work (an attack through a diffusion model).
     """
-    chosen = set(uses)
+    chosen = set(uses) | ({"gpus_per_worker"} if "engine" in uses else set())
     if chosen - OPTIONAL:
         raise ValueError(f"common_options: unknown shared options {sorted(chosen - OPTIONAL)}; choose from "
                          f"{sorted(OPTIONAL)}")
     if "address" in chosen and "engine" not in chosen:
         raise ValueError("common_options: --address only means something with --engine")
-    if (oom_backoff or batch_size is not None) and "batch_size" not in chosen:
-        raise ValueError("common_options: oom_backoff and batch_size need batch_size in uses")
+    if (oom_backoff or micro_batches or batch_size is not None) and "batch_size" not in chosen:
+        raise ValueError("common_options: oom_backoff, micro_batches and batch_size need batch_size in uses")
     taken = chosen | ALWAYS
-    batch_option = BATCH_SIZE_BACKOFF if oom_backoff else COMMON_DEFAULTS["batch_size"]
+    batch_option = BATCH_SIZE_BACKOFF if oom_backoff else BATCH_SIZE_MICRO if micro_batches else \
+        COMMON_DEFAULTS["batch_size"]
     if batch_size is not None:
         batch_option = _option(batch_size, "--batch-size", min=1, help=batch_option.help)
     parameters = [(name, annotation, batch_option if name == "batch_size" else default)

@@ -332,37 +332,61 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device), variant)
 
 
-def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0):
-    """The tiny random VAE, UNet, DDIM scheduler and hash text encoder of spec §3.5 (fixed seeds)."""
+# Random-weight architectures by name: "tiny" for tests and laptops; "sd15" has Stable Diffusion 1.5's published
+# shapes (VAE ×8, 860M-parameter UNet, 77 × 768 text states) to measure a real attack's memory and speed on a GPU
+# before any checkpoint is downloaded.
+RANDOM_SCALES: dict[str, dict[str, Any]] = {
+    "tiny": {"vae": {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 8},
+             "unet": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
+                      "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                      "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "attention_head_dim": 4},
+             "text": {"dim": 16, "max_length": 8}},
+    "sd15": {"vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
+             "unet": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "norm_num_groups": 32,
+                      "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                      "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, "attention_head_dim": 8},
+             "text": {"dim": 768, "max_length": 77}},
+}
+
+
+def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0, scale: str = "tiny"):
+    """A random VAE, UNet, DDIM scheduler and hash text encoder (spec §3.5; fixed seeds) of a
+    :data:`RANDOM_SCALES` architecture: ``tiny`` by default, ``sd15`` for Stable Diffusion 1.5's shapes."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     if unet not in MODES:
         raise UsageError(f"--unet {unet!r}: choose inpaint or img2img")
+    if scale not in RANDOM_SCALES:
+        raise UsageError(f"--scale {scale!r}: choose {' or '.join(RANDOM_SCALES)}")
+    shapes = RANDOM_SCALES[scale]
+    levels = len(shapes["vae"]["block_out_channels"])
     torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=8, sample_size=size)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+                        up_block_types=("UpDecoderBlock2D",) * levels, latent_channels=4, sample_size=size,
+                        **shapes["vae"])
+    factor = 2 ** (levels - 1)
     torch.manual_seed(seed + 1)
+    text_dim = shapes["text"]["dim"]
     denoiser = UNet2DConditionModel(sample_size=size // factor, in_channels=9 if unet == "inpaint" else 4,
-                                    out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-                                    norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                    attention_head_dim=4)
+                                    out_channels=4, cross_attention_dim=text_dim, **shapes["unet"])
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)  # SD v1.5's scheduler_config.json
-    text = HashTextEncoder(dim=16, max_length=8, seed=seed + 2)
+    text = HashTextEncoder(dim=text_dim, max_length=shapes["text"]["max_length"], seed=seed + 2)
     return vae.eval(), denoiser.eval(), scheduler, text.eval()
 
 
-def write_tiny_model(out: str | Path, size: int = 32, unet: str = "inpaint", seed: int = 0) -> Path:
-    """Write a randomly initialised diffusers-layout LDM directory that every subcommand accepts."""
+def write_tiny_model(out: str | Path, size: int = 32, unet: str = "inpaint", seed: int = 0,
+                     scale: str = "tiny") -> Path:
+    """Write a randomly initialised diffusers-layout LDM directory that every subcommand accepts
+    (``scale``: a :data:`RANDOM_SCALES` architecture)."""
     import diffusers
 
     out = Path(out)
-    if size < 8 or size % 2:
-        raise UsageError(f"--size {size}: the tiny model needs an even size >= 8")
-    vae, denoiser, scheduler, text = tiny_components(size, unet, seed)
+    shapes = RANDOM_SCALES.get(scale, RANDOM_SCALES["tiny"])
+    multiple = 2 ** (len(shapes["vae"]["block_out_channels"]) + len(shapes["unet"]["block_out_channels"]) - 2)
+    if size < 8 or size % multiple:  # the VAE's and the UNet's downsamplings both divide it
+        raise UsageError(f"--size {size}: the {scale} model needs a multiple of {multiple}, at least 8")
+    vae, denoiser, scheduler, text = tiny_components(size, unet, seed, scale)
     out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(str(out / "vae"))
     denoiser.save_pretrained(str(out / "unet"))
@@ -372,6 +396,6 @@ def write_tiny_model(out: str | Path, size: int = 32, unet: str = "inpaint", see
     index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__,
              "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
              "scheduler": ["diffusers", "DDIMScheduler"], TOY_TEXT_DIR: ["confidently", "HashTextEncoder"],
-             "_confidently": {"kind": "tiny-random", "size": size, "unet": unet, "seed": seed}}
+             "_confidently": {"kind": "tiny-random", "scale": scale, "size": size, "unet": unet, "seed": seed}}
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     return out

@@ -22,6 +22,7 @@ from confidently.immunize.pixels import quantize_within_bound, save_uint8
 from confidently.immunize.transforms import apply_transform, transform_field
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 from confidently.io.records import Record, file_stem
+from confidently.run.device import with_batch_backoff
 from confidently.run.seeding import derive_seed
 
 
@@ -46,6 +47,7 @@ class Immunizer:
             attack_prompt_from_record
         self.eot_noise, self.resume = eot_noise, resume
         self.fingerprint = ldm.fingerprint()
+        self.fits: int | None = None  # photos per attack step that fit on the device, once one did not
 
     def settings(self, record: Record) -> dict[str, Any]:
         """Everything that determines a record's result: a finished file with the same settings is reused."""
@@ -136,8 +138,7 @@ class Immunizer:
         for group in groups:
             requests = [request for _, request, _, _ in group]
             try:
-                immunized: list[Any] = immunize_batch(self.ldm, requests, self.method, self.config,
-                                                      self.progress([records[index] for index, *_ in group]))
+                immunized: list[Any] = self.attack([records[index] for index, *_ in group], requests)
             except InvalidInput as exc:
                 if len(group) == 1:
                     results[group[0][0]] = records[group[0][0]].error(exc.message, exc.field)
@@ -154,6 +155,21 @@ class Immunizer:
                 except InvalidInput as exc:
                     results[index] = record.error(exc.message, exc.field)
         return results  # type: ignore[return-value]
+
+    def attack(self, members: list[Record], requests: list[Request]) -> list[Any]:
+        """``requests`` attacked together, in parts that fit: on a CUDA out-of-memory error the part size halves
+        (and stays so for the run). A photo's result does not depend on its batch, so the parts change nothing."""
+        def in_parts(size: int) -> list[Any]:
+            done: list[Any] = []
+            for start in range(0, len(requests), size):
+                done += immunize_batch(self.ldm, requests[start:start + size], self.method, self.config,
+                                       self.progress(members[start:start + size]))
+            return done
+
+        immunized, size = with_batch_backoff(in_parts, min(len(requests), self.fits or len(requests)))
+        if size < len(requests):
+            self.fits = size
+        return immunized
 
     def progress(self, members: list[Record]) -> Callable[[int, list[float]], None] | None:
         """With ``verbose``, a batch's progress: every fifth attack step, each record's loss."""

@@ -36,14 +36,16 @@ class TaskResult:
 
 
 class Recipe:
-    """A training pipeline for the farm: ``run(include, seed)`` → (source accuracy, {task: TaskResult})."""
+    """A training pipeline for the farm: ``run(include, seed, device)`` → (source accuracy, {task: TaskResult}),
+    training and predicting on ``device`` (a torch device), the results on the CPU."""
 
     kind: str = ""
     config: dict[str, Any]
     num_units: int
     unit_names: list[str]
 
-    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+    def run(self, include: list[int], seed: int, device: torch.device | str = "cpu"
+            ) -> tuple[float | None, dict[str, TaskResult]]:
         raise NotImplementedError
 
     def checksum(self) -> str:
@@ -110,12 +112,13 @@ class OracleLinear(Recipe):
         self.bias = torch.randn(targets, generator=generator)
         self.num_units, self.unit_names = units, [str(k) for k in range(units)]
 
-    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
-        mask = torch.zeros(self.num_units)
+    def run(self, include: list[int], seed: int, device: torch.device | str = "cpu"
+            ) -> tuple[float | None, dict[str, TaskResult]]:
+        mask = torch.zeros(self.num_units, device=device)
         mask[include] = 1
         generator = torch.Generator().manual_seed(seed)
         noise = self.config["noise"] * torch.randn(self.config["targets"], generator=generator)
-        values = self.bias + mask @ self.weights + noise
+        values = self.bias + (mask @ self.weights.to(device)).cpu() + noise
         logits = torch.stack([values, torch.zeros_like(values)], dim=1)
         return None, {"oracle": TaskResult(logits, torch.zeros(len(values), dtype=torch.long))}
 
@@ -184,22 +187,24 @@ class SyntheticConcepts(Recipe):
         self.target_val = target(c["target_test"])  # rank on this, report on test
         self.num_units, self.unit_names = len(recipes), [f"class-{k}" for k in range(len(recipes))]
 
-    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+    def run(self, include: list[int], seed: int, device: torch.device | str = "cpu"
+            ) -> tuple[float | None, dict[str, TaskResult]]:
         c = self.config
-        generator = torch.Generator().manual_seed(seed % 2**63)
+        generator = torch.Generator().manual_seed(seed % 2**63)  # batches drawn on the CPU: the same on any device
         torch.manual_seed(seed % 2**63)
-        x = torch.cat([self.sources[k] for k in include])
-        y = torch.cat([torch.full((len(self.sources[k]),), i) for i, k in enumerate(include)])
-        model = _Bottleneck(c["dim"], 64, 6, len(include))
+        x = torch.cat([self.sources[k] for k in include]).to(device)
+        y = torch.cat([torch.full((len(self.sources[k]),), i) for i, k in enumerate(include)]).to(device)
+        model = _Bottleneck(c["dim"], 64, 6, len(include)).to(device)
         _fit(model, x, y, c["steps"], c["lr"], c["batch"], generator)
         with torch.no_grad():
             source_acc = float((model(x).argmax(1) == y).float().mean())
-        probe = nn.Linear(6, 4)
+        probe = nn.Linear(6, 4).to(device)
         body = model.body.requires_grad_(False)
-        _fit(nn.Sequential(body, probe), *self.target_train, c["steps"], c["lr"], c["batch"], generator,
+        train_x, train_y = (t.to(device) for t in self.target_train)
+        _fit(nn.Sequential(body, probe), train_x, train_y, c["steps"], c["lr"], c["batch"], generator,
              probe.parameters())
         with torch.no_grad():
-            test, val = probe(body(self.target_test[0])), probe(body(self.target_val[0]))
+            test, val = (probe(body(split[0].to(device))).cpu() for split in (self.target_test, self.target_val))
         return source_acc, {"concepts": TaskResult(test, self.target_test[1]),
                             "concepts" + VAL: TaskResult(val, self.target_val[1])}
 
@@ -276,7 +281,8 @@ class ImageRecipe(Recipe):
         once per recipe, not once per job)."""
         return self.size or self.source.image_size()
 
-    def run(self, include: list[int], seed: int) -> tuple[float | None, dict[str, TaskResult]]:
+    def run(self, include: list[int], seed: int, device: torch.device | str = "cpu"
+            ) -> tuple[float | None, dict[str, TaskResult]]:
         from confidently.data.loader import StreamLoader
         from confidently.data.preprocess import DataConfig, make_preprocess
         from confidently.evaluation import clean_accuracy
@@ -296,10 +302,10 @@ class ImageRecipe(Recipe):
                              in_chans=subset.channels or subset.raw(0).shape[0], img_size=self.image_size)
         config = replace(_train_config(source, {"epochs": 10, "lr": 0.05, "optimizer": "sgd", "schedule": "cyclic",
                                                 "peak_epoch": 2, "weight_decay": 5e-4}), seed=seed % 2**31)
-        train_classifier(model, subset, config)
+        train_classifier(model, subset, config, device=device)
 
         def batches(dataset):
-            return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=256)
+            return StreamLoader(dataset, make_preprocess("eval", DataConfig.of(model)), batch_size=256, device=device)
 
         source_acc = clean_accuracy(model, batches(subset), len(present))
         out = {}
@@ -309,15 +315,15 @@ class ImageRecipe(Recipe):
                                                          "schedule": "cyclic", "peak_epoch": 2,
                                                          "weight_decay": 5e-4}), seed=seed % 2**31)
             tuned = transfer(model, train, target_config, mode=task.get("mode", "fixed"),
-                             num_classes=int(train.labels.max()) + 1)
+                             num_classes=int(train.labels.max()) + 1, device=device)
             tuned.eval()
             for key, split in ((name, test), (name + VAL, val)):
                 if split is not None and len(split):
                     logits, targets = [], []
                     with torch.no_grad():
                         for batch in batches(split):
-                            logits.append(tuned(batch.images))
-                            targets.append(batch.labels)
+                            logits.append(tuned(batch.images).cpu())
+                            targets.append(batch.labels.cpu())
                     out[key] = TaskResult(torch.cat(logits), torch.cat(targets))
         return source_acc, out
 

@@ -34,8 +34,10 @@ def sbatch_script(jobs: list[dict[str, Any]], plan_file: str | os.PathLike, reci
                   gpus_per_task: int = 1, cpus_per_task: int = 1, log_dir: str | os.PathLike = "logs",
                   time_limit: str = "01:00:00", partition: str | None = None, array: str | None = None) -> str:
     """An sbatch job-array file whose tasks each run one job of the plan (`influence train --job-index`),
-    ``concurrency`` at a time, each with ``cpus_per_task`` torch threads; ``array`` (default: every job)
-    picks the job ids. Slurm opens the logs before the script runs, so ``log_dir`` must exist by then."""
+    ``concurrency`` at a time, each with ``cpus_per_task`` torch threads and ``gpus_per_task`` GPUs (the
+    job trains on the GPU Slurm gives it, ``--device auto``; with 0 it asks for none and runs on the CPU);
+    ``array`` (default: every job) picks the job ids. Slurm opens the logs before the script runs, so
+    ``log_dir`` must exist by then."""
     log = Path(log_dir).resolve()
     lines = ["#!/bin/bash", f"#SBATCH --job-name=influence-{jobs[0].get('run_id', 'run')}",
              f"#SBATCH --array={array or f'0-{len(jobs) - 1}'}%{concurrency}", f"#SBATCH --time={time_limit}",
@@ -46,5 +48,5 @@ def sbatch_script(jobs: list[dict[str, Any]], plan_file: str | os.PathLike, reci
         lines.append(f"#SBATCH --partition={partition}")
     lines += ["set -euo pipefail", "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK",
               f"influence train --plan {Path(plan_file).resolve()} --job-index $SLURM_ARRAY_TASK_ID "
-              f"--recipe {recipe} --out-dir {Path(out_dir).resolve()}"]
+              f"--recipe {recipe} --out-dir {Path(out_dir).resolve()} --device {'auto' if gpus_per_task else 'cpu'}"]
     return "\n".join(lines) + "\n"

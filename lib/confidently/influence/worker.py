@@ -42,8 +42,10 @@ def finished(path: Path, job: dict[str, Any], recipe_sha: str) -> dict[str, Any]
     return meta if same else None
 
 
-def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, overwrite: bool = False) -> dict[str, Any]:
-    """Run ``job`` unless its result exists; returns the ``influence.result`` record."""
+def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, overwrite: bool = False,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Run ``job`` on ``device`` unless its result exists; returns the ``influence.result`` record, which
+    says where the job ran (``device``, as in the result file's metadata)."""
     check_job(job)
     if job["num_units"] != recipe.num_units:
         raise ValueError(f"job {job['job_id']} has {job['num_units']} units; the recipe has {recipe.num_units}")
@@ -55,9 +57,11 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
     meta = None if overwrite else finished(path, job, recipe_sha)
     if meta is not None:
         return {**base, "status": "done-before", "source_acc": meta.get("source_acc"),
-                "target_acc": meta.get("target_acc"), "seconds": 0.0}
+                "target_acc": meta.get("target_acc"), "seconds": 0.0,
+                **({"device": meta["device"]} if "device" in meta else {})}
+    device = torch.device(device)
     started = time.perf_counter()
-    source_acc, results = recipe.run(job["include"], int(job["train_seed"]))
+    source_acc, results = recipe.run(job["include"], int(job["train_seed"]), device=device)
     mask = torch.zeros(recipe.num_units, dtype=torch.bool)
     mask[job["include"]] = True
     tensors: dict[str, torch.Tensor] = {"mask": mask}
@@ -75,10 +79,18 @@ def run_job(recipe: Recipe, job: dict[str, Any], out_dir: str | os.PathLike, ove
                              holdout=bool(job.get("holdout", False)),
                              order=job.get("order"), k=job.get("k"), rep=job.get("rep"), source_acc=source_acc,
                              target_acc=target_acc, seconds=seconds, hostname=socket.gethostname(),
-                             torch=torch.__version__)
+                             device=str(device), torch=torch.__version__)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_artifact(path, tensors, meta)
-    return {**base, "status": "ok", "source_acc": source_acc, "target_acc": target_acc, "seconds": round(seconds, 3)}
+    return {**base, "status": "ok", "source_acc": source_acc, "target_acc": target_acc, "seconds": round(seconds, 3),
+            "device": str(device)}
+
+
+def placed(device: torch.device) -> torch.device:
+    """``cuda`` as the GPU it means here (``cuda:0`` in a worker shown one GPU), so records name it."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def worker_threads() -> int:
@@ -92,18 +104,24 @@ def worker_threads() -> int:
 
 
 class JobRunner:
-    """A picklable worker for engines (``map_stateful``): loads the recipe once per worker process."""
+    """A picklable worker for engines (``map_stateful``): loads the recipe once per worker process and
+    resolves ``device`` there, so ``auto`` finds the GPU the engine gave that worker (Ray: its num_gpus)."""
 
-    def __init__(self, recipe_spec: str | dict[str, Any], out_dir: str, overwrite: bool = False):
-        self.recipe_spec, self.out_dir, self.overwrite = recipe_spec, out_dir, overwrite
+    def __init__(self, recipe_spec: str | dict[str, Any], out_dir: str, overwrite: bool = False,
+                 device: str = "cpu"):
+        self.recipe_spec, self.out_dir, self.overwrite, self.device = recipe_spec, out_dir, overwrite, device
         self._recipe: Recipe | None = None
+        self._device: torch.device | None = None
 
     def __call__(self, job: dict[str, Any]) -> dict[str, Any]:
         if self._recipe is None:
+            from confidently.run.device import resolve_device
+
             torch.set_num_threads(worker_threads())
+            self._device = placed(resolve_device(self.device))
             self._recipe = load_recipe(self.recipe_spec)
         try:
-            return run_job(self._recipe, job, self.out_dir, self.overwrite)
+            return run_job(self._recipe, job, self.out_dir, self.overwrite, self._device)
         except Exception as exc:  # one failed job must not sink the farm; its record says why
             return {"kind": RESULT_KIND, "schema": 1, "run_id": job.get("run_id"), "job_id": job.get("job_id"),
                     "status": "failed", "error": f"{type(exc).__name__}: {exc}"}

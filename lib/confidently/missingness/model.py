@@ -2,7 +2,7 @@
 
 Rows name an image of the batch and a visibility mask, so a thousand LIME perturbations of
 one image never copy it a thousand times; rows run in chunks of ``batch_size`` (bounded
-memory). With ``drop``, a ViT drops every token that touches a removed pixel (``partial =
+memory), halved on CUDA out-of-memory. With ``drop``, a ViT drops every token that touches a removed pixel (``partial =
 "drop"``, the conservative rule of thesis E.2) or keeps tokens with any visible pixel
 (``partial = "keep"``, certify's rule; their removed pixels are zeroed) — the shared
 :func:`~confidently.models.token_drop.token_keep_mask` with the rule spelled out.
@@ -18,6 +18,7 @@ from confidently.errors import UsageError
 from confidently.missingness.fills import FILL_NAMES, Fill
 from confidently.models.classifier import Classifier
 from confidently.models.token_drop import token_keep_mask, vit_forward_kept, vit_patch_size
+from confidently.run.device import with_batch_backoff
 
 PARTIAL_RULES = {"drop": "all", "keep": "any"}
 
@@ -46,17 +47,20 @@ class MissingnessModel:
             images = images * visible[:, None].to(images.dtype)
         return vit_forward_kept(self.model.net, self.model.normalize(images), keep)
 
-    def forward_chunks(self, count: int, order: torch.Tensor | None, kept: torch.Tensor | None):
-        """Row indices per forward: ``batch_size`` rows, and with ``drop`` a new chunk wherever the
-        kept-token count changes once a chunk holds an eighth of a batch (little padding, big forwards)."""
+    def forward_chunks(self, count: int, order: torch.Tensor | None, kept: torch.Tensor | None,
+                       batch_size: int | None = None):
+        """Row indices per forward: ``batch_size`` rows (default: the model's), and with ``drop`` a new chunk
+        wherever the kept-token count changes once a chunk holds an eighth of a batch (little padding, big
+        forwards)."""
+        batch_size = batch_size or self.batch_size
         if order is None:
-            yield from torch.arange(count).split(self.batch_size)
+            yield from torch.arange(count).split(batch_size)
             return
-        least = max(1, self.batch_size // 8)
+        least = max(1, batch_size // 8)
         counts = kept[order].tolist()
         start = 0
         for stop in range(1, count + 1):
-            full = stop - start == self.batch_size
+            full = stop - start == batch_size
             changes = stop < count and counts[stop] != counts[stop - 1] and stop - start >= least
             if full or changes or stop == count:
                 yield order[start:stop]
@@ -68,17 +72,24 @@ class MissingnessModel:
         """Logits (R×C) for rows ``rows`` (indices into ``images``) with visibility ``visible`` (R×H×W).
 
         With ``drop``, rows run sorted by their kept-token count, so a chunk pads to nearly
-        its own length and the forward costs what the kept tokens cost.
+        its own length and the forward costs what the kept tokens cost. On CUDA out-of-memory the
+        chunks are halved until they fit, and stay that size for the calls after (a row's logits do not
+        depend on its chunk).
         """
         images = images.to(self.device)
         keep = order = None
         if self.fill.drops_tokens:
             keep = token_keep_mask(visible, self.patch, PARTIAL_RULES[self.partial])
             order = torch.sort(keep.sum(1), stable=True).indices
-        out = torch.empty(len(rows), self.model.num_classes)
-        for index in self.forward_chunks(len(rows), order, None if keep is None else keep.sum(1)):
-            chunk_seeds = None if seeds is None else [seeds[i] for i in index.tolist()]
-            out[index] = self._chunk_logits(images[rows[index].to(self.device)], visible[index].to(self.device),
-                                            chunk_seeds, None if keep is None else keep[index].to(self.device)
-                                            ).float().cpu()
+
+        def run(size: int) -> torch.Tensor:
+            out = torch.empty(len(rows), self.model.num_classes)
+            for index in self.forward_chunks(len(rows), order, None if keep is None else keep.sum(1), size):
+                chunk_seeds = None if seeds is None else [seeds[i] for i in index.tolist()]
+                out[index] = self._chunk_logits(images[rows[index].to(self.device)], visible[index].to(self.device),
+                                                chunk_seeds, None if keep is None else keep[index].to(self.device)
+                                                ).float().cpu()
+            return out
+
+        out, self.batch_size = with_batch_backoff(run, self.batch_size)
         return out

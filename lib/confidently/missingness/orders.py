@@ -16,6 +16,7 @@ import torch
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.registry import Registry
+from confidently.run.device import with_batch_backoff
 
 ORDERS: Registry[Callable[[torch.Tensor | None, int, torch.Generator | None], torch.Tensor]] = Registry("order")
 register_order = ORDERS.register
@@ -51,22 +52,27 @@ def removal_order(name: str, count: int, scores: torch.Tensor | None = None,
 
 
 def saliency_maps(model: Classifier, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """N×H×W: |∂ f_ŷ / ∂ x_normalised| averaged over channels, ŷ the model's own prediction."""
+    """N×H×W: |∂ f_ŷ / ∂ x_normalised| averaged over channels, ŷ the model's own prediction; ``batch_size``
+    images a pass, halved on CUDA out-of-memory (an image's map does not depend on its batch)."""
     device = model.normalize.mean.device
     std = model.normalize.std.view(1, -1, 1, 1).to(device)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(device).clone().requires_grad_(True)
+
+    def run(size: int) -> torch.Tensor:
+        out = []
+        for start in range(0, len(images), size):
+            x = images[start:start + size].to(device).clone().requires_grad_(True)
             logits = model(x)
             chosen = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
             (grad,) = torch.autograd.grad(chosen, x)
             out.append((grad * std).abs().mean(1).cpu())  # d/dx_norm = std · d/dx
+        return torch.cat(out)
+
+    was_training = model.training
+    model.eval()
+    try:
+        return with_batch_backoff(run, max(1, batch_size))[0]
     finally:
         model.train(was_training)
-    return torch.cat(out)
 
 
 def feature_scores(pixel_scores: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:

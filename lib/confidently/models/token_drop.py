@@ -93,33 +93,42 @@ def _blocks(vit: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x
 
 
-def vit_forward_kept(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+def vit_forward_kept(vit: nn.Module, x: torch.Tensor | None, keep: torch.Tensor, pre_logits: bool = False, *,
+                     tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of ``vit`` on normalised images ``x`` using only the tokens where ``keep`` is True.
 
     ``keep`` is N (or 1×N) booleans shared by the batch, or B×N. Class and register tokens are
     always kept. The result equals running every token with the dropped ones masked out of
     attention (:func:`vit_forward_masked`), at the cost of the kept tokens only.
+    ``tokens`` (B×(prefix + most kept)×D: prefix tokens, then each row's kept tokens embedded and
+    position-encoded in their original order, padded), with ``x`` None, replaces embedding ``x``
+    when the caller has them cheaper (certify's band ablations sum per-column contributions
+    instead of running a convolution per ablation).
     """
-    tokens = _embed(vit, x)
-    batch, _, dim = tokens.shape
     prefix = vit.num_prefix_tokens
+    if tokens is None:
+        tokens = _embed(vit, x)
+    batch, dim = len(tokens), tokens.shape[-1]
     keep = keep.to(tokens.device).bool()
     if keep.ndim == 1 or keep.shape[0] == 1:  # one keep set shared by the batch
         keep = keep.reshape(-1).expand(batch, -1)
-    if keep.shape != (batch, tokens.shape[1] - prefix):
-        raise ValueError(f"keep mask has shape {list(keep.shape)}; expected [{batch}, {tokens.shape[1] - prefix}]")
     counts = keep.sum(1)
     width = int(counts.max())
-    # Kept indices first, in their original order (a stable sort of "dropped" flags).
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
-    kept = torch.gather(tokens[:, prefix:], 1, order.unsqueeze(-1).expand(-1, -1, dim))
-    x = torch.cat([tokens[:, :prefix], kept], dim=1)
+    if x is not None:
+        if keep.shape != (batch, tokens.shape[1] - prefix):
+            raise ValueError(f"keep mask has shape {list(keep.shape)}; expected [{batch}, {tokens.shape[1] - prefix}]")
+        # Kept indices first, in their original order (a stable sort of "dropped" flags).
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+        kept = torch.gather(tokens[:, prefix:], 1, order.unsqueeze(-1).expand(-1, -1, dim))
+        tokens = torch.cat([tokens[:, :prefix], kept], dim=1)
+    elif tokens.shape[1] != prefix + width:
+        raise ValueError(f"tokens hold {tokens.shape[1]} per row; keep says {prefix} + {width}")
     if bool((counts == width).all()):
         valid, bias = None, None
     else:
         valid = torch.arange(width, device=keep.device)[None, :] < counts[:, None]
-        bias = _padding_bias(valid, prefix, x.dtype)
-    return _head(vit, _blocks(vit, x, bias), valid, pre_logits)
+        bias = _padding_bias(valid, prefix, tokens.dtype)
+    return _head(vit, _blocks(vit, tokens, bias), valid, pre_logits)
 
 
 def vit_forward_masked(vit: nn.Module, x: torch.Tensor, keep: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

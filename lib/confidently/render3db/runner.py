@@ -36,7 +36,8 @@ EXTRA_OUTPUTS = ("segmentation", "uv", "depth")
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What a worker needs, picklable: the experiment, the model file, where to run it, what to keep."""
+    """What a worker needs, picklable: the experiment, the model file, where to run it (``device``, resolved
+    in the worker: ``auto`` finds the GPU a Ray worker was given), what to keep."""
 
     experiment: Experiment
     model: str | None = None
@@ -66,13 +67,15 @@ class RenderWorker:
 
     def __init__(self, settings: WorkerSettings):
         from confidently.render.engines import engine_class
+        from confidently.run.device import resolve_device
 
         self.settings = settings
         experiment = settings.experiment
         self.experiment = experiment
+        self.device = resolve_device(settings.device)
         cls = engine_class(experiment.renderer)
         try:
-            self.engine = cls(device=settings.device)
+            self.engine = cls(device=str(self.device))
         except TypeError:  # an engine without a device option
             self.engine = cls()
         self.objects = {o.id: o for o in experiment.objects}
@@ -84,7 +87,6 @@ class RenderWorker:
         if settings.evaluate:
             from confidently.models import load_model
 
-            self.device = torch.device(settings.device)
             self.model = load_model(settings.model, self.device).eval()
             self.evaluator = make_evaluator(experiment.evaluation)
 
@@ -217,9 +219,11 @@ def planned_jobs(experiment: Experiment, seed: int, *, limit: int | None = None,
     return jobs, total
 
 
-def run_engine(experiment: Experiment, engine: str, address: str | None, engine_given: bool) -> Any:
+def run_engine(experiment: Experiment, engine: str, address: str | None, engine_given: bool,
+               gpus_per_worker: float = 0.0) -> Any:
     """The run engine: the one asked for, else the config's ``executor`` (3DB's ``kind: ray``, its address);
-    Ray actors get one CPU per render thread."""
+    Ray actors get one CPU per render thread (their share, to which they pin their threads) and
+    ``gpus_per_worker`` GPUs."""
     kind = experiment.executor.get("kind")
     if kind not in (None, "local", "ray"):
         raise UsageError(f"executor.kind {kind!r}: choose local or ray")
@@ -227,7 +231,7 @@ def run_engine(experiment: Experiment, engine: str, address: str | None, engine_
         engine, address = "ray", address or experiment.executor.get("address")
     options: dict[str, Any] = {"address": address}
     if engine == "ray":
-        options["num_cpus"] = experiment.render.threads
+        options.update(num_cpus=experiment.render.threads, num_gpus=gpus_per_worker)
     return create_engine(engine, **options)
 
 

@@ -24,6 +24,7 @@ import torch
 from confidently.errors import UsageError
 from confidently.models.classifier import Classifier
 from confidently.models.token_drop import token_keep_mask, vit_forward_kept, vit_patch_size
+from confidently.smoothing.band_tokens import BAND_AXES, BandTokens, band_axes, supports_band_tokens
 from confidently.smoothing.kinds import ABLATION_PARTS
 
 
@@ -156,25 +157,40 @@ def smoothed_prediction(counts: torch.Tensor) -> torch.Tensor:
     return torch.where(counts == top, classes, counts.shape[1]).min(dim=1).values
 
 
-def certify_counts(counts: torch.Tensor, delta: int, tie: str = "strict") -> tuple[torch.Tensor, torch.Tensor]:
+def certify_counts(counts: torch.Tensor, delta: int, tie: str = "strict",
+                   unseen: torch.Tensor | int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(prediction, certified) per image from N×k vote counts and Δ.
 
     ``strict`` (thesis eq. 1.2): n_c > max_{c'≠c} n_{c'} + 2Δ. ``index`` (Levine & Feizi):
     a tie at exactly 2Δ still certifies against classes with a larger index, because ties
-    break to the smallest index.
+    break to the smallest index. ``unseen`` (per image, or one number) ablations whose votes
+    were not taken may each add one to any rival: certified then holds whatever they are.
     """
     pred = smoothed_prediction(counts)
     winner = counts.gather(1, pred[:, None])
     others = counts.clone()
     lowest = -math.inf if counts.is_floating_point() else torch.iinfo(counts.dtype).min // 2
     others.scatter_(1, pred[:, None], lowest)
+    margin = torch.as_tensor(unseen, device=counts.device).reshape(-1, 1) + 2 * delta  # 1×1 or N×1
     if tie == "strict":
-        return pred, (winner[:, 0] > others.max(dim=1).values + 2 * delta)
+        return pred, (winner > others.max(dim=1, keepdim=True).values + margin)[:, 0]
     if tie == "index":
         classes = torch.arange(counts.shape[1], device=counts.device)[None, :]
-        beats = (winner > others + 2 * delta) | ((winner == others + 2 * delta) & (pred[:, None] < classes))
+        beats = (winner > others + margin) | ((winner == others + margin) & (pred[:, None] < classes))
         return pred, beats.all(dim=1)
     raise UsageError(f"unknown tie rule {tie!r}; choose strict or index")
+
+
+def could_certify(counts: torch.Tensor, delta: int, tie: str, unseen: torch.Tensor) -> torch.Tensor:
+    """Whether some class could still be certified at Δ once the ``unseen`` votes (per image) are taken:
+    each class is tried with all of them going its way. Only classes that could then lead are tried."""
+    possible = torch.zeros(len(counts), dtype=torch.bool, device=counts.device)
+    top = counts.max(dim=1, keepdim=True).values
+    for cls in torch.nonzero((counts + unseen[:, None] >= top).any(0)).flatten().tolist():
+        boosted = counts.clone()
+        boosted[:, cls] += unseen
+        possible |= certify_counts(boosted, delta, tie)[1]
+    return possible
 
 
 def max_certified_patch(counts: torch.Tensor, ablation: Ablation, height: int, width: int,
@@ -227,37 +243,52 @@ def ablation_votes(model: Classifier, images: torch.Tensor, ablation: Ablation, 
     patch = vit_patch_size(model.net) if drop else 0
     per_forward = max(1, batch_size // max(len(images), 1))
     shape = (len(images), len(masks)) if theta is None else (len(images), len(masks), model.num_classes)
-    votes = torch.empty(shape, dtype=torch.long if theta is None else torch.bool)
+    votes = torch.empty(shape, dtype=torch.long if theta is None else torch.bool, device=images.device)
     # Ablations that keep the same number of tokens share forwards, so a plain gather serves
     # them (no padding, no attention mask); an upstream mask makes counts per image, so it pads.
+    # Bands of columns or rows (and no upstream mask) get their tokens from BandTokens: no
+    # image is blanked, normalised or embedded per ablation.
     groups = [torch.arange(len(masks))]
+    axes = band = None
     if drop and visible is None:
-        tokens = token_keep_mask(masks, patch, "any").sum(1).cpu()
-        groups = [torch.nonzero(tokens == count).flatten() for count in tokens.unique()]
+        key = token_keep_mask(masks, patch, "any").sum(1).cpu()
+        if supports_band_tokens(model.net, height, width):
+            axes = band_axes(masks)
+        if axes is not None:
+            axes = axes.cpu()
+            key = 2 * key + axes  # one band axis per forward
+        groups = [torch.nonzero(key == value).flatten() for value in key.unique()]
     chunks = [group[start:start + per_forward] for group in groups for start in range(0, len(group), per_forward)]
     was_training = model.training
     model.eval()
     with torch.no_grad():
+        if axes is not None:
+            band = BandTokens(model, images)
         for index in chunks:
             chunk = masks[index.to(masks.device)]
-            kept = chunk[:, None].expand(-1, len(images), -1, -1)  # A'×N×H×W
-            if visible is not None:
-                kept = kept & visible[None].bool()
-            flat = kept.reshape(-1, height, width)
-            batch = images.repeat(len(chunk), 1, 1, 1) * flat[:, None]
-            if drop:
-                logits = vit_forward_kept(model.net, model.normalize(batch), token_keep_mask(flat, patch, "any"))
+            if band is not None:
+                tokens, keep = band(chunk, BAND_AXES[int(axes[index[0]])])
+                logits = vit_forward_kept(model.net, None, keep.repeat_interleave(len(images), 0), tokens=tokens)
             else:
-                logits = model(batch)
+                kept = chunk[:, None].expand(-1, len(images), -1, -1)  # A'×N×H×W
+                if visible is not None:
+                    kept = kept & visible[None].bool()
+                flat = kept.reshape(-1, height, width)
+                batch = images.repeat(len(chunk), 1, 1, 1) * flat[:, None]
+                if drop:
+                    logits = vit_forward_kept(model.net, model.normalize(batch), token_keep_mask(flat, patch, "any"))
+                else:
+                    logits = model(batch)
+            columns = index.to(votes.device)
             if theta is None:
-                votes[:, index] = logits.argmax(1).view(len(chunk), len(images)).T.cpu()
+                votes[:, columns] = logits.argmax(1).view(len(chunk), len(images)).T
             else:
                 above = logits.float().softmax(1) >= theta
-                votes[:, index] = above.view(len(chunk), len(images), -1).transpose(0, 1).cpu()
+                votes[:, columns] = above.view(len(chunk), len(images), -1).transpose(0, 1)
             if progress is not None:
                 progress(len(chunk))
     model.train(was_training)
-    return votes
+    return votes.cpu()
 
 
 def vote_counts(votes: torch.Tensor, num_classes: int) -> torch.Tensor:

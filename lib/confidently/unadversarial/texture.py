@@ -55,14 +55,21 @@ def _gathered(texture: torch.Tensor, frame: torch.Tensor, uv: torch.Tensor, view
     return torch.cat([srgb_encode(gather_texels(texture, uv) * view.light) * frame[3:], frame[3:]])
 
 
-def render_straight_through(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
+def _render_uv_here(renderer: MitsubaRenderer, texture: torch.Tensor, view: View,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame and UV map on the texture's device (the renderer hands them back on the CPU)."""
     frame, uv = renderer.render_uv(texture, view, seed)
+    return frame.to(texture.device), uv.to(texture.device)
+
+
+def render_straight_through(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
+    frame, uv = _render_uv_here(renderer, texture, view, seed)
     approx = _gathered(texture, frame, uv, view)
     return frame + approx - approx.detach()
 
 
 def render_gathered(renderer: MitsubaRenderer, texture: torch.Tensor, view: View, seed: int) -> torch.Tensor:
-    frame, uv = renderer.render_uv(texture, view, seed)
+    frame, uv = _render_uv_here(renderer, texture, view, seed)
     return _gathered(texture, frame, uv, view)
 
 
@@ -111,6 +118,13 @@ class ImageBackgrounds:
         return chosen[:, :channels]
 
 
+def render_device(renderer: MitsubaRenderer) -> torch.device:
+    """Where textures live while they are rendered: the GPU for Mitsuba's CUDA variant (its autodiff takes
+    and gives CUDA tensors), else the CPU."""
+    device = torch.device(renderer.engine.device)
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class TextureConfig:
     steps: int = 100
@@ -127,7 +141,7 @@ class TextureConfig:
 def render_batch(renderer: MitsubaRenderer, texture: torch.Tensor, views: Sequence[View], seeds: Sequence[int],
                  backgrounds: torch.Tensor, grad: str = "ad") -> torch.Tensor:
     """Views of the textured mesh, each shifted in the frame and composited over its background (moved to
-    the frame's device: Mitsuba's CUDA variant hands back CUDA frames)."""
+    the frame's device: the texture's, see :func:`render_device`)."""
     draw = GRADIENTS.get(grad).draw
     frames = []
     for view, seed, background in zip(views, seeds, backgrounds, strict=True):
@@ -165,10 +179,12 @@ def texture_gradient(model: Classifier, renderer: MitsubaRenderer, texture: torc
 def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, texture: torch.Tensor,
                   views: ViewSampler, backgrounds: Backgrounds, config: TextureConfig, generator: torch.Generator,
                   on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """Signed steps U ← clip(U − lr·sign(∇U L), 0, 1) on the loss of ``class_id``; the model never changes."""
+    """Signed steps U ← clip(U − lr·sign(∇U L), 0, 1) on the loss of ``class_id``; the model never changes.
+    The texture is stepped where the renderer works (:func:`render_device`), the frames go to the model's
+    device, and the texture comes back on the CPU."""
     model.eval().requires_grad_(False)
     channels, size = model.input_size[0], model.input_size[-1]
-    texture = texture.clone().float()
+    texture = texture.clone().float().to(render_device(renderer))
     losses, started = [], time.perf_counter()
     for step in progress(range(config.steps), config.steps, f"texture for class {class_id}"):
         batch = views.sample(config.batch_size, generator)
@@ -182,7 +198,7 @@ def train_texture(model: Classifier, renderer: MitsubaRenderer, class_id: int, t
         if on_step is not None and (step + 1) % max(1, config.steps // 10) == 0:
             on_step({"step": step + 1, "loss": sum(losses[-10:]) / len(losses[-10:]),
                      "seconds": time.perf_counter() - started})
-    return texture, losses
+    return texture.cpu(), losses
 
 
 def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: int, arms: dict[str, torch.Tensor],
@@ -191,8 +207,10 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
                       batch_size: int = 64) -> list[dict[str, Any]]:
     """Accuracy on ``class_id`` per (arm, corruption, severity); every arm sees the same views, render
     seeds, backgrounds and corruption noise, so arm differences come from the texture alone. Each
-    view's noise is seeded by (seed, view index), whatever the batch."""
+    view's noise is seeded by (seed, view index), whatever the batch. Arms render on the renderer's device;
+    the scenes are corrupted on the CPU (as on any device) and judged on the model's."""
     device = model.normalize.mean.device
+    place = render_device(renderer)
     channels, size = model.input_size[0], model.input_size[-1]
     generator = torch.Generator().manual_seed(seed)
     chosen = views.sample(count, generator)
@@ -203,7 +221,7 @@ def evaluate_textures(model: Classifier, renderer: MitsubaRenderer, class_id: in
     out = []
     for arm, texture in progress(arms.items(), len(arms), f"class {class_id}: arms rendered and scored"):
         with torch.no_grad():
-            scenes = render_batch(renderer, texture, chosen, seeds, scenery)
+            scenes = render_batch(renderer, texture.to(place), chosen, seeds, scenery).cpu()
         for corruption, severity in rows:
             correct = 0
             for start in range(0, count, batch_size):
