@@ -13,7 +13,7 @@ export MKL_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: venv test demo demo-quick bench gpu-check lint llvm clean
+.PHONY: venv test demo demo-quick bench gpu-check lint llvm chromium clean
 
 venv: $(STAMP)
 
@@ -37,8 +37,17 @@ llvm:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libllvm19 >/dev/null; \
 	else echo "warning: libllvm19 is missing (apt-get install libllvm19); mitsuba's llvm variants will not load" >&2; fi
 
+# Headless Chromium for the test that opens 3DB's dashboard (threedboard) on a render-3db run; without it that
+# test is skipped.
+chromium:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the dashboard's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "warning: chromium is missing (apt-get install chromium); the dashboard's browser test is skipped" >&2; fi
+
 # One pytest worker per core (pytest-xdist); a module's tests share a worker (module fixtures built once).
-test: venv llvm
+test: venv llvm chromium
 	@$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
 	exit $$rc

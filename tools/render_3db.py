@@ -26,21 +26,54 @@ if TYPE_CHECKING:
 app = tool_app("render-3db", "Stress-test a vision model with controlled 3D renders (3DB): pose, camera, light, "
                              "texture, background, corruptions; then analyse where it fails.")
 
-EXPERIMENT = typer.Argument(..., help="Experiment YAML (3DB-style: objects, environments, controls, policy, "
-                                      "inference, evaluation, render_args; base_config inherits).",
-                            exists=False, dir_okay=False)
 ROOT = typer.Option(None, "--root", help="Folder relative file names in the experiment resolve against "
                                          "(default: the experiment file's folder).")
 RENDERER = typer.Option(None, "--renderer", help="Render engine, overriding render_args.engine: bpy, mitsuba or "
                                                  "null (a millisecond synthetic renderer for pipeline checks).")
 MODEL = typer.Option(None, "--model", help="Model file (.safetensors), overriding inference.model.")
+RUN_PATHS = typer.Argument(..., metavar="EXPERIMENT.yaml | ROOT CONFIG OUTDIR",
+                           help="EXPERIMENT.yaml (the toolbox's form), or 3DB's ROOT CONFIG OUTDIR: ROOT holds "
+                                "blender_models/*.blend, blender_environments/*.blend|*.hdr|*.exr and "
+                                "resources/*.json; records (results.jsonl), summary.json and images/ go into OUTDIR.")
+VALIDATE_PATHS = typer.Argument(..., metavar="EXPERIMENT.yaml | ROOT CONFIG",
+                                help="EXPERIMENT.yaml, or 3DB's ROOT CONFIG.")
 MAX_RENDERS = typer.Option(100_000, "--max-renders", min=1, help="Refuse a plan with more renders unless --force.")
 
 
-def experiment_from(path: Path, root: Path | None, renderer: str | None, model: Path | None) -> Experiment:
+def experiment_from(path: Path, root: Path | None, renderer: str | None, model: Path | None,
+                    threedb_root: Path | None = None) -> Experiment:
     from confidently.render3db import load_experiment
 
-    return load_experiment(path, root=root, renderer=renderer, model=str(model) if model is not None else None)
+    if threedb_root is not None and root is not None:
+        raise UsageError("--root is the toolbox form's; with ROOT CONFIG OUTDIR, ROOT is the first argument")
+    return load_experiment(path, root=root, renderer=renderer, model=str(model) if model is not None else None,
+                           threedb_root=threedb_root)
+
+
+def split_paths(paths: list[Path], forms: dict[int, str]) -> tuple[Path | None, Path, Path | None]:
+    """(3DB ROOT, experiment file, OUTDIR) from the positional arguments: the count says which form."""
+    if len(paths) not in forms:
+        raise UsageError(f"expected {' or '.join(forms.values())}; got {len(paths)} argument(s)")
+    if len(paths) == 1:
+        return None, paths[0], None
+    return paths[0], paths[1], paths[2] if len(paths) == 3 else None
+
+
+def threedb_loggers(experiment: Experiment, images_dir: Path | None, images_shard: Path | None,
+                    outdir: Path | None) -> Path | None:
+    """3DB's logger_modules as this tool's outputs: image_logger → OUTDIR/images (the toolbox form needs
+    --images-dir), json_logger → the records (always written), tb_logger → a warning (not written here)."""
+    if "tb_logger" in experiment.loggers:
+        import importlib.util
+
+        why = "tensorboard is not installed" if importlib.util.find_spec("tensorboard") is None else \
+            "render-3db writes no TensorBoard logs"
+        console.log(f"[yellow]warning:[/] threedb.result_logging.tb_logger: {why}; the records hold the same data")
+    if "image_logger" in experiment.loggers and images_dir is None and images_shard is None:
+        if outdir is not None:
+            return outdir / "images"
+        console.log("[yellow]warning:[/] threedb.result_logging.image_logger: give --images-dir DIR to keep images")
+    return images_dir
 
 
 def run_seed(experiment: Experiment, common: Common) -> int:
@@ -150,7 +183,7 @@ def image_writer(experiment: Experiment, images_dir: Path | None, images_shard: 
     render-3db run scene.yaml --renderer mitsuba --limit 4 --out mitsuba.jsonl
 """))
 @common_options(uses={"seed", "device", "shard", "engine", "address", "deterministic"})
-def run(experiment_path: Path = EXPERIMENT,
+def run(paths: list[Path] = RUN_PATHS,
         root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
         out: Path = typer.Option(None, "--out", "-o", help="Write records here (default stdout)."),
         images_dir: Path = typer.Option(None, "--images-dir", help="Write each render as DIR/<id>_rgb.png."),
@@ -183,9 +216,15 @@ def run(experiment_path: Path = EXPERIMENT,
     )
     from confidently.run.device import resolve_device
 
-    experiment = experiment_from(experiment_path, root, renderer, model)
+    threedb_root, experiment_path, outdir = split_paths(paths, {1: "EXPERIMENT.yaml", 3: "ROOT CONFIG OUTDIR"})
+    experiment = experiment_from(experiment_path, root, renderer, model, threedb_root)
     seed = run_seed(experiment, common)
     guard_size(count_jobs(experiment), max_renders, force)
+    if outdir is not None and not dry_run:
+        if resume is None:
+            claim_folder(outdir, "render-3db", force=force)
+        out, summary = out or outdir / "results.jsonl", summary or outdir / "summary.json"
+    images_dir = threedb_loggers(experiment, images_dir, images_shard, outdir)
     sha = experiment.sha256(seed)
     policy = str(experiment.policy["module"])
     if dry_run:
@@ -253,14 +292,15 @@ def run(experiment_path: Path = EXPERIMENT,
     render-3db run scene.yaml --dry-run --limit 3
 """))
 @common_options(uses={"seed"})
-def validate(experiment_path: Path = EXPERIMENT, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
+def validate(paths: list[Path] = VALIDATE_PATHS, root: Path = ROOT, renderer: str = RENDERER, model: Path = MODEL,
              max_renders: int = MAX_RENDERS, *, common: Common) -> None:
     """Check an experiment (base configs expanded, engine support, model and labels) and count its renders."""
     from confidently.render3db import WorkerSettings, check_model, count_jobs, search_space
 
-    experiment = experiment_from(experiment_path, root, renderer, model)
-    if experiment.inference.get("model"):
-        check_model(WorkerSettings(experiment, experiment.inference["model"], "cpu", True))
+    threedb_root, experiment_path, _ = split_paths(paths, {1: "EXPERIMENT.yaml", 2: "ROOT CONFIG"})
+    experiment = experiment_from(experiment_path, root, renderer, model, threedb_root)
+    if experiment.inference.get("model") or experiment.inference.get("class"):
+        check_model(WorkerSettings(experiment, experiment.inference.get("model"), "cpu", True))
     total = count_jobs(experiment)
     seed = run_seed(experiment, common)
     space = search_space(experiment.controls)
@@ -381,6 +421,42 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
         save_artifact(tensors, arrays, artifact_metadata(tool="render-3db", kind="heatmaps", axes=axes))
     if plots is not None:
         console.log(f"charts in {plots}")
+
+
+@app.command(epilog=examples("""
+    # a run with its renders as PNGs, then 3DB's log layout for it (details.log, images/, class_maps.json)
+    render-3db run scene.yaml --out results.jsonl --images-dir renders
+    render-3db dashboard results.jsonl board --class-map labels.json
+    # 3DB's dashboard on it (pip install 'confidently[threedboard]'), then open http://localhost:8001
+    python -m threedboard board --port 8001 --no-browser
+"""))
+@common_options()
+def dashboard(source: str = typer.Argument(None, help="Records of `render-3db run` with images (file, or - / "
+                                           "stdin; image paths are relative to the file's folder)."),
+              outdir: Path = typer.Argument(..., help="Folder for 3DB's dashboard: details.log, images/, "
+                                            "class_maps.json.", file_okay=False),
+              class_map: Path = typer.Option(None, "--class-map", help="JSON array of class names by index "
+                                             "(3DB's label_map; default: the indices)."),
+              force: bool = typer.Option(False, "--force", help="Write into a non-empty folder render-3db did "
+                                         "not write."),
+              *, common: Common) -> None:
+    """Write a run's records and renders as 3DB's log folder, for 3DB's dashboard (`python -m threedboard`)."""
+    from confidently.render3db.dashboard import write_dashboard
+
+    names = None
+    if class_map is not None:
+        try:
+            names = json.loads(class_map.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--class-map {class_map}: not a readable JSON file ({exc})") from None
+        if not isinstance(names, list):
+            raise UsageError(f"--class-map {class_map}: expected a JSON array of class names")
+    source = input_source(source, "render-3db records")
+    base = Path(source).resolve().parent if source != "-" else Path.cwd()
+    counts = write_dashboard(read_results(source), base, outdir, class_map=names, force=force)
+    console.log(f"{counts['renders']} renders in {outdir}" + (f" ({counts['skipped']} records without a judged "
+                                                              "render left out)" if counts["skipped"] else "")
+                + f"; view them with: python -m threedboard {outdir} --no-browser")
 
 
 EXPERIMENT_KEYS = {"objects", "controls", "base_config", "environments", "policy", "render_args"}

@@ -86,7 +86,7 @@ def test_options_a_command_does_not_take_are_refused_and_keep_their_defaults(cap
 @pytest.mark.parametrize(("uses", "oom_backoff", "message"), [
     ({"sed"}, False, "unknown shared options ['sed']"),
     ({"address"}, False, "--address only means something with --engine"),
-    ({"seed"}, True, "oom_backoff and batch_size need batch_size in uses"),
+    ({"seed"}, True, "oom_backoff, micro_batches and batch_size need batch_size in uses"),
 ])
 def test_common_options_refuses_declarations_that_cannot_be_honoured(uses, oom_backoff, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -21,6 +21,34 @@ import torch
 from confidently.errors import UsageError
 
 
+@dataclass(frozen=True)
+class PointLight:
+    """A point light ``distance`` from the object's centre along ``direction`` (3DB's experimental pointlight)."""
+
+    color: tuple[float, float, float]
+    energy: float  # watts, as Blender's light energy
+    distance: float  # in the scene's units
+    direction: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Occluder:
+    """An object between camera and object: at ``zoom`` of the way from the object to the camera, shifted in the
+    image plane from compass ``direction`` (index into OCCLUSION_DIRECTIONS) until it covers about ``ratio`` of
+    the object's 2-D box; a mesh file, or a built-in shape."""
+
+    ratio: float
+    zoom: float
+    scale: float
+    direction: int
+    path: Path | None = None
+    builtin: str | None = None
+
+
+# image-plane directions (x right, y up) the occluder comes from, 3DB's order
+OCCLUSION_DIRECTIONS = ((1, -1), (1, 0), (1, 1), (0, -1), (0, 1), (-1, -1), (-1, 0), (-1, 1))
+
+
 @dataclass
 class SceneState:
     """Everything a pre-render control may set. Defaults give a frontal, slightly raised, fitted view."""
@@ -37,6 +65,12 @@ class SceneState:
     texture: torch.Tensor | None = None  # 3×s×s, unadv-patch's convention (row = floor(v·s)); None = original
     light: float = 1.0  # multiplier of the environment's light
     light_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ground: float | None = None  # lowest point of the placed object moved to this height (pin_to_ground)
+    point_light: PointLight | None = None
+    denoise: bool = False  # the renderer's denoiser on (Cycles: OpenImageDenoise)
+    occluder: Occluder | None = None
+    material: Path | None = None  # a .blend holding the one material every slot of the object takes
+    liquid: tuple[float, float] | None = None  # (milk, coffee) ratios of the object's "liquid" material; water = rest
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific settings (e.g. a Blender material)
 
     def changed_fields(self) -> set[str]:
@@ -62,6 +96,7 @@ class ObjectSpec:
     builtin: str | None = None
     path: Path | None = None
     color: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    blender_units: bool = False  # a 3DB ROOT's model: keep its size and origin, do not fit it to the unit sphere
 
     def __post_init__(self):
         if (self.builtin is None) == (self.path is None):

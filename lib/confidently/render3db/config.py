@@ -6,6 +6,14 @@ Top-level keys: ``base_config`` (a file whose top-level keys this one overrides)
 a 2-list or the string ``"(a, b)"`` (continuous range), or ``{values: [...]}`` or a list (discrete
 values). Unknown keys, values outside a parameter's domain, missing files and controls the chosen
 engine cannot honour are refused here, with the valid choices in the message.
+
+3DB's own form reads unchanged (:func:`load_experiment` with ``threedb_root``): ``inference`` with
+``module``/``class``/``args``/``output_shape``, module paths (``threedb.controls.blender.camera``,
+``threedb.evaluators.classification``, ``threedb.policies.grid_search``,
+``threedb.rendering.render_blender``) by their last part, ``evaluation.args.classmap_path`` as the
+objects' labels, ``logging.logger_modules``; objects and environments are found in ROOT as 3DB finds
+them, and relative paths resolve from the working directory, then from ROOT. A few configs 3DB
+itself publishes but rejects are read with a warning and a default (see ``TOLERATED``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +38,16 @@ TOP_LEVEL = ("base_config", "objects", "environments", "inference", "evaluation"
              "controls", "logging", "executor")
 OBJECT_KEYS = ("id", "label", "builtin", "path", "color")
 ENVIRONMENT_KEYS = ("id", "solid", "procedural", "path")
-INFERENCE_KEYS = ("model", "resolution", "normalization", "label_map")
+INFERENCE_KEYS = ("model", "module", "class", "args", "resolution", "normalization", "label_map", "output_shape")
 EVALUATION_KEYS = ("module", "args")
 RENDER_KEYS = ("engine", "resolution", "samples", "threads", "with_uv", "with_depth", "with_segmentation",
                "max_depth", "seed")
-LOGGING_KEYS = ("images", "path", "shard_size")
+LOGGING_KEYS = ("images", "path", "shard_size", "logger_modules")
+LOGGERS = ("image_logger", "json_logger", "tb_logger")  # 3DB's result_logging modules, by last part
+ENGINE_ALIASES = {"render_blender": "bpy", "blender": "bpy", "render_mitsuba": "mitsuba"}
+CONTROL_ALIASES = {"imagenet_c_corruption": "imagenet_c"}  # 3DB's older module name
+MODEL_FOLDER, ENVIRONMENT_FOLDER = "blender_models", "blender_environments"
+ENVIRONMENT_SUFFIXES = (".blend", ".hdr", ".exr")
 EXECUTOR_KEYS = ("kind", "workers", "address", "chunk_size")
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".blend", ".stl")
 RENDER_DEFAULTS = {"engine": "bpy", "resolution": 256, "samples": 16, "threads": 1, "with_uv": False,
@@ -59,6 +73,8 @@ class Experiment:
     logging: dict[str, Any]
     executor: dict[str, Any]
     label_names: list[str] | None = None
+    threedb: bool = False  # read from a 3DB ROOT (render-3db run ROOT CONFIG OUTDIR)
+    loggers: tuple[str, ...] = ()  # logging.logger_modules by last part (image_logger, json_logger, tb_logger)
 
     def sha256(self, seed: int) -> str:
         """A fingerprint of what is rendered (objects, environments, engine and its settings but threads,
@@ -124,9 +140,23 @@ def _check_keys(section: str, data: Any, valid: tuple[str, ...]) -> dict[str, An
     return data
 
 
-def _resolve(root: Path, name: str) -> Path:
+def _resolve(root: Path | tuple[Path, ...], name: str) -> Path:
+    """``name`` under the first of ``root`` (one folder, or folders in search order) that holds it; a name
+    found nowhere resolves under the first, for the caller's "does not exist"."""
     path = Path(str(name)).expanduser()
-    return path if path.is_absolute() else root / path
+    if path.is_absolute():
+        return path
+    bases = root if isinstance(root, tuple) else (root,)
+    return next((base / path for base in bases if (base / path).exists()), bases[0] / path)
+
+
+def _where(root: Path | tuple[Path, ...]) -> str:
+    return " or ".join(str(b) for b in (root if isinstance(root, tuple) else (root,)))
+
+
+def tolerate(message: str) -> None:
+    """A config 3DB publishes but its own code rejects: read it with a default and say so."""
+    warnings.warn(f"3DB config: {message}", UserWarning, stacklevel=3)
 
 
 def _color(value: Any, where: str) -> tuple[float, float, float]:
@@ -171,7 +201,7 @@ def _listed(section: str, data: Any, keys: tuple[str, ...], example: str,
     return out
 
 
-def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[ObjectSpec]:
+def parse_objects(data: Any, root: Path | tuple[Path, ...], names: list[str] | None) -> list[ObjectSpec]:
     out = []
     for where, item, oid in _listed("objects", data, OBJECT_KEYS, "{id: ball, builtin: sphere, label: 0}", "object"):
         if "label" not in item:
@@ -191,7 +221,7 @@ def parse_objects(data: Any, root: Path, names: list[str] | None) -> list[Object
     return out
 
 
-def parse_environments(data: Any, root: Path) -> list[EnvironmentSpec]:
+def parse_environments(data: Any, root: Path | tuple[Path, ...]) -> list[EnvironmentSpec]:
     if data is None:
         return [EnvironmentSpec(id="white", solid=(1.0, 1.0, 1.0))]
     out = []
@@ -325,6 +355,10 @@ def default_setting(control: Control, name: str) -> Setting:
 
 def control_class(module: str) -> type[Control]:
     """A control by registered name, by 3DB module path (``threedb.controls.blender.camera``) or ``py:mod:Class``."""
+    last = module.rsplit(".", 1)[-1]
+    if not module.startswith("py:") and last in CONTROL_ALIASES:
+        tolerate(f"control {module!r} is 3DB's older name of {CONTROL_ALIASES[last]!r}; reading it as that")
+        module = CONTROL_ALIASES[last]
     cls = CONTROLS.resolve(module)
     if module.startswith("py:"):
         if not (isinstance(cls, type) and issubclass(cls, Control)):
@@ -384,42 +418,194 @@ def parse_render(data: Any, renderer: str | None) -> tuple[str, RenderArgs, int]
                       with_depth=data["with_depth"], with_segmentation=data["with_segmentation"],
                       max_depth=float(max_depth))
     engine = "null" if data["engine"] is None else str(data["engine"])  # YAML reads a bare null as None
+    if engine.startswith("threedb.rendering."):
+        engine = ENGINE_ALIASES.get(engine.rsplit(".", 1)[-1], engine)
     return str(renderer or engine), args, _int(data["seed"], "render_args.seed", 0)
 
 
 def load_experiment(path: str | Path, *, root: str | Path | None = None, renderer: str | None = None,
-                    model: str | None = None) -> Experiment:
+                    model: str | None = None, threedb_root: str | Path | None = None) -> Experiment:
     """Read and check an experiment file; ``renderer`` and ``model`` override ``render_args.engine`` and
     ``inference.model`` (command-line flags win). Relative file names resolve against ``root``
-    (default: the file's folder)."""
+    (default: the file's folder). With ``threedb_root`` (3DB's ROOT folder) objects and environments
+    come from ROOT as 3DB finds them, unless the config narrows them, and relative names resolve from
+    the working directory, then from ROOT, as in 3DB."""
     path = Path(path)
     raw = read_yaml(path)
-    base = Path(root) if root is not None else path.resolve().parent
-    inference = dict(_check_keys("inference", raw.get("inference"), INFERENCE_KEYS))
-    names = None
-    if inference.get("label_map") is not None:
-        names = _label_names(_resolve(base, inference["label_map"]))
-    if model is not None:
-        inference["model"] = model
-    elif inference.get("model") is not None:
-        inference["model"] = str(_resolve(base, inference["model"]))
-    evaluation = dict(_check_keys("evaluation", raw.get("evaluation"), EVALUATION_KEYS))
-    evaluation.setdefault("module", "classification")
-    evaluation["args"] = dict(evaluation.get("args") or {})
+    if threedb_root is not None:
+        base = Path(threedb_root).resolve()
+        if not base.is_dir():
+            raise InvalidInput(f"ROOT {threedb_root} is not a folder (3DB's layout: {MODEL_FOLDER}/*.blend, "
+                               f"{ENVIRONMENT_FOLDER}/*.blend|*.hdr|*.exr, resources/*.json)")
+        search: Path | tuple[Path, ...] = (Path.cwd(), base)
+    else:
+        base = Path(root) if root is not None else path.resolve().parent
+        search = base
+    inference = parse_inference(raw.get("inference"), search, model)
+    names = _label_names(_resolve(search, inference["label_map"])) if inference.get("label_map") is not None \
+        else None
+    evaluation, classmap = parse_evaluation(raw.get("evaluation"), search)
     renderer_name, render, render_seed = parse_render(raw.get("render_args"), renderer)
-    policy = raw.get("policy") or {"module": "grid", "samples_per_dim": 5}
-    if not isinstance(policy, dict) or "module" not in policy:
-        raise UsageError("policy: expected {module: grid, samples_per_dim: N} or {module: random, samples: N}")
+    logging, loggers = parse_logging(raw.get("logging"))
+    if threedb_root is not None:
+        objects = root_objects(base, raw.get("objects"), search, classmap, names)
+        environments = root_environments(base, raw.get("environments"), search)
+    else:
+        objects = parse_objects(_with_labels(raw.get("objects"), classmap), search, names)
+        environments = parse_environments(raw.get("environments"), search)
     experiment = Experiment(
-        source=str(path), root=base, raw=raw, objects=parse_objects(raw.get("objects"), base, names),
-        environments=parse_environments(raw.get("environments"), base), inference=inference, evaluation=evaluation,
-        renderer=renderer_name, render=render, render_seed=render_seed, policy=dict(policy),
-        controls=parse_controls(raw.get("controls"), base),
-        logging=dict(_check_keys("logging", raw.get("logging"), LOGGING_KEYS)),
-        executor=dict(_check_keys("executor", raw.get("executor"), EXECUTOR_KEYS)), label_names=names)
+        source=str(path), root=base, raw=raw, objects=objects, environments=environments, inference=inference,
+        evaluation=evaluation, renderer=renderer_name, render=render, render_seed=render_seed,
+        policy=parse_policy(raw.get("policy")), controls=parse_controls(raw.get("controls"), base), logging=logging,
+        executor=dict(_check_keys("executor", raw.get("executor"), EXECUTOR_KEYS)), label_names=names,
+        threedb=threedb_root is not None, loggers=loggers)
     make_policy(experiment.policy, search_space(experiment.controls))  # refuse a bad policy now
     check_engine(experiment)
     return experiment
+
+
+def parse_inference(data: Any, search: Path | tuple[Path, ...], model: str | None) -> dict[str, Any]:
+    """The toolbox's ``model: FILE``, or 3DB's ``module``/``class``/``args`` (a torchvision or timm network
+    built by :mod:`confidently.render3db.inference`); ``--model`` wins over both."""
+    inference = dict(_check_keys("inference", data, INFERENCE_KEYS))
+    if model is not None:
+        inference["model"] = model
+    elif inference.get("model") is not None:
+        inference["model"] = str(_resolve(search, inference["model"]))
+    if inference.get("class") is not None and inference.get("model") is None:
+        inference["module"] = str(inference.get("module") or "torchvision.models")
+        inference["class"] = str(inference["class"])
+        args = inference.get("args") or {}
+        if not isinstance(args, dict):
+            raise UsageError(f"inference.args: expected a mapping of the model's arguments, got {args!r}")
+        inference["args"] = dict(args)
+    elif inference.get("module") is not None and inference.get("model") is None:
+        raise UsageError("inference: module needs class (e.g. module: torchvision.models, class: resnet18)")
+    shape = inference.get("output_shape")
+    if shape is not None and (not isinstance(shape, list) or not shape or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        raise UsageError(f"inference.output_shape: expected a list of positive integers, e.g. [1000], got {shape!r}")
+    return inference
+
+
+def parse_evaluation(data: Any, search: Path | tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``evaluation`` as the EVALUATORS registry takes it, and 3DB's ``classmap_path`` ({uid: class}), which
+    the objects' labels come from rather than the evaluator."""
+    evaluation = dict(_check_keys("evaluation", data, EVALUATION_KEYS))
+    module = str(evaluation.get("module") or "classification")
+    name = module if module.startswith("py:") else module.rsplit(".", 1)[-1]
+    args = evaluation.get("args") or {}
+    if not isinstance(args, dict):
+        raise UsageError(f"evaluation.args: expected a mapping, got {args!r}")
+    args = dict(args)
+    classmap = None
+    if args.get("classmap_path") is not None:
+        classmap = _classmap(_resolve(search, args.pop("classmap_path")), _where(search))
+    return {"module": name, "args": args}, classmap
+
+
+def _classmap(path: Path, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"evaluation.args.classmap_path: {path.name} not found in {where}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"evaluation.args.classmap_path: {path} is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"evaluation.args.classmap_path: {path} must map each object uid to a class index "
+                           "(or a list of them)")
+    return data
+
+
+def _with_labels(objects: Any, classmap: dict[str, Any] | None) -> Any:
+    """Toolbox-form objects without a label take theirs from a 3DB classmap, by id."""
+    if classmap is None or not isinstance(objects, list):
+        return objects
+    return [{**o, "label": classmap[str(o["id"])]} if isinstance(o, dict) and "label" not in o
+            and str(o.get("id")) in classmap else o for o in objects]
+
+
+def _narrowed(section: str, data: Any, found: dict[str, Path]) -> list[str]:
+    """The names a config keeps of those found in ROOT (all of them when it names none)."""
+    if data is None:
+        return list(found)
+    if not isinstance(data, list) or not data or not all(isinstance(n, str) for n in data):
+        raise UsageError(f"{section}: with a 3DB ROOT, a list of names to keep (of {', '.join(found)})")
+    unknown = [n for n in data if n not in found]
+    if unknown:
+        raise UsageError(f"{section}: {', '.join(unknown)} not in ROOT; found {', '.join(found)}")
+    return list(dict.fromkeys(data))
+
+
+def root_objects(root: Path, data: Any, search: tuple[Path, ...], classmap: dict[str, Any] | None,
+                 names: list[str] | None) -> list[ObjectSpec]:
+    """ROOT/blender_models/<uid>.blend, one object each, labelled by the classmap (3DB); kept in Blender units.
+    A list of mappings instead is the toolbox's own ``objects`` form."""
+    if isinstance(data, list) and data and all(isinstance(o, dict) for o in data):
+        return parse_objects(_with_labels(data, classmap), search, names)
+    folder = root / MODEL_FOLDER
+    found = {p.stem: p for p in sorted(folder.glob("*.blend"))}
+    if not found:
+        raise InvalidInput(f"{folder}: no <uid>.blend models (3DB's ROOT holds {MODEL_FOLDER}/*.blend)")
+    out = []
+    for uid in _narrowed("objects", data, found):
+        if classmap is None or uid not in classmap:
+            raise UsageError(f"object {uid!r} has no label: give evaluation.args.classmap_path, a JSON object "
+                             f"mapping each uid in {folder} to its class index (or list of them)")
+        out.append(ObjectSpec(id=uid, label=_label(classmap[uid], f"classmap[{uid!r}]", names), path=found[uid],
+                              blender_units=True))
+    return out
+
+
+def root_environments(root: Path, data: Any, search: tuple[Path, ...]) -> list[EnvironmentSpec]:
+    """ROOT/blender_environments/*.blend|*.hdr|*.exr, named by file name (3DB); a list of mappings instead is
+    the toolbox's own ``environments`` form."""
+    if isinstance(data, list) and data and all(isinstance(e, dict) for e in data):
+        return parse_environments(data, search)
+    folder = root / ENVIRONMENT_FOLDER
+    found = {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in ENVIRONMENT_SUFFIXES} \
+        if folder.is_dir() else {}
+    if not found:
+        raise InvalidInput(f"{folder}: no environments (3DB's ROOT holds {ENVIRONMENT_FOLDER}/*.blend|*.hdr|*.exr)")
+    return [EnvironmentSpec(id=name, path=found[name]) for name in _narrowed("environments", data, found)]
+
+
+def parse_policy(data: Any) -> dict[str, Any]:
+    """``policy`` with 3DB's module paths mapped to registered names; ``samples`` given to 3DB's grid_search
+    (published, rejected by 3DB) is read as ``samples_per_dim``."""
+    policy = data or {"module": "grid", "samples_per_dim": 5}
+    if not isinstance(policy, dict) or "module" not in policy:
+        raise UsageError("policy: expected {module: grid, samples_per_dim: N} or {module: random, samples: N}")
+    policy = dict(policy)
+    module = str(policy["module"])
+    if not module.startswith("py:"):
+        policy["module"] = module.rsplit(".", 1)[-1].removesuffix("_search")
+    if module.startswith("threedb.") and policy["module"] == "grid" and "samples" in policy:  # toolbox's grid: strict
+        samples = policy.pop("samples")
+        if "samples_per_dim" in policy:
+            tolerate(f"grid policy given samples: {samples} beside samples_per_dim; ignoring samples")
+        else:
+            tolerate(f"grid policy given samples: {samples}; reading it as samples_per_dim: {samples}")
+            policy["samples_per_dim"] = samples
+    return policy
+
+
+def parse_logging(data: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``logging`` and 3DB's ``logger_modules`` by last part (a list, or the docs' whitespace-separated block)."""
+    logging = dict(_check_keys("logging", data, LOGGING_KEYS))
+    modules = logging.pop("logger_modules", None) or []
+    if isinstance(modules, str):
+        modules = modules.split()
+    if not isinstance(modules, list):
+        raise UsageError(f"logging.logger_modules: expected a list of modules, got {modules!r}")
+    loggers = []
+    for module in modules:
+        name = str(module).rsplit(".", 1)[-1]
+        if name not in LOGGERS:
+            raise UsageError(f"logging.logger_modules: unknown logger {module!r}; valid: "
+                             + ", ".join(f"threedb.result_logging.{n}" for n in LOGGERS))
+        loggers.append(name)
+    return logging, tuple(dict.fromkeys(loggers))
 
 
 def _label_names(path: Path) -> list[str]:
@@ -467,7 +653,9 @@ def check_engine(experiment: Experiment) -> None:
         control = setup.instantiate(experiment.root)
         candidates = {name: _candidates(s) for name, s in setup.settings.items()}
         baseline = {name: values[0] for name, values in candidates.items()}
-        changed: set[str] = set()
+        state = SceneState()  # the baseline itself: a control without parameters (denoiser) writes fields too
+        control.apply(state, baseline, context)
+        changed = state.changed_fields()
         for name, values in candidates.items():
             for value in values:
                 state = SceneState()

@@ -85,14 +85,15 @@ class RenderWorker:
         self.model = None
         self.evaluator = None
         if settings.evaluate:
-            from confidently.models import load_model
-
-            self.model = load_model(settings.model, self.device).eval()
+            self.model = load_inference_model(settings).to(self.device).eval()
             self.evaluator = make_evaluator(experiment.evaluation)
+        self.render_args = experiment.render
+        if "segmentation" in getattr(self.evaluator, "needs", ()):  # the detection evaluator's ground truth
+            self.render_args = replace(experiment.render, with_segmentation=True)
 
     def _load(self, job: Job) -> None:
         if self.loaded != (job.environment, job.object):
-            self.engine.load(self.objects[job.object], self.environments[job.environment], self.experiment.render)
+            self.engine.load(self.objects[job.object], self.environments[job.environment], self.render_args)
             self.loaded = (job.environment, job.object)
 
     def render(self, job: Job) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -119,11 +120,15 @@ class RenderWorker:
                 outputs[name] = out[name]
         return outputs, {"render": rendered - start, "post": time.perf_counter() - rendered}
 
-    def judge(self, rgb_uint8: torch.Tensor, job: Job) -> dict[str, Any]:
+    def judge(self, outputs: dict[str, torch.Tensor], job: Job) -> dict[str, Any]:
         labels = job.label if isinstance(job.label, list) else [job.label]
+        x = model_input(outputs["rgb"], self.model.input_size).to(self.device)
         with torch.inference_mode():
-            logits = self.model(model_input(rgb_uint8, self.model.input_size).to(self.device))
-        return self.evaluator.evaluate(logits.float().cpu(), labels)
+            output = self.model(x)
+        if getattr(self.evaluator, "output_type", None) == "bboxes":  # a torchvision detector: a dict per image
+            found = {key: value.cpu() for key, value in output[0].items()}
+            return self.evaluator.evaluate_boxes(found, outputs["segmentation"], tuple(x.shape[-2:]))
+        return self.evaluator.evaluate(output.float().cpu(), labels)
 
     def __call__(self, chunk: list[Job]) -> list[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
         results = []
@@ -132,7 +137,7 @@ class RenderWorker:
             fields: dict[str, Any] = {}
             if self.model is not None:
                 start = time.perf_counter()
-                fields = self.judge(outputs["rgb"], job)
+                fields = self.judge(outputs, job)
                 timing["infer"] = time.perf_counter() - start
             fields["renderer"] = self.engine.describe()
             fields["timing_s"] = {k: round(v, 6) for k, v in timing.items()}
@@ -174,16 +179,26 @@ def run_jobs(settings: WorkerSettings, jobs: Iterable[Job], engine: Any, *, work
             yield job, fields, tensors
 
 
+def load_inference_model(settings: WorkerSettings) -> torch.nn.Module:
+    """The model a run judges with, on the CPU: a model file, or the torchvision/timm network 3DB's
+    ``inference.module``/``class``/``args`` name (pretrained weights only from the local hub cache)."""
+    from confidently.models import load_model
+
+    if settings.model:
+        return load_model(settings.model, "cpu")
+    from confidently.render3db.inference import threedb_model
+
+    return threedb_model(settings.experiment.inference, settings.experiment.label_names)
+
+
 def check_model(settings: WorkerSettings) -> WorkerSettings:
     """Load the model once here to refuse a bad model or labels it cannot predict before workers start."""
     if not settings.evaluate:
         return settings
-    from confidently.errors import UsageError
-    from confidently.models import load_model
-
-    if not settings.model:
-        raise UsageError("no model: give --model FILE or inference.model in the experiment (or --no-eval)")
-    model = load_model(settings.model, "cpu")
+    if not settings.model and settings.experiment.inference.get("class") is None:
+        raise UsageError("no model: give --model FILE, inference.model, or 3DB's inference.module/class/args in the "
+                         "experiment (or --no-eval)")
+    model = load_inference_model(settings)
     evaluator = make_evaluator(settings.experiment.evaluation)
     labels = [lab for o in settings.experiment.objects for lab in (o.label if isinstance(o.label, list) else [o.label])]
     if hasattr(evaluator, "check"):
@@ -201,7 +216,7 @@ def check_model(settings: WorkerSettings) -> WorkerSettings:
                 len(mean) != len(model.mean) or len(std) != len(model.std):
             raise UsageError(f"inference.normalization {norm} differs from the model's own (mean {list(model.mean)}, "
                              f"std {list(model.std)}); normalisation lives inside the model file")
-    return replace(settings, model=str(settings.model))
+    return replace(settings, model=str(settings.model) if settings.model else None)
 
 
 def planned_jobs(experiment: Experiment, seed: int, *, limit: int | None = None, shard: Shard | None = None,

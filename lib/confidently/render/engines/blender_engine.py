@@ -57,13 +57,25 @@ from confidently.render.engines.procedural import (
     srgb_encode,
     texture_array,
 )
-from confidently.render.scene import Engine, EnvironmentSpec, ObjectSpec, RenderArgs, SceneState
+from confidently.render.scene import (
+    OCCLUSION_DIRECTIONS,
+    Engine,
+    EnvironmentSpec,
+    ObjectSpec,
+    Occluder,
+    PointLight,
+    RenderArgs,
+    SceneState,
+)
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf", ".blend")
 VIEW_TRANSFORMS = ("Standard", "Filmic", "AgX", "Raw", "Khronos PBR Neutral")
 OBJECT_INDEX = 1
 WORLD_MAP_RESOLUTION = 256
 # compositor socket names of the render-layer passes, Blender 5.x first, then 4.x
+LIQUID = "liquid"  # 3DB's mug: the material of the liquid's surface
+# linear colours of the liquids the mug_liquid control mixes (water: tinted, and transmissive by its share)
+LIQUID_COLOURS = {"milk": (0.85, 0.83, 0.78), "coffee": (0.06, 0.025, 0.01), "water": (0.55, 0.7, 0.8)}
 PASS_SOCKETS = {"Image": ("Image",), "Environment": ("Environment", "Env"), "Depth": ("Depth",),
                 "UV": ("UV",), "Index": ("Object Index", "IndexOB")}
 
@@ -156,7 +168,8 @@ class BlenderEngine(Engine):
 
     name = "bpy"
     fields = frozenset({"view_point", "zoom", "focal_length", "aperture", "frame_shift", "rotation", "offset",
-                        "aim", "scale", "texture", "light", "light_color"})
+                        "aim", "scale", "texture", "light", "light_color", "ground", "point_light", "denoise",
+                        "occluder", "material", "liquid"})
     builtins = BUILTIN_OBJECTS
 
     def __init__(self, device: str | torch.device = "cpu", view_transform: str = "Standard", **_: Any):
@@ -196,6 +209,11 @@ class BlenderEngine(Engine):
         self.texture_image = None
         self.texture_material = None
         self._texture = None
+        self.local_vertices = [self._vertices(o) for o in self.meshes]
+        self.point_light = None
+        self.occluders: dict[tuple, Any] = {}  # (path, builtin) → the occluder's empty, hidden when unused
+        self.replacements: dict[Path, Any] = {}  # material file → its material
+        self.liquid_material = None
         self._world(environment)
         camera = bpy.data.cameras.new("confidently-camera")
         camera.sensor_fit = "HORIZONTAL"
@@ -440,7 +458,14 @@ class BlenderEngine(Engine):
         self.container.location = tuple(float(v) for v in state.offset)
         self.container.rotation_euler = tuple(float(v) for v in state.rotation)
         self.container.scale = (float(state.scale),) * 3
-        self._set_texture(state.texture)
+        if state.ground is not None:
+            self._pin(float(state.ground))
+        self._set_surfaces(state)
+        self._set_point_light(state.point_light)
+        self._set_occluder(state.occluder, pose)
+        scene.cycles.use_denoising = bool(state.denoise)
+        if state.denoise:
+            scene.cycles.denoiser = "OPENIMAGEDENOISE"
         self._set_light(float(state.light), tuple(float(c) for c in state.light_color))
         scene.cycles.seed = int(seed) % 2**31
         for stale in Path(self.workdir).glob("pass_*"):
@@ -512,17 +537,27 @@ class BlenderEngine(Engine):
             bpy.data.images.remove(shown)
             os.remove(path)
 
-    def _set_texture(self, texture: torch.Tensor | None) -> None:
+    def _set_surfaces(self, state: SceneState) -> None:
+        """Every slot takes the texture's material, else the replacement material, else its own (the liquid's
+        own with the mix of ``state.liquid``)."""
+        replacement = self._set_texture(state.texture)
+        if replacement is None and state.material is not None:
+            replacement = self._replacement(Path(state.material))
+        liquid = self._set_liquid(state.liquid) if state.liquid is not None and replacement is None else None
+        for mesh_object, materials in zip(self.meshes, self.original, strict=True):
+            for slot, material in zip(mesh_object.material_slots, materials, strict=True):
+                target = replacement or (liquid if liquid is not None and material is not None
+                                         and material.name == LIQUID else material)
+                if slot.material is not target:
+                    slot.material = target
+
+    def _set_texture(self, texture: torch.Tensor | None):
+        """The texture's material (made once per texture), or None without a texture."""
         if texture is None:
-            if self._texture is not None:
-                for mesh_object, materials in zip(self.meshes, self.original, strict=True):
-                    for slot, material in zip(mesh_object.material_slots, materials, strict=True):
-                        slot.material = material
-                self._texture = None
-            return
+            return None
         array = texture_array(texture)
         if self._texture is not None and self._texture.shape == array.shape and np.array_equal(self._texture, array):
-            return
+            return self.texture_material
         if any(not o.data.uv_layers for o in self.meshes):
             raise InvalidInput(f"object {self.obj.id!r} has no UV coordinates, so a texture cannot be applied; "
                                "unwrap it (e.g. Blender's Smart UV Project) and save it again")
@@ -538,10 +573,163 @@ class BlenderEngine(Engine):
         if self.texture_image is not None:
             bpy.data.images.remove(self.texture_image)
         self.texture_image = image
-        for mesh_object in self.meshes:
-            for slot in mesh_object.material_slots:
-                slot.material = self.texture_material
         self._texture = array
+        return self.texture_material
+
+    def _replacement(self, path: Path):
+        """The one material of a .blend file (3DB's material control), appended once."""
+        if path not in self.replacements:
+            if not path.is_file():
+                raise InvalidInput(f"material file {path} does not exist")
+            with self.bpy.data.libraries.load(str(path), link=False) as (source, target):
+                names = list(source.materials)
+                if len(names) != 1:
+                    raise InvalidInput(f"material file {path} holds {len(names)} materials "
+                                       f"({', '.join(names) or 'none'}); it must hold exactly one")
+                target.materials = names
+            self.replacements[path] = target.materials[0]
+        return self.replacements[path]
+
+    def _set_liquid(self, ratios: tuple[float, float]):
+        """A copy of the object's ``liquid`` material mixed as (milk, coffee): a 3DB mug's own ``coffee_milk_ratio``
+        and ``water_ratio`` value nodes when it has them, else a diffuse/glass mix of the liquids' colours."""
+        milk, coffee = (float(r) for r in ratios)
+        water = max(0.0, 1.0 - milk - coffee)
+        if self.liquid_material is None:
+            own = next((m for materials in self.original for m in materials if m is not None and m.name == LIQUID),
+                       None)
+            if own is None:
+                raise InvalidInput(f"object {self.obj.id!r} has no material named {LIQUID!r} for mug_liquid to drive")
+            self.liquid_material = own.copy()
+            nodes = self.liquid_material.node_tree.nodes
+            if not {"coffee_milk_ratio", "water_ratio"} <= set(nodes.keys()):
+                self._liquid_shader(self.liquid_material)
+        nodes = self.liquid_material.node_tree.nodes
+        if "confidently-liquid" in nodes:
+            colour = [sum(share * LIQUID_COLOURS[name][i] for name, share in
+                          (("milk", milk), ("coffee", coffee), ("water", water))) for i in range(3)]
+            nodes["confidently-liquid"].inputs["Color"].default_value = (*colour, 1.0)
+            nodes["confidently-water"].inputs["Fac"].default_value = water
+        else:
+            nodes["coffee_milk_ratio"].outputs[0].default_value = coffee / (coffee + milk) if coffee + milk else 0.0
+            nodes["water_ratio"].outputs[0].default_value = water
+        return self.liquid_material
+
+    def _liquid_shader(self, material) -> None:
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        nodes.clear()
+        diffuse = nodes.new("ShaderNodeBsdfDiffuse")
+        diffuse.name = "confidently-liquid"
+        glass = nodes.new("ShaderNodeBsdfGlass")
+        glass.inputs["Color"].default_value = (*LIQUID_COLOURS["water"], 1.0)
+        mix = nodes.new("ShaderNodeMixShader")
+        mix.name = "confidently-water"
+        output = nodes.new("ShaderNodeOutputMaterial")
+        links.new(diffuse.outputs["BSDF"], mix.inputs[1])
+        links.new(glass.outputs["BSDF"], mix.inputs[2])
+        links.new(mix.outputs["Shader"], output.inputs["Surface"])
+
+    @staticmethod
+    def _vertices(mesh_object) -> np.ndarray:
+        co = np.empty(3 * len(mesh_object.data.vertices), dtype=np.float64)
+        mesh_object.data.vertices.foreach_get("co", co)
+        return co.reshape(-1, 3)
+
+    def _world_vertices(self, meshes, local: list[np.ndarray]) -> np.ndarray:
+        self.bpy.context.view_layer.update()
+        out = []
+        for mesh_object, co in zip(meshes, local, strict=True):
+            matrix = np.array(mesh_object.matrix_world)
+            out.append(co @ matrix[:3, :3].T + matrix[:3, 3])
+        return np.concatenate(out)
+
+    def _pin(self, ground: float) -> None:
+        """3DB's pin_to_ground: the placed object's lowest vertex moved to height ``ground``."""
+        lowest = float(self._world_vertices(self.meshes, self.local_vertices)[:, 2].min())
+        x, y, z = self.container.location
+        self.container.location = (x, y, z + ground - lowest)
+
+    def _set_point_light(self, light: PointLight | None) -> None:
+        if light is None:
+            if self.point_light is not None:
+                self.point_light.hide_render = True
+            return
+        if self.point_light is None:
+            data = self.bpy.data.lights.new("confidently-point", "POINT")
+            data.shadow_soft_size = 1.0  # 3DB adds its light with radius 1
+            self.point_light = self.bpy.data.objects.new("confidently-point", data)
+            self.scene.collection.objects.link(self.point_light)
+        direction = np.asarray(light.direction, dtype=np.float64)
+        centre = np.asarray(self.container.location, dtype=np.float64)
+        self.point_light.location = tuple(centre + light.distance * direction / np.linalg.norm(direction))
+        self.point_light.data.color = tuple(light.color)
+        self.point_light.data.energy = float(light.energy)
+        self.point_light.hide_render = False
+
+    def _occluder(self, occluder: Occluder):
+        """The occluder's empty (its meshes normalised to the unit sphere, out of the segmentation), made once."""
+        key = (occluder.path, occluder.builtin)
+        if key not in self.occluders:
+            spec = ObjectSpec(id="occluder", label=-1, builtin=occluder.builtin,
+                              path=Path(occluder.path) if occluder.path is not None else None)
+            meshes = self._object(spec)
+            holder = self.bpy.data.objects.new("confidently-occluder", None)
+            self.scene.collection.objects.link(holder)
+            grey = self._diffuse("confidently-occluder", (0.35, 0.35, 0.35, 1.0))
+            for mesh_object in meshes:
+                mesh_object.parent = holder
+                mesh_object.pass_index = 0
+                if not mesh_object.data.materials:
+                    mesh_object.data.materials.append(grey)
+            self.occluders[key] = (holder, meshes, [self._vertices(m) for m in meshes])
+        return self.occluders[key]
+
+    def _set_occluder(self, occluder: Occluder | None, pose) -> None:
+        """3DB's occlusion: the occluder at ``zoom`` of the way to the camera, then slid in the plane parallel to
+        the image so its 2-D box overlaps the object's by ``ratio`` of the object's box area, from ``direction``."""
+        for holder, meshes, _ in self.occluders.values():
+            holder.hide_render = True
+            for mesh_object in meshes:
+                mesh_object.hide_render = True
+        if occluder is None:
+            return
+        holder, meshes, local = self._occluder(occluder)
+        holder.hide_render = False
+        for mesh_object in meshes:
+            mesh_object.hide_render = False
+        origin, right, up, forward = (np.asarray(v, dtype=np.float64) for v in
+                                      (pose.origin, pose.right, pose.up, pose.forward))
+        tangent = np.tan(pose.fov / 2)
+
+        def project(points: np.ndarray) -> np.ndarray:
+            d = points - origin
+            depth = np.maximum(d @ forward, 1e-6)
+            return np.stack([d @ right / depth, d @ up / depth], 1) / tangent  # [-1, 1] across the frame
+
+        def box(points: np.ndarray) -> tuple[float, float, float, float]:
+            uv = project(points)
+            (x0, y0), (x1, y1) = uv.min(0), uv.max(0)
+            return (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+
+        centre = np.asarray(self.container.location, dtype=np.float64)
+        place = centre + occluder.zoom * (origin - centre)
+        holder.location, holder.rotation_euler = tuple(place), (0.0, 0.0, 0.0)
+        holder.scale = (float(occluder.scale),) * 3
+        xc, yc, w, h = box(self._world_vertices(self.meshes, self.local_vertices))
+        ox, oy, ow, oh = box(self._world_vertices(meshes, local))
+        overlap = min(ow * oh, occluder.ratio * w * h)
+        dx, dy = OCCLUSION_DIRECTIONS[occluder.direction]
+        if dx and dy:  # a corner: the overlap keeps the object's aspect ratio
+            px = min(np.sqrt(overlap * w / max(h, 1e-9)), w, ow)
+            py = min(overlap / max(px, 1e-9), h, oh)
+        else:  # a side: the overlap spans the shorter of the two extents across the approach
+            px = min(overlap / max(min(oh, h), 1e-9), w, ow) if dx else 0.0
+            py = min(overlap / max(min(ow, w), 1e-9), h, oh) if dy else 0.0
+        target_x = xc + dx * (ow / 2 + w / 2 - px)
+        target_y = yc + dy * (oh / 2 + h / 2 - py)
+        depth = float((place - origin) @ forward)
+        shift = ((target_x - ox) * right + (target_y - oy) * up) * depth * tangent
+        holder.location = tuple(place + shift)
 
     def describe(self) -> dict[str, Any]:
         blender = self.bpy.app.version_string if self.scene is not None else None
