@@ -174,25 +174,14 @@ def render(args: argparse.Namespace, device: torch.device) -> None:
     """The bare loop of bench/render_3db.py (engine made, scene loaded once, every planned render), per device."""
     import yaml
     from confidently.render.engines import engine_class
-    from confidently.render.scene import SceneState
-    from confidently.render3db import iter_jobs, load_experiment
-    from render_3db import experiment
+    from render_3db import experiment, planned_scenes
 
     renders, resolution, samples = (4, 32, 4) if args.smoke else (32, 256, 64)
     for renderer in ("bpy", "mitsuba"):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "exp.yaml"
             path.write_text(yaml.safe_dump(experiment(renderer, renders, resolution, samples)))
-            plan = load_experiment(path)
-            jobs = list(iter_jobs(plan, 0))
-            states = []
-            for job in jobs:
-                state = SceneState()
-                for setup in plan.controls:
-                    prefix = setup.name + "."
-                    setup.instantiate(plan.root).apply(state, {k[len(prefix):]: v for k, v in job.args.items()
-                                                               if k.startswith(prefix)}, {"label": job.label})
-                states.append(state)
+            plan, jobs, states = planned_scenes(path)
             rates = {}
             for where in dict.fromkeys(("cpu", str(device))):
                 engine = engine_class(plan.renderer)(device=where)

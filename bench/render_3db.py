@@ -55,9 +55,8 @@ def experiment(engine: str, renders: int, resolution: int, samples: int) -> dict
                           "zoom_factor": 1.0, "focal_length": 50}]}
 
 
-def bare_loop(path: Path) -> float:
-    """Seconds of engine.load + engine.render for every planned render (the same states and seeds)."""
-    from confidently.render.engines import engine_class
+def planned_scenes(path: Path) -> tuple:
+    """The experiment, its planned jobs and the SceneState its controls write for each (what run renders)."""
     from confidently.render.scene import SceneState
     from confidently.render3db import iter_jobs, load_experiment
 
@@ -71,6 +70,14 @@ def bare_loop(path: Path) -> float:
             setup.instantiate(plan.root).apply(state, {k[len(prefix):]: v for k, v in job.args.items()
                                                        if k.startswith(prefix)}, {"label": job.label})
         states.append(state)
+    return plan, jobs, states
+
+
+def bare_loop(path: Path) -> float:
+    """Seconds of engine.load + engine.render for every planned render (the same states and seeds)."""
+    from confidently.render.engines import engine_class
+
+    plan, jobs, states = planned_scenes(path)
     start = time.perf_counter()
     engine = engine_class(plan.renderer)()
     engine.load(plan.objects[0], plan.environments[0], plan.render)

@@ -37,7 +37,9 @@ app = tool_app("immunize", "Immunize photos against diffusion-model editing (Pho
                            f"edits. {NOT_A_GUARANTEE}")
 
 MODEL_DIR = typer.Option(..., "--model-dir", help="Local diffusers LDM directory (SD v1.5 layout: vae/, unet/, "
-                                                  "scheduler/, text_encoder/+tokenizer/ or toy_text/).")
+                                                  "scheduler/, text_encoder/+tokenizer/ or toy_text/), or a "
+                                                  "single-file checkpoint (.safetensors in the original LDM key "
+                                                  "layout; .ckpt only with --trust-pickle) with --config-dir.")
 OPTIONS: dict[str, Any] = {
     "input": typer.Argument(None, help="JSONL records (id, image, optional mask, prompt, seed, prompt_embeds); "
                                        "- or nothing for stdin."),
@@ -61,6 +63,11 @@ OPTIONS: dict[str, Any] = {
     "variant": typer.Option(None, "--variant", help="Load the weights-file variant, e.g. fp16 for "
                                                     "diffusion_pytorch_model.fp16.safetensors (upcast to fp32; "
                                                     "--dtype sets the compute dtype)."),
+    "config_dir": typer.Option(None, "--config-dir", help="With a single-file --model-dir: a local diffusers-layout "
+                                                          "folder holding the model's configs (model_index.json, "
+                                                          "vae/ and unet/config.json, scheduler/, tokenizer/ + "
+                                                          "text_encoder/config.json or toy_text/); no weights needed, "
+                                                          "nothing is downloaded."),
     "trust_pickle": typer.Option(False, "--trust-pickle", help="Also load components whose weights are pickles "
                                                                "(.bin), which can run code: only files you trust."),
 }
@@ -191,7 +198,7 @@ def pgd_config(preset: str, eps: str, step: str, steps: int, norm: str, random_s
 def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Path, dtype: str, size: str,
                mask_convention: str, mode: str, config: PGDConfig, preset: str, target: str, image_format: str,
                allow_lossy: bool, common: Common, trust_pickle: bool = False, variant: str | None = None,
-               **extra: Any) -> None:
+               config_dir: Path | None = None, **extra: Any) -> None:
     from confidently.immunize import check_output_format, configured_mode, load_ldm
     from confidently.immunize.inputs import Pictures, Prompts
     from confidently.immunize.workers import Immunizer
@@ -208,7 +215,8 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
                     "perturbation[/]")
     device = resolve_device(common.device)
     parts = ("vae", "unet", "scheduler", "text") if method == "diffusion" else ("vae",)
-    ldm = load_ldm(model_dir, device, dtype, parts=parts, trust_pickle=trust_pickle, variant=variant)
+    ldm = load_ldm(model_dir, device, dtype, parts=parts, trust_pickle=trust_pickle, variant=variant,
+                   config_dir=config_dir)
     if method == "diffusion" and device.type == "cpu" and not extra.pop("force", False):
         params = sum(p.numel() for p in ldm.unet.parameters())
         if params > 100_000_000:
@@ -216,9 +224,9 @@ def run_attack(method: str, input_path: str | None, model_dir: Path, out_dir: Pa
                              "use a GPU, the encoder attack, or --force")
     extra.pop("force", None)
     if method == "diffusion":
-        mode_now = configured_mode(model_dir)
+        mode_now = configured_mode(ldm.model_dir)
         if mode not in ("auto", mode_now):
-            raise UsageError(f"--mode {mode}: {model_dir}/unet is an {mode_now} model")
+            raise UsageError(f"--mode {mode}: {ldm.model_dir}/unet is an {mode_now} model")
     pictures = Pictures(ldm, size, mask_convention)
     prompts = Prompts(ldm, extra.pop("prompt_embeds", None)) if method == "diffusion" else None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +263,7 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
             dtype: str = OPTIONS["dtype"], image_format: str = ENCODER_OPTIONS["image_format"],
             allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
             trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
-            force: bool = OPTIONS["force"], *, common: Common) -> None:
+            config_dir: Path = OPTIONS["config_dir"], force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Encoder attack: PGD pushing the VAE latent toward the target's (cheap; needs only vae/).
 
     With a mask, only the kept region (mask 0) is perturbed and, for inpainting models, the loss is taken
@@ -263,7 +271,8 @@ def encoder(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out
     """
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, 1, common)
     run_attack("encoder", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, trust_pickle, variant, resume=resume, force=force)
+               target, image_format, allow_lossy, common, trust_pickle, variant, config_dir, resume=resume,
+               force=force)
 
 
 @app.command(epilog=examples("""
@@ -305,7 +314,7 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
               dtype: str = OPTIONS["dtype"], image_format: str = DIFFUSION_OPTIONS["image_format"],
               allow_lossy: bool = DIFFUSION_OPTIONS["allow_lossy"], resume: bool = DIFFUSION_OPTIONS["resume"],
               trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
-              *, common: Common) -> None:
+              config_dir: Path = OPTIONS["config_dir"], *, common: Common) -> None:
     """Diffusion attack: PGD through K checkpointed denoising steps of the edit, pushing its output toward
     the target (expensive; needs vae/, unet/, scheduler/ and a text encoder or prompt embeddings)."""
     from confidently.immunize import EditConfig
@@ -313,7 +322,7 @@ def diffusion(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, o
     config = pgd_config(preset, eps, step, steps, norm, random_start, step_schedule, grad_reps, common)
     edit = EditConfig("inpaint", attack_denoise_steps, guidance, eta, strength, checkpointing)
     run_attack("diffusion", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               target, image_format, allow_lossy, common, trust_pickle, variant, edit=edit,
+               target, image_format, allow_lossy, common, trust_pickle, variant, config_dir, edit=edit,
                attack_prompt=attack_prompt,
                attack_prompt_from_record=attack_prompt_from_record, eot_noise=eot_noise, force=force,
                prompt_embeds=prompt_embeds, resume=resume)
@@ -334,12 +343,14 @@ def random_noise(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR
                  image_format: str = ENCODER_OPTIONS["image_format"],
                  allow_lossy: bool = ENCODER_OPTIONS["allow_lossy"], resume: bool = ENCODER_OPTIONS["resume"],
                  trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
-                 force: bool = OPTIONS["force"], *, common: Common) -> None:
+                 config_dir: Path = OPTIONS["config_dir"], force: bool = OPTIONS["force"], *,
+                 common: Common) -> None:
     """Baseline: x + U[-eps, eps] per pixel (same budget, same mask), clipped to [0, 1]."""
     config = replace(pgd_config(preset, eps, "1/255", 0, norm, False, "constant", 1, common), steps=0,
                      random_start=False)
     run_attack("random", input_path, model_dir, out_dir, dtype, size, mask_convention, mode, config, preset,
-               "gray", image_format, allow_lossy, common, trust_pickle, variant, resume=resume, force=force)
+               "gray", image_format, allow_lossy, common, trust_pickle, variant, config_dir, resume=resume,
+               force=force)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -382,7 +393,7 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
                                      "the toolbox's differentiable loop the diffusion attack unrolls (same edit "
                                      "for the same seed)."),
          trust_pickle: bool = OPTIONS["trust_pickle"], variant: str = OPTIONS["variant"],
-         force: bool = OPTIONS["force"], *, common: Common) -> None:
+         config_dir: Path = OPTIONS["config_dir"], force: bool = OPTIONS["force"], *, common: Common) -> None:
     """Edit clean and immunized images with the same prompt, mask and seed (DDIM from the checkpoint's config),
     through diffusers' pipeline (default) or the toolbox's own loop."""
     from confidently.immunize import EditConfig, load_ldm, resolve_mode
@@ -399,7 +410,8 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
     if backend not in EDIT_BACKENDS:  # before the model loads
         raise UsageError(f"--backend {backend!r}: choose {' or '.join(EDIT_BACKENDS.names())}")
     claim_folder(out_dir, "immunize", force=force)
-    ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle, variant=variant)
+    ldm = load_ldm(model_dir, resolve_device(common.device), dtype, trust_pickle=trust_pickle, variant=variant,
+                   config_dir=config_dir)
     config = EditConfig(resolve_mode(ldm, mode), steps, guidance, eta, strength)
     if backend == "pipeline":
         from confidently.immunize.pipelines import build_pipeline
@@ -424,7 +436,8 @@ NO_INCEPTION = ("no Inception weights: pass --fid-weights FILE (the pytorch-fid 
 
 
 def _score_features(names: list[str], features: str, fid_weights: Path | None, model_dir: Path | None,
-                    device, trust_pickle: bool = False) -> tuple[object | None, str | None, str | None]:
+                    device, trust_pickle: bool = False,
+                    config_dir: Path | None = None) -> tuple[object | None, str | None, str | None]:
     """(feature function, its name, why there is none) for FID/PR."""
     from confidently.immunize.metrics import inception_features, latent_features
 
@@ -442,7 +455,7 @@ def _score_features(names: list[str], features: str, fid_weights: Path | None, m
         return inception_features(fid_weights, device), "inception", None
     from confidently.immunize.models import load_ldm
 
-    ldm = load_ldm(model_dir, device, parts=("vae",), trust_pickle=trust_pickle)
+    ldm = load_ldm(model_dir, device, parts=("vae",), trust_pickle=trust_pickle, config_dir=config_dir)
     return latent_features(lambda images: ldm.encode_mean(images * 2 - 1)), "vae", None
 
 
@@ -518,7 +531,9 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
           features: str = typer.Option("inception", "--features", help="Features for FID/PR: inception (needs "
                                        "--fid-weights) or vae (the VAE of --model-dir: a proxy, not comparable "
                                        "with published FID)."),
-          model_dir: Path = typer.Option(None, "--model-dir", help="Local diffusers LDM directory (--features vae)."),
+          model_dir: Path = typer.Option(None, "--model-dir", help="Local diffusers LDM directory, or a single-file "
+                                         "checkpoint with --config-dir (--features vae)."),
+          config_dir: Path = OPTIONS["config_dir"],
           clip: Path = typer.Option(None, "--clip", help="Local CLIP directory (transformers' CLIPModel + "
                                     "CLIPProcessor, e.g. a downloaded openai/clip-vit-large-patch14, or `immunize "
                                     "tiny-clip`): adds the prompt–image cosine similarity of both edits (thesis "
@@ -556,7 +571,7 @@ def score(source: str = typer.Argument(None, help="Records carrying both edits (
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     device = resolve_device(common.device)
     feature_fn, feature_name, no_features = _score_features(set_names, features, fid_weights, model_dir, device,
-                                                            trust_pickle)
+                                                            trust_pickle, config_dir)
     similarity = None
     if clip is not None:
         from confidently.immunize.clip import ClipSimilarity

@@ -358,8 +358,14 @@ def slug(text: str) -> str:
     render-3db analyze results.jsonl --heatmap camera.zoom_factor,orientation.rotation_z \\
       --boxplot object,environment --stability imagenet_c.severity --tensors heatmaps.safetensors \\
       --plots charts > analysis.jsonl
+    # the thesis' studies: background complexity vs accuracy, texture vs shape, the mug's UV heat map
+    render-3db analyze results.jsonl --background-complexity --texture-bias --texture-labels textures.json \\
+      --uv-heatmap --object mug --tex-size 128 --tensors uv.safetensors --plots charts
+    # physical realism: 5 right and 5 wrong renders per object to photograph, then the photos' outcomes
+    render-3db analyze results.jsonl --select-physical 5 > to_photograph.jsonl
+    render-3db analyze results.jsonl --agreement photos.jsonl --plots charts
 """))
-@common_options()
+@common_options(uses={"seed"})
 def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
             by: list[str] = typer.Option(None, "--by", help="Accuracy per value of PARAM (or P1,P2 jointly); repeat."),
             bins: int = typer.Option(None, "--bins", min=1, help="Equal-width bins for continuous parameters "
@@ -371,27 +377,64 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
             stable: list[str] = typer.Option(None, "--stability", help="Fraction of settings whose top-1 prediction "
                                              "never changes across PARAM; repeat."),
             confusions: list[str] = typer.Option(None, "--confusion", help="Prediction counts per PARAM value."),
-            tensors: Path = typer.Option(None, "--tensors", help="Write heatmaps (acc, n) to this .safetensors."),
+            complexity: bool = typer.Option(False, "--background-complexity", help="Per environment: edge "
+                                            "complexity of the background (mean Sobel magnitude of the renders' "
+                                            "background pixels, in [0, 1]; needs the segmentation pass) against "
+                                            "accuracy, with Spearman's and Pearson's r."),
+            backgrounds: Path = typer.Option(None, "--backgrounds", help="--background-complexity from image files "
+                                             "DIR/<environment>.png|.jpg instead of the renders.", file_okay=False),
+            texture_bias: bool = typer.Option(False, "--texture-bias", help="For renders with a swapped material "
+                                              "or texture: how often the prediction is the texture's class vs "
+                                              "the shape's, and the accuracy drop on renders whose original-"
+                                              "texture counterpart was right (needs --texture-labels)."),
+            texture_labels: Path = typer.Option(None, "--texture-labels", help="JSON object: texture (swap value "
+                                                "or file name) → class index or list.", dir_okay=False),
+            uv: bool = typer.Option(False, "--uv-heatmap", help="Accuracy per texel of --object's UV map over the "
+                                    "renders where it is visible (needs the uv and segmentation passes in a "
+                                    "shard); tensor uv_accuracy in --tensors, PNG in --plots."),
+            uv_object: str = typer.Option(None, "--object", help="--uv-heatmap: the object id."),
+            tex_size: int = typer.Option(256, "--tex-size", min=1, help="--uv-heatmap: texels per side."),
+            physical: int = typer.Option(None, "--select-physical", min=1, help="Per object, K correctly and K "
+                                         "wrongly classified renders to recreate as photos (drawn by --seed)."),
+            real: Path = typer.Option(None, "--agreement", help="JSONL of photo outcomes {id: render id, "
+                                      "is_correct}: agreement, PPV and NPV per object.", dir_okay=False),
+            tensors: Path = typer.Option(None, "--tensors", help="Write heatmaps (acc, n; uv_accuracy) to this "
+                                         ".safetensors."),
             plots: Path = typer.Option(None, "--plots", help="Write PNG charts into this folder."),
             force: bool = typer.Option(False, "--force", help="Write over a --tensors file or into a non-empty "
                                        "--plots folder render-3db did not write."),
             *, common: Common) -> None:
-    """Accuracy per control value, interaction heatmaps, box plots, prediction stability (JSONL rows)."""
+    """Accuracy per control value, interaction heatmaps, box plots, prediction stability, background complexity,
+    texture vs shape bias, UV heat maps, renders to photograph and agreement with the photos (JSONL rows)."""
     import torch
     from confidently.io.artifacts import artifact_metadata, save_artifact
     from confidently.render3db import accuracy_by, boxplot, confusion, heatmap, overall, stability
+    from confidently.render3db import analysis_studies as studies
     from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
+    from confidently.render3db.analysis_images import background_complexity, plot_complexity, plot_uv, uv_heatmap
 
+    if texture_bias != (texture_labels is not None):
+        raise UsageError("--texture-bias and --texture-labels go together: the labels say which class each "
+                         "texture is")
+    if uv != (uv_object is not None):
+        raise UsageError("--uv-heatmap and --object go together: the heat map is of one object's surface")
+    if backgrounds is not None and not complexity:
+        raise UsageError("--backgrounds only serves --background-complexity")
+    labels = studies.read_texture_labels(texture_labels) if texture_labels is not None else None
+    photos = studies.read_real(real) if real is not None else None
     guard_output(tensors, "render-3db", force=force)
     guard_output(plots, "render-3db", force=force)
+    source = input_source(source, "render-3db records")
+    base = Path(source).resolve().parent if source != "-" else Path.cwd()
     records = read_results(source)
+    any_study = complexity or texture_bias or uv or physical is not None or real is not None
     writer = RecordWriter()
     writer.write(overall(records))
     if plots is not None:
         claim_folder(plots, "render-3db", force=force)
     arrays: dict[str, torch.Tensor] = {}
     axes: dict[str, Any] = {}
-    for param in by or ([] if heatmaps or boxplots or stable or confusions else ["object"]):
+    for param in by or ([] if heatmaps or boxplots or stable or confusions or any_study else ["object"]):
         rows = accuracy_by(records, param, bins)
         writer.write_all(rows)
         if plots is not None and rows:
@@ -415,9 +458,36 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
         writer.write(stability(records, param))
     for param in confusions or []:
         writer.write_all(confusion(records, param))
+    if complexity:
+        rows = background_complexity(records, base, backgrounds)
+        writer.write_all(rows)
+        if plots is not None:
+            plot_complexity(rows, str(plots / "background_complexity.png"))
+    if labels is not None:
+        rows = studies.texture_bias(records, labels)
+        writer.write_all(rows)
+        if plots is not None:
+            for param in dict.fromkeys(r["param"] for r in rows):
+                studies.plot_texture_bias([r for r in rows if r["param"] == param],
+                                          str(plots / f"texture_bias_{slug(param)}.png"))
+    if uv_object is not None:
+        result = uv_heatmap(records, base, uv_object, tex_size)
+        writer.write(result["row"])
+        arrays["uv_accuracy"] = result["acc"].float()
+        arrays["uv_visible"], arrays["uv_correct"] = result["visible"], result["correct"]
+        axes["uv_accuracy"] = {"object": uv_object, "rows": "v", "cols": "u", "tex_size": tex_size}
+        if plots is not None:
+            plot_uv(result, str(plots / f"uv_accuracy_{slug(uv_object)}.png"))
+    if physical is not None:
+        writer.write_all(studies.select_physical(records, physical, common.seed))
+    if photos is not None:
+        rows = studies.agreement(records, photos)
+        writer.write_all(rows)
+        if plots is not None:
+            studies.plot_agreement(rows, str(plots / "agreement.png"))
     if tensors is not None:
         if not arrays:
-            raise UsageError("--tensors holds heatmaps: add --heatmap P1,P2")
+            raise UsageError("--tensors holds heatmaps: add --heatmap P1,P2 or --uv-heatmap")
         save_artifact(tensors, arrays, artifact_metadata(tool="render-3db", kind="heatmaps", axes=axes))
     if plots is not None:
         console.log(f"charts in {plots}")

@@ -53,7 +53,7 @@ HONOURED = {
                  "edit": {SEED, DEVICE, DETERMINISTIC} | STREAMED,
                  "score": {DEVICE, BATCH, WORKERS} | STREAMED},
     "render_3db": {"run": {SEED, DEVICE, SHARD, ENGINE, ADDRESS, GPUS, DETERMINISTIC, WORKERS}, "validate": {SEED},
-                   "controls": set(), "analyze": set(), "dashboard": set()},
+                   "controls": set(), "analyze": {SEED}, "dashboard": set()},
 }
 # Commands whose --batch-size really is halved on CUDA out-of-memory (with_batch_backoff).
 BACKS_OFF = {("advtrain", "eval"), ("advtrain", "attack"), ("advtrain", "features"), ("immunize", "score"),

@@ -245,3 +245,64 @@ def test_outputs_render_3db_did_not_write_are_refused_without_force(workspace, c
         assert again.returncode == 0, again.stderr
     forced = shell(workspace, "render-3db run exp.yaml --limit 2 -q --out mine.jsonl --images-dir pictures --force")
     assert forced.returncode == 0 and (workspace / "pictures" / "holiday.jpg").read_bytes() == b"mine"
+
+
+def test_analyze_the_thesis_studies_from_a_real_run(tmp_path):
+    """A run with UV and segmentation passes and a texture swap, then every study through the real CLI:
+    background complexity, texture vs shape, the UV heat map, renders to photograph and agreement."""
+    from confidently.io.images import save_image
+    from confidently.models import create_model, save_model
+    from safetensors.torch import load_file
+
+    torch.manual_seed(1)
+    save_model(create_model("tiny_resnet", 10), tmp_path / "tiny.safetensors")
+    stripes = torch.zeros(3, 16, 16)
+    stripes[:, :, ::4] = 1.0
+    save_image(stripes, tmp_path / "stripes.png")
+    experiment = {**EXPERIMENT,
+                  "environments": [{"id": "grey", "solid": [0.5, 0.5, 0.5]}, {"id": "sky", "procedural": "gradient"},
+                                   {"id": "busy", "procedural": "checker"}],
+                  "render_args": {**EXPERIMENT["render_args"], "with_uv": True},
+                  "controls": [EXPERIMENT["controls"][0], {"module": "texture",
+                                                           "source": {"values": ["original", "stripes.png"]}}]}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+    (tmp_path / "textures.json").write_text(json.dumps({"stripes": 3}))
+    done = shell(tmp_path, "render-3db run exp.yaml --images-shard r.safetensors --out results.jsonl && "
+                           "render-3db analyze results.jsonl --background-complexity --texture-bias --texture-labels "
+                           "textures.json --uv-heatmap --object mug --tex-size 16 --select-physical 2 --tensors "
+                           "uv.safetensors --plots charts")
+    assert done.returncode == 0, done.stderr
+    results, rows = records((tmp_path / "results.jsonl").read_text()), records(done.stdout)
+    assert len(results) == 2 * 3 * 2 * 2  # objects × environments × headings × textures
+    assert not any(r["analysis"] == "by" for r in rows)  # a study alone does not add the default table
+    complexity = {r["environment"]: r for r in rows if r["analysis"] == "background_complexity"}
+    assert complexity["grey"]["complexity"] < 0.05 < complexity["busy"]["complexity"] <= 1.0
+    assert all(r["n"] == 8 and r["measured_renders"] == 8 for r in complexity.values())
+    (correlation,) = [r for r in rows if r["analysis"] == "background_correlation"]
+    assert correlation["environments"] == 3 and correlation["source"] == "renders"
+    bias = {(r["by"], r["value"]): r for r in rows if r["analysis"] == "texture_bias"}
+    swapped = [r for r in results if r["render_args"]["texture.source"] == "stripes.png"]
+    assert bias[("texture", "stripes.png")]["n"] == len(swapped) == 12
+    assert bias[("texture", "stripes.png")]["texture_frac"] == pytest.approx(
+        sum(r["prediction"][0] == 3 for r in swapped) / 12)
+    (uv,) = [r for r in rows if r["analysis"] == "uv_heatmap"]
+    heat = load_file(tmp_path / "uv.safetensors")
+    acc, visible = heat["uv_accuracy"], heat["uv_visible"]
+    assert acc.shape == (16, 16) and uv["renders"] == 12 and 0 < uv["visible_texels"] == int((visible > 0).sum())
+    assert torch.isnan(acc[visible == 0]).all() and ((acc[visible > 0] >= 0) & (acc[visible > 0] <= 1)).all()
+    assert int(visible.max()) <= 12
+    charts = sorted(p.name for p in (tmp_path / "charts").iterdir() if p.name != FOLDER_MARKER)
+    assert charts == ["background_complexity.png", "texture_bias_texture.source.png", "uv_accuracy_mug.png"]
+    chosen = [r for r in rows if r["analysis"] == "select_physical"]
+    assert {r["object"] for r in chosen} == {"mug", "ball"} and all(len(
+        [c for c in chosen if c["object"] == o and c["is_correct"] == ok]) <= 2 for o in ("mug", "ball")
+        for ok in (True, False))
+    # the photos disagree with the renders exactly once
+    photos = [{"id": r["id"], "is_correct": r["is_correct"] != (i == 0)} for i, r in enumerate(chosen)]
+    (tmp_path / "photos.jsonl").write_text("".join(json.dumps(p) + "\n" for p in photos))
+    done = shell(tmp_path, "render-3db analyze results.jsonl --agreement photos.jsonl")
+    assert done.returncode == 0, done.stderr
+    (total,) = [r for r in records(done.stdout) if r["analysis"] == "agreement" and r["object"] == "all"]
+    assert total["n"] == len(chosen) and total["agreement"] == pytest.approx(1 - 1 / len(chosen))
+    done = shell(tmp_path, "render-3db analyze results.jsonl --uv-heatmap")
+    assert done.returncode == 2 and "--object" in done.stderr

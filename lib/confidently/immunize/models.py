@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from confidently.errors import InvalidInput, UsageError
-from confidently.immunize.text import TOY_TEXT_DIR, HashTextEncoder, TextEncoder, load_text_encoder
+from confidently.immunize.text import TOY_TEXT_DIR, ClipText, HashTextEncoder, TextEncoder, load_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,6 +30,7 @@ COMPONENTS = {
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODES = ("inpaint", "img2img")
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+PICKLED_SUFFIXES = tuple(pattern[1:] for pattern in PICKLED_WEIGHTS)
 TEXT_ENCODER_DIR = "text_encoder"
 
 
@@ -242,9 +243,13 @@ def _only_pickled_weights(component_dir: Path, trust_pickle: bool, variant: str 
             return False
         pickles = sorted(path for pattern in PICKLED_WEIGHTS for path in component_dir.glob(pattern))
     if pickles and not trust_pickle:
-        raise InvalidInput(f"{pickles[0]} is a pickle, which can run code when loaded; convert it to safetensors, "
-                           "or pass --trust-pickle if you trust where it came from")
+        _refuse_pickle(pickles[0])
     return bool(pickles)
+
+
+def _refuse_pickle(path: Path) -> None:
+    raise InvalidInput(f"{path} is a pickle, which can run code when loaded; convert it to safetensors, "
+                       "or pass --trust-pickle if you trust where it came from")
 
 
 @contextmanager
@@ -276,11 +281,7 @@ def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool,
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{model_dir}: cannot load {name}/ ({exc})") from None
     except RuntimeError as exc:  # torch's load_state_dict: a weight of the wrong shape
-        if "Error(s) in loading state_dict" not in str(exc):
-            raise
-        lines = str(exc).splitlines()  # "Error(s) in loading state_dict for X:", then one line per weight
-        first = lines[1].strip() if len(lines) > 1 else lines[0]
-        raise InvalidInput(f"{model_dir / name}: its weights do not match its config.json ({first})") from None
+        raise _shape_mismatch(exc, f"{model_dir / name}: its weights do not match its config.json") from None
     missing, unexpected = info["missing_keys"], info["unexpected_keys"]
     if missing or unexpected:
         raise InvalidInput(f"{model_dir / name}: its weights do not match its config.json (missing {missing[:3]}, "
@@ -288,10 +289,109 @@ def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool,
     return module
 
 
+def _shape_mismatch(exc: RuntimeError, what: str) -> InvalidInput:
+    """torch's load_state_dict error (a weight of the wrong shape) as one InvalidInput line; other errors re-raise."""
+    if "Error(s) in loading state_dict" not in str(exc):
+        raise exc
+    lines = str(exc).splitlines()  # "Error(s) in loading state_dict for X:", then one line per weight
+    first = lines[1].strip() if len(lines) > 1 else lines[0]
+    return InvalidInput(f"{what} ({first})")
+
+
+def read_single_file(path: Path, config_dir: str | Path | None, trust_pickle: bool, variant: str | None) -> Path:
+    """Check a single-file checkpoint argument (``--model-dir FILE``) before anything is read; its config folder.
+
+    diffusers' single-file loaders need the model's configs, which they would otherwise fetch from the Hub:
+    here they come from ``config_dir``, a diffusers-layout folder whose configs describe the file's weights.
+    """
+    if config_dir is None:
+        raise UsageError(f"--model-dir {path} is a single-file checkpoint: also pass --config-dir DIR, a local "
+                         "diffusers-layout folder with the model's configs (model_index.json, vae/config.json, "
+                         "unet/config.json, scheduler/, tokenizer/ + text_encoder/config.json or toy_text/; no "
+                         "weights needed), e.g. the config files of the model's diffusers repository; nothing is "
+                         "downloaded")
+    if variant is not None:
+        raise UsageError(f"--variant {variant} picks files in a model directory; {path} is one file")
+    suffix = path.suffix.lower()
+    if suffix in PICKLED_SUFFIXES:
+        if not trust_pickle:
+            _refuse_pickle(path)
+    elif suffix != ".safetensors":
+        raise InvalidInput(f"{path} is not a single-file checkpoint: expected .safetensors (or .ckpt with "
+                           "--trust-pickle)")
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        raise InvalidInput(f"--config-dir does not exist: {config_dir}")
+    return config_dir
+
+
+def _load_single_file_component(model_class, checkpoint: dict, path: Path, config_dir: Path, name: str):
+    """One component from a single-file checkpoint in the original LDM layout, through diffusers'
+    ``from_single_file`` with the config of ``config_dir/name``; refused unless every weight comes from the file.
+
+    ``from_single_file`` loads non-strictly (without accelerate, weights the file lacks stay random), so the
+    converted keys are checked against the module's own.
+    """
+    from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    what = f"{path}: its {name} weights do not match {config_dir / name}/config.json"
+    try:
+        with _diffusers_errors_only():
+            module = model_class.from_single_file(checkpoint, config=str(config_dir), subfolder=name,
+                                                  local_files_only=True, low_cpu_mem_usage=False,
+                                                  torch_dtype=torch.float32)
+    except SingleFileComponentError:
+        raise InvalidInput(f"{path} holds no {name} weights in the original LDM layout (first_stage_model.* for "
+                           "the VAE, model.diffusion_model.* for the UNet)") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidInput(f"{path}: cannot load {name} with the configs of {config_dir} ({exc})") from None
+    except RuntimeError as exc:
+        raise _shape_mismatch(exc, what) from None
+    convert = SINGLE_FILE_LOADABLE_CLASSES[model_class.__name__]["checkpoint_mapping_fn"]
+    missing = sorted(set(module.state_dict()) - set(convert(checkpoint=checkpoint, config=module.config)))
+    if missing:
+        raise InvalidInput(f"{what} (missing {missing[:3]}); it would run with random weights")
+    return module
+
+
+def _load_single_file_text(checkpoint: dict, path: Path, config_dir: Path, device: torch.device):
+    """SD's CLIP text encoder from the file (``cond_stage_model.transformer.*``) with the tokenizer and
+    text_encoder/config.json of ``config_dir``; None when the file has no CLIP weights (the folder's own encoder
+    is used)."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        create_diffusers_clip_model_from_ldm,
+        is_clip_model,
+    )
+
+    if not is_clip_model(checkpoint) or not (config_dir / TEXT_ENCODER_DIR / "config.json").is_file():
+        return None
+    from transformers import CLIPTextModel
+
+    try:
+        with _diffusers_errors_only():
+            model = create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint, subfolder=TEXT_ENCODER_DIR,
+                                                         config=str(config_dir), torch_dtype=torch.float32,
+                                                         local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{path}: cannot load its CLIP text encoder with {config_dir}/text_encoder "
+                           f"({exc})") from None
+    except RuntimeError as exc:
+        raise _shape_mismatch(exc, f"{path}: its text encoder weights do not match "
+                                   f"{config_dir}/text_encoder/config.json") from None
+    found = {key.removeprefix("text_model.") for key in convert_ldm_clip_checkpoint(checkpoint)}
+    missing = sorted(key for key in model.state_dict() if key.removeprefix("text_model.") not in found)
+    if missing:  # loaded non-strictly: these would stay random
+        raise InvalidInput(f"{path}: its text encoder weights do not match {config_dir}/text_encoder/config.json "
+                           f"(missing {missing[:3]}); it would run with random weights")
+    return ClipText(config_dir, device, model=model)
+
+
 def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | str = "fp32", *,
              parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text"), trust_pickle: bool = False,
-             variant: str | None = None) -> LatentDiffusion:
-    """Load the ``parts`` of a local diffusers LDM directory (never from the network).
+             variant: str | None = None, config_dir: str | Path | None = None) -> LatentDiffusion:
+    """Load the ``parts`` of a local diffusers LDM directory, or of a single-file checkpoint (never from the network).
 
     ``parts`` ⊆ {vae, unet, scheduler, text}; the encoder attack needs only ``vae``. A missing
     component is an :class:`InvalidInput` naming it; a missing text encoder is not an error here
@@ -299,22 +399,48 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     Pickled weights (``.bin``) load only with ``trust_pickle``; weights that do not fit a component's
     config are refused rather than left randomly initialised. ``variant`` (``fp16``) loads the
     ``*.fp16.safetensors`` files ``save_pretrained(variant="fp16")`` or a hub download wrote, upcast to fp32.
+
+    ``model_dir`` may be one ``.safetensors`` file in the original LDM (CompVis) key layout, as model sites
+    publish SD checkpoints (``.ckpt`` only with ``trust_pickle``); ``config_dir`` then holds the configs,
+    scheduler and tokenizer (and the toy text encoder), and the VAE, UNet and SD's CLIP text encoder come from
+    the file through diffusers' ``from_single_file`` conversion.
     """
     model_dir = Path(model_dir)
     if variant is not None and (not variant or not variant.replace("_", "").isalnum()):
         raise UsageError(f"--variant {variant!r}: a weights-file variant such as fp16")
     device = torch.device(device)
-    if not model_dir.is_dir():
+    weights = None
+    if model_dir.is_file():
+        weights, model_dir = model_dir, read_single_file(model_dir, config_dir, trust_pickle, variant)
+    elif config_dir is not None:
+        raise UsageError(f"--config-dir goes with a single-file checkpoint (--model-dir FILE.safetensors); "
+                         f"{model_dir} is not a file")
+    elif not model_dir.is_dir():
         raise InvalidInput(f"model directory does not exist: {model_dir}")
     for name in ("vae", "unet", "scheduler"):
         if name in parts:
             _require(model_dir, name)
     from diffusers import AutoencoderKL, UNet2DConditionModel  # slow to import: only once the layout is right
 
-    vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle, variant)
-    unet = _load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle, variant) if "unet" in parts else None
-    text_variant = None
-    if "text" in parts and (model_dir / TEXT_ENCODER_DIR).is_dir():
+    text, text_variant = None, None
+    if weights is not None:
+        from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+        try:
+            checkpoint = load_single_file_checkpoint(str(weights), local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise InvalidInput(f"{weights}: not a readable checkpoint ({exc})") from None
+        vae = _load_single_file_component(AutoencoderKL, checkpoint, weights, model_dir, "vae")
+        unet = (_load_single_file_component(UNet2DConditionModel, checkpoint, weights, model_dir, "unet")
+                if "unet" in parts else None)
+        if "text" in parts:
+            text = _load_single_file_text(checkpoint, weights, model_dir, device)
+        del checkpoint
+    else:
+        vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle, variant)
+        unet = (_load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle, variant)
+                if "unet" in parts else None)
+    if "text" in parts and text is None and (model_dir / TEXT_ENCODER_DIR).is_dir():
         # refused before transformers unpickles; a text encoder shipped without the variant loads its default files
         has_variant = variant is not None and bool(weight_files(model_dir / TEXT_ENCODER_DIR, variant))
         text_variant = variant if has_variant else None
@@ -328,8 +454,10 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     for module in (vae, unet):
         if module is not None:
             module.to(device).eval().requires_grad_(False)
-    text = load_text_encoder(model_dir, device, variant=text_variant) if "text" in parts else None
-    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device), variant)
+    if "text" in parts and text is None:
+        text = load_text_encoder(model_dir, device, variant=text_variant)
+    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device), variant,
+                           weights)
 
 
 # Random-weight architectures by name: "tiny" for tests and laptops; "sd15" has Stable Diffusion 1.5's published

@@ -94,7 +94,8 @@ class HashTextEncoder(nn.Module):
 class ClipText:
     """CLIPTokenizer + CLIPTextModel from a local diffusers directory (``transformers`` required)."""
 
-    def __init__(self, model_dir: str | Path, device: torch.device, variant: str | None = None):
+    def __init__(self, model_dir: str | Path, device: torch.device, variant: str | None = None, model=None):
+        """``model``: a CLIPTextModel loaded elsewhere (from a single-file checkpoint); only the tokenizer is read."""
         try:
             from transformers import CLIPTextModel, CLIPTokenizer
         except ImportError:
@@ -103,9 +104,9 @@ class ClipText:
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(model_dir), subfolder="tokenizer",
                                                            local_files_only=True)
-            self.model = CLIPTextModel.from_pretrained(str(model_dir), subfolder="text_encoder",
-                                                       local_files_only=True, variant=variant,
-                                                       torch_dtype=torch.float32)
+            self.model = model if model is not None else CLIPTextModel.from_pretrained(
+                str(model_dir), subfolder="text_encoder", local_files_only=True, variant=variant,
+                torch_dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"{model_dir}: cannot load the CLIP text_encoder/ or tokenizer/ ({exc})") from None
         self.model.to(device).eval().requires_grad_(False)

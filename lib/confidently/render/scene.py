@@ -6,7 +6,9 @@ from a new state), a control is one file whatever the engines, and an engine dec
 honours so a config asking for something it cannot draw is refused before any rendering starts.
 
 Units: the object is centred at the origin and normalised so its bounding sphere has radius 1; offsets
-are in those radii. Angles are radians. Images are float C×H×W in [0, 1], rows top→bottom.
+are in those radii. A 3DB ROOT's object (``ObjectSpec.blender_units``) keeps its Blender size and origin instead,
+so offsets, heights and distances are Blender units, as 3DB places them; the camera still frames its bounding
+sphere at zoom 1. Angles are radians. Images are float C×H×W in [0, 1], rows top→bottom.
 """
 
 from __future__ import annotations

@@ -368,6 +368,23 @@ def control_class(module: str) -> type[Control]:
     return cls
 
 
+def _canonical_names(cls: type[Control], given: dict[str, Any]) -> dict[str, Any]:
+    """3DB's paper configs capitalise some parameters (``offset_X``, ``rotation_Z``): a name that matches one
+    of the control's parameters but for case is read as that parameter, with a warning naming it."""
+    folded = {name.lower(): name for name in cls.params}
+    out, renamed = {}, []
+    for key, value in given.items():
+        name = key if key in cls.params else folded.get(str(key).lower(), key)
+        if name in out:
+            raise UsageError(f"control {cls.name!r}: parameter {name!r} given twice (once as {key!r})")
+        if name != key:
+            renamed.append(f"{key} as {name}")
+        out[name] = value
+    if renamed:
+        tolerate(f"control {cls.name!r}: parameter names differ from its own in case; reading {', '.join(renamed)}")
+    return out
+
+
 def parse_controls(data: Any, root: Path) -> list[ControlSetup]:
     if data is None:
         return []
@@ -382,7 +399,7 @@ def parse_controls(data: Any, root: Path) -> list[ControlSetup]:
             raise UsageError(f"controls[{i}]: control {cls.name!r} appears twice; give it once with value sets")
         seen.add(cls.name)
         control = cls(root)
-        given = {k: v for k, v in item.items() if k != "module"}
+        given = _canonical_names(cls, {k: v for k, v in item.items() if k != "module"})
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
             raise UsageError(f"control {cls.name!r}: unknown parameter(s) {', '.join(unknown)}; valid parameters: "

@@ -5,7 +5,9 @@ One Blender scene per (object, environment) pair, built from ``read_factory_sett
 * the object — a built-in (the same triangles, normals and UVs as the Mitsuba engine's, see
   ``procedural.py``), or a .obj/.ply/.stl/.glb/.gltf file through Blender's importers, or a .blend file
   (the object named like the file, 3DB's convention, else every mesh in it) — normalised to the unit bounding
-  sphere at the origin and parented to an empty that carries ``rotation`` (Euler XYZ), ``offset``, ``scale``;
+  sphere at the origin, or, for a 3DB ROOT's object (``blender_units``), kept in Blender's size with its origin
+  where the file has it (the camera then frames its bounding sphere, see ``_camera_pose``) — and parented to an
+  empty that carries ``rotation`` (Euler XYZ), ``offset``, ``scale``;
 * its materials — the file's own, or a Diffuse BSDF in the object's colour; a ``texture`` swaps in a Diffuse
   BSDF reading a float image (nearest texel). Texture convention: row = floor(v·s) with Mitsuba's v
   (unadv-patch's), and Mitsuba's loaders set v = 1 − (Blender's v) for .obj files and leave .ply files as
@@ -14,7 +16,9 @@ One Blender scene per (object, environment) pair, built from ``read_factory_sett
   is the image's bottom row): for a mesh file the tensor is the texture image as Blender shows it, rows
   top→bottom, and the same tensor lands on the same texels under both engines;
 * the world — a solid colour, a procedural equirectangular map or an image/HDRI (Environment Texture), both
-  backdrop and light, tinted by ``light_color`` and with strength ``light``;
+  backdrop and light, tinted by ``light_color`` and with strength ``light``; or a .blend environment (3DB's),
+  opened as the main file instead of the empty scene, so its world, lamps and meshes (out of the segmentation)
+  surround the object;
 * a camera placed explicitly (no viewport operators): pose from ``procedural.camera_pose``, lens =
   ``focal_length`` on a 36 mm sensor, depth of field at f/``aperture`` focused on the object's centre.
 
@@ -37,6 +41,7 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from confidently.render.engines.procedural import (
     BUILTIN_OBJECTS,
     MAX_BOUNCES,
     SENSOR_MM,
+    CameraPose,
     bounding_sphere,
     builtin_mesh,
     camera_pose,
@@ -161,6 +167,26 @@ def _pass_writer(bpy, scene, directory: str, passes: list[str]) -> None:
         tree.links.new(socket, target)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A loaded object's origin in its file and its bounding sphere about that origin: what the camera frames.
+    Normalised objects sit at the origin in the unit sphere; 3DB's (``blender_units``) keep Blender's units."""
+
+    home: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    radius: float = 1.0
+
+
+def _blend_environment(environment: EnvironmentSpec) -> Path | None:
+    """The environment's .blend file (a whole scene, 3DB's blender_environments/*.blend), else None."""
+    if environment.path is None or Path(environment.path).suffix.lower() != ".blend":
+        return None
+    path = Path(environment.path)
+    if not path.is_file():
+        raise InvalidInput(f"environment {environment.id!r}: scene file {path} does not exist")
+    return path
+
+
 class BlenderEngine(Engine):
     """Cycles renders (CPU by default) of a built-in object or a mesh/.blend file in a solid, procedural or
     image environment. ``device``: ``cpu``, ``auto`` (a GPU when Cycles finds one), ``cuda[:N]``/``gpu``;
@@ -187,9 +213,19 @@ class BlenderEngine(Engine):
             raise UsageError("render resolution and samples must be >= 1")
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="confidently-bpy-")
+        scenery = _blend_environment(environment)
         with _quiet_stdout():
-            bpy.ops.wm.read_factory_settings(use_empty=True)
+            if scenery is None:
+                bpy.ops.wm.read_factory_settings(use_empty=True)
+            else:  # 3DB opens the environment's .blend as the main file: its world, lights and meshes
+                try:
+                    bpy.ops.wm.open_mainfile(filepath=str(scenery), load_ui=False, use_scripts=False)
+                except RuntimeError as exc:
+                    raise InvalidInput(f"environment {environment.id!r}: Blender cannot open {scenery}: "
+                                       f"{str(exc).strip().splitlines()[-1]}") from None
         self.scene = scene = bpy.context.scene
+        for thing in scene.objects:  # the environment's meshes are scenery: out of the segmentation
+            thing.pass_index = 0
         self.args, self.obj, self.environment = args, obj, environment
         label = obj.label[0] if isinstance(obj.label, list | tuple) else obj.label
         self.label = int(label)
@@ -197,7 +233,7 @@ class BlenderEngine(Engine):
         self.container = bpy.data.objects.new("confidently-object", None)
         scene.collection.objects.link(self.container)
         self.container.rotation_mode = "XYZ"
-        self.meshes = self._object(obj)
+        self.meshes, self.placement = self._object(obj)
         self.colour_material = self._diffuse("confidently-colour", tuple(obj.color) + (1.0,))
         self.original = []
         for mesh_object in self.meshes:
@@ -241,6 +277,9 @@ class BlenderEngine(Engine):
         render.resolution_percentage = 100
         render.film_transparent = True
         render.use_persistent_data = True  # keep the BVH between renders of the pair
+        render.use_compositing, render.use_sequencer = True, False  # as a .blend environment may have them
+        for i, layer in enumerate(scene.view_layers):  # our passes come from the first view layer only
+            layer.use = i == 0
         cycles.samples = args.samples
         cycles.use_adaptive_sampling = False
         cycles.use_denoising = False
@@ -313,7 +352,7 @@ class BlenderEngine(Engine):
             data.update()
             mesh_object = bpy.data.objects.new(obj.builtin, data)
             self.scene.collection.objects.link(mesh_object)
-            return [mesh_object]
+            return [mesh_object], Placement()
         path = Path(obj.path)
         suffix = path.suffix.lower()
         if suffix not in MESH_SUFFIXES:
@@ -322,10 +361,11 @@ class BlenderEngine(Engine):
         if not path.is_file():
             raise InvalidInput(f"object {obj.id!r}: mesh file {path} does not exist")
         before = set(bpy.data.objects)
+        anchor = None
         try:
             with _quiet_stdout():
                 if suffix == ".blend":
-                    self._append_blend(path)
+                    anchor = self._append_blend(path)
                 elif suffix in (".obj", ".ply", ".stl"):  # coordinates as they are (z up), as Mitsuba reads them
                     importer = {".obj": bpy.ops.wm.obj_import, ".ply": bpy.ops.wm.ply_import,
                                 ".stl": bpy.ops.wm.stl_import}[suffix]
@@ -340,6 +380,7 @@ class BlenderEngine(Engine):
         meshes = [o for o in new if o.type == "MESH" and len(o.data.vertices)]
         if not meshes:
             raise InvalidInput(f"object {obj.id!r}: {path} holds no mesh")
+        home = tuple(anchor.matrix_world.translation) if anchor is not None else (0.0, 0.0, 0.0)
         for o in new:  # world transforms baked into single-user meshes; lights, cameras and empties dropped
             if o in meshes:
                 if o.data.users > 1:
@@ -359,7 +400,13 @@ class BlenderEngine(Engine):
         center, radius = bounding_sphere(np.concatenate(positions))
         import mathutils
 
-        normalise = mathutils.Matrix.Scale(1 / radius, 4) @ mathutils.Matrix.Translation(-mathutils.Vector(center))
+        if obj.blender_units:  # 3DB: Blender's size; the origin is the named object's, which stays where it was
+            normalise = mathutils.Matrix.Translation(-mathutils.Vector(home))
+            placement = Placement(np.asarray(home, dtype=np.float64), np.asarray(center) - np.asarray(home),
+                                  float(radius))
+        else:
+            normalise = mathutils.Matrix.Scale(1 / radius, 4) @ mathutils.Matrix.Translation(-mathutils.Vector(center))
+            placement = Placement()
         for o in meshes:
             o.data.transform(normalise)
             if suffix == ".ply":  # Mitsuba reads a .ply's v as it is: flip, so 1 − v holds here too
@@ -369,16 +416,18 @@ class BlenderEngine(Engine):
                     uvs[1::2] = 1 - uvs[1::2]
                     layer.data.foreach_set("uv", uvs)
             o.data.update()
-        return meshes
+        return meshes, placement
 
-    def _append_blend(self, path: Path) -> None:
-        """3DB's convention: the object named like the file; else every object in it."""
+    def _append_blend(self, path: Path):
+        """3DB's convention: the object named like the file (returned); else every object in it (None)."""
         bpy = self.bpy
         with bpy.data.libraries.load(str(path), link=False) as (source, target):
-            target.objects = [path.stem] if path.stem in source.objects else list(source.objects)
+            named = path.stem in source.objects
+            target.objects = [path.stem] if named else list(source.objects)
         for o in target.objects:
             if o is not None:
                 self.scene.collection.objects.link(o)
+        return target.objects[0] if named else None
 
     def _diffuse(self, name: str, colour: tuple[float, ...], image=None):
         material = self.bpy.data.materials.new(name)
@@ -399,6 +448,11 @@ class BlenderEngine(Engine):
 
     def _world(self, environment: EnvironmentSpec) -> None:
         bpy = self.bpy
+        self._light = None
+        self.scenery_lights = None
+        if _blend_environment(environment) is not None:
+            self._scenery_world()
+            return
         world = bpy.data.worlds.new("confidently-world")
         if world.node_tree is None:  # Blender 4.x
             world.use_nodes = True
@@ -409,7 +463,6 @@ class BlenderEngine(Engine):
         output = nodes.new("ShaderNodeOutputWorld")
         links.new(self.background.outputs["Background"], output.inputs["Surface"])
         self.tint = None
-        self._light = None
         if environment.solid is not None:
             return
         # Cycles importance-samples the world from a map it re-bakes whenever the world changes: at the default
@@ -444,7 +497,14 @@ class BlenderEngine(Engine):
         import mathutils
 
         bpy, scene, args = self.bpy, self.scene, self.args
-        pose = camera_pose(state)
+        object_matrix(state)  # validates the scale as the Mitsuba engine does
+        home = self.placement.home
+        self.container.location = tuple(float(v) for v in home + np.asarray(state.offset, dtype=np.float64))
+        self.container.rotation_euler = tuple(float(v) for v in state.rotation)
+        self.container.scale = (float(state.scale),) * 3
+        if state.ground is not None:
+            self._pin(float(state.ground))
+        pose = self._camera_pose(state)
         self.camera.matrix_world = mathutils.Matrix(pose.matrix().tolist())
         camera = self.camera.data
         camera.lens = float(state.focal_length)
@@ -454,12 +514,6 @@ class BlenderEngine(Engine):
                 raise UsageError(f"aperture {state.aperture}: must be a positive f-stop")
             camera.dof.aperture_fstop = float(state.aperture)
             camera.dof.focus_distance = pose.focus_distance
-        object_matrix(state)  # validates the scale as the Mitsuba engine does
-        self.container.location = tuple(float(v) for v in state.offset)
-        self.container.rotation_euler = tuple(float(v) for v in state.rotation)
-        self.container.scale = (float(state.scale),) * 3
-        if state.ground is not None:
-            self._pin(float(state.ground))
         self._set_surfaces(state)
         self._set_point_light(state.point_light)
         self._set_occluder(state.occluder, pose)
@@ -492,16 +546,63 @@ class BlenderEngine(Engine):
             out["depth"] = torch.from_numpy(depth[None].copy())
         return out
 
+    def _camera_pose(self, state: SceneState) -> CameraPose:
+        """``camera_pose`` for a normalised object; for one in Blender units (3DB's), the same view of its
+        bounding sphere: distances × its radius, aimed at its centre as placed where the camera control ran
+        (``aim``, plus the origin's home and the rotated, scaled centre), so zoom 1 frames it whatever its size."""
+        if not self.obj.blender_units:
+            return camera_pose(state)
+        placement = self.placement
+        unit = camera_pose(replace(state, aim=(0.0, 0.0, 0.0), offset=(0.0, 0.0, 0.0)))
+        turn = np.asarray(self.container.rotation_euler.to_matrix(), dtype=np.float64) * float(state.scale)
+        centre = turn @ placement.centre
+        aim = placement.home + np.asarray(state.aim, dtype=np.float64) + centre
+        origin = aim + placement.radius * unit.origin
+        target = np.asarray(self.container.location, dtype=np.float64) + centre
+        return CameraPose(origin, unit.right, unit.up, unit.forward, unit.fov,
+                          max(float(np.dot(target - origin, unit.forward)), 1e-3))
+
+    def _scenery_world(self) -> None:
+        """A .blend environment keeps its own world; each Background node gets a tint for ``light_color``, and
+        ``light`` scales its saved strength (the file's lamps stay as saved). No world: a black one."""
+        bpy = self.bpy
+        world = self.scene.world
+        if world is None:
+            world = self.scene.world = bpy.data.worlds.new("confidently-world")
+            world.color = (0.0, 0.0, 0.0)
+        if world.node_tree is None:  # a world without nodes shows its colour: give it the equivalent nodes
+            world.use_nodes = True
+            background = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
+            background.inputs["Color"].default_value = (*world.color, 1.0)
+        nodes, links = world.node_tree.nodes, world.node_tree.links
+        self.scenery_lights = []
+        for node in [n for n in nodes if n.type == "BACKGROUND"]:
+            tint = nodes.new("ShaderNodeVectorMath")
+            tint.operation = "MULTIPLY"
+            colour = node.inputs["Color"]
+            if colour.is_linked:
+                links.new(colour.links[0].from_socket, tint.inputs[0])
+            else:
+                tint.inputs[0].default_value = tuple(colour.default_value)[:3]
+            tint.inputs[1].default_value = (1.0, 1.0, 1.0)
+            links.new(tint.outputs["Vector"], colour)
+            self.scenery_lights.append((node, float(node.inputs["Strength"].default_value), tint))
+
     def _set_light(self, light: float, colour: tuple[float, float, float]) -> None:
         if (light, colour) == self._light:  # untouched, the world keeps its baked importance map
             return
-        if self.tint is None:
-            solid = self.environment.solid
-            self.background.inputs["Color"].default_value = tuple(s * c for s, c in zip(solid, colour, strict=True)) \
-                + (1.0,)
+        if self.scenery_lights is not None:
+            for node, strength, tint in self.scenery_lights:
+                node.inputs["Strength"].default_value = strength * light
+                tint.inputs[1].default_value = colour
         else:
-            self.tint.inputs[1].default_value = colour
-        self.background.inputs["Strength"].default_value = light
+            if self.tint is None:
+                solid = self.environment.solid
+                self.background.inputs["Color"].default_value = tuple(
+                    s * c for s, c in zip(solid, colour, strict=True)) + (1.0,)
+            else:
+                self.tint.inputs[1].default_value = colour
+            self.background.inputs["Strength"].default_value = light
         self._light = (light, colour)
 
     def _read_pass(self, name: str) -> np.ndarray:
@@ -671,8 +772,9 @@ class BlenderEngine(Engine):
         key = (occluder.path, occluder.builtin)
         if key not in self.occluders:
             spec = ObjectSpec(id="occluder", label=-1, builtin=occluder.builtin,
-                              path=Path(occluder.path) if occluder.path is not None else None)
-            meshes = self._object(spec)
+                              path=Path(occluder.path) if occluder.path is not None else None,
+                              blender_units=self.obj.blender_units and occluder.path is not None)
+            meshes, _ = self._object(spec)
             holder = self.bpy.data.objects.new("confidently-occluder", None)
             self.scene.collection.objects.link(holder)
             grey = self._diffuse("confidently-occluder", (0.35, 0.35, 0.35, 1.0))

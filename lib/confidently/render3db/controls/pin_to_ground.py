@@ -11,7 +11,7 @@ from confidently.render3db.controls.base import Continuous, Control, register_co
 @register_control("pin_to_ground")
 class PinToGround(Control):
     doc = ("Translate the object vertically so its lowest vertex, after orientation/position/scale, sits at height "
-           "`z_ground` (3DB: list it after those controls).")
+           "`z_ground` (bounding radii; Blender units for a 3DB ROOT's objects; 3DB: list it after those controls).")
     params = {"z_ground": Continuous((0.0, 1.0), field="ground", doc="height of the object's lowest point")}
 
     def apply(self, state: SceneState, args: dict[str, Any], context: dict[str, Any] | None = None) -> None:
