@@ -358,12 +358,9 @@ def slug(text: str) -> str:
     render-3db analyze results.jsonl --heatmap camera.zoom_factor,orientation.rotation_z \\
       --boxplot object,environment --stability imagenet_c.severity --tensors heatmaps.safetensors \\
       --plots charts > analysis.jsonl
-    # the thesis' studies: background complexity vs accuracy, texture vs shape, the mug's UV heat map
-    render-3db analyze results.jsonl --background-complexity --texture-bias --texture-labels textures.json \\
-      --uv-heatmap --object mug --tex-size 128 --tensors uv.safetensors --plots charts
-    # physical realism: 5 right and 5 wrong renders per object to photograph, then the photos' outcomes
+    # physical realism: 5 right and 5 wrong renders per object to photograph (ids, parameters, images); the
+    # photos' outcomes then go to --agreement, and the thesis' other studies need uv/segmentation passes (README)
     render-3db analyze results.jsonl --select-physical 5 > to_photograph.jsonl
-    render-3db analyze results.jsonl --agreement photos.jsonl --plots charts
 """))
 @common_options(uses={"seed"})
 def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
@@ -496,9 +493,9 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
 @app.command(epilog=examples("""
     # a run with its renders as PNGs, then 3DB's log layout for it (details.log, images/, class_maps.json)
     render-3db run scene.yaml --out results.jsonl --images-dir renders
-    render-3db dashboard results.jsonl board --class-map labels.json
-    # 3DB's dashboard on it (pip install 'confidently[threedboard]'), then open http://localhost:8001
-    python -m threedboard board --port 8001 --no-browser
+    render-3db dashboard results.jsonl board
+    # then serve it with 3DB's dashboard (pip install 'confidently[threedboard]') and open http://localhost:8001:
+    #   python -m threedboard board --port 8001 --no-browser
 """))
 @common_options()
 def dashboard(source: str = typer.Argument(None, help="Records of `render-3db run` with images (file, or - / "
