@@ -521,13 +521,18 @@ def parse_evaluation(data: Any, search: Path | tuple[Path, ...]) -> tuple[dict[s
     return {"module": name, "args": args}, classmap
 
 
-def _classmap(path: Path, where: str) -> dict[str, Any]:
+def _json_file(path: Path, field: str, missing: str) -> Any:
+    """The JSON a config field names; ``missing`` says where it was looked for."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise InvalidInput(f"evaluation.args.classmap_path: {path.name} not found in {where}") from None
+        raise InvalidInput(f"{field}: {missing}") from None
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"evaluation.args.classmap_path: {path} is not JSON ({exc})") from None
+        raise InvalidInput(f"{field}: {path} is not JSON ({exc})") from None
+
+
+def _classmap(path: Path, where: str) -> dict[str, Any]:
+    data = _json_file(path, "evaluation.args.classmap_path", f"{path.name} not found in {where}")
     if not isinstance(data, dict):
         raise InvalidInput(f"evaluation.args.classmap_path: {path} must map each object uid to a class index "
                            "(or a list of them)")
@@ -626,12 +631,7 @@ def parse_logging(data: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
 
 
 def _label_names(path: Path) -> list[str]:
-    try:
-        names = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"inference.label_map: {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"inference.label_map: {path} is not JSON ({exc})") from None
+    names = _json_file(path, "inference.label_map", f"{path} does not exist")
     if isinstance(names, dict):  # 3DB class maps: {index: name}
         names = [names[k] for k in sorted(names, key=lambda k: int(k))]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
