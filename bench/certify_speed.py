@@ -8,7 +8,9 @@
   settles most images in the first round);
 * ART's ``PyTorchDeRandomizedSmoothing.eval_and_certify`` on the same timm ViT (``vit_tiny_patch16_224``,
   random weights copied across), column ablations of the same size (install it with
-  ``pip install -e '.[bench]'``);
+  ``pip install -e '.[bench]'``): in this process on the library's images, and as an ART user runs it, a
+  fresh Python process that imports ART, builds the peer, loads the weights and decodes the same PNG files
+  as ``certify run`` (start-up included on both sides: the CLI's start-up is not a cost ART escapes);
 * the token-dropping speed-up of a forward over the same ablated batch against the ideal ratio
   of total to kept tokens (goal >= 70 % of ideal).
 
@@ -65,12 +67,17 @@ def cli_run(folder: Path, manifest: str, stride: int, args: argparse.Namespace, 
     command = [certify_tool(), "run", manifest, "--model", "model.safetensors", "--ablation-size",
                str(args.ablation_size), "--stride", str(stride), "--patch-sizes", str(args.patch_size),
                "--batch-size", str(args.batch_size), "--device", "cpu", "-q", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    return child(command, folder, args.threads, "certify run")
+
+
+def child(command: list[str], folder: Path, threads: int, what: str) -> Callable[[], None]:
+    """A run of ``command`` in ``folder`` with ``threads`` threads, stopping the benchmark if it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
 
     def run() -> None:
         proc = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
         if proc.returncode:
-            raise SystemExit(f"certify run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+            raise SystemExit(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}")
 
     return run
 
@@ -83,6 +90,29 @@ def write_photos(folder: Path, count: int, size: int) -> None:
         lines.append(json.dumps({"id": str(index), "image": f"{index}.png"}))
     (folder / "photos.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "none.jsonl").write_text("")
+
+
+def art_script(folder: Path, manifest: str, args: argparse.Namespace) -> Callable[[], None]:
+    """ART as a script in a fresh process on the PNG files of ``manifest`` (this file, ``--art-child``)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--art-child", str(folder / manifest),
+               "--arch", args.arch, "--img-size", str(args.img_size), "--ablation-size", str(args.ablation_size),
+               "--patch-size", str(args.patch_size)]
+    return child(command, folder, args.threads, "the ART script")
+
+
+def art_child(manifest: Path, args: argparse.Namespace) -> None:
+    """What an ART user's script does: import, build the smoothed ViT with the weights, decode, certify."""
+    from confidently.io.images import load_image
+    from confidently.models import load_model
+
+    torch.set_num_threads(args.threads)
+    model = load_model(manifest.parent / "model.safetensors", "cpu")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    images = torch.stack([load_image(row["image"], manifest.parent) for row in rows])
+    certify = art_certifier(args, model, images, model.num_classes)
+    if certify is None:
+        raise SystemExit("ART is not installed: pip install -e '.[bench]'")
+    certify()
 
 
 def art_certifier(args: argparse.Namespace, model, images: torch.Tensor, classes: int) -> Callable[[], object] | None:
@@ -125,7 +155,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--art-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.art_child is not None:
+        art_child(args.art_child, args)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size, classes = args.img_size, 10
@@ -162,10 +196,11 @@ def main() -> None:
         peer = art_certifier(args, model, images, classes)
         if peer is not None:
             runs["ART"] = peer
+            runs["ART script stride 1"] = art_script(folder, "few.jsonl", args)
         seconds = interleaved(runs, args.repeats)
     count = {"library stride 1": args.images, "library stride 10": args.images, "cli stride 1": args.cli_images,
              "cli stride 10": 8 * args.cli_images, "cli stride 1 --early-stop": 8 * args.cli_images,
-             "ART": args.images}
+             "ART": args.images, "ART script stride 1": args.cli_images}
     rate = {name: count[name] / seconds[name] for name in count if name in seconds}
     print(f"`certify run` start-up      {seconds['cli start-up']:8.2f} s (no image: Python, torch, timm, the model)")
     for name in ("library stride 1", "cli stride 1", "library stride 10", "cli stride 10", "cli stride 1 --early-stop"):
@@ -177,6 +212,9 @@ def main() -> None:
         print(line)
     if "ART" in rate:
         print(f"{'ART smoothed ViT (stride 1)':28s} {rate['ART']:8.2f} images/s")
+        script = rate["ART script stride 1"]
+        print(f"{'ART as a script (stride 1)':28s} {script:8.2f} images/s  (a fresh process on the same "
+              f"{args.cli_images} PNGs); `certify run` {rate['cli stride 1'] / script:.2f}x it (goal >= 1.25x)")
     else:
         print("ART not installed: pip install -e '.[bench]'")
     token_dropping(model, Ablation("column", args.ablation_size, 1), images, args.repeats)

@@ -45,7 +45,9 @@ OPTIONS: dict[str, Any] = {
                                        "- or nothing for stdin."),
     "out_dir": typer.Option(..., "--out-dir", help="Folder for the per-image PNG and safetensors files."),
     "force": typer.Option(False, "--force", help="Write into a non-empty --out-dir immunize did not make."),
-    "dtype": typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16 autocast on CUDA (CPU is always fp32)."),
+    "dtype": typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16 on CUDA: the VAE, UNet and text encoder "
+                                                  "weights held in it (fp16: half the memory) and autocast; "
+                                                  "pixels and losses stay fp32 (CPU is always fp32)."),
     "size": typer.Option("auto", "--size", help="Centre-crop + resize images to N×N (auto: the VAE's sample_size; "
                                                 "0 keeps the size, which must be a multiple of the VAE's "
                                                 "downsampling factor)."),
@@ -61,8 +63,8 @@ OPTIONS: dict[str, Any] = {
     "eta": typer.Option(1.0, "--eta", min=0.0, help="DDIM eta (1 = fully stochastic)."),
     "strength": typer.Option(None, "--strength", help="Edit strength (default 1.0 inpaint, 0.5 img2img)."),
     "variant": typer.Option(None, "--variant", help="Load the weights-file variant, e.g. fp16 for "
-                                                    "diffusion_pytorch_model.fp16.safetensors (upcast to fp32; "
-                                                    "--dtype sets the compute dtype)."),
+                                                    "diffusion_pytorch_model.fp16.safetensors (held in --dtype: "
+                                                    "pass --dtype fp16 on CUDA to keep them fp16)."),
     "config_dir": typer.Option(None, "--config-dir", help="With a single-file --model-dir: a local diffusers-layout "
                                                           "folder holding the model's configs (model_index.json, "
                                                           "vae/ and unet/config.json, scheduler/, tokenizer/ + "
@@ -116,8 +118,9 @@ def log(common: Common, message: str) -> None:
 @app.command("tiny-model", epilog=examples("""
     # a tiny random img2img LDM for laptops and CI (real work: a local Stable Diffusion v1.5 folder)
     immunize tiny-model --out tiny-ldm --size 32 --unet img2img
-    # its inpainting twin (9-channel UNet), for records that carry a mask (white = regenerate)
-    immunize tiny-model --out tiny-inpaint --size 32 --unet inpaint
+    # an inpainting twin (9-channel UNet, for records with a mask: white = regenerate) shaped like Stable
+    # Diffusion 2.1: v-prediction, upcast attention, heads listed per block
+    immunize tiny-model --out tiny-inpaint --size 32 --unet inpaint --family sd2
     # three bundled photos at 32 px to immunize: photos/*.png, one record each in photos.jsonl
     dataset export demo:photos --size 32 --crop --limit 3 --out photos > photos.jsonl
 """))
@@ -125,24 +128,43 @@ def log(common: Common, message: str) -> None:
 def tiny_model(out: Path = typer.Option(..., "--out", help="Directory to write (diffusers layout)."),
                size: int = typer.Option(32, "--size", min=8, help="Image side the model is sized for."),
                unet: str = typer.Option("inpaint", "--unet", help="inpaint (9-channel UNet) or img2img (4)."),
-               scale: str = typer.Option("tiny", "--scale", help="tiny, or sd15: Stable Diffusion 1.5's shapes "
-                                         "(VAE ×8, 860M-parameter UNet; ~4 GB on disk) with random weights, to "
-                                         "measure an attack's memory and speed on a GPU."),
+               scale: str = typer.Option("tiny", "--scale", help="tiny, or sd15 / sd2: Stable Diffusion 1.5's / "
+                                         "2.x's shapes (VAE ×8, 860M / 866M-parameter UNet; ~4 GB on disk) with "
+                                         "random weights, to measure an attack's memory and speed on a GPU."),
+               family: str = typer.Option(None, "--family", help="sd15 or sd2 (SD 2.1's configs: v-prediction, "
+                                          "upcast attention, linear attention projections, heads per block); "
+                                          "sdxl (tiny only: SDXL's layout, two CLIP text encoders and "
+                                          "tokenizers, a text_time UNet); default: the scale's (sd15 for tiny)."),
+               prediction: str = typer.Option(None, "--prediction", help="What the UNet predicts, the scheduler's "
+                                              "prediction_type: epsilon or v (default: the family's; epsilon "
+                                              "for sd15, v for sd2)."),
                force: bool = typer.Option(False, "--force", help="Write into a non-empty --out immunize did not "
                                           "make."),
                *, common: Common) -> None:
     """Write a small randomly initialised LDM directory (tiny VAE, UNet, DDIM, hash text encoder) for tests."""
     from confidently.immunize import write_tiny_model
+    from confidently.immunize.models import random_family
+    from confidently.immunize.sdxl import check_tiny_sdxl, write_tiny_sdxl
 
+    if family == "sdxl":  # usage errors before the folder is claimed
+        check_tiny_sdxl(size, unet, scale, prediction)
+        prediction = "epsilon"
+    else:
+        family, prediction = random_family(scale, family, prediction)
     claim_folder(out, "immunize", force=force)
-    model_dir = write_tiny_model(out, size=size, unet=unet, seed=common.seed, scale=scale)
+    if family == "sdxl":
+        model_dir = write_tiny_sdxl(out, size=size, unet=unet, seed=common.seed)
+    else:
+        model_dir = write_tiny_model(out, size=size, unet=unet, seed=common.seed, scale=scale, family=family,
+                                     prediction=prediction)
     vae_config = json.loads((model_dir / "vae" / "config.json").read_text())
     downsampling = 2 ** (len(vae_config["block_out_channels"]) - 1)
     RecordWriter().write({"kind": "immunize.model", "tool_version": __version__, "model_dir": str(out),
-                          "size": size, "unet": unet, "scale": scale, "seed": common.seed,
+                          "size": size, "unet": unet, "scale": scale, "family": family,
+                          "prediction": prediction, "seed": common.seed,
                           "downsampling": downsampling,
                           "note": "random weights: for tests and laptops, not a real editor"})
-    log(common, f"wrote a {scale} random {unet} model to {out}")
+    log(common, f"wrote a {scale} random {unet} model ({family}, {prediction}-prediction) to {out}")
 
 
 @app.command("tiny-clip", epilog=examples("""

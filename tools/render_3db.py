@@ -60,20 +60,22 @@ def split_paths(paths: list[Path], forms: dict[int, str]) -> tuple[Path | None, 
 
 
 def threedb_loggers(experiment: Experiment, images_dir: Path | None, images_shard: Path | None,
-                    outdir: Path | None) -> Path | None:
+                    outdir: Path | None) -> tuple[Path | None, Path | None]:
     """3DB's logger_modules as this tool's outputs: image_logger → OUTDIR/images (the toolbox form needs
-    --images-dir), json_logger → the records (always written), tb_logger → a warning (not written here)."""
+    --images-dir), json_logger → the records (always written), tb_logger → OUTDIR/tensorboard (3DB's form
+    only). Returns (images folder, TensorBoard folder)."""
+    tensorboard = None
     if "tb_logger" in experiment.loggers:
-        import importlib.util
-
-        why = "tensorboard is not installed" if importlib.util.find_spec("tensorboard") is None else \
-            "render-3db writes no TensorBoard logs"
-        console.log(f"[yellow]warning:[/] threedb.result_logging.tb_logger: {why}; the records hold the same data")
+        if outdir is not None:
+            tensorboard = outdir / "tensorboard"
+        else:
+            console.log("[yellow]warning:[/] threedb.result_logging.tb_logger writes OUTDIR/tensorboard: run "
+                        "`render-3db run ROOT CONFIG OUTDIR` for TensorBoard logs; the records hold the same data")
     if "image_logger" in experiment.loggers and images_dir is None and images_shard is None:
         if outdir is not None:
-            return outdir / "images"
+            return outdir / "images", tensorboard
         console.log("[yellow]warning:[/] threedb.result_logging.image_logger: give --images-dir DIR to keep images")
-    return images_dir
+    return images_dir, tensorboard
 
 
 def run_seed(experiment: Experiment, common: Common) -> int:
@@ -214,6 +216,7 @@ def run(paths: list[Path] = RUN_PATHS,
         run_engine,
         run_jobs,
     )
+    from confidently.render3db.outputs import TensorBoardLog
     from confidently.run.device import resolve_device
 
     threedb_root, experiment_path, outdir = split_paths(paths, {1: "EXPERIMENT.yaml", 3: "ROOT CONFIG OUTDIR"})
@@ -224,7 +227,7 @@ def run(paths: list[Path] = RUN_PATHS,
         if resume is None:
             claim_folder(outdir, "render-3db", force=force)
         out, summary = out or outdir / "results.jsonl", summary or outdir / "summary.json"
-    images_dir = threedb_loggers(experiment, images_dir, images_shard, outdir)
+    images_dir, tensorboard_dir = threedb_loggers(experiment, images_dir, images_shard, outdir)
     sha = experiment.sha256(seed)
     policy = str(experiment.policy["module"])
     if dry_run:
@@ -243,7 +246,12 @@ def run(paths: list[Path] = RUN_PATHS,
         raise UsageError("--no-eval writes image records: give --images-shard FILE or --images-dir DIR")
     resolve_device(common.device)  # a device this machine lacks, before any work; each worker resolves its own
     settings = check_model(WorkerSettings(experiment, experiment.inference.get("model"), common.device, not no_eval,
-                                          images is not None))
+                                          images is not None or tensorboard_dir is not None))
+    tensorboard = None
+    if tensorboard_dir is not None:
+        tensorboard = TensorBoardLog(tensorboard_dir, start=len(skip))
+        console.log(f"threedb.result_logging.tb_logger: TensorBoard logs in {tensorboard_dir} (view them with: "
+                    f"tensorboard --logdir {tensorboard_dir})")
     engine = run_engine(experiment, common.engine, common.address, "engine" in common.explicit,
                         common.gpus_per_worker)
     stream = open_output(out, append, force)
@@ -262,24 +270,30 @@ def run(paths: list[Path] = RUN_PATHS,
             record = images.add(record, tensors) if images is not None else record
             writer.write(record)
             accuracy.add(record)
+            if tensorboard is not None:
+                tensorboard.add(record, tensors)
     finally:
         try:
             if images is not None:
                 images.close()
+            if tensorboard is not None:
+                tensorboard.close()
         finally:
             engine.close()
             if stream is not None:
                 stream.close()
     elapsed = time.perf_counter() - started
     done = writer.count
+    ready = engine.workers_ready  # None when no job was left to run
+    timing = f"{done} renders in {elapsed:.1f} s" + (f" (workers up after {ready:.1f} s)" if ready is not None else "")
     if accuracy.n:
-        console.log(f"{done} renders in {elapsed:.1f} s; accuracy {accuracy.correct / accuracy.n:.3f} "
-                    f"({accuracy.correct}/{accuracy.n})")
+        console.log(f"{timing}; accuracy {accuracy.correct / accuracy.n:.3f} ({accuracy.correct}/{accuracy.n})")
     else:
-        console.log(f"{done} renders in {elapsed:.1f} s" + (f" ({len(skip)} done before)" if skip else ""))
+        console.log(timing + (f" ({len(skip)} done before)" if skip else ""))
     if summary is not None:
         body = {"tool": "render-3db", "version": __version__, "renders": done, "skipped": len(skip),
-                "config_sha256": sha, "seconds": round(elapsed, 3), **accuracy.summary()}
+                "config_sha256": sha, "seconds": round(elapsed, 3),
+                "workers_ready_seconds": None if ready is None else round(ready, 3), **accuracy.summary()}
         write_json_atomic(summary, body)
 
 
@@ -361,6 +375,8 @@ def slug(text: str) -> str:
     # physical realism: 5 right and 5 wrong renders per object to photograph (ids, parameters, images); the
     # photos' outcomes then go to --agreement, and the thesis' other studies need uv/segmentation passes (README)
     render-3db analyze results.jsonl --select-physical 5 > to_photograph.jsonl
+    # 3DB's dashboard panels (failure modes, per object, aggregate trends) drawn by `report` with the records
+    render-3db analyze results.jsonl --report > panels.jsonl && report results.jsonl panels.jsonl --out site
 """))
 @common_options(uses={"seed"})
 def analyze(source: str = typer.Argument(None, help="Records of `render-3db run` (file, or - / stdin)."),
@@ -395,6 +411,10 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
                                          "wrongly classified renders to recreate as photos (drawn by --seed)."),
             real: Path = typer.Option(None, "--agreement", help="JSONL of photo outcomes {id: render id, "
                                       "is_correct}: agreement, PPV and NPV per object.", dir_okay=False),
+            panels: bool = typer.Option(False, "--report", help="3DB's dashboard panels as rows (analysis "
+                                        "\"report\"): failure modes (the lowest-accuracy control values, "
+                                        "scenes and configurations), per object (accuracy and sensitivity to "
+                                        "each control group) and aggregate trends; `report` draws them."),
             tensors: Path = typer.Option(None, "--tensors", help="Write heatmaps (acc, n; uv_accuracy) to this "
                                          ".safetensors."),
             plots: Path = typer.Option(None, "--plots", help="Write PNG charts into this folder."),
@@ -402,13 +422,15 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
                                        "--plots folder render-3db did not write."),
             *, common: Common) -> None:
     """Accuracy per control value, interaction heatmaps, box plots, prediction stability, background complexity,
-    texture vs shape bias, UV heat maps, renders to photograph and agreement with the photos (JSONL rows)."""
+    texture vs shape bias, UV heat maps, renders to photograph, agreement with the photos and 3DB's dashboard
+    panels (JSONL rows; `report` draws them)."""
     import torch
     from confidently.io.artifacts import artifact_metadata, save_artifact
     from confidently.render3db import accuracy_by, boxplot, confusion, heatmap, overall, stability
     from confidently.render3db import analysis_studies as studies
     from confidently.render3db.analysis import plot_boxplot, plot_by, plot_heatmap
     from confidently.render3db.analysis_images import background_complexity, plot_complexity, plot_uv, uv_heatmap
+    from confidently.render3db.analysis_report import dashboard_panels, plot_aggregate, plot_per_object
 
     if texture_bias != (texture_labels is not None):
         raise UsageError("--texture-bias and --texture-labels go together: the labels say which class each "
@@ -424,7 +446,7 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
     source = input_source(source, "render-3db records")
     base = Path(source).resolve().parent if source != "-" else Path.cwd()
     records = read_results(source)
-    any_study = complexity or texture_bias or uv or physical is not None or real is not None
+    any_study = complexity or texture_bias or uv or panels or physical is not None or real is not None
     writer = RecordWriter()
     writer.write(overall(records))
     if plots is not None:
@@ -467,9 +489,9 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
             for param in dict.fromkeys(r["param"] for r in rows):
                 studies.plot_texture_bias([r for r in rows if r["param"] == param],
                                           str(plots / f"texture_bias_{slug(param)}.png"))
-    if uv_object is not None:
+    if uv:
         result = uv_heatmap(records, base, uv_object, tex_size)
-        writer.write(result["row"])
+        writer.write({**result["row"], **({"tensors": str(tensors)} if tensors is not None else {})})
         arrays["uv_accuracy"] = result["acc"].float()
         arrays["uv_visible"], arrays["uv_correct"] = result["visible"], result["correct"]
         axes["uv_accuracy"] = {"object": uv_object, "rows": "v", "cols": "u", "tex_size": tex_size}
@@ -482,6 +504,12 @@ def analyze(source: str = typer.Argument(None, help="Records of `render-3db run`
         writer.write_all(rows)
         if plots is not None:
             studies.plot_agreement(rows, str(plots / "agreement.png"))
+    if panels:
+        rows = dashboard_panels(records, bins)
+        writer.write_all(rows)
+        if plots is not None:
+            plot_per_object([r for r in rows if r["panel"] == "per_object"], str(plots / "report_per_object.png"))
+            plot_aggregate([r for r in rows if r["panel"] == "aggregate"], str(plots / "report_aggregate.png"))
     if tensors is not None:
         if not arrays:
             raise UsageError("--tensors holds heatmaps: add --heatmap P1,P2 or --uv-heatmap")

@@ -241,11 +241,13 @@ def with_autocast(model: nn.Module, autocast: torch.dtype | None) -> nn.Module:
 
 
 def _prefers_channels_last(model: nn.Module, images: torch.Tensor, autocast: torch.dtype | None) -> bool:
-    """Whether mixed-precision passes should run on channels-last pixels: a network of sliding (overlapping)
-    convolutions under autocast, where bf16/fp16 kernels (tensor cores, oneDNN) want that layout. fp32 passes keep
-    the caller's layout, because another layout picks other kernels and changes the last bits of the numbers
-    (a model converted to channels-last runs so anyway); a ViT's patchifying convolution gains nothing."""
-    if autocast is None or autocast == torch.float32 or images.ndim != 4:
+    """Whether the attack's passes should run on channels-last pixels: a network of sliding (overlapping)
+    convolutions under autocast, where bf16/fp16 kernels (tensor cores, oneDNN) want that layout, and on the CPU
+    in fp32 too, where oneDNN's channels-last convolutions take a PGD pass 1.2-1.4x faster (bench/advtrain_pgd.py;
+    other kernels, so the last bits of the numbers differ from a channels-first pass). fp32 on a GPU keeps the
+    caller's layout (not measured); a ViT's patchifying convolution gains nothing."""
+    fp32 = autocast is None or autocast == torch.float32
+    if images.ndim != 4 or (fp32 and images.device.type != "cpu"):
         return False
     return any(isinstance(m, nn.Conv2d) and any(k > s for k, s in zip(m.kernel_size, m.stride, strict=True))
                for m in model.modules())

@@ -11,15 +11,20 @@ from confidently.errors import InvalidInput, UsageError
 from confidently.immunize import (
     EditConfig,
     HashTextEncoder,
+    PGDConfig,
+    Request,
     conditioning,
     configured_mode,
     edit_image,
+    immunize,
     load_ldm,
     load_prompt_embeds,
     model_fingerprint,
     resolve_mode,
     tiny_components,
 )
+from confidently.immunize.attacks import DiffusionAttack
+from confidently.immunize.models import parse_dtype
 from safetensors.torch import save_file
 
 from tests.immunize.conftest import blobs, centre_mask
@@ -218,3 +223,44 @@ def test_cli_exits_3_on_mismatched_or_pickled_components(tiny_dir, tmp_path, run
     trusted = run_tool("immunize", "edit", "-", "--model-dir", pickled, "--out-dir", tmp_path / "edits",
                        "--trust-pickle")
     assert trusted.returncode == 0, trusted.stderr
+
+
+def test_weights_are_held_in_the_dtype_and_pixels_stay_fp32(tiny_dir, ldm):
+    """`--dtype fp16|bf16` on CUDA holds the VAE, UNet and text encoder weights in that dtype (load_ldm's
+    weights_dtype defaults to the compute dtype: fp16 there, fp32 on a CPU). Forced on the CPU, bf16 weights compute
+    in bf16 while the latents and images that come out are fp32, close to the fp32 weights' ones."""
+    on_cpu = load_ldm(tiny_dir, "cpu", "fp16")
+    assert on_cpu.dtype == on_cpu.weights_dtype == on_cpu.unet.dtype == torch.float32  # a CPU computes in fp32
+    assert parse_dtype("fp16", torch.device("cuda")) == torch.float16  # what load_ldm holds the weights in on CUDA
+    half = load_ldm(tiny_dir, weights_dtype="bf16")
+    assert half.vae.dtype == half.unet.dtype == half.text.tokens.weight.dtype == half.weights_dtype == torch.bfloat16
+    x = blobs(1) * 2 - 1
+    z, reference = half.encode_mean(x), ldm.encode_mean(x)
+    image = half.decode(z * half.scaling_factor)
+    assert z.dtype == image.dtype == torch.float32
+    assert float((z - reference).abs().max()) < 0.05 * float(reference.abs().max())
+    expected = ldm.decode(reference * ldm.scaling_factor)
+    error, scale = (image - expected).abs(), float(expected.abs().max())  # the random decoder's range is ±3
+    assert float(error.mean()) < 0.01 * scale and float(error.max()) < 0.1 * scale
+    with pytest.raises(UsageError, match="--dtype 'fp8'"):
+        load_ldm(tiny_dir, weights_dtype="fp8")
+
+
+def test_fp16_weights_keep_the_loss_scale_and_fp32_pixel_gradients(tiny_img2img_dir, ldm_img2img, monkeypatch):
+    """fp16 weights underflow small gradients as fp16 autocast does: the loss is scaled (and unscaled) in PGD;
+    the gradient that reaches the pixels is fp32."""
+    from confidently.immunize import attacks
+
+    half = load_ldm(tiny_img2img_dir, weights_dtype="fp16")
+    scales, real = [], attacks.pgd
+    monkeypatch.setattr(attacks, "pgd", lambda *a, **k: scales.append(k["loss_scale"]) or real(*a, **k))
+    x = blobs(1, seed=1)
+    for model, scale in ((half, 1024.0), (ldm_img2img, 1.0)):
+        result = immunize(model, Request(x, key="a"), "encoder", PGDConfig(steps=3))
+        assert scales.pop() == scale
+        assert result.x_adv.dtype == torch.float32 and result.loss_final < result.loss_init
+    request = Request(x.clone().requires_grad_(True), key="a", cond=conditioning(half.text, "a dog", ""),
+                      edit=EditConfig("img2img", steps=2), noise="fixed")
+    DiffusionAttack().objective(half, request)(request.x).backward()
+    assert request.x.grad.dtype == torch.float32 and bool(torch.isfinite(request.x.grad).all())
+    assert float(request.x.grad.abs().sum()) > 0

@@ -163,3 +163,22 @@ def test_fingerprint_hashes_the_weights_not_only_the_configs(tiny_dir, tmp_path)
     assert model_fingerprint(copy) == model_fingerprint(tiny_dir)
     assert model_fingerprint(copy, variant="fp16") != model_fingerprint(tiny_dir)
     assert load_ldm(copy, parts=("vae",), variant="fp16").fingerprint() == model_fingerprint(copy, variant="fp16")
+
+
+@pytest.mark.parametrize("unet", ["inpaint", "img2img"])
+def test_bf16_weights_edit_like_the_fp32_weights_in_both_backends(unet, tiny_dir, tiny_img2img_dir, ldm, ldm_img2img):
+    """`--dtype bf16`'s weights path forced on the CPU (no autocast there, so the modules really compute in bf16;
+    pixels in and edits out stay fp32): each backend's edit is the fp32 weights' edit up to bf16 rounding, well
+    below what another seed changes."""
+    reference = ldm if unet == "inpaint" else ldm_img2img
+    half = load_ldm(tiny_dir if unet == "inpaint" else tiny_img2img_dir, weights_dtype="bf16")
+    assert half.unet.dtype == half.vae.dtype == torch.bfloat16 and half.dtype == torch.float32
+    x, mask = blobs(1, seed=8)[0], centre_mask()[0]
+    cond, config = conditioning(reference.text, "a red car", ""), EditConfig(unet, steps=4)
+    for backend in ("own", "pipeline"):
+        a = edit_image(half, x, cond, config, seed=3, mask=mask, paste=False, backend=backend)
+        b = edit_image(reference, x, cond, config, seed=3, mask=mask, paste=False, backend=backend)
+        other = edit_image(reference, x, cond, config, seed=4, mask=mask, paste=False, backend=backend)
+        assert a.dtype == torch.float32
+        rounding, seed = float((a - b).abs().mean()), float((other - b).abs().mean())
+        assert rounding < 0.01 and float((a - b).abs().max()) < 0.1 and seed > 10 * rounding, backend

@@ -4,6 +4,7 @@ renders chosen for photographs and agreement with the photos."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -92,7 +93,8 @@ def test_background_complexity_from_renders_and_from_files(tmp_path):
         background_complexity([{**records[0], "segmentation": None}], tmp_path)
 
 
-def test_uv_heatmap_counts_each_visible_texel_once_per_render(tmp_path):
+def uv_renders(tmp_path) -> list[dict]:
+    """Three 2×2 renders with UV and segmentation passes in ``r.safetensors``, and their records."""
     # 2×2 renders, a 2×2 texture; pixel (row, col) → (u, v); seg -1 is background whatever its UV says
     uv = torch.zeros(3, 2, 2, 2)
     seg = torch.full((3, 1, 2, 2), -1, dtype=torch.int32)
@@ -112,6 +114,11 @@ def test_uv_heatmap_counts_each_visible_texel_once_per_render(tmp_path):
                 "uv": {"tensors": "r.safetensors", "key": "uv", "index": i},
                 "segmentation": {"tensors": "r.safetensors", "key": "segmentation", "index": i}}
                for i, (rid, obj, ok) in enumerate([("a", "mug", True), ("b", "mug", False), ("c", "ball", True)])]
+    return records
+
+
+def test_uv_heatmap_counts_each_visible_texel_once_per_render(tmp_path):
+    records = uv_renders(tmp_path)
     result = uv_heatmap(records, tmp_path, "mug", 2)
     assert result["visible"].tolist() == [[2, 1], [1, 0]] and result["correct"].tolist() == [[1, 1], [0, 0]]
     acc = result["acc"]
@@ -122,6 +129,24 @@ def test_uv_heatmap_counts_each_visible_texel_once_per_render(tmp_path):
         uv_heatmap(records, tmp_path, "cup", 2)
     with pytest.raises(UsageError, match="with_uv"):
         uv_heatmap([{**records[0], "uv": None}], tmp_path, "mug", 2)
+
+
+def test_the_uv_row_names_its_tensor_file_and_report_draws_the_map_from_it(tmp_path, monkeypatch, capsys):
+    from confidently.cli.app import run_app
+    from confidently.report.sections.render_3db import draw
+    from confidently_tools.render_3db import app
+
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in uv_renders(tmp_path)))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        run_app(app, "render-3db", ["analyze", "results.jsonl", "--uv-heatmap", "--object", "mug", "--tex-size", "2",
+                                    "--tensors", "uv.safetensors"])
+    assert done.value.code == 0
+    (row,) = [r for line in capsys.readouterr().out.splitlines() if (r := json.loads(line))["analysis"] == "uv_heatmap"]
+    assert row["tensors"] == "uv.safetensors" and row["visible_texels"] == 3
+    (tmp_path / "site").mkdir()
+    (block,) = [b for b in draw([row], tmp_path / "site") if b.title == "UV heat map: mug"]
+    assert block.image == "uv-mug.png" and (tmp_path / "site" / "uv-mug.png").is_file()
 
 
 def swap_record(obj, source, heading, prediction):

@@ -10,7 +10,9 @@ import sys
 import textwrap
 
 import pytest
+import torch
 import yaml
+from confidently.errors import UsageError
 from confidently.io.images import decode_file
 
 from tests.tools.test_render_3db_cli import ENV
@@ -118,7 +120,7 @@ def test_a_3db_folder_and_config_run_unchanged_from_another_folder(root, config,
     for r in rows:  # the image logger's renders, at render_args.resolution
         assert decode_file(tmp_path / "out" / r["image"]).shape[-2:] == (32, 32)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["renders"] == 8
-    assert "tb_logger" in done.stderr  # TensorBoard is not installed here: said, not failed
+    assert len(list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # the tb_logger's
 
 
 def test_3db_discovery_and_policies_reach_the_plan(root, config, tmp_path):
@@ -177,11 +179,11 @@ def test_pretrained_weights_come_only_from_the_local_hub_cache(root, config, tmp
 
 def test_unknown_3db_keys_fail_with_the_valid_ones(root, config, tmp_path):
     path = config("""
-        inference: {module: torchvision.models, class: resnet18, uid_to_logits: x.json}
+        inference: {module: torchvision.models, class: resnet18, uid_to_labels: x.json}
     """)
     done = render_3db(tmp_path / "cwd", "run", root, path, tmp_path / "out", "--renderer", "null")
     assert done.returncode == 2
-    assert "uid_to_logits" in done.stderr and "output_shape" in done.stderr and "label_map" in done.stderr
+    assert "uid_to_labels" in done.stderr and "output_shape" in done.stderr and "label_map" in done.stderr
     done = render_3db(tmp_path / "cwd", "run", root, path)  # neither form
     assert done.returncode == 2 and "ROOT CONFIG OUTDIR" in done.stderr
 
@@ -212,3 +214,54 @@ def test_published_configs_3db_rejects_load_with_a_warning(root, config, tmp_pat
     liquid = parse_controls([{"module": "threedb.controls.blender.mug_liquid", "ratio_milk": 0, "ratio_coffee": 0}],
                             root)
     assert liquid[0].name == "mug_liquid"
+
+
+@pytest.mark.parametrize("order", [("scale", "camera"), ("camera", "scale")])
+def test_the_camera_frames_the_object_as_the_controls_before_it_scaled_it(tmp_path, order):
+    """3DB's camera fits the object as it stands when the camera control runs: a scale listed before it is
+    re-fitted (the object fills the frame as at scale 1), one listed after it shrinks the object in the image."""
+    from confidently.render3db import RenderWorker, WorkerSettings, load_experiment
+    from confidently.render3db.jobs import Job
+
+    (tmp_path / "exp.yaml").write_text(
+        "objects: [{id: ball, builtin: sphere, label: 1}]\n"
+        "environments: [{id: grey, solid: [0.5, 0.5, 0.5]}]\n"
+        "render_args: {engine: null, resolution: 48, samples: 4, with_segmentation: true}\n"
+        "controls:\n" + "".join(f"  - {{module: {name}}}\n" for name in order))
+    worker = RenderWorker(WorkerSettings(load_experiment(tmp_path / "exp.yaml"), evaluate=False, keep_images=True))
+    camera = {"camera.view_point_x": 0.0, "camera.view_point_y": -1.0, "camera.view_point_z": 0.3,
+              "camera.zoom_factor": 1.0, "camera.aperture": None, "camera.focal_length": 50.0}
+
+    def area(factor):
+        job = Job(order=0, id="j", pair=0, environment="grey", object="ball", label=1, index=0, point=(),
+                  discrete=(), args={**camera, "scale.factor": factor}, seed=7)
+        out, _ = worker.render(job)
+        return int((out["segmentation"] >= 0).sum())
+
+    full, half = area(1.0), area(0.5)
+    looked = worker.render(Job(order=0, id="j", pair=0, environment="grey", object="ball", label=1, index=0, point=(),
+                               discrete=(), seed=7, args={**camera, "scale.factor": 1.0, "camera.view_point_x": 0.0,
+                                                          "camera.view_point_y": 0.0, "camera.view_point_z": 0.0}))
+    diagonal = worker.render(Job(order=0, id="j", pair=0, environment="grey", object="ball", label=1, index=0,
+                                 point=(), discrete=(), seed=7, args={**camera, "scale.factor": 1.0,
+                                                                      "camera.view_point_x": 1.0,
+                                                                      "camera.view_point_y": 1.0,
+                                                                      "camera.view_point_z": 1.0}))
+    assert torch.equal(looked[0]["rgb"], diagonal[0]["rgb"])  # 3DB's unit tests' (0, 0, 0): from (1, 1, 1)
+    assert full > 200
+    if order[0] == "scale":
+        assert abs(half / full - 1) < 0.15, (half, full)  # re-fitted: the same share of the frame
+    else:
+        assert abs(half / full - 0.25) < 0.08, (half, full)  # half the radius: a quarter of the area
+
+
+def test_3db_policy_arguments_read_as_3db_reads_them():
+    from confidently.render3db.config import parse_policy
+
+    # random_search's default seed is None (unseeded in 3DB): the run's --seed then decides, as without one
+    assert parse_policy({"module": "threedb.policies.random_search", "samples": 2, "seed": None}) == \
+        {"module": "random", "samples": 2}
+    with pytest.warns(UserWarning, match="samples_per_dim is the grid's"):  # a child config's policy lost its module
+        assert parse_policy({"samples_per_dim": 3}) == {"module": "grid", "samples_per_dim": 3}
+    with pytest.raises(UsageError, match="policy: expected"):  # anything else without a module is still refused
+        parse_policy({"samples": 3})

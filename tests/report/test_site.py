@@ -21,6 +21,8 @@ EXPECTED = {
     "influence.jsonl": ("influence", ["ranking.png", "counterfactual.png", "convergence.png"]),
     "unadv-patch.jsonl": ("unadv-patch", ["accuracy.png", "texture-accuracy.png"]),
     "render-3db.jsonl": ("render-3db", ["by-parameter.png", "heatmap.png"]),
+    "render-3db-analyses.jsonl": ("render-3db", ["panel-per-object.png", "panel-aggregate.png",
+                                                 "background-complexity.png"]),
     "immunize.jsonl": ("immunize", ["similarity.png"]),
     "training.jsonl": ("training", ["curves-1-robust16.safetensors-train.png", "curves-2-base16.safetensors-full.png",
                                     "curves-3-base16.safetensors-ablation.png"]),

@@ -1,6 +1,7 @@
 """Serial, sharded and Ray runs emit identical records."""
 
 import io
+import time
 
 import pytest
 import torch
@@ -48,10 +49,19 @@ def test_ray_tasks_equal_serial(ray_local):
 @pytest.mark.ray
 def test_ray_actors_keep_state_and_order(ray_local):
     engine = create_engine("ray")
-    results = list(engine.map_stateful(Counter, range(20), workers=2))
+    results = list(engine.map_stateful(SlowStart, range(20), workers=2))
     engine.close()
     assert [value for value, _ in results] == [i * 10 for i in range(20)]
     assert sum(calls for _, calls in results) > 20  # each actor counted its own calls
+    assert engine.workers_ready >= SlowStart.seconds  # the start-up is timed up to the built actors
+
+
+@pytest.mark.parametrize("engine", ["serial"])
+def test_engines_time_their_workers_start_up(engine):
+    engine = create_engine(engine)
+    assert engine.workers_ready is None
+    assert [value for value, _ in engine.map_stateful(SlowStart, range(3))] == [0, 10, 20]
+    assert SlowStart.seconds <= engine.workers_ready < 10 * SlowStart.seconds + 1
 
 
 class Counter:
@@ -61,3 +71,13 @@ class Counter:
     def __call__(self, item):
         self.calls += 1
         return item * 10, self.calls
+
+
+class SlowStart(Counter):
+    """A worker whose construction takes a known time (a renderer's or model's start-up)."""
+
+    seconds = 0.2
+
+    def __init__(self):
+        super().__init__()
+        time.sleep(self.seconds)

@@ -89,6 +89,7 @@ def test_validate_dry_run_and_run_agree_and_records_follow_the_schema(workspace,
     summary = json.loads((workspace / "summary.json").read_text())
     assert summary["renders"] == PLANNED and summary["accuracy"] == pytest.approx(
         sum(r["is_correct"] for r in results) / PLANNED)
+    assert 0 < summary["workers_ready_seconds"] < summary["seconds"]
 
 
 def test_no_eval_shard_feeds_other_tools_and_matches_the_records(workspace):

@@ -323,7 +323,9 @@ METHODS: Registry[Any] = Registry("immunization method")
 
 
 def _fp16_scale(ldm: LatentDiffusion) -> float:
-    return 1024.0 if ldm.device.type == "cuda" and ldm.dtype == torch.float16 else 1.0
+    """The loss scale against fp16 gradient underflow: under fp16 autocast on CUDA, or with fp16 weights anywhere."""
+    fp16 = (ldm.device.type == "cuda" and ldm.dtype == torch.float16) or ldm.weights_dtype == torch.float16
+    return 1024.0 if fp16 else 1.0
 
 
 PhotoStep = Callable[[int, list[float]], None]  # (iteration, each request's loss) in a batch
@@ -524,7 +526,7 @@ class RandomNoise:
 def _same_conditioning(a: Conditioning | None, b: Conditioning | None) -> bool:
     if a is None or b is None:
         return a is b
-    return a is b or (torch.equal(a.cond, b.cond) and torch.equal(a.uncond, b.uncond))
+    return a is b or a.same(b)  # SDXL's pooled embeddings too
 
 
 def batchable(a: Request, b: Request) -> bool:

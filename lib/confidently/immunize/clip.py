@@ -112,10 +112,10 @@ def _bytes_to_unicode() -> dict[int, str]:
 TINY_MERGES = ("t h", "th e</w>", "a n", "o n", "i n", "e r", "o r", "a r", "p h", "o t", "h o", "c a")
 
 
-def write_tiny_clip(out: str | Path, *, size: int = 32, seed: int = 0) -> Path:
-    """A random tiny CLIP (2-layer 32-d text and vision towers, ``size``-pixel images) and a minimal
-    byte-level BPE tokenizer (every byte, alone and word-final, and a dozen merges), saved with
-    ``save_pretrained`` so :class:`ClipSimilarity` (and ``CLIPModel.from_pretrained``) load it offline."""
+def write_tiny_tokenizer(out: str | Path, *, save: bool = True, **options):
+    """A minimal byte-level BPE ``CLIPTokenizer`` (every byte, alone and word-final, and a dozen merges) over
+    ``out/vocab.json`` + ``merges.txt``; ``options`` go to its constructor (``pad_token``, ``model_max_length``),
+    and with ``save`` it is saved there with ``save_pretrained`` (a diffusers ``tokenizer/`` folder)."""
     transformers = _transformers()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,20 @@ def write_tiny_clip(out: str | Path, *, size: int = 32, seed: int = 0) -> Path:
     vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n")
-    tokenizer = transformers.CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"))
+    tokenizer = transformers.CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), **options)
+    if save:
+        tokenizer.save_pretrained(str(out))
+    return tokenizer
+
+
+def write_tiny_clip(out: str | Path, *, size: int = 32, seed: int = 0) -> Path:
+    """A random tiny CLIP (2-layer 32-d text and vision towers, ``size``-pixel images) and a minimal
+    byte-level BPE tokenizer (every byte, alone and word-final, and a dozen merges), saved with
+    ``save_pretrained`` so :class:`ClipSimilarity` (and ``CLIPModel.from_pretrained``) load it offline."""
+    transformers = _transformers()
+    out = Path(out)
+    tokenizer = write_tiny_tokenizer(out, save=False)
+    vocab = tokenizer.get_vocab()
     image_processor = transformers.CLIPImageProcessor(size={"shortest_edge": size},
                                                       crop_size={"height": size, "width": size})
     transformers.CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(out))

@@ -8,6 +8,12 @@ components, as the reference code's ``attack_forward`` does:
 * img2img (4-channel UNet, SDEdit): encode, noise to the timestep given by strength, denoise.
 * classifier-free guidance ε̂ = ε_u + g·(ε_c − ε_u); DDIM with ``eta``; a fresh scheduler per call
   (stateful schedulers break repeated unrolls).
+* the UNet predicts ε, or v (SD 2.1 at 768: the scheduler config's ``prediction_type: v_prediction``):
+  guidance mixes the raw outputs, as the pipelines do, and ``DDIMScheduler.step`` converts v with the
+  scheduler's own alphas, x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v and ε̂ = √ᾱ_t·v + √(1−ᾱ_t)·x_t, in fp32: the
+  arithmetic of ``--backend pipeline`` (tests/immunize/test_sd2.py).
+* the UNet and VAE get their inputs in their weights' dtype (fp16/bf16 weights on CUDA) and return fp32:
+  latents, the DDIM step, the decoded image and every loss on it stay fp32.
 * every random number (VAE posterior samples, initial latents, DDIM variance noise) is drawn up
   front from a CPU ``torch.Generator``, in the order diffusers' pipelines draw them from theirs, and
   moved to the device: CPU and GPU runs see the same noise, checkpointed recomputation sees the
@@ -35,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from confidently.errors import InvalidInput, UsageError
 from confidently.immunize.edit_backends import EDIT_BACKENDS, register_edit_backend
 from confidently.immunize.models import MODES, LatentDiffusion
+from confidently.immunize.sdxl import guidance_changes_nothing, unet_kwargs
 from confidently.immunize.text import Conditioning
 
 DEFAULT_STRENGTH = {"inpaint": 1.0, "img2img": 0.5}
@@ -202,8 +209,9 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
         latents = scheduler.add_noise(_encode(ldm, s, noise.image_posterior) * sf, noise.initial,
                                       timesteps[:1].repeat(batch))
 
-    guided = config.guidance > 1.0 and not torch.equal(cond.cond, cond.uncond)
-    embeddings = (torch.cat([cond.uncond, cond.cond]) if guided else cond.cond).to(device)
+    guided = config.guidance > 1.0 and not guidance_changes_nothing(ldm, cond)
+    added = unet_kwargs(ldm, cond, batch, height, width, guided)  # SDXL's pooled embeddings and time ids
+    embeddings = (torch.cat([cond.uncond, cond.cond]) if guided else cond.cond).to(device, ldm.unet.dtype)
     embeddings = embeddings.repeat_interleave(batch, dim=0)
     if extra is not None and guided:
         extra = torch.cat([extra, extra])
@@ -214,8 +222,9 @@ def _edit_forward(ldm: LatentDiffusion, pixels: torch.Tensor, cond: Conditioning
         model_input = scheduler.scale_model_input(model_input, t)
         if extra is not None:
             model_input = torch.cat([model_input, extra], dim=1)
+        model_input = model_input.to(ldm.unet.dtype)  # the weights' dtype in, fp32 out: latents stay fp32
         with ldm.autocast():
-            eps = ldm.unet(model_input, t, encoder_hidden_states=embeddings).sample.float()
+            eps = ldm.unet(model_input, t, encoder_hidden_states=embeddings, **added).sample.float()
         if guided:
             uncond, text = eps.chunk(2)
             eps = uncond + config.guidance * (text - uncond)

@@ -134,8 +134,8 @@ class Prompts:
             if "negative_prompt_embeds" not in embeds:
                 raise record.error("the empty attack prompt needs negative_prompt_embeds (the embedding of \"\") "
                                    "in the prompt embeddings file", "prompt_embeds")
-            empty = embeds["negative_prompt_embeds"]
-            return Conditioning(empty, empty)
+            empty, pooled = embeds["negative_prompt_embeds"], embeds.get("negative_pooled_prompt_embeds")  # (SDXL)
+            return Conditioning(empty, empty, pooled, pooled)
         return self.get(record, attack_prompt, "", use_embeds=False)
 
 

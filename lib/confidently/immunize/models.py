@@ -1,4 +1,4 @@
-"""Local diffusers latent-diffusion directories (SD v1.5 layout) and the tiny random model for tests.
+"""Local diffusers latent-diffusion directories (SD v1.5 / 2.x layout) and the tiny random model for tests.
 
 Everything loads with ``local_files_only=True``: no network, ever. Components are loaded one by one
 (``AutoencoderKL``, ``UNet2DConditionModel``, the scheduler config → ``DDIMScheduler``), because the
@@ -34,11 +34,17 @@ PICKLED_SUFFIXES = tuple(pattern[1:] for pattern in PICKLED_WEIGHTS)
 TEXT_ENCODER_DIR = "text_encoder"
 
 
-def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``fp32|fp16|bf16`` → the compute dtype; CPU always computes in fp32."""
-    dtype = name if isinstance(name, torch.dtype) else DTYPES.get(name)
+def dtype_named(name: str | torch.dtype) -> torch.dtype:
+    """``fp32|fp16|bf16`` (or a torch dtype among them) → the torch dtype."""
+    dtype = name if isinstance(name, torch.dtype) and name in DTYPES.values() else DTYPES.get(name)
     if dtype is None:
         raise UsageError(f"--dtype {name!r}: choose {', '.join(DTYPES)}")
+    return dtype
+
+
+def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``fp32|fp16|bf16`` → the compute dtype; CPU always computes in fp32."""
+    dtype = dtype_named(name)
     return dtype if device.type == "cuda" else torch.float32
 
 
@@ -46,8 +52,10 @@ def parse_dtype(name: str | torch.dtype, device: torch.device) -> torch.dtype:
 class LatentDiffusion:
     """The components of one local LDM directory, frozen (``requires_grad_(False)``), in eval mode.
 
-    Weights stay in fp32; ``dtype`` is the compute dtype used under autocast on CUDA (fp16/bf16),
-    so losses and gradients with respect to pixels are accumulated in fp32.
+    ``dtype`` is the compute dtype used under autocast on CUDA (fp16/bf16); there :func:`load_ldm` also holds
+    the weights in it, as diffusers' ``torch_dtype`` does (half the memory). Pixels go in and latents and
+    images come out in fp32 (cast at the model boundary), so losses and gradients with respect to pixels are
+    accumulated in fp32.
     """
 
     model_dir: Path
@@ -69,6 +77,11 @@ class LatentDiffusion:
     @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype the VAE's weights are held in (the UNet's and text encoder's load alike)."""
+        return self.vae.dtype
 
     @property
     def mode(self) -> str:
@@ -106,21 +119,22 @@ class LatentDiffusion:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
     def encode_mean(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Mean of E(s) for s = 2x − 1 in [−1, 1] (unscaled; ×scaling_factor before the UNet)."""
+        """Mean of E(s) for s = 2x − 1 in [−1, 1] (unscaled; ×scaling_factor before the UNet), in fp32."""
         with self.autocast():
-            return self.vae.encode(pixels.to(self.device)).latent_dist.mean.float()
+            return self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mean.float()
 
     def encode_sample(self, pixels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """A sample of E(s), mean + std·noise (unscaled), as diffusers' ``latent_dist.sample(generator)`` draws it:
-        reparameterised, so differentiable in the pixels."""
+        reparameterised, so differentiable in the pixels; formed in fp32 whatever the weights' dtype."""
         with self.autocast():
-            posterior = self.vae.encode(pixels.to(self.device)).latent_dist
-            return (posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)).float()
+            posterior = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        mean, std = posterior.mean.float(), posterior.std.float()
+        return mean + std * noise.to(mean.device, mean.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """D(z / scaling_factor) in [−1, 1] (not clamped: losses want the gradient everywhere)."""
+        """D(z / scaling_factor) in [−1, 1], in fp32 (not clamped: losses want the gradient everywhere)."""
         with self.autocast():
-            return self.vae.decode(latents / self.scaling_factor).sample.float()
+            return self.vae.decode((latents / self.scaling_factor).to(self.vae.dtype)).sample.float()
 
     def fingerprint(self) -> str:
         return model_fingerprint(self.weights or self.model_dir, variant=self.variant)
@@ -265,11 +279,12 @@ def _diffusers_errors_only():
         logging.set_verbosity(level)
 
 
-def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool, variant: str | None = None):
+def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool, variant: str | None = None,
+                    dtype: torch.dtype = torch.float32):
     """One diffusers component, refused unless its weights are exactly the ones its config.json describes.
 
-    Weights load in fp32 whatever the file's dtype (an fp16 variant is upcast): the compute dtype is
-    ``--dtype``'s autocast, so gradients with respect to pixels stay fp32.
+    Weights load in ``dtype`` whatever the file's (an fp16 variant becomes fp32 weights unless ``dtype`` is fp16),
+    through diffusers' ``torch_dtype``, which keeps the modules a model class marks as fp32-only in fp32.
     """
     use_safetensors = not _only_pickled_weights(model_dir / name, trust_pickle, variant)
     try:
@@ -277,7 +292,7 @@ def _load_component(model_class, model_dir: Path, name: str, trust_pickle: bool,
             module, info = model_class.from_pretrained(str(model_dir), subfolder=name, local_files_only=True,
                                                        low_cpu_mem_usage=False, use_safetensors=use_safetensors,
                                                        output_loading_info=True, variant=variant,
-                                                       torch_dtype=torch.float32)
+                                                       torch_dtype=dtype)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{model_dir}: cannot load {name}/ ({exc})") from None
     except RuntimeError as exc:  # torch's load_state_dict: a weight of the wrong shape
@@ -325,7 +340,8 @@ def read_single_file(path: Path, config_dir: str | Path | None, trust_pickle: bo
     return config_dir
 
 
-def _load_single_file_component(model_class, checkpoint: dict, path: Path, config_dir: Path, name: str):
+def _load_single_file_component(model_class, checkpoint: dict, path: Path, config_dir: Path, name: str,
+                                dtype: torch.dtype = torch.float32):
     """One component from a single-file checkpoint in the original LDM layout, through diffusers'
     ``from_single_file`` with the config of ``config_dir/name``; refused unless every weight comes from the file.
 
@@ -340,7 +356,7 @@ def _load_single_file_component(model_class, checkpoint: dict, path: Path, confi
         with _diffusers_errors_only():
             module = model_class.from_single_file(checkpoint, config=str(config_dir), subfolder=name,
                                                   local_files_only=True, low_cpu_mem_usage=False,
-                                                  torch_dtype=torch.float32)
+                                                  torch_dtype=dtype)
     except SingleFileComponentError:
         raise InvalidInput(f"{path} holds no {name} weights in the original LDM layout (first_stage_model.* for "
                            "the VAE, model.diffusion_model.* for the UNet)") from None
@@ -355,7 +371,8 @@ def _load_single_file_component(model_class, checkpoint: dict, path: Path, confi
     return module
 
 
-def _load_single_file_text(checkpoint: dict, path: Path, config_dir: Path, device: torch.device):
+def _load_single_file_text(checkpoint: dict, path: Path, config_dir: Path, device: torch.device,
+                           dtype: torch.dtype = torch.float32):
     """SD's CLIP text encoder from the file (``cond_stage_model.transformer.*``) with the tokenizer and
     text_encoder/config.json of ``config_dir``; None when the file has no CLIP weights (the folder's own encoder
     is used)."""
@@ -372,7 +389,7 @@ def _load_single_file_text(checkpoint: dict, path: Path, config_dir: Path, devic
     try:
         with _diffusers_errors_only():
             model = create_diffusers_clip_model_from_ldm(CLIPTextModel, checkpoint, subfolder=TEXT_ENCODER_DIR,
-                                                         config=str(config_dir), torch_dtype=torch.float32,
+                                                         config=str(config_dir), torch_dtype=dtype,
                                                          local_files_only=True)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: cannot load its CLIP text encoder with {config_dir}/text_encoder "
@@ -390,7 +407,8 @@ def _load_single_file_text(checkpoint: dict, path: Path, config_dir: Path, devic
 
 def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | str = "fp32", *,
              parts: tuple[str, ...] = ("vae", "unet", "scheduler", "text"), trust_pickle: bool = False,
-             variant: str | None = None, config_dir: str | Path | None = None) -> LatentDiffusion:
+             variant: str | None = None, config_dir: str | Path | None = None,
+             weights_dtype: torch.dtype | str | None = None) -> LatentDiffusion:
     """Load the ``parts`` of a local diffusers LDM directory, or of a single-file checkpoint (never from the network).
 
     ``parts`` ⊆ {vae, unet, scheduler, text}; the encoder attack needs only ``vae``. A missing
@@ -398,7 +416,12 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     (prompt embeddings may come from a file) but ``conditioning`` refuses when neither exists.
     Pickled weights (``.bin``) load only with ``trust_pickle``; weights that do not fit a component's
     config are refused rather than left randomly initialised. ``variant`` (``fp16``) loads the
-    ``*.fp16.safetensors`` files ``save_pretrained(variant="fp16")`` or a hub download wrote, upcast to fp32.
+    ``*.fp16.safetensors`` files ``save_pretrained(variant="fp16")`` or a hub download wrote.
+
+    ``dtype`` is the compute dtype (:func:`parse_dtype`: fp32 off CUDA). The VAE, UNet and text encoder weights
+    are held in ``weights_dtype``, by default the compute dtype, so ``fp16`` on CUDA halves their memory as
+    diffusers' ``torch_dtype`` does (an fp16 variant stays fp16; on CPU it is upcast to fp32). Passing
+    ``weights_dtype`` holds them in another dtype whatever the device: bf16 weights on a CPU compute in bf16.
 
     ``model_dir`` may be one ``.safetensors`` file in the original LDM (CompVis) key layout, as model sites
     publish SD checkpoints (``.ckpt`` only with ``trust_pickle``); ``config_dir`` then holds the configs,
@@ -409,6 +432,8 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     if variant is not None and (not variant or not variant.replace("_", "").isalnum()):
         raise UsageError(f"--variant {variant!r}: a weights-file variant such as fp16")
     device = torch.device(device)
+    compute = parse_dtype(dtype, device)
+    held = compute if weights_dtype is None else dtype_named(weights_dtype)
     weights = None
     if model_dir.is_file():
         weights, model_dir = model_dir, read_single_file(model_dir, config_dir, trust_pickle, variant)
@@ -420,6 +445,10 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     for name in ("vae", "unet", "scheduler"):
         if name in parts:
             _require(model_dir, name)
+    if torch.float16 in (compute, held) and _vae_forces_upcast(model_dir):
+        raise UsageError(f"{model_dir}/vae overflows in fp16 (its config sets force_upcast, as SDXL's does), so its "
+                         "encodes and edits would be NaN: use --dtype bf16 (the same memory) or fp32, or put a VAE "
+                         "made for fp16 (e.g. madebyollin/sdxl-vae-fp16-fix) in vae/")
     from diffusers import AutoencoderKL, UNet2DConditionModel  # slow to import: only once the layout is right
 
     text, text_variant = None, None
@@ -430,21 +459,23 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
             checkpoint = load_single_file_checkpoint(str(weights), local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise InvalidInput(f"{weights}: not a readable checkpoint ({exc})") from None
-        vae = _load_single_file_component(AutoencoderKL, checkpoint, weights, model_dir, "vae")
-        unet = (_load_single_file_component(UNet2DConditionModel, checkpoint, weights, model_dir, "unet")
+        vae = _load_single_file_component(AutoencoderKL, checkpoint, weights, model_dir, "vae", held)
+        unet = (_load_single_file_component(UNet2DConditionModel, checkpoint, weights, model_dir, "unet", held)
                 if "unet" in parts else None)
         if "text" in parts:
-            text = _load_single_file_text(checkpoint, weights, model_dir, device)
+            text = _load_single_file_text(checkpoint, weights, model_dir, device, held)
         del checkpoint
     else:
-        vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle, variant)
-        unet = (_load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle, variant)
+        vae = _load_component(AutoencoderKL, model_dir, "vae", trust_pickle, variant, held)
+        unet = (_load_component(UNet2DConditionModel, model_dir, "unet", trust_pickle, variant, held)
                 if "unet" in parts else None)
     if "text" in parts and text is None and (model_dir / TEXT_ENCODER_DIR).is_dir():
         # refused before transformers unpickles; a text encoder shipped without the variant loads its default files
         has_variant = variant is not None and bool(weight_files(model_dir / TEXT_ENCODER_DIR, variant))
         text_variant = variant if has_variant else None
         _only_pickled_weights(model_dir / TEXT_ENCODER_DIR, trust_pickle, text_variant)
+        if (model_dir / "text_encoder_2").is_dir():  # SDXL's second text encoder
+            _only_pickled_weights(model_dir / "text_encoder_2", trust_pickle, text_variant)
     scheduler_config = None
     if "scheduler" in parts:
         try:
@@ -456,37 +487,81 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
             module.to(device).eval().requires_grad_(False)
     if "text" in parts and text is None:
         text = load_text_encoder(model_dir, device, variant=text_variant)
-    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, parse_dtype(dtype, device), variant,
-                           weights)
+    # SDXL's two CLIP models, ClipText's CLIPTextModel, or the hash encoder itself
+    for text_module in getattr(text, "models", [getattr(text, "model", text)]):
+        if isinstance(text_module, torch.nn.Module):
+            text_module.to(held)
+    return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, compute, variant, weights)
 
 
-# Random-weight architectures by name: "tiny" for tests and laptops; "sd15" has Stable Diffusion 1.5's published
-# shapes (VAE ×8, 860M-parameter UNet, 77 × 768 text states) to measure a real attack's memory and speed on a GPU
-# before any checkpoint is downloaded.
+def _vae_forces_upcast(model_dir: Path) -> bool:
+    """Whether the VAE's config asks for fp32 (``force_upcast``): diffusers' SDXL pipelines upcast such a VAE
+    around every call, which a VAE shared with the attacks' differentiable loop cannot do."""
+    try:
+        config = json.loads((model_dir / COMPONENTS["vae"][0]).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # the load reports a missing or broken config
+    return bool(config.get("force_upcast", False))
+
+
+_SD15_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32}
+_SD_UNET = {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "norm_num_groups": 32,
+            "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3}
+
+# Random-weight architectures by name: "tiny" for tests and laptops (either family); "sd15" and "sd2" have Stable
+# Diffusion 1.5's and 2.x's published shapes (VAE ×8, 860M/866M-parameter UNet, 77 × 768 / 77 × 1024 text states)
+# to measure a real attack's memory and speed on a GPU before any checkpoint is downloaded. ``head_width``: the
+# channels of one attention head where the family lists heads per block (SD 2: 64, so 5, 10, 20, 20 heads).
 RANDOM_SCALES: dict[str, dict[str, Any]] = {
     "tiny": {"vae": {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 8},
              "unet": {"block_out_channels": (16, 32), "layers_per_block": 1, "norm_num_groups": 8,
                       "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
                       "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "attention_head_dim": 4},
-             "text": {"dim": 16, "max_length": 8}},
-    "sd15": {"vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
-             "unet": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "norm_num_groups": 32,
-                      "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                      "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, "attention_head_dim": 8},
-             "text": {"dim": 768, "max_length": 77}},
+             "text": {"dim": 16, "max_length": 8}, "families": ("sd15", "sd2"), "head_width": 8},
+    "sd15": {"vae": _SD15_VAE, "unet": {**_SD_UNET, "attention_head_dim": 8},
+             "text": {"dim": 768, "max_length": 77}, "families": ("sd15",)},
+    "sd2": {"vae": _SD15_VAE, "unet": _SD_UNET, "text": {"dim": 1024, "max_length": 77}, "families": ("sd2",),
+            "head_width": 64},
 }
+# What a family changes besides the sizes, from the published configs: SD 2.1 (768) predicts v (its scheduler's
+# prediction_type), upcasts attention, projects attention with linear layers and lists heads per block. (SD
+# 2-inpainting and 2-base predict epsilon: `prediction="epsilon"`.)
+FAMILIES: dict[str, dict[str, Any]] = {
+    "sd15": {"prediction": "epsilon", "unet": {}},
+    "sd2": {"prediction": "v", "unet": {"upcast_attention": True, "use_linear_projection": True}},
+}
+PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction"}  # option value → the scheduler's prediction_type
 
 
-def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0, scale: str = "tiny"):
+def random_family(scale: str, family: str | None = None, prediction: str | None = None) -> tuple[str, str]:
+    """The (family, prediction) of a random model: the scale's own family and the family's prediction by default."""
+    if scale not in RANDOM_SCALES:
+        raise UsageError(f"--scale {scale!r}: choose {' or '.join(RANDOM_SCALES)}")
+    families = RANDOM_SCALES[scale]["families"]
+    family = families[0] if family is None else family
+    if family not in families:
+        raise UsageError(f"--family {family!r}: the {scale} scale is {' or '.join(families)}")
+    prediction = FAMILIES[family]["prediction"] if prediction is None else prediction
+    if prediction not in PREDICTIONS:
+        raise UsageError(f"--prediction {prediction!r}: choose {' or '.join(PREDICTIONS)}")
+    return family, prediction
+
+
+def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0, scale: str = "tiny",
+                    family: str | None = None, prediction: str | None = None):
     """A random VAE, UNet, DDIM scheduler and hash text encoder (spec §3.5; fixed seeds) of a
-    :data:`RANDOM_SCALES` architecture: ``tiny`` by default, ``sd15`` for Stable Diffusion 1.5's shapes."""
+    :data:`RANDOM_SCALES` architecture: ``tiny`` by default, ``sd15``/``sd2`` for Stable Diffusion's shapes;
+    ``family`` (:data:`FAMILIES`) and ``prediction`` (epsilon or v) as :func:`random_family` resolves them."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     if unet not in MODES:
         raise UsageError(f"--unet {unet!r}: choose inpaint or img2img")
-    if scale not in RANDOM_SCALES:
-        raise UsageError(f"--scale {scale!r}: choose {' or '.join(RANDOM_SCALES)}")
+    family, prediction = random_family(scale, family, prediction)
     shapes = RANDOM_SCALES[scale]
+    unet_shapes = {**shapes["unet"], **FAMILIES[family]["unet"]}
+    if family == "sd2":
+        unet_shapes["attention_head_dim"] = tuple(c // shapes["head_width"] for c in unet_shapes["block_out_channels"])
     levels = len(shapes["vae"]["block_out_channels"])
     torch.manual_seed(seed)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
@@ -496,25 +571,27 @@ def tiny_components(size: int = 32, unet: str = "inpaint", seed: int = 0, scale:
     torch.manual_seed(seed + 1)
     text_dim = shapes["text"]["dim"]
     denoiser = UNet2DConditionModel(sample_size=size // factor, in_channels=9 if unet == "inpaint" else 4,
-                                    out_channels=4, cross_attention_dim=text_dim, **shapes["unet"])
+                                    out_channels=4, cross_attention_dim=text_dim, **unet_shapes)
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)  # SD v1.5's scheduler_config.json
+                              set_alpha_to_one=False, steps_offset=1,
+                              prediction_type=PREDICTIONS[prediction])  # SD v1.5's and 2.x's scheduler_config.json
     text = HashTextEncoder(dim=text_dim, max_length=shapes["text"]["max_length"], seed=seed + 2)
     return vae.eval(), denoiser.eval(), scheduler, text.eval()
 
 
 def write_tiny_model(out: str | Path, size: int = 32, unet: str = "inpaint", seed: int = 0,
-                     scale: str = "tiny") -> Path:
+                     scale: str = "tiny", family: str | None = None, prediction: str | None = None) -> Path:
     """Write a randomly initialised diffusers-layout LDM directory that every subcommand accepts
-    (``scale``: a :data:`RANDOM_SCALES` architecture)."""
+    (``scale``: a :data:`RANDOM_SCALES` architecture; ``family``, ``prediction``: see :func:`tiny_components`)."""
     import diffusers
 
     out = Path(out)
-    shapes = RANDOM_SCALES.get(scale, RANDOM_SCALES["tiny"])
+    family, prediction = random_family(scale, family, prediction)
+    shapes = RANDOM_SCALES[scale]
     multiple = 2 ** (len(shapes["vae"]["block_out_channels"]) + len(shapes["unet"]["block_out_channels"]) - 2)
     if size < 8 or size % multiple:  # the VAE's and the UNet's downsamplings both divide it
         raise UsageError(f"--size {size}: the {scale} model needs a multiple of {multiple}, at least 8")
-    vae, denoiser, scheduler, text = tiny_components(size, unet, seed, scale)
+    vae, denoiser, scheduler, text = tiny_components(size, unet, seed, scale, family, prediction)
     out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(str(out / "vae"))
     denoiser.save_pretrained(str(out / "unet"))
@@ -524,6 +601,7 @@ def write_tiny_model(out: str | Path, size: int = 32, unet: str = "inpaint", see
     index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__,
              "vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DConditionModel"],
              "scheduler": ["diffusers", "DDIMScheduler"], TOY_TEXT_DIR: ["confidently", "HashTextEncoder"],
-             "_confidently": {"kind": "tiny-random", "scale": scale, "size": size, "unet": unet, "seed": seed}}
+             "_confidently": {"kind": "tiny-random", "scale": scale, "family": family, "prediction": prediction,
+                              "size": size, "unet": unet, "seed": seed}}
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     return out

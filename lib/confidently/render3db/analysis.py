@@ -9,6 +9,7 @@ grouped exactly; otherwise, or when ``bins`` is given and exceeded, into equal-w
 - :func:`boxplot`: per ROW value, the distribution over COL values of per-(ROW, COL) accuracies.
 - :func:`stability`: fraction of other-parameter settings whose top-1 prediction is constant across PARAM.
 - :func:`confusion`: top-1 prediction frequencies per PARAM value.
+- :func:`spearman`, :func:`pearson`: the rank and linear correlations the studies report.
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ def wilson(correct: int, n: int, z: float = Z95) -> list[float]:
     low = 0.0 if correct == 0 else max(0.0, centre - half)
     high = 1.0 if correct == n else min(1.0, centre + half)
     return [low, high]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (what Spearman's r needs)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson's r; None when fewer than 3 points or a constant variable."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rank correlation (Pearson's r of the tie-averaged ranks)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return pearson(_ranks(x), _ranks(y)) if len(x) >= 3 else None
 
 
 def judged(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

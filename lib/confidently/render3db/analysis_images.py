@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from confidently.errors import InvalidInput, UsageError
-from confidently.render3db.analysis import judged, wilson
+from confidently.render3db.analysis import judged, pearson, spearman, wilson
 
 SOBEL_MAX = 4 * math.sqrt(2)  # |∇| of a 0 → 1 step seen by both 3×3 Sobel kernels at once
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -83,35 +83,6 @@ def sobel_complexity(rgb: torch.Tensor, background: torch.Tensor | None = None) 
         return float(magnitude.mean())
     inside = F.max_pool2d((~background).float()[None, None], 3, stride=1)[0, 0] == 0
     return float(magnitude[inside].mean()) if inside.any() else None
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their mean rank (what Spearman's r needs)."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Pearson's r; None when fewer than 3 points or a constant variable."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Spearman's rank correlation (Pearson's r of the tie-averaged ranks)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    return pearson(_ranks(x), _ranks(y)) if len(x) >= 3 else None
 
 
 def _file_backgrounds(directory: Path, environments: list[str]) -> dict[str, float]:

@@ -12,8 +12,14 @@ engine cannot honour are refused here, with the valid choices in the message.
 ``threedb.evaluators.classification``, ``threedb.policies.grid_search``,
 ``threedb.rendering.render_blender``) by their last part, ``evaluation.args.classmap_path`` as the
 objects' labels, ``logging.logger_modules``; objects and environments are found in ROOT as 3DB finds
-them, and relative paths resolve from the working directory, then from ROOT. A few configs 3DB
-itself publishes but rejects are read with a warning and a default (see ``TOLERATED``).
+them, and relative paths resolve from the working directory, then from ROOT. What 3DB's published
+examples hold beyond its current code is read with a warning and a default (each through :func:`tolerate`):
+the former package name ``sandbox.*`` and ``inference.uid_to_logits``/``uid_to_targets`` (the class map's older
+keys; :func:`modernise`), ``logging.root_dir``, module names 3DB has since renamed (``pose``,
+``imagenet_c_corruption``, ``threedb.rendering.blender``), ``samples`` given to the grid policy or a policy
+naming only ``samples_per_dim``, parameter names in another case, one control given twice, a ``mug_liquid``
+point with both ratios 0; and, as 3DB's YAML loader reads them, ``!!python/tuple`` values and one-number
+ranges such as ``"(0.9)"``.
 """
 
 from __future__ import annotations
@@ -42,10 +48,13 @@ INFERENCE_KEYS = ("model", "module", "class", "args", "resolution", "normalizati
 EVALUATION_KEYS = ("module", "args")
 RENDER_KEYS = ("engine", "resolution", "samples", "threads", "with_uv", "with_depth", "with_segmentation",
                "max_depth", "seed")
-LOGGING_KEYS = ("images", "path", "shard_size", "logger_modules")
+LOGGING_KEYS = ("images", "path", "shard_size", "logger_modules", "root_dir")
 LOGGERS = ("image_logger", "json_logger", "tb_logger")  # 3DB's result_logging modules, by last part
 ENGINE_ALIASES = {"render_blender": "bpy", "blender": "bpy", "render_mitsuba": "mitsuba"}
-CONTROL_ALIASES = {"imagenet_c_corruption": "imagenet_c"}  # 3DB's older module name
+OLD_ENGINES = {"blender": "render_blender"}  # 3DB's older rendering module names
+CONTROL_ALIASES = {"imagenet_c_corruption": "imagenet_c", "pose": "orientation"}  # 3DB's older module names
+OLD_PACKAGE = "sandbox."  # 3DB's package before it was named threedb
+CLASSMAP_KEYS = ("uid_to_logits", "uid_to_targets")  # 3DB's older inference keys for the uid → class map
 MODEL_FOLDER, ENVIRONMENT_FOLDER = "blender_models", "blender_environments"
 ENVIRONMENT_SUFFIXES = (".blend", ".hdr", ".exr")
 EXECUTOR_KEYS = ("kind", "workers", "address", "chunk_size")
@@ -104,6 +113,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``!!python/tuple`` (3DB loads its configs with PyYAML's FullLoader,
+    and its scale example writes a range that way) as a list; every other Python tag is still refused."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
 def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One experiment file with its ``base_config`` chain merged (this file's top-level keys win)."""
     path = Path(path)
@@ -112,7 +129,7 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise UsageError(f"base_config cycle: {' -> '.join(str(p) for p in (*seen, path.resolve()))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}  # a SafeLoader, plus tuples
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -157,6 +174,49 @@ def _where(root: Path | tuple[Path, ...]) -> str:
 def tolerate(message: str) -> None:
     """A config 3DB publishes but its own code rejects: read it with a default and say so."""
     warnings.warn(f"3DB config: {message}", UserWarning, stacklevel=3)
+
+
+def modernise(raw: dict[str, Any]) -> dict[str, Any]:
+    """The published 3DB configs that predate its current code, in its current form, each change said once:
+    ``sandbox.*`` modules as ``threedb.*``, and ``inference.uid_to_logits``/``uid_to_targets`` as
+    ``evaluation.args.classmap_path`` (where the current code reads the uid → class map)."""
+    raw = dict(raw)
+    renamed = []
+
+    def current(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(OLD_PACKAGE):
+            renamed.append(value)
+            return "threedb." + value[len(OLD_PACKAGE):]
+        return value
+
+    for section in ("evaluation", "policy"):
+        if isinstance(raw.get(section), dict) and "module" in raw[section]:
+            raw[section] = {**raw[section], "module": current(raw[section]["module"])}
+    if isinstance(raw.get("render_args"), dict) and "engine" in raw["render_args"]:
+        raw["render_args"] = {**raw["render_args"], "engine": current(raw["render_args"]["engine"])}
+    if isinstance(raw.get("controls"), list):
+        raw["controls"] = [{**c, "module": current(c["module"])} if isinstance(c, dict) and "module" in c else c
+                           for c in raw["controls"]]
+    if isinstance(raw.get("logging"), dict) and isinstance(raw["logging"].get("logger_modules"), list):
+        raw["logging"] = {**raw["logging"], "logger_modules": [current(m) for m in raw["logging"]["logger_modules"]]}
+    if renamed:
+        tolerate(f"{', '.join(dict.fromkeys(renamed))}: sandbox is 3DB's former package name; read as threedb.*")
+    inference = raw.get("inference")
+    old = [k for k in CLASSMAP_KEYS if isinstance(inference, dict) and k in inference]
+    if old:
+        inference = dict(inference)
+        values = [inference.pop(k) for k in old]
+        raw["inference"] = inference
+        evaluation = dict(raw.get("evaluation") or {})
+        args = evaluation.get("args") if isinstance(evaluation.get("args"), dict) else {}
+        if args.get("classmap_path") is not None:
+            tolerate(f"inference.{old[0]} beside evaluation.args.classmap_path; reading the class map from the latter")
+        else:
+            tolerate(f"inference.{old[0]} is 3DB's older key for the uid → class map; reading it as "
+                     "evaluation.args.classmap_path")
+            evaluation["args"] = {**args, "classmap_path": values[0]}
+            raw["evaluation"] = evaluation
+    return raw
 
 
 def _color(value: Any, where: str) -> tuple[float, float, float]:
@@ -253,6 +313,19 @@ def _number_pair(value: Any) -> tuple[float, float] | None:
     return None
 
 
+def _parenthesised(value: Any) -> float | None:
+    """``"(0.9)"``: one number in parentheses, which 3DB's ``literal_eval`` reads as that number (a fixed value)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not (text.startswith("(") and text.endswith(")")) or "," in text:
+        return None
+    try:
+        return eval_number(text[1:-1].strip())
+    except ValueError:
+        return None
+
+
 def eval_number(text: str) -> float:
     """A number, also written with pi (``-pi``, ``2*pi``, ``pi/2``), as angles are in 3DB configs."""
     cleaned = text.replace(" ", "").lower()
@@ -312,6 +385,9 @@ def parse_setting(control: Control, name: str, raw: Any) -> Setting:
         return _continuous(control, name, spec, pair, True, where)
     if isinstance(raw, list):
         return _discrete(control, name, raw, where)
+    single = _parenthesised(raw) if continuous else None
+    if single is not None:
+        return Setting(control.name, name, "fixed", value=control.check_value(name, single))
     if isinstance(raw, str) and raw.strip().startswith("("):
         raise UsageError(f"{where}: {raw!r} is not a range of two numbers like \"(0, 1)\"")
     return Setting(control.name, name, "fixed", value=control.check_value(name, _scalar(raw)))
@@ -341,16 +417,19 @@ def _discrete(control: Control, name: str, values: Any, where: str) -> Setting:
     return Setting(control.name, name, "discrete", values=checked)
 
 
-def default_setting(control: Control, name: str) -> Setting:
+def default_setting(control: Control, name: str, threedb: bool = False) -> Setting:
+    """What a config that omits ``name`` searches: the control's default, or, in a 3DB-form config, 3DB's
+    where it differs (the camera's aperture: 3DB searches f/1 to f/32 where the toolbox keeps depth of field off)."""
     spec = control.params[name]
+    default = spec.threedb if threedb and spec.threedb is not None else spec.default
     if isinstance(spec, Discrete):
-        values = tuple(spec.default)
+        values = tuple(default)
         if len(values) == 1:
             return Setting(control.name, name, "fixed", value=values[0])
         return Setting(control.name, name, "discrete", values=values)
-    if isinstance(spec.default, tuple):
-        return Setting(control.name, name, "continuous", low=float(spec.default[0]), high=float(spec.default[1]))
-    return Setting(control.name, name, "fixed", value=spec.default)
+    if isinstance(default, tuple):
+        return Setting(control.name, name, "continuous", low=float(default[0]), high=float(default[1]))
+    return Setting(control.name, name, "fixed", value=default)
 
 
 def control_class(module: str) -> type[Control]:
@@ -385,28 +464,42 @@ def _canonical_names(cls: type[Control], given: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def parse_controls(data: Any, root: Path) -> list[ControlSetup]:
+def parse_controls(data: Any, root: Path, threedb: bool = False) -> list[ControlSetup]:
+    """``controls``, one setup per control. An entry is in 3DB's form when ``threedb`` (read from a 3DB ROOT) or
+    its module is a 3DB path: a parameter it omits then takes 3DB's default, and it may name a control again."""
     if data is None:
         return []
     if not isinstance(data, list):
         raise UsageError("controls: expected a list of {module: NAME, param: value, ...}")
-    out, seen = [], set()
+    out: list[ControlSetup] = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or "module" not in item:
             raise UsageError(f"controls[{i}]: expected a mapping with module: NAME (see `render-3db controls`)")
         cls = control_class(str(item["module"]))
-        if cls.name in seen:
+        in_3db = threedb or str(item["module"]).startswith("threedb.")
+        earlier = next((setup for setup in out if setup.name == cls.name), None)
+        if earlier is not None and not in_3db:
             raise UsageError(f"controls[{i}]: control {cls.name!r} appears twice; give it once with value sets")
-        seen.add(cls.name)
         control = cls(root)
         given = _canonical_names(cls, {k: v for k, v in item.items() if k != "module"})
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
             raise UsageError(f"control {cls.name!r}: unknown parameter(s) {', '.join(unknown)}; valid parameters: "
                              f"{', '.join(cls.params)}")
-        settings = {name: parse_setting(control, name, given[name]) if name in given else default_setting(control, name)
-                    for name in cls.params}
-        out.append(ControlSetup(str(item["module"]), settings, cls))
+        settings = {name: parse_setting(control, name, given[name]) if name in given
+                    else default_setting(control, name, in_3db) for name in cls.params}
+        if earlier is None:
+            out.append(ControlSetup(str(item["module"]), settings, cls, entries=((i, settings),)))
+            continue
+        # 3DB keys values by control class: each parameter takes the last fixed value of any entry, else the last
+        # entry's range or values; its grid still has a coordinate for every range of every entry (space.py)
+        tolerate(f"control {cls.name!r} given twice (controls[{i}]); as 3DB does, each parameter takes a fixed value "
+                 "from either entry (the later one's first), else the later entry's range, and the grid still counts "
+                 "every range of both entries (so renders repeat); unlike 3DB, which applies the control once per "
+                 "entry with the same values, it is applied once")
+        earlier.settings = {name: new if new.mode == "fixed" or earlier.settings[name].mode != "fixed"
+                            else earlier.settings[name] for name, new in settings.items()}
+        earlier.entries = (*earlier.entries, (i, settings))
     return out
 
 
@@ -436,7 +529,10 @@ def parse_render(data: Any, renderer: str | None) -> tuple[str, RenderArgs, int]
                       max_depth=float(max_depth))
     engine = "null" if data["engine"] is None else str(data["engine"])  # YAML reads a bare null as None
     if engine.startswith("threedb.rendering."):
-        engine = ENGINE_ALIASES.get(engine.rsplit(".", 1)[-1], engine)
+        last = engine.rsplit(".", 1)[-1]
+        if last in OLD_ENGINES:
+            tolerate(f"render_args.engine {engine!r} is 3DB's older name of threedb.rendering.{OLD_ENGINES[last]}")
+        engine = ENGINE_ALIASES.get(last, engine)
     return str(renderer or engine), args, _int(data["seed"], "render_args.seed", 0)
 
 
@@ -448,7 +544,7 @@ def load_experiment(path: str | Path, *, root: str | Path | None = None, rendere
     come from ROOT as 3DB finds them, unless the config narrows them, and relative names resolve from
     the working directory, then from ROOT, as in 3DB."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = modernise(read_yaml(path))
     if threedb_root is not None:
         base = Path(threedb_root).resolve()
         if not base.is_dir():
@@ -473,12 +569,32 @@ def load_experiment(path: str | Path, *, root: str | Path | None = None, rendere
     experiment = Experiment(
         source=str(path), root=base, raw=raw, objects=objects, environments=environments, inference=inference,
         evaluation=evaluation, renderer=renderer_name, render=render, render_seed=render_seed,
-        policy=parse_policy(raw.get("policy")), controls=parse_controls(raw.get("controls"), base), logging=logging,
+        policy=parse_policy(raw.get("policy")),
+        controls=parse_controls(raw.get("controls"), base, threedb_root is not None),
+        logging=logging,
         executor=dict(_check_keys("executor", raw.get("executor"), EXECUTOR_KEYS)), label_names=names,
         threedb=threedb_root is not None, loggers=loggers)
     make_policy(experiment.policy, search_space(experiment.controls))  # refuse a bad policy now
+    _warn_dry_mug(experiment)
     check_engine(experiment)
     return experiment
+
+
+def _warn_dry_mug(experiment: Experiment) -> None:
+    """3DB's mug_liquid divides coffee by milk + coffee, so a point with both 0 (which a grid over its default
+    ranges reaches) stops 3DB; here it is water, and said."""
+    setup = next((c for c in experiment.controls if c.name == "mug_liquid"), None)
+    if setup is None or not (experiment.threedb or setup.module.startswith("threedb.")):
+        return  # the toolbox's own form documents both 0 as water
+
+    def reaches_zero(s: Setting) -> bool:
+        if s.mode == "continuous":
+            return s.low == 0 and experiment.policy.get("module") == "grid"
+        return 0 in (s.values if s.mode == "discrete" else (s.value,))
+
+    if all(reaches_zero(s) for s in setup.settings.values()):
+        tolerate("mug_liquid: ratio_milk and ratio_coffee are both 0 at some points, where 3DB divides by zero; "
+                 "those render as water")
 
 
 def parse_inference(data: Any, search: Path | tuple[Path, ...], model: str | None) -> dict[str, Any]:
@@ -594,11 +710,17 @@ def root_environments(root: Path, data: Any, search: tuple[Path, ...]) -> list[E
 
 def parse_policy(data: Any) -> dict[str, Any]:
     """``policy`` with 3DB's module paths mapped to registered names; ``samples`` given to 3DB's grid_search
-    (published, rejected by 3DB) is read as ``samples_per_dim``."""
+    (published, rejected by 3DB) is read as ``samples_per_dim``, and a published policy that names no module
+    but ``samples_per_dim`` (its base's module lost to the top-level merge) as the grid."""
     policy = data or {"module": "grid", "samples_per_dim": 5}
+    if isinstance(policy, dict) and "module" not in policy and set(policy) == {"samples_per_dim"}:
+        tolerate("policy without a module; samples_per_dim is the grid's, reading it as threedb.policies.grid_search")
+        policy = {"module": "threedb.policies.grid_search", **policy}
     if not isinstance(policy, dict) or "module" not in policy:
         raise UsageError("policy: expected {module: grid, samples_per_dim: N} or {module: random, samples: N}")
     policy = dict(policy)
+    if "seed" in policy and policy["seed"] is None:  # 3DB's default (unseeded); here the run's --seed decides
+        del policy["seed"]
     module = str(policy["module"])
     if not module.startswith("py:"):
         policy["module"] = module.rsplit(".", 1)[-1].removesuffix("_search")
@@ -615,6 +737,9 @@ def parse_policy(data: Any) -> dict[str, Any]:
 def parse_logging(data: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
     """``logging`` and 3DB's ``logger_modules`` by last part (a list, or the docs' whitespace-separated block)."""
     logging = dict(_check_keys("logging", data, LOGGING_KEYS))
+    if logging.get("root_dir") is not None:
+        tolerate(f"logging.root_dir {logging['root_dir']!r} is not read (nor by 3DB): logs go to OUTDIR (--out)")
+    logging.pop("root_dir", None)
     modules = logging.pop("logger_modules", None) or []
     if isinstance(modules, str):
         modules = modules.split()
@@ -662,7 +787,15 @@ def check_engine(experiment: Experiment) -> None:
     for obj in experiment.objects:
         if obj.path is not None and suffixes is not None and obj.path.suffix.lower() not in suffixes:
             raise UsageError(f"object {obj.id!r}: engine {experiment.renderer!r} reads {', '.join(suffixes)} meshes, "
-                             f"not {obj.path.suffix}")
+                             f"not {obj.path.suffix}; render with engine bpy (render_args.engine: "
+                             "threedb.rendering.render_blender)")
+    readable = getattr(cls, "environment_suffixes", None)
+    for env in experiment.environments:
+        if env.path is not None and readable is not None and env.path.suffix.lower() not in readable:
+            raise UsageError(f"environment {env.id!r}: engine {experiment.renderer!r} reads environment maps "
+                             f"({', '.join(readable)}), not {env.path.suffix} files; render with engine bpy "
+                             "(render_args.engine: threedb.rendering.render_blender) or narrow `environments:` to "
+                             "the maps")
     context = {"label": experiment.objects[0].label, "object": experiment.objects[0]}
     for setup in experiment.controls:
         if setup.cls.kind != "pre":

@@ -6,18 +6,19 @@ in every tool), optional ``segmentation`` int32 N×1×H×W, ``uv`` and ``depth``
 record is released as soon as its render is done, so a killed run keeps every finished record; the
 shard holding its image is written (atomically) when it fills or the run ends, and shards roll over
 every ``shard_size`` renders. A record whose shard never reached disk is not finished
-(:func:`image_on_disk`): a resumed run renders it again.
+(:func:`image_on_disk`): a resumed run renders it again. :class:`TensorBoardLog` is 3DB's ``tb_logger``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from confidently.errors import InvalidInput
+from confidently.errors import InvalidInput, MissingBackend
 from confidently.io.artifacts import artifact_metadata, load_artifact_metadata, save_artifact
 from confidently.io.images import save_image
 
@@ -122,3 +123,47 @@ class ShardWriter:
 
     def close(self) -> None:
         self.flush()
+
+
+class TensorBoardLog:
+    """3DB's ``tb_logger``: per render (step = renders so far), the scalar ``Accuracy`` (3DB's tag; here the running
+    accuracy of the judged renders), the render as an image tagged by its object's uid (3DB's tags),
+    and a text of the same tag with the record's id, environment, parameters and judgement.
+
+    Event files are streams TensorBoard reads while they grow, so they cannot be written atomically; a run's
+    events go to a new file (TensorBoard names it by host, time and process). A fresh run removes the
+    earlier runs' event files from ``directory`` (a folder inside the run's claimed OUTDIR, so they are the
+    tool's own), a resumed one (``start`` renders done before) adds its steps after them, its running accuracy
+    over its own renders.
+    """
+
+    KEYS = ("id", "environment", "render_args", "is_correct", "prediction", "precision", "recall", "error")
+
+    def __init__(self, directory: Path, *, start: int = 0):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise MissingBackend("threedb.result_logging.tb_logger writes TensorBoard logs, which needs the "
+                                 "tensorboard package: pip install tensorboard (or pip install "
+                                 "'confidently[render]'); or drop the logger from logging.logger_modules") from None
+        self.directory = Path(directory)
+        if not start and self.directory.is_dir():
+            for old in self.directory.glob("events.out.tfevents.*"):
+                old.unlink()
+        self.writer = SummaryWriter(log_dir=str(self.directory))
+        self.step, self.n, self.correct = start, 0, 0
+
+    def add(self, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.step += 1
+        if "is_correct" in record:
+            self.n += 1
+            self.correct += int(bool(record["is_correct"]))
+            self.writer.add_scalar("Accuracy", self.correct / self.n, self.step)
+        tag = str(record.get("object", "render"))
+        if "rgb" in tensors:
+            self.writer.add_image(tag, tensors["rgb"], self.step)  # uint8 3×H×W, as stored
+        fields = {key: record[key] for key in self.KEYS if key in record}
+        self.writer.add_text(tag, "`" + json.dumps(fields) + "`", self.step)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -45,6 +45,9 @@ class ControlSetup:
     module: str
     settings: dict[str, Setting]
     cls: type[Control] = field(repr=False, default=Control)
+    # (position in ``controls``, that entry's settings) for each entry naming this control: a 3DB-form control
+    # given twice is one setup, but 3DB's grid has a coordinate for every range of every entry
+    entries: tuple[tuple[int, dict[str, Setting]], ...] = field(repr=False, default=())
 
     @property
     def name(self) -> str:

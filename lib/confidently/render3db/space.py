@@ -2,8 +2,10 @@
 
 Every non-fixed continuous parameter is one coordinate ``u ∈ [0, 1]`` mapped to ``low + u·(high − low)``;
 every discrete parameter with more than one value is an index; fixed parameters are constant but still
-logged. A policy yields points ``(u, d)``: ``grid`` (the exact cartesian product of ``linspace(0, 1, n)``
-per coordinate — without the upper end for ``endpoint: false`` — and every discrete index), ``random``
+logged. A 3DB-form control given twice keeps 3DB's coordinates (one per range of each entry), so its grid
+counts and visits what 3DB's does, the last coordinate of a parameter setting it. A policy yields points
+``(u, d)``: ``grid`` (the exact cartesian product of ``linspace(0, 1, n)`` per coordinate — without the
+upper end for ``endpoint: false`` — and every discrete index), ``random``
 (uniform, seeded per object × environment pair), or ``py:module:Class``.
 """
 
@@ -27,6 +29,10 @@ Point = tuple[tuple[float, ...], tuple[int, ...]]
 @dataclass(frozen=True)
 class SearchSpace:
     settings: tuple[Setting, ...]  # every parameter of every control, in config order
+    # 3DB's coordinates where they differ from the settings' (a 3DB-form control given twice): the key of each
+    # continuous coordinate, in config order, a key once per entry that ranges it; each discrete key and count
+    coordinates: tuple[str, ...] | None = None
+    choices: tuple[tuple[str, int], ...] | None = None
 
     @property
     def continuous(self) -> list[Setting]:
@@ -40,28 +46,65 @@ class SearchSpace:
     def fixed(self) -> list[Setting]:
         return [s for s in self.settings if s.mode == "fixed"]
 
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The key of each continuous coordinate a policy draws."""
+        return self.coordinates if self.coordinates is not None else tuple(s.key for s in self.continuous)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The count of each discrete coordinate a policy draws."""
+        return [n for _, n in self.choices] if self.choices is not None else [len(s.values) for s in self.discrete]
+
+    def shape(self) -> tuple[int, list[int]]:
+        """Continuous coordinates and discrete counts (3DB's ``generate_description``)."""
+        return len(self.axes), self.sizes
+
+    def endpoint(self, key: str) -> bool:
+        setting = next((s for s in self.continuous if s.key == key), None)
+        return setting.endpoint if setting is not None else True
+
     def unpack(self, u: tuple[float, ...], d: tuple[int, ...]) -> dict[str, Any]:
-        """``{"control.param": value}`` for a point, every parameter included, in config order."""
-        cont, disc = iter(u), iter(d)
+        """``{"control.param": value}`` for a point, every parameter included, in config order. Where a key has
+        several coordinates (a control given twice) the last sets it, as in 3DB; a fixed value overrides them."""
+        last = {key: i for i, key in enumerate(self.axes)}
+        keys = [k for k, _ in self.choices] if self.choices is not None else [s.key for s in self.discrete]
+        index = {key: i for i, key in enumerate(keys)}
         out = {}
         for s in self.settings:
             if s.mode == "continuous":
-                out[s.key] = s.at(next(cont))
+                out[s.key] = s.at(u[last[s.key]])
             elif s.mode == "discrete":
-                out[s.key] = s.values[next(disc)]
+                out[s.key] = s.values[d[index[s.key]]]
             else:
                 out[s.key] = s.value
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"continuous": {s.key: [s.low, s.high] + ([] if s.endpoint else ["endpoint: false"])
-                               for s in self.continuous},
-                "discrete": {s.key: list(s.values) for s in self.discrete},
-                "fixed": {s.key: s.value for s in self.fixed}}
+        out = {"continuous": {s.key: [s.low, s.high] + ([] if s.endpoint else ["endpoint: false"])
+                              for s in self.continuous},
+               "discrete": {s.key: list(s.values) for s in self.discrete},
+               "fixed": {s.key: s.value for s in self.fixed}}
+        if self.coordinates is not None:  # 3DB's extra coordinates, so a reader sees why the grid is larger
+            out["coordinates"] = {"continuous": list(self.coordinates), "discrete": dict(self.choices or ())}
+        return out
 
 
 def search_space(controls: list[ControlSetup]) -> SearchSpace:
-    return SearchSpace(tuple(s for c in controls for s in c.settings.values()))
+    """The space of the controls; for a 3DB-form control given twice, 3DB's coordinates: one per range of each
+    entry (its ``continuous_args`` list) and one per discrete key, counted by the last entry with several values
+    (its ``discrete_args`` dict), so that the grid counts and visits what 3DB's does."""
+    settings = tuple(s for c in controls for s in c.settings.values())
+    if all(len(c.entries) <= 1 for c in controls):
+        return SearchSpace(settings)
+    entries = sorted((entry for c in controls for entry in c.entries), key=lambda e: e[0])  # parse_controls sets all
+    coordinates = tuple(s.key for _, given in entries for s in given.values() if s.mode == "continuous")
+    choices: dict[str, int] = {}
+    for _, given in entries:
+        for s in given.values():
+            if s.mode == "discrete":
+                choices[s.key] = len(s.values)
+    return SearchSpace(settings, coordinates, tuple(choices.items()))
 
 
 class Policy(ABC):
@@ -102,24 +145,24 @@ class GridPolicy(Policy):
         super().__init__(space)
         self.n = _int_arg(args, "samples_per_dim", "grid", ("samples_per_dim",))
 
-    def axis(self, setting: Setting) -> list[float]:
+    def axis(self, key: str) -> list[float]:
         if self.n == 1:
             return [0.0]
-        if setting.endpoint:
+        if self.space.endpoint(key):
             return [i / (self.n - 1) for i in range(self.n)]
         return [i / self.n for i in range(self.n)]
 
     def points(self, seed: int) -> Iterator[Point]:
-        axes = [self.axis(s) for s in self.space.continuous]
-        indices = [range(len(s.values)) for s in self.space.discrete]
+        axes = [self.axis(key) for key in self.space.axes]
+        indices = [range(n) for n in self.space.sizes]
         for u in itertools.product(*axes):
             for d in itertools.product(*indices):
                 yield tuple(u), tuple(d)
 
     def count(self) -> int:
-        total = self.n ** len(self.space.continuous)
-        for s in self.space.discrete:
-            total *= len(s.values)
+        total = self.n ** len(self.space.axes)
+        for n in self.space.sizes:
+            total *= n
         return total
 
 
@@ -136,9 +179,8 @@ class RandomPolicy(Policy):
 
     def points(self, seed: int) -> Iterator[Point]:
         generator = torch.Generator().manual_seed(seed)
-        cont, disc = self.space.continuous, self.space.discrete
-        u = torch.rand(self.samples, len(cont), generator=generator, dtype=torch.float64)
-        d = [torch.randint(0, len(s.values), (self.samples,), generator=generator) for s in disc]
+        u = torch.rand(self.samples, len(self.space.axes), generator=generator, dtype=torch.float64)
+        d = [torch.randint(0, n, (self.samples,), generator=generator) for n in self.space.sizes]
         for i in range(self.samples):
             yield tuple(u[i].tolist()), tuple(int(x[i]) for x in d)
 
@@ -152,19 +194,19 @@ class CustomPolicy(Policy):
 
     def __init__(self, space: SearchSpace, cls: type, **args: Any):
         super().__init__(space)
-        self.inner = cls(len(space.continuous), [len(s.values) for s in space.discrete], **args)
+        self.inner = cls(*space.shape(), **args)
 
     def points(self, seed: int) -> Iterator[Point]:
         if hasattr(self.inner, "batches"):
             source = (p for batch in self.inner.batches(seed) for p in batch)
         else:
             source = self.inner.points(seed)
-        sizes = [len(s.values) for s in self.space.discrete]
+        dims, sizes = self.space.shape()
         for u, d in source:
             u, d = tuple(float(x) for x in u), tuple(int(x) for x in d)
-            if len(u) != len(self.space.continuous) or len(d) != len(sizes) or any(
+            if len(u) != dims or len(d) != len(sizes) or any(
                     not 0 <= x <= 1 for x in u) or any(not 0 <= x < k for x, k in zip(d, sizes, strict=True)):
-                raise UsageError(f"custom policy yielded {u, d}: expected {len(self.space.continuous)} coordinates in "
+                raise UsageError(f"custom policy yielded {u, d}: expected {dims} coordinates in "
                                  f"[0, 1] and indices below {sizes}")
             yield u, d
 

@@ -18,7 +18,7 @@ One Blender scene per (object, environment) pair, built from ``read_factory_sett
 * the world — a solid colour, a procedural equirectangular map or an image/HDRI (Environment Texture), both
   backdrop and light, tinted by ``light_color`` and with strength ``light``; or a .blend environment (3DB's),
   opened as the main file instead of the empty scene, so its world, lamps and meshes (out of the segmentation)
-  surround the object;
+  surround the object, ``light``/``light_color`` scaling and tinting its world and lamps alike;
 * a camera placed explicitly (no viewport operators): pose from ``procedural.camera_pose``, lens =
   ``focal_length`` on a 36 mm sensor, depth of field at f/``aperture`` focused on the object's centre.
 
@@ -563,9 +563,13 @@ class BlenderEngine(Engine):
                           max(float(np.dot(target - origin, unit.forward)), 1e-3))
 
     def _scenery_world(self) -> None:
-        """A .blend environment keeps its own world; each Background node gets a tint for ``light_color``, and
-        ``light`` scales its saved strength (the file's lamps stay as saved). No world: a black one."""
+        """A .blend environment keeps its own world and lamps; ``light`` scales the saved strength of both (each
+        Background node's and each lamp's energy) and ``light_color`` tints both (a tint node per Background,
+        lamp colour × tint), so at the defaults (1, white) the scene renders as saved, as 3DB renders it (3DB
+        has no control over an environment's light; emissive materials stay as saved). No world: a black one."""
         bpy = self.bpy
+        self.scenery_lamps = [(lamp, float(lamp.energy), tuple(float(c) for c in lamp.color))
+                              for lamp in dict.fromkeys(o.data for o in self.scene.objects if o.type == "LIGHT")]
         world = self.scene.world
         if world is None:
             world = self.scene.world = bpy.data.worlds.new("confidently-world")
@@ -595,6 +599,9 @@ class BlenderEngine(Engine):
             for node, strength, tint in self.scenery_lights:
                 node.inputs["Strength"].default_value = strength * light
                 tint.inputs[1].default_value = colour
+            for lamp, energy, saved in self.scenery_lamps:
+                lamp.energy = energy * light
+                lamp.color = tuple(s * c for s, c in zip(saved, colour, strict=True))
         else:
             if self.tint is None:
                 solid = self.environment.solid

@@ -47,6 +47,8 @@ from confidently.render.scene import Engine, EnvironmentSpec, ObjectSpec, Render
 
 SHAPE = "object"
 MESH_SUFFIXES = (".ply", ".obj")
+# image files Mitsuba's Bitmap reads as an environment map; a .blend environment is a whole Blender scene
+ENVIRONMENT_SUFFIXES = (".exr", ".hdr", ".rgbe", ".pfm", ".png", ".jpg", ".jpeg", ".ppm", ".tga", ".bmp")
 PINHOLE_RADIUS = 1e-7  # thin lens without depth of field (Mitsuba refuses a zero radius)
 MAX_DEPTH = MAX_BOUNCES + 1  # Mitsuba counts path segments, Cycles bounces
 _UNKNOWN = np.empty((0, 0, 3), dtype=np.float32)  # what the bitmap holds after a differentiable render
@@ -80,6 +82,8 @@ class MitsubaEngine(Engine):
     fields = frozenset({"view_point", "zoom", "focal_length", "aperture", "frame_shift", "rotation", "offset",
                         "aim", "scale", "texture", "light", "light_color"})
     builtins = BUILTIN_OBJECTS
+    mesh_suffixes = MESH_SUFFIXES  # refused when the config is read (3DB's .blend models: engine bpy)
+    environment_suffixes = ENVIRONMENT_SUFFIXES  # likewise 3DB's .blend environments
 
     def __init__(self, device: str | torch.device = "cpu", backdrop: bool = True, **_: Any):
         self.device = str(device)

@@ -25,6 +25,7 @@ class Continuous:
     nullable: bool = False  # ``null`` is a legal fixed value (e.g. aperture: no depth of field)
     doc: str = ""
     field: str | None = None  # the SceneState field it writes (pre-render controls), for engine checks
+    threedb: tuple[float, float] | float | None = None  # 3DB's default where it differs (3DB-form configs use it)
     kind: ClassVar[str] = "continuous"
 
     def check(self, value: float, where: str) -> float:
@@ -45,8 +46,11 @@ class Continuous:
         return f"{opening}{low}, {high}{']' if self.high is not None else ')'}"
 
     def describe(self) -> dict[str, Any]:
-        default = list(self.default) if isinstance(self.default, tuple) else self.default
-        return {"type": "continuous", "default": default, "domain": self.domain_text(), "doc": self.doc}
+        def listed(value: Any) -> Any:
+            return list(value) if isinstance(value, tuple) else value
+
+        out = {"type": "continuous", "default": listed(self.default), "domain": self.domain_text(), "doc": self.doc}
+        return out if self.threedb is None else {**out, "threedb_default": listed(self.threedb)}
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Discrete:
     choices: tuple[Any, ...] | None = None  # the allowed values, when they form a fixed set
     doc: str = ""
     field: str | None = None
+    threedb: tuple[Any, ...] | None = None  # 3DB's default values where they differ (3DB-form configs use them)
     kind: ClassVar[str] = "discrete"
 
     def check(self, value: Any, where: str) -> Any:
@@ -65,8 +70,9 @@ class Discrete:
         return value
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "discrete", "default": list(self.default),
-                "choices": list(self.choices) if self.choices is not None else None, "doc": self.doc}
+        out = {"type": "discrete", "default": list(self.default),
+               "choices": list(self.choices) if self.choices is not None else None, "doc": self.doc}
+        return out if self.threedb is None else {**out, "threedb_default": list(self.threedb)}
 
 
 Param = Continuous | Discrete

@@ -17,7 +17,7 @@ MATERIAL_FOLDER = "blender_control_material"
 class Material(Control):
     doc = ("`replacement_material`: a .blend holding one material, which replaces every material slot of the "
            "object, or `keep_original`; the default searches ROOT/blender_control_material/*.blend and keep_original "
-           "(3DB's rule; file names are relative to ROOT).")
+           "(3DB's rule; a bare file name is looked for there, other names are relative to ROOT).")
     params = {"replacement_material": Discrete((KEEP,), field="material", doc="FILE.blend | keep_original")}
 
     def __init__(self, root: Path | None = None):
@@ -31,7 +31,10 @@ class Material(Control):
         path = Path(value).expanduser()
         if path.is_absolute() and not path.is_file():  # 3DB writes ROOT-relative names with a leading /
             path = Path(value.lstrip("/"))
-        return path if path.is_absolute() else self.root / path
+        if path.is_absolute():
+            return path
+        in_folder = self.root / MATERIAL_FOLDER / path  # 3DB's configs name the files of that folder
+        return in_folder if len(path.parts) == 1 and not (self.root / path).is_file() else self.root / path
 
     def check_value(self, param: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:

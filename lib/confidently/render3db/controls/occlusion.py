@@ -26,7 +26,9 @@ class Occlusion(Control):
               "zoom": Continuous((0.1, 0.4), low=0.0, high=1.0, open_low=True, field="occluder",
                                  doc="0 = at the object, 1 = at the camera"),
               "scale": Continuous((0.25, 1.0), low=0.0, open_low=True, field="occluder",
-                                  doc="occluder size in the object's bounding radii"),
+                                  doc="size factor: beside a 3DB ROOT's objects an occluder file keeps its own "
+                                      "Blender size × scale and a built-in has radius scale in Blender units; beside "
+                                      "the toolbox's objects any occluder has radius scale in their bounding radii"),
               "direction": Discrete(tuple(range(8)), choices=tuple(range(8)), field="occluder",
                                     doc="compass direction 0-7 the occluder comes from"),
               "occluder": Discrete((0,), field="occluder", doc="index | FILE | cube | sphere")}

@@ -10,7 +10,8 @@ from confidently.render3db.controls.base import Continuous, Control, register_co
 
 @register_control("scale")
 class Scale(Control):
-    doc = "Scale the object uniformly about its centre (the camera stays framed for scale 1)."
+    doc = ("Scale the object uniformly about its centre; a camera control listed after it frames the scaled object "
+           "(as 3DB re-fits it), one listed before it (or none) frames scale 1.")
     params = {"factor": Continuous((0.25, 1.0), low=0.0, open_low=True, field="scale", doc="1 = original size")}
 
     def apply(self, state: SceneState, args: dict[str, Any], context: dict[str, Any] | None = None) -> None:

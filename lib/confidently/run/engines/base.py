@@ -13,6 +13,7 @@ class Engine(ABC):
     """Where units of work run: in this process, or on a cluster's workers."""
 
     name: str
+    workers_ready: float | None = None  # seconds the last map_stateful took to build every worker (start-up)
 
     @abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:

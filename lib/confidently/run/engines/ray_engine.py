@@ -15,6 +15,7 @@ the run stops with an error.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -51,6 +52,10 @@ class _StatefulWorker:
 
     def call(self, item: Any) -> Any:
         return self.worker(item)
+
+    def ready(self) -> bool:
+        """Answers once the factory has run: how a caller waits for the actors' start-up."""
+        return True
 
 
 @register_engine("ray")
@@ -117,7 +122,11 @@ class RayEngine(Engine):
         count = workers or self._workers_that_fit()
         actor_class = self._ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=RETRIES,
                                        max_task_retries=RETRIES)(_StatefulWorker)
+        started = time.perf_counter()
         actors = [actor_class.remote(factory, self.threads, self.num_gpus) for _ in range(count)]
+        for answer in [actor.ready.remote() for actor in actors]:
+            self._get(answer)
+        self.workers_ready = time.perf_counter() - started
         turn = iter(range(1 << 62))
 
         def submit(item: Any) -> Any:

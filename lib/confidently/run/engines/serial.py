@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,4 +21,7 @@ class SerialEngine(Engine):
 
     def map_stateful(self, factory: Callable[[], Callable[[Any], Any]], items: Iterable[Any],
                      workers: int | None = None) -> Iterator[Any]:
-        return map(factory(), items)
+        started = time.perf_counter()
+        worker = factory()
+        self.workers_ready = time.perf_counter() - started
+        return map(worker, items)
