@@ -446,7 +446,7 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
         if name in parts:
             _require(model_dir, name)
     if torch.float16 in (compute, held) and _vae_forces_upcast(model_dir):
-        raise UsageError(f"{model_dir}/vae overflows in fp16 (its config sets force_upcast, as SDXL's does), so its "
+        raise UsageError(f"{model_dir}/vae is SDXL's, which overflows in fp16 (force_upcast), so its "
                          "encodes and edits would be NaN: use --dtype bf16 (the same memory) or fp32, or put a VAE "
                          "made for fp16 (e.g. madebyollin/sdxl-vae-fp16-fix) in vae/")
     from diffusers import AutoencoderKL, UNet2DConditionModel  # slow to import: only once the layout is right
@@ -494,14 +494,22 @@ def load_ldm(model_dir: str | Path, device: torch.device | str = "cpu", dtype: t
     return LatentDiffusion(model_dir, vae, unet, scheduler_config, text, device, compute, variant, weights)
 
 
-def _vae_forces_upcast(model_dir: Path) -> bool:
-    """Whether the VAE's config asks for fp32 (``force_upcast``): diffusers' SDXL pipelines upcast such a VAE
-    around every call, which a VAE shared with the attacks' differentiable loop cannot do."""
+def _read_json(path: Path) -> dict[str, Any]:
+    """A config file's contents; {} when absent or broken (the load that needs it reports that)."""
     try:
-        config = json.loads((model_dir / COMPONENTS["vae"][0]).read_text())
+        value = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        return False  # the load reports a missing or broken config
-    return bool(config.get("force_upcast", False))
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _vae_forces_upcast(model_dir: Path) -> bool:
+    """Whether an SDXL folder's VAE asks for fp32 (``force_upcast``, on unless its config says false, as in
+    diffusers): the SDXL pipelines upcast such a VAE around every call, which a VAE shared with the attacks'
+    differentiable loop cannot do. SD 1.x/2.x pipelines ignore the flag (their VAEs run in fp16)."""
+    sdxl = (_read_json(model_dir / COMPONENTS["unet"][0]).get("addition_embed_type") == "text_time"
+            or str(_read_json(model_dir / "model_index.json").get("_class_name", "")).startswith("StableDiffusionXL"))
+    return sdxl and bool(_read_json(model_dir / COMPONENTS["vae"][0]).get("force_upcast", True))
 
 
 _SD15_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32}
