@@ -101,9 +101,15 @@ ENCODER_OPTIONS, DIFFUSION_OPTIONS = attack_options(200), attack_options(200)
 # Helpers shared by the subcommands
 
 
-def records_of(input_path: str | None, unique_by: tuple[str, ...] = ()) -> RecordReader:
+def records_of(input_path: str | None, unique_by: tuple[str, ...] = (), duplicate_hint: str = "") -> RecordReader:
     """The input records; ``unique_by`` fields join the id in the key that must not repeat."""
-    return RecordReader(input_source(input_path), yield_errors=True, unique_by=unique_by)
+    return RecordReader(input_source(input_path), yield_errors=True, unique_by=unique_by,
+                        duplicate_hint=duplicate_hint)
+
+
+# `edit` names its files by id, so several methods' records of the same photos need one run each
+SEPARATE_EDITS = ("edits are files named by id in --out-dir, so edit each method's records in its own run and "
+                  "--out-dir, then `cat` the edited records into `immunize score --group-by method`")
 
 
 def log(common: Common, message: str) -> None:
@@ -446,7 +452,7 @@ def edit(input_path: str = OPTIONS["input"], model_dir: Path = MODEL_DIR, out_di
                     backend=backend)
     log(common, f"edit: {config.mode} via {backend}, {steps} DDIM steps, guidance {guidance}, eta {eta}, "
                 f"strength {config.effective_strength}, {ldm.dtype} on {ldm.device}")
-    stream_records(records_of(input_path), editor, common, description="edit")
+    stream_records(records_of(input_path, duplicate_hint=SEPARATE_EDITS), editor, common, description="edit")
 
 
 # ---------------------------------------------------------------------------------------------------------

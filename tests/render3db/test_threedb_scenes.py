@@ -156,3 +156,25 @@ def test_a_detection_experiment_runs_through_cycles_from_the_command_line(root, 
                                      seg, (1, 1))
         assert {k: again[k] for k in ("precision", "recall", "precision_nolabel", "recall_nolabel")} == \
             {k: record[k] for k in ("precision", "recall", "precision_nolabel", "recall_nolabel")}
+
+
+@pytest.mark.render
+def test_a_builtin_occluder_is_sized_by_a_blender_unit_object(root):
+    """3DB's occluders are files; the built-in stand-ins take the object's size (radius = scale × its radius), so
+    beside a 0.5-unit cube they cover the share of it the ratio asks for, not the whole frame."""
+    from confidently.render.engines.blender_engine import BlenderEngine
+    from confidently.render.scene import EnvironmentSpec, ObjectSpec, Occluder, RenderArgs, SceneState
+
+    engine = BlenderEngine()
+    try:
+        engine.load(ObjectSpec("cube", 1, path=root / "blender_models/cube.blend", blender_units=True),
+                    EnvironmentSpec("grey", solid=(0.4, 0.4, 0.4)), RenderArgs(resolution=32, samples=1))
+        state = SceneState(rotation=(0.3, 0.0, 0.6))
+        alone = float((engine.render(state, seed=3)["segmentation"] >= 0).sum())
+        occluded = []
+        for ratio in (0.1, 0.8):
+            out = engine.render(replace(state, occluder=Occluder(ratio, 0.3, 1.0, 1, builtin="sphere")), seed=3)
+            occluded.append(1 - float((out["segmentation"] >= 0).sum()) / alone)
+    finally:
+        engine.close()
+    assert occluded[0] < 0.3 and occluded[1] > 0.4 and occluded[1] > occluded[0] + 0.2, occluded

@@ -52,3 +52,27 @@ def test_grid_has_a_row_per_photo_and_method_with_mask_and_amplified_delta(tmp_p
     assert width > height > 0  # 3 method rows × 6 panels
     assert [label for _, label in GRID_FIELDS] == ["photo", "mask", "δ (amplified)", "immunized", "edit(photo)",
                                                    "edit(immunized)"]
+
+
+def test_a_resized_photo_shows_the_attacked_photo_and_its_delta_from_the_tensors(tmp_path, monkeypatch):
+    """`--size` crops and resizes: the photo file and the immunized image differ in size, so the panels come from
+    the record's tensors (x and delta at the edit size); without them δ is n/a."""
+    from confidently.report.sections.immunize import _pictures
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    generator = torch.Generator().manual_seed(1)
+    save_image(torch.rand(3, 24, 40, generator=generator), tmp_path / "photo.png")  # the photo as the user has it
+    x = torch.rand(3, 16, 16, generator=generator)
+    delta = 0.05 * torch.randn(3, 16, 16, generator=generator)
+    save_image((x + delta).clamp(0, 1), tmp_path / "immunized.png")
+    record = {"kind": "immunize.scored", "id": "p", "method": "encoder", "image": "photo.png",
+              "immunized": "immunized.png"}
+    assert _pictures(record)[2] is None  # δ of two images of different sizes: not computed
+    save_file({"x": x, "delta": delta}, str(tmp_path / "p.safetensors"))
+    photo, _, stretched, immunized, *_ = _pictures({**record, "tensors": "p.safetensors"})
+    assert photo.shape == stretched.shape == immunized.shape == (16, 16, 3)
+    assert torch.allclose(torch.from_numpy(photo), x.permute(1, 2, 0))
+    assert abs(float(stretched.min())) < 1e-6 or abs(float(stretched.max()) - 1) < 1e-6  # the peak spans the range
+    assert torch.allclose(torch.from_numpy(stretched - 0.5) * 2 * float(delta.abs().max()), delta.permute(1, 2, 0),
+                          atol=1e-5)

@@ -231,6 +231,8 @@ def test_bad_inputs_exit_with_clear_messages(work, monkeypatch, capsys):
                              "--fields", "image"], json.dumps(one) + "\n", 3, "--prompt-embeds"),
         "inpaint without mask": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1"], plain, 3,
                                  "needs a mask"),
+        "two methods in one edit": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1",
+                                     "--fields", "image"], 2 * (json.dumps(one) + "\n"), 3, "in its own run"),
         "immunized of another size": (["edit", "--model-dir", "tiny", "--out-dir", "bad", "--steps", "1",
                                        "--size", "16"], immunized_32, 3,
                                       "'photo/0': immunized is 32×32 but its photo is edited at 16×16"),

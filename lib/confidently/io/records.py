@@ -96,9 +96,11 @@ class RecordReader:
     """
 
     def __init__(self, source: str | os.PathLike | IO[str] = "-", *, require_image: bool = False,
-                 validate: bool = True, yield_errors: bool = False, unique_by: tuple[str, ...] = ()):
+                 validate: bool = True, yield_errors: bool = False, unique_by: tuple[str, ...] = (),
+                 duplicate_hint: str = ""):
         self.require_image = require_image
         self.unique_by = tuple(unique_by)
+        self.duplicate_hint = duplicate_hint  # what the person should do instead, added to a duplicate's message
         self.validate = validate
         self.yield_errors = yield_errors
         if isinstance(source, (str, os.PathLike)) and str(source) not in STDIN_NAMES:
@@ -162,11 +164,12 @@ class RecordReader:
         return Record(data, number, self.name, self.base_dir)
 
     def _duplicate(self, data: dict[str, Any]) -> str:
+        hint = f": {self.duplicate_hint}" if self.duplicate_hint else ""
         if not self.unique_by:
-            return f"duplicate id {json.dumps(data['id'])}; ids must be unique"
+            return f"duplicate id {json.dumps(data['id'])}; ids must be unique{hint}"
         names = ", ".join((*self.unique_by, "id"))
         values = ", ".join(json.dumps(data.get(name)) for name in (*self.unique_by, "id"))
-        return f"duplicate ({names}) ({values}); each ({names}) must be unique"
+        return f"duplicate ({names}) ({values}); each ({names}) must be unique{hint}"
 
 
 def check_input_file(path: str | os.PathLike, what: str) -> Path:

@@ -823,7 +823,9 @@ class BlenderEngine(Engine):
         centre = np.asarray(self.container.location, dtype=np.float64)
         place = centre + occluder.zoom * (origin - centre)
         holder.location, holder.rotation_euler = tuple(place), (0.0, 0.0, 0.0)
-        holder.scale = (float(occluder.scale),) * 3
+        # a built-in stand-in (3DB's occluders are always files) is sized by the object: radius = scale × its radius
+        size = float(occluder.scale) * (self.placement.radius if occluder.path is None else 1.0)
+        holder.scale = (size,) * 3
         xc, yc, w, h = box(self._world_vertices(self.meshes, self.local_vertices))
         ox, oy, ow, oh = box(self._world_vertices(meshes, local))
         overlap = min(ow * oh, occluder.ratio * w * h)

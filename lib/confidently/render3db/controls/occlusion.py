@@ -27,8 +27,8 @@ class Occlusion(Control):
                                  doc="0 = at the object, 1 = at the camera"),
               "scale": Continuous((0.25, 1.0), low=0.0, open_low=True, field="occluder",
                                   doc="size factor: beside a 3DB ROOT's objects an occluder file keeps its own "
-                                      "Blender size × scale and a built-in has radius scale in Blender units; beside "
-                                      "the toolbox's objects any occluder has radius scale in their bounding radii"),
+                                      "Blender size × scale; a built-in, and beside the toolbox's objects any "
+                                      "occluder, has radius scale × the object's bounding radius"),
               "direction": Discrete(tuple(range(8)), choices=tuple(range(8)), field="occluder",
                                     doc="compass direction 0-7 the occluder comes from"),
               "occluder": Discrete((0,), field="occluder", doc="index | FILE | cube | sphere")}

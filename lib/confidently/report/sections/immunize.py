@@ -122,9 +122,33 @@ def _amplified_delta(photo, immunized):
     return (0.5 + delta * (0.5 / peak if peak > 0 else 0)).clip(0, 1)
 
 
+def _attacked(record: dict[str, Any]):
+    """The photo as the attack saw it (``x``: cropped and resized to the edit size) and its δ, from the record's
+    tensors file when it can be read here; (None, None) otherwise (then δ comes from the two image files)."""
+    path = record.get("tensors")
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None, None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt") as tensors:
+            if not {"x", "delta"} <= set(tensors.keys()):
+                return None, None
+            photo, delta = tensors.get_tensor("x"), tensors.get_tensor("delta")
+    except (OSError, SafetensorError):
+        return None, None
+    peak = float(delta.abs().max())
+    stretched = (0.5 + delta * (0.5 / peak if peak > 0 else 0)).clamp(0, 1)
+    return photo.permute(1, 2, 0).numpy(), stretched.permute(1, 2, 0).numpy()
+
+
 def _pictures(record: dict[str, Any]) -> list:
-    photo, immunized = readable_image(record.get("image")), readable_image(record.get("immunized"))
-    pictures = {"image": photo, "immunized": immunized, "delta": _amplified_delta(photo, immunized)}
+    immunized = readable_image(record.get("immunized"))
+    photo, delta = _attacked(record)
+    if photo is None:
+        photo = readable_image(record.get("image"))
+        delta = _amplified_delta(photo, immunized)
+    pictures = {"image": photo, "immunized": immunized, "delta": delta}
     for field in ("mask", "edit_clean", "edit_immunized"):
         pictures[field] = readable_image(record.get(field))
     return [pictures[field] for field, _ in GRID_FIELDS]
