@@ -22,6 +22,12 @@ from tests.immunize.conftest import blobs, centre_mask
 TOLERANCE = 1e-5
 
 
+def both_backends(model, x, cond, config, mask=None, seed=11):
+    """(own loop's edit, pipeline's edit) of the same photo with the same seed and config, not pasted back."""
+    return tuple(edit_image(model, x, cond, config, seed=seed, mask=mask, paste=False, backend=backend)
+                 for backend in ("own", "pipeline"))
+
+
 @pytest.mark.parametrize("unet", ["inpaint", "img2img"])
 @pytest.mark.parametrize("strength,eta,prompt", [(None, 1.0, "a red car"), (0.75, 1.0, "a red car"),
                                                  (0.5, 0.0, "a red car"), (None, 1.0, "")])
@@ -34,8 +40,7 @@ def test_pipeline_and_own_loop_make_the_same_edit(unet, strength, eta, prompt, l
     x, mask = blobs(1, seed=4)[0], centre_mask()[0]
     cond = conditioning(model.text, prompt, "")
     config = EditConfig(unet, steps=6, guidance=7.5, eta=eta, strength=strength)
-    own = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="own")
-    pipe = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="pipeline")
+    own, pipe = both_backends(model, x, cond, config, mask)
     assert own.shape == pipe.shape == x.shape
     assert float((own - pipe).abs().max()) <= TOLERANCE
     other = edit_image(model, x, cond, config, seed=12, mask=mask, paste=False, backend="pipeline")

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from tests.immunize.conftest import blobs, centre_mask
 from tests.immunize.ldm_layout import ldm_checkpoint
-from tests.immunize.test_pipelines import TOLERANCE
+from tests.immunize.test_pipelines import TOLERANCE, both_backends
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,7 @@ def test_pipeline_and_own_loop_make_the_same_v_prediction_edit(sd2, unet, streng
     x, mask = blobs(1, seed=4)[0], centre_mask()[0]
     cond = conditioning(model.text, "a red car", "")
     config = EditConfig(unet, steps=6, guidance=7.5, eta=eta, strength=strength)
-    own = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="own")
-    pipe = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="pipeline")
+    own, pipe = both_backends(model, x, cond, config, mask)
     assert float((own - pipe).abs().max()) <= TOLERANCE
     as_epsilon = replace(model, scheduler_config={**model.scheduler_config, "prediction_type": "epsilon"},
                          pipelines={})

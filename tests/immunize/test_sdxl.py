@@ -20,7 +20,7 @@ from confidently.io.images import load_image, save_image
 
 from tests.conftest import tool_path
 from tests.immunize.conftest import blobs, centre_mask
-from tests.immunize.test_pipelines import TOLERANCE
+from tests.immunize.test_pipelines import TOLERANCE, both_backends
 from tests.tools.test_immunize_cli import in_process
 
 
@@ -53,8 +53,7 @@ def test_own_loop_pipeline_and_diffusers_own_text_encoding_make_the_same_edit(un
     assert cond.cond.shape == (1, 16, 32) and cond.pooled.shape == cond.uncond_pooled.shape == (1, 16)
     assert bool((cond.uncond == 0).all()) == (negative == "")  # force_zeros_for_empty_prompt
     config = EditConfig(unet, steps=6, guidance=7.5, eta=eta, strength=strength)
-    own = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="own")
-    pipe = edit_image(model, x, cond, config, seed=11, mask=mask, paste=False, backend="pipeline")
+    own, pipe = both_backends(model, x, cond, config, mask)
     assert own.shape == pipe.shape == x.shape
     assert float((own - pipe).abs().max()) <= TOLERANCE
     other = edit_image(model, x, cond, config, seed=12, mask=mask, paste=False, backend="pipeline")

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 
 from confidently.errors import InvalidInput, UsageError
-from confidently.immunize.text import TOY_TEXT_DIR, ClipText, HashTextEncoder, TextEncoder, load_text_encoder
+from confidently.immunize.text import (
+    TOY_TEXT_DIR,
+    ClipText,
+    HashTextEncoder,
+    TextEncoder,
+    load_text_encoder,
+    model_index,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -508,7 +515,7 @@ def _vae_forces_upcast(model_dir: Path) -> bool:
     diffusers): the SDXL pipelines upcast such a VAE around every call, which a VAE shared with the attacks'
     differentiable loop cannot do. SD 1.x/2.x pipelines ignore the flag (their VAEs run in fp16)."""
     sdxl = (_read_json(model_dir / COMPONENTS["unet"][0]).get("addition_embed_type") == "text_time"
-            or str(_read_json(model_dir / "model_index.json").get("_class_name", "")).startswith("StableDiffusionXL"))
+            or str(model_index(model_dir).get("_class_name", "")).startswith("StableDiffusionXL"))
     return sdxl and bool(_read_json(model_dir / COMPONENTS["vae"][0]).get("force_upcast", True))
 
 
